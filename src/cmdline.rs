@@ -1,0 +1,233 @@
+//! The guest command line (`/chosen/bootargs`): what to run and how to report it.
+//!
+//! Tokens are separated by white space. Unknown tokens are kept and reported as a warning,
+//! never fatal: a VMM may put its own options on the same line (Linux does the same).
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+/// How the guest ends the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitMethod {
+    /// PSCI SYSTEM_OFF through the tree's conduit (works everywhere; QEMU then exits 0).
+    Psci,
+    /// Semihosting SYS_EXIT_EXTENDED, so QEMU TCG exits with the status directly.
+    Semihosting,
+}
+
+/// Verbosity of the `log` output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "off" => Self::Off,
+            "error" => Self::Error,
+            "warn" => Self::Warn,
+            "info" => Self::Info,
+            "debug" => Self::Debug,
+            "trace" => Self::Trace,
+            _ => return None,
+        })
+    }
+}
+
+/// The options ioguard understands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// `list`: print the checks that would run, run none.
+    pub list: bool,
+    /// `only=GLOB[,GLOB]`: run only the checks whose key matches one of the globs.
+    pub only: Vec<String>,
+    /// `log=LEVEL`.
+    pub log: LogLevel,
+    /// `trace`: print every hypercall and every fault as it happens.
+    pub trace: bool,
+    /// `exit=psci|semihosting`.
+    pub exit: ExitMethod,
+    /// `ioguard.profile=NAME`: overrides the detected hypervisor profile.
+    pub profile: Option<String>,
+    /// Tokens that are not ours (kept for a warning line).
+    pub unknown: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            list: false,
+            only: Vec::new(),
+            log: LogLevel::Info,
+            trace: false,
+            exit: ExitMethod::Psci,
+            profile: None,
+            unknown: Vec::new(),
+        }
+    }
+}
+
+/// A token that is ours but malformed. Reported as a failure of the run: a user who asked
+/// for `only=` or `exit=` and got something else would misread the results.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CmdlineError {
+    BadValue { option: &'static str, value: String },
+    EmptyOnly,
+}
+
+impl fmt::Display for CmdlineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadValue { option, value } => {
+                write!(f, "bad value '{value}' for option '{option}'")
+            }
+            Self::EmptyOnly => write!(f, "'only=' needs at least one pattern"),
+        }
+    }
+}
+
+/// Parses the command line. Tokens that are not ioguard's (a VMM's `console=`, say) are
+/// collected in `unknown`; a malformed value of one of ours is an error.
+pub fn parse(line: &str) -> Result<Options, CmdlineError> {
+    let mut o = Options::default();
+    for tok in line.split_ascii_whitespace() {
+        let (key, value) = match tok.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (tok, None),
+        };
+        match (key, value) {
+            ("list", None) => o.list = true,
+            ("trace", None) => o.trace = true,
+            ("only", Some(v)) => {
+                let globs: Vec<String> = v
+                    .split(',')
+                    .filter(|g| !g.is_empty())
+                    .map(|g| g.to_string())
+                    .collect();
+                if globs.is_empty() {
+                    return Err(CmdlineError::EmptyOnly);
+                }
+                o.only.extend(globs);
+            }
+            ("log", Some(v)) => {
+                o.log = LogLevel::parse(v).ok_or(CmdlineError::BadValue {
+                    option: "log",
+                    value: v.to_string(),
+                })?
+            }
+            ("exit", Some(v)) => {
+                o.exit = match v {
+                    "psci" => ExitMethod::Psci,
+                    "semihosting" => ExitMethod::Semihosting,
+                    _ => {
+                        return Err(CmdlineError::BadValue {
+                            option: "exit",
+                            value: v.to_string(),
+                        })
+                    }
+                }
+            }
+            ("ioguard.profile", Some(v)) if !v.is_empty() => o.profile = Some(v.to_string()),
+            ("ioguard.profile", Some(v)) => {
+                return Err(CmdlineError::BadValue {
+                    option: "ioguard.profile",
+                    value: v.to_string(),
+                })
+            }
+            _ => o.unknown.push(tok.to_string()),
+        }
+    }
+    Ok(o)
+}
+
+/// The key a check is selected by: its name with the ": " between group and case
+/// written as ":", so `only=guard:stray-read` needs no quoting.
+pub fn check_key(name: &str) -> String {
+    name.replace(": ", ":")
+}
+
+impl Options {
+    /// Whether the check called `name` is selected. `default` is false for checks that
+    /// only run when named (self-tests of the reporting path): those need a pattern
+    /// without wildcards that names them exactly.
+    pub fn selects(&self, name: &str, default: bool) -> bool {
+        let key = check_key(name);
+        if self.only.is_empty() {
+            return default;
+        }
+        self.only.iter().any(|g| {
+            if default {
+                crate::glob::matches(g, &key)
+            } else {
+                *g == key
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_line_gives_defaults() {
+        assert_eq!(parse("").unwrap(), Options::default());
+        assert_eq!(parse("   \t ").unwrap(), Options::default());
+    }
+
+    #[test]
+    fn all_options() {
+        let o = parse("list only=boot:*,guard:stray-read log=debug trace exit=semihosting ioguard.profile=android13 console=ttyAMA0").unwrap();
+        assert!(o.list && o.trace);
+        assert_eq!(o.only, ["boot:*", "guard:stray-read"]);
+        assert_eq!(o.log, LogLevel::Debug);
+        assert_eq!(o.exit, ExitMethod::Semihosting);
+        assert_eq!(o.profile.as_deref(), Some("android13"));
+        assert_eq!(o.unknown, ["console=ttyAMA0"]);
+    }
+
+    #[test]
+    fn repeated_only_accumulates() {
+        let o = parse("only=a only=b,c").unwrap();
+        assert_eq!(o.only, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        assert!(matches!(parse("log=loud"), Err(CmdlineError::BadValue { option: "log", .. })));
+        assert!(matches!(parse("exit=reboot"), Err(CmdlineError::BadValue { option: "exit", .. })));
+        assert_eq!(parse("only="), Err(CmdlineError::EmptyOnly));
+        assert_eq!(parse("only=,,"), Err(CmdlineError::EmptyOnly));
+        assert!(parse("ioguard.profile=").is_err());
+    }
+
+    #[test]
+    fn flags_with_values_are_unknown() {
+        // `list=1` is not `list`: keep it visible instead of guessing.
+        let o = parse("list=1").unwrap();
+        assert!(!o.list);
+        assert_eq!(o.unknown, ["list=1"]);
+    }
+
+    #[test]
+    fn selection() {
+        let all = parse("").unwrap();
+        assert!(all.selects("boot: mmu", true));
+        assert!(!all.selects("selftest: panic", false));
+        let some = parse("only=boot:*").unwrap();
+        assert!(some.selects("boot: mmu", true));
+        assert!(!some.selects("guard: info", true));
+        // Hidden checks need their exact key, not a wildcard.
+        let star = parse("only=*").unwrap();
+        assert!(!star.selects("selftest: panic", false));
+        let exact = parse("only=selftest:panic").unwrap();
+        assert!(exact.selects("selftest: panic", false));
+    }
+}

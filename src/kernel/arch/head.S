@@ -1,0 +1,103 @@
+// Image header and primary entry.
+//
+// ioguard is linked at address 0 as a position-independent executable and relocates
+// itself here, before any compiled code runs, so one file runs wherever a VMM loads it
+// (QEMU: RAM base + 2 MiB; crosvm: 0x8000_0000). The header is the arm64 Linux Image
+// header (Documentation/arch/arm64/booting.rst), so every VMM that boots Linux boots it.
+
+.section .text.head, "ax"
+.global _start
+_start:
+    b       ioguard_primary         // code0
+    .long   0                       // code1
+    .quad   0                       // text_offset
+    .quad   __image_size            // image_size, .bss, stacks and heap included
+    .quad   0xa                     // flags: little endian, 4K pages, any placement
+    .quad   0                       // res2
+    .quad   0                       // res3
+    .quad   0                       // res4
+    .ascii  "ARM\x64"               // magic
+    .long   0                       // res5
+
+.section .text.boot, "ax"
+ioguard_primary:
+    mov     x19, x0                 // the device tree, per the boot protocol
+    adr     x20, _start             // load address == load offset (linked at 0)
+
+    // Linux may be entered at EL2 (QEMU virtualization=on without a hypervisor): do
+    // what a kernel without a hypervisor does and continue at EL1 with nothing trapped.
+    mrs     x1, CurrentEL
+    cmp     x1, #(2 << 2)
+    b.ne    1f
+    mov     x1, #(1 << 31)          // HCR_EL2.RW: EL1 is AArch64; no other trap or routing
+    msr     hcr_el2, x1
+    mov     x1, #3                  // CNTHCTL_EL2: EL1 may use the physical timer/counter
+    msr     cnthctl_el2, x1
+    msr     cntvoff_el2, xzr
+    mov     x1, #0x33ff             // CPTR_EL2: RES1 bits only, FP/SIMD not trapped
+    msr     cptr_el2, x1
+    msr     vttbr_el2, xzr
+    mrs     x1, midr_el1
+    msr     vpidr_el2, x1
+    mrs     x1, mpidr_el1
+    msr     vmpidr_el2, x1
+    movz    x1, #0x30d0, lsl #16    // SCTLR_EL1 RES1 bits, MMU and caches off
+    movk    x1, #0x0800
+    msr     sctlr_el1, x1
+    mov     x1, #0x3c5              // EL1h, D, A, I, F masked
+    msr     spsr_el2, x1
+    adr     x1, 1f
+    msr     elr_el2, x1
+    eret
+1:
+    // FP/SIMD on before any compiled code: Rust uses the q registers for copies.
+    mov     x1, #(3 << 20)
+    msr     cpacr_el1, x1
+    isb
+
+    // Apply the R_AARCH64_RELATIVE relocations: *(base + offset) = base + addend.
+    adrp    x1, __rela_start
+    add     x1, x1, :lo12:__rela_start
+    adrp    x2, __rela_end
+    add     x2, x2, :lo12:__rela_end
+    mov     x21, #0                 // relocations applied
+    mov     x22, #0                 // relocations of any other type (reported by Rust)
+2:  cmp     x1, x2
+    b.hs    3f
+    ldp     x3, x4, [x1], #16       // r_offset, r_info
+    ldr     x5, [x1], #8            // r_addend
+    cmp     x4, #1027               // R_AARCH64_RELATIVE, no symbol
+    b.ne    4f
+    add     x5, x5, x20
+    str     x5, [x20, x3]
+    add     x21, x21, #1
+    b       2b
+4:  add     x22, x22, #1
+    b       2b
+3:
+    // Zero .bss (stacks and heap are NOLOAD and need no zeroing).
+    adrp    x1, __bss_start
+    add     x1, x1, :lo12:__bss_start
+    adrp    x2, __bss_end
+    add     x2, x2, :lo12:__bss_end
+5:  cmp     x1, x2
+    b.hs    6f
+    stp     xzr, xzr, [x1], #16
+    b       5b
+6:
+    adrp    x1, __boot_stack_top
+    add     x1, x1, :lo12:__boot_stack_top
+    mov     sp, x1
+    msr     tpidr_el1, xzr          // CPU index 0
+    adrp    x1, ioguard_vectors
+    add     x1, x1, :lo12:ioguard_vectors
+    msr     vbar_el1, x1
+    isb
+
+    mov     x0, x19
+    mov     x1, x20
+    mov     x2, x21
+    mov     x3, x22
+    bl      ioguard_main
+7:  wfe
+    b       7b

@@ -1,0 +1,159 @@
+//! From the first Rust instruction to the suite: heap, device tree, page tables, console,
+//! command line. Anything wrong on the way ends the run with a clear message on whatever
+//! console is reachable and a failure status, never a hang.
+
+use crate::cmdline;
+use crate::platform::{self, Platform, Region};
+use crate::report;
+use alloc::format;
+use alloc::string::String;
+use core::sync::atomic::Ordering;
+
+use super::console::{self, Uart};
+use super::exceptions::TRACE;
+use super::probe::{self, Width};
+use super::suite::{self, BootInfo};
+use super::{heap, mmu, power};
+use crate::println;
+
+const FDT_MAGIC: u32 = 0xd00d_feed;
+/// Larger trees are refused: QEMU's is 1 MiB (mostly free space), crosvm's far smaller.
+const FDT_MAX_SIZE: u32 = 16 << 20;
+const FDT_HEADER_SIZE: u32 = 40;
+
+/// Ends a run that cannot run its checks. Before the console exists, the message goes to
+/// the semihosting console where there is one.
+pub fn fatal(msg: &str) -> ! {
+    let line = format!("ioguard: fatal: {msg}\n{}\n", report::exit_line(report::code::FATAL));
+    if console::is_installed() {
+        console::write_fmt(format_args!("{line}"));
+    } else {
+        power::semihosting_write(&line);
+    }
+    power::exit(report::code::FATAL)
+}
+
+/// Reads a big-endian u32 of the tree through the probe API: x0 comes from whoever booted
+/// us and may point anywhere.
+fn read_be32(addr: u64) -> Result<u32, String> {
+    // SAFETY: a read of the location the boot protocol says holds the device tree; a fault
+    // is caught and reported.
+    match unsafe { probe::read(addr, Width::W32) } {
+        Ok(v) => Ok(u32::from_be(v as u32)),
+        Err(f) => Err(format!("device tree at x0={addr:#x} is not readable: {}", f.fault)),
+    }
+}
+
+/// Finds the device tree blob x0 points at.
+fn device_tree_blob(dtb: u64) -> Result<&'static [u8], String> {
+    if dtb == 0 {
+        return Err(String::from("no device tree: x0 = 0 (boot ioguard as a Linux Image, not as an ELF)"));
+    }
+    if dtb % 8 != 0 {
+        return Err(format!("device tree address x0={dtb:#x} is not 8-byte aligned"));
+    }
+    let magic = read_be32(dtb)?;
+    if magic != FDT_MAGIC {
+        return Err(format!("no device tree at x0={dtb:#x}: magic {magic:#010x}, expected {FDT_MAGIC:#010x}"));
+    }
+    let size = read_be32(dtb + 4)?;
+    if !(FDT_HEADER_SIZE..=FDT_MAX_SIZE).contains(&size) {
+        return Err(format!("device tree at {dtb:#x} claims {size} bytes"));
+    }
+    // The last byte must be readable too before a slice may cover it.
+    // SAFETY: as in read_be32.
+    if let Err(f) = unsafe { probe::read(dtb + u64::from(size) - 1, Width::W8) } {
+        return Err(format!("device tree at {dtb:#x} claims {size} bytes, but its end is not readable: {}", f.fault));
+    }
+    // SAFETY: [dtb, dtb + size) was just shown readable (first and last byte; RAM in
+    // between), and nothing writes the tree for the rest of the run.
+    Ok(unsafe { core::slice::from_raw_parts(dtb as *const u8, size as usize) })
+}
+
+fn check_placement(p: &Platform, dtb: Region) -> Result<(), String> {
+    let image = Region::new(crate::sym_addr!(__image_start), crate::sym_addr!(__image_end) - crate::sym_addr!(__image_start));
+    let ram = p.ram_containing(image.base).filter(|r| r.end() >= image.end());
+    if ram.is_none() {
+        return Err(format!("the image at {image} is not inside the memory the device tree describes"));
+    }
+    if image.overlaps(&dtb) {
+        return Err(format!("the device tree at {dtb} overlaps the image at {image}"));
+    }
+    Ok(())
+}
+
+/// Called by head.S: x0 = device tree, x1 = load address, x2 = relocations applied,
+/// x3 = relocations of an unsupported type.
+#[no_mangle]
+extern "C" fn ioguard_main(dtb: u64, load_base: u64, relocations: u64, bad_relocations: u64) -> ! {
+    heap::init();
+    if bad_relocations != 0 {
+        fatal(&format!("{bad_relocations} relocations of a type other than R_AARCH64_RELATIVE"));
+    }
+    let blob = device_tree_blob(dtb).unwrap_or_else(|e| fatal(&e));
+    let platform = platform::parse(blob).unwrap_or_else(|e| fatal(&format!("device tree: {e}")));
+    power::set_conduit(platform.psci);
+    let dtb_region = Region::new(dtb, blob.len() as u64);
+    check_placement(&platform, dtb_region).unwrap_or_else(|e| fatal(&e));
+
+    let opts = cmdline::parse(&platform.bootargs);
+    if let Ok(o) = &opts {
+        power::set_exit_method(o.exit);
+    }
+
+    mmu::init(&platform.memory).unwrap_or_else(|e| fatal(&format!("page tables: {e}")));
+    if platform.ram_containing(dtb).is_none() {
+        mmu::map_normal(dtb_region).unwrap_or_else(|e| fatal(&format!("mapping the device tree: {e}")));
+    }
+    let c = &platform.console;
+    let console_map = mmu::ioremap(c.region.base, c.region.size)
+        .unwrap_or_else(|e| fatal(&format!("console {}: {e}", c.path)));
+    // SAFETY: the window covers the UART's registers, is mapped as device memory (live
+    // once the MMU is on, below), and stays mapped: `console_map` is leaked for the run.
+    console::install(unsafe { Uart::new(console_map.addr(), c.kind) });
+    let console_window = console_map.addr();
+    core::mem::forget(console_map);
+    mmu::enable().unwrap_or_else(|e| fatal(&format!("MMU: {e}")));
+    heap::enable_smp_lock();
+
+    let opts = opts.unwrap_or_else(|e| fatal(&format!("command line: {e}")));
+    console::init_log(opts.log);
+    TRACE.store(opts.trace, Ordering::Relaxed);
+
+    println!(
+        "ioguard {}: el={} cpus={} memory={}MiB console={}@{:#x} psci={} load={:#x}",
+        env!("CARGO_PKG_VERSION"),
+        super::cpu::current_el(),
+        platform.cpus.len(),
+        platform.memory.iter().map(|r| r.size).sum::<u64>() >> 20,
+        match c.kind {
+            platform::UartKind::Pl011 => "pl011",
+            platform::UartKind::Ns16550 { .. } => "ns16550a",
+        },
+        c.region.base,
+        platform.psci,
+        load_base,
+    );
+    if !opts.unknown.is_empty() {
+        println!("INFO: ignored command-line tokens: {}", opts.unknown.join(" "));
+    }
+    let boot = BootInfo { dtb, dtb_size: blob.len() as u64, load_base, relocations, console_window };
+    suite::run(&platform, &opts, &boot)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    let msg = format!("{}", info.message());
+    let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+    if console::is_installed() {
+        console::write_fmt_emergency(format_args!("PANIC: {msg}{location}\n"));
+    } else {
+        power::semihosting_write(&format!("ioguard: PANIC: {msg}{location}\n"));
+    }
+    suite::note_panic(msg);
+    suite::abandon_check();
+    if console::is_installed() {
+        suite::abort_run("panic outside any check")
+    }
+    fatal("panic before the console was up")
+}

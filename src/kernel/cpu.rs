@@ -1,0 +1,88 @@
+//! Small register accessors that no crate offers in the shape needed here.
+
+use core::arch::asm;
+
+/// The index of the running CPU (set in TPIDR_EL1 at its entry).
+pub fn index() -> usize {
+    let v: u64;
+    // SAFETY: reading TPIDR_EL1 has no side effects.
+    unsafe { asm!("mrs {}, tpidr_el1", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v as usize
+}
+
+/// Translates `va` with the current stage-1 tables as a read at EL1 (`AT S1E1R`).
+/// Returns PAR_EL1: bit 0 set means the translation faulted.
+pub fn translate_read(va: u64) -> u64 {
+    let par: u64;
+    // SAFETY: AT only updates PAR_EL1, which nothing else in ioguard keeps live; the ISB
+    // makes the result visible to the MRS.
+    unsafe {
+        asm!(
+            "at s1e1r, {va}",
+            "isb",
+            "mrs {par}, par_el1",
+            va = in(reg) va,
+            par = out(reg) par,
+            options(nostack, preserves_flags),
+        )
+    };
+    par
+}
+
+/// What `AT` found for an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Translation {
+    Fault,
+    /// Output address and the MAIR attribute byte of the mapping.
+    Mapped { pa: u64, attr: u8 },
+}
+
+pub fn translate(va: u64) -> Translation {
+    let par = translate_read(va);
+    if par & 1 != 0 {
+        Translation::Fault
+    } else {
+        Translation::Mapped {
+            pa: (par & 0x000f_ffff_ffff_f000) | (va & 0xfff),
+            attr: (par >> 56) as u8,
+        }
+    }
+}
+
+pub fn read_esr_el1() -> u64 {
+    let v: u64;
+    // SAFETY: reading ESR_EL1 has no side effects.
+    unsafe { asm!("mrs {}, esr_el1", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+pub fn read_far_el1() -> u64 {
+    let v: u64;
+    // SAFETY: reading FAR_EL1 has no side effects.
+    unsafe { asm!("mrs {}, far_el1", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+pub fn current_el() -> u8 {
+    let v: u64;
+    // SAFETY: reading CurrentEL has no side effects.
+    unsafe { asm!("mrs {}, CurrentEL", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    ((v >> 2) & 3) as u8
+}
+
+/// Clean and invalidate data cache lines covering [start, end) to the point of coherency.
+pub fn dcache_clean_inval_poc(start: u64, end: u64) {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects.
+    unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags)) };
+    let line = 4u64 << ((ctr >> 16) & 0xf);
+    let mut addr = start & !(line - 1);
+    while addr < end {
+        // SAFETY: DC CIVAC writes back and invalidates a line; memory contents are unchanged
+        // from the program's point of view.
+        unsafe { asm!("dc civac, {}", in(reg) addr, options(nostack, preserves_flags)) };
+        addr += line;
+    }
+    // SAFETY: a barrier has no effect on program state.
+    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+}

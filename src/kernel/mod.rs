@@ -1,0 +1,13 @@
+//! The kernel proper: everything that touches registers. Built only for the guest target.
+
+pub mod arch;
+pub mod boot;
+pub mod console;
+pub mod cpu;
+pub mod exceptions;
+pub mod heap;
+pub mod mmio;
+pub mod mmu;
+pub mod power;
+pub mod probe;
+pub mod suite;

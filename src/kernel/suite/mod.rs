@@ -1,0 +1,192 @@
+//! The checks and the code that runs them: one registration table, one result line per
+//! check, a summary and an exit status.
+
+mod boot;
+mod selftest;
+
+use crate::cmdline::Options;
+use crate::platform::Platform;
+use crate::report::{self, result_line, Tally, Verdict};
+use alloc::format;
+use alloc::string::String;
+use core::ffi::c_void;
+use spin::Mutex;
+
+use super::exceptions::{self, Fault};
+use super::power;
+use crate::println;
+
+/// What ioguard learned while booting, for the checks to examine.
+pub struct BootInfo {
+    pub dtb: u64,
+    pub dtb_size: u64,
+    pub load_base: u64,
+    pub relocations: u64,
+    /// The console's stage-1 window (ioremapped at boot).
+    pub console_window: u64,
+}
+
+/// What a check sees.
+pub struct Ctx<'a> {
+    pub name: &'static str,
+    pub platform: &'a Platform,
+    pub opts: &'a Options,
+    pub boot: &'a BootInfo,
+}
+
+impl Ctx<'_> {
+    /// An `INFO:` line attributed to the running check.
+    pub fn info(&self, msg: core::fmt::Arguments) {
+        println!("INFO: {}: {}", self.name, msg);
+    }
+}
+
+/// A check's conclusion, with the detail for its line.
+pub enum Outcome {
+    Pass(String),
+    Fail(String),
+    Skip(String),
+    KFail(String),
+}
+
+pub struct Check {
+    pub name: &'static str,
+    /// Run without being named by `only=` (false for self-tests of the reporting path).
+    pub default: bool,
+    pub run: fn(&Ctx) -> Outcome,
+}
+
+/// Every check, in run order.
+pub const CHECKS: &[Check] = &[
+    Check { name: "boot: device-tree", default: true, run: boot::device_tree },
+    Check { name: "boot: relocated", default: true, run: boot::relocated },
+    Check { name: "boot: mmu", default: true, run: boot::mmu },
+    Check { name: "boot: vectors", default: true, run: boot::vectors },
+    Check { name: "boot: probe-fault", default: true, run: boot::probe_fault },
+    Check { name: "selftest: unexpected-exception", default: false, run: selftest::unexpected_exception },
+    Check { name: "selftest: panic", default: false, run: selftest::panic },
+];
+
+static TALLY: Mutex<Tally> = Mutex::new(Tally { pass: 0, fail: 0, skip: 0, kfail: 0, xpass: 0 });
+static LAST_UNEXPECTED: Mutex<Option<Fault>> = Mutex::new(None);
+static PANIC_MESSAGE: Mutex<Option<String>> = Mutex::new(None);
+
+/// Called by the exception handler for an unexpected exception.
+pub fn note_unexpected(f: Fault) {
+    if let Some(mut g) = LAST_UNEXPECTED.try_lock() {
+        *g = Some(f);
+    }
+}
+
+/// Called by the panic handler before abandoning the check.
+pub fn note_panic(msg: String) {
+    if let Some(mut g) = PANIC_MESSAGE.try_lock() {
+        *g = Some(msg);
+    }
+}
+
+fn record(v: Verdict, name: &str, detail: &str) {
+    println!("{}", result_line(v, name, detail));
+    TALLY.lock().record(v);
+}
+
+struct Call<'a, 'b> {
+    check: &'a Check,
+    ctx: &'a Ctx<'b>,
+    outcome: Option<Outcome>,
+}
+
+extern "C" fn trampoline(arg: *mut c_void) {
+    // SAFETY: `arg` is the `Call` that `run_guarded` passed, alive for the whole call.
+    let call = unsafe { &mut *(arg as *mut Call) };
+    call.outcome = Some((call.check.run)(call.ctx));
+}
+
+extern "C" {
+    fn ioguard_guarded_call(f: extern "C" fn(*mut c_void), arg: *mut c_void, buf: *mut JmpBuf) -> u64;
+}
+
+/// Callee-saved state for abandoning a check (layout in probes.S).
+#[repr(C, align(16))]
+struct JmpBuf([u64; 22]);
+
+/// Abandons the running check from the panic handler; returns if there is none.
+pub fn abandon_check() {
+    let jb = exceptions::jmpbuf();
+    if jb != 0 {
+        // SAFETY: jb is the JmpBuf of the guarded call in progress on this CPU, whose
+        // frame is still live below us on this stack.
+        unsafe { exceptions::ioguard_recover(jb) }
+    }
+}
+
+/// Runs one check; an unexpected exception or a panic inside it becomes its FAIL line.
+fn run_guarded(check: &Check, ctx: &Ctx) -> Outcome {
+    let mut call = Call { check, ctx, outcome: None };
+    let mut buf = JmpBuf([0; 22]);
+    *LAST_UNEXPECTED.lock() = None;
+    *PANIC_MESSAGE.lock() = None;
+    exceptions::set_current_check(Some(check.name));
+    exceptions::set_jmpbuf(&mut buf as *mut JmpBuf as u64);
+    // SAFETY: `trampoline` receives `call`, which outlives the call; `buf` stays on this
+    // frame until set_jmpbuf(0) below, so a recovery always lands in a live frame.
+    let abandoned = unsafe { ioguard_guarded_call(trampoline, &mut call as *mut Call as *mut c_void, &mut buf) };
+    exceptions::set_jmpbuf(0);
+    exceptions::set_current_check(None);
+    if abandoned == 0 {
+        if let Some(o) = call.outcome {
+            return o;
+        }
+    }
+    if let Some(msg) = PANIC_MESSAGE.lock().take() {
+        return Outcome::Fail(format!("panic: {msg}"));
+    }
+    match LAST_UNEXPECTED.lock().take() {
+        Some(f) => Outcome::Fail(format!("unexpected exception: {} {f}", f.esr.ec_name())),
+        None => Outcome::Fail(String::from("check abandoned for an unknown reason")),
+    }
+}
+
+/// Runs the selected checks and ends the run.
+pub fn run(platform: &Platform, opts: &Options, boot: &BootInfo) -> ! {
+    let selected = || CHECKS.iter().filter(|c| opts.selects(c.name, c.default));
+    if opts.list {
+        for c in selected() {
+            println!("LIST: {}", c.name);
+        }
+        finish(None);
+    }
+    if selected().next().is_none() {
+        println!("ioguard: fatal: only={} matches no check (see `list`)", opts.only.join(","));
+        finish(Some(report::code::FATAL));
+    }
+    for c in selected() {
+        let ctx = Ctx { name: c.name, platform, opts, boot };
+        let (v, detail) = match run_guarded(c, &ctx) {
+            Outcome::Pass(d) => (Verdict::Pass, d),
+            Outcome::Fail(d) => (Verdict::Fail, d),
+            Outcome::Skip(d) => (Verdict::Skip, d),
+            Outcome::KFail(d) => (Verdict::KFail, d),
+        };
+        record(v, c.name, &detail);
+    }
+    finish(None)
+}
+
+/// Prints the summary and the status and powers off. `force` overrides the code the
+/// tally gives (for runs that could not run their checks).
+pub fn finish(force: Option<u8>) -> ! {
+    let t = *TALLY.lock();
+    println!("{}", t.summary_line());
+    println!("{}", t.totals_line());
+    let code = force.unwrap_or(t.exit_code());
+    println!("{}", report::exit_line(code));
+    power::exit(code)
+}
+
+/// Ends the run from a place where no check can be failed (an exception outside any
+/// check, a panic during boot).
+pub fn abort_run(reason: &str) -> ! {
+    println!("ioguard: fatal: {reason}");
+    finish(Some(report::code::FATAL))
+}
