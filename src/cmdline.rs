@@ -201,8 +201,14 @@ mod tests {
 
     #[test]
     fn bad_values_are_errors() {
-        assert!(matches!(parse("log=loud"), Err(CmdlineError::BadValue { option: "log", .. })));
-        assert!(matches!(parse("exit=reboot"), Err(CmdlineError::BadValue { option: "exit", .. })));
+        assert!(matches!(
+            parse("log=loud"),
+            Err(CmdlineError::BadValue { option: "log", .. })
+        ));
+        assert!(matches!(
+            parse("exit=reboot"),
+            Err(CmdlineError::BadValue { option: "exit", .. })
+        ));
         assert_eq!(parse("only="), Err(CmdlineError::EmptyOnly));
         assert_eq!(parse("only=,,"), Err(CmdlineError::EmptyOnly));
         assert!(parse("ioguard.profile=").is_err());

@@ -7,5 +7,7 @@ use ioguard as _;
 
 #[cfg(not(target_os = "none"))]
 fn main() {
-    eprintln!("ioguard is a guest kernel: build it with `cargo image` and boot it with ./qemu-run.sh");
+    eprintln!(
+        "ioguard is a guest kernel: build it with `cargo image` and boot it with ./qemu-run.sh"
+    );
 }

@@ -116,10 +116,22 @@ pub enum PlatformError {
     /// The blob is not a well-formed flattened device tree.
     NotATree(String),
     NoMemory,
-    BadReg { node: String, why: String },
-    BadProperty { node: String, property: &'static str, why: String },
-    ConsoleNotFound { path: String },
-    ConsoleUnsupported { path: String, compatible: String },
+    BadReg {
+        node: String,
+        why: String,
+    },
+    BadProperty {
+        node: String,
+        property: &'static str,
+        why: String,
+    },
+    ConsoleNotFound {
+        path: String,
+    },
+    ConsoleUnsupported {
+        path: String,
+        compatible: String,
+    },
     NoConsole,
     NoPsci,
     BadPsciMethod(String),
@@ -131,9 +143,16 @@ impl fmt::Display for PlatformError {
             Self::NotATree(why) => write!(f, "not a valid device tree: {why}"),
             Self::NoMemory => write!(f, "no /memory node with a usable reg"),
             Self::BadReg { node, why } => write!(f, "{node}: bad reg: {why}"),
-            Self::BadProperty { node, property, why } => write!(f, "{node}: bad {property}: {why}"),
+            Self::BadProperty {
+                node,
+                property,
+                why,
+            } => write!(f, "{node}: bad {property}: {why}"),
             Self::ConsoleNotFound { path } => {
-                write!(f, "/chosen/stdout-path names '{path}', which is not in the tree")
+                write!(
+                    f,
+                    "/chosen/stdout-path names '{path}', which is not in the tree"
+                )
             }
             Self::ConsoleUnsupported { path, compatible } => write!(
                 f,
@@ -150,34 +169,49 @@ impl fmt::Display for PlatformError {
 /// stack on a hostile blob.
 const MAX_DEPTH: usize = 16;
 
-fn prop_str<'a>(node: &FdtNode<'a>, name: &'static str, path: &str) -> Result<Option<&'a str>, PlatformError> {
+fn prop_str<'a>(
+    node: &FdtNode<'a>,
+    name: &'static str,
+    path: &str,
+) -> Result<Option<&'a str>, PlatformError> {
     match node.property(name) {
         None => Ok(None),
         Some(p) => {
-            let v: &'a [u8] = p.value_as::<&'a [u8]>().map_err(|e| PlatformError::BadProperty {
-                node: path.to_string(),
-                property: name,
-                why: e.to_string(),
-            })?;
+            let v: &'a [u8] = p
+                .value_as::<&'a [u8]>()
+                .map_err(|e| PlatformError::BadProperty {
+                    node: path.to_string(),
+                    property: name,
+                    why: e.to_string(),
+                })?;
             let v = v.strip_suffix(&[0]).unwrap_or(v);
             let v = v.split(|b| *b == 0).next().unwrap_or(&[]);
-            core::str::from_utf8(v).map(Some).map_err(|_| PlatformError::BadProperty {
-                node: path.to_string(),
-                property: name,
-                why: "not UTF-8".to_string(),
-            })
+            core::str::from_utf8(v)
+                .map(Some)
+                .map_err(|_| PlatformError::BadProperty {
+                    node: path.to_string(),
+                    property: name,
+                    why: "not UTF-8".to_string(),
+                })
         }
     }
 }
 
-fn prop_u32(node: &FdtNode<'_>, name: &'static str, path: &str) -> Result<Option<u32>, PlatformError> {
+fn prop_u32(
+    node: &FdtNode<'_>,
+    name: &'static str,
+    path: &str,
+) -> Result<Option<u32>, PlatformError> {
     match node.property(name) {
         None => Ok(None),
-        Some(p) => p.value_as::<u32>().map(Some).map_err(|e| PlatformError::BadProperty {
-            node: path.to_string(),
-            property: name,
-            why: e.to_string(),
-        }),
+        Some(p) => p
+            .value_as::<u32>()
+            .map(Some)
+            .map_err(|e| PlatformError::BadProperty {
+                node: path.to_string(),
+                property: name,
+                why: e.to_string(),
+            }),
     }
 }
 
@@ -231,14 +265,19 @@ impl Translation {
         if windows.is_empty() {
             Some(self.clone())
         } else {
-            Some(Translation { windows: Some(windows) })
+            Some(Translation {
+                windows: Some(windows),
+            })
         }
     }
 }
 
 /// All `reg` entries of a node, in CPU addresses.
 fn regs(node: &FdtNode<'_>, path: &str, tr: &Translation) -> Result<Vec<Region>, PlatformError> {
-    let bad = |why: String| PlatformError::BadReg { node: path.to_string(), why };
+    let bad = |why: String| PlatformError::BadReg {
+        node: path.to_string(),
+        why,
+    };
     let Some(entries) = node.reg().map_err(|e| bad(e.to_string()))? else {
         return Ok(Vec::new());
     };
@@ -274,9 +313,17 @@ struct Walk {
 }
 
 /// Visits every node reachable in the CPU's address space.
-fn walk(node: FdtNode<'_>, path: &str, tr: &Translation, depth: usize, w: &mut Walk) -> Result<(), PlatformError> {
+fn walk(
+    node: FdtNode<'_>,
+    path: &str,
+    tr: &Translation,
+    depth: usize,
+    w: &mut Walk,
+) -> Result<(), PlatformError> {
     if depth > MAX_DEPTH {
-        return Err(PlatformError::NotATree(format!("nodes nested deeper than {MAX_DEPTH} at {path}")));
+        return Err(PlatformError::NotATree(format!(
+            "nodes nested deeper than {MAX_DEPTH} at {path}"
+        )));
     }
     for child in node.children() {
         let name = child.name();
@@ -291,7 +338,8 @@ fn walk(node: FdtNode<'_>, path: &str, tr: &Translation, depth: usize, w: &mut W
             continue;
         }
         if is_memory {
-            w.memory.extend(regs(&child, &cpath, tr)?.into_iter().filter(|r| r.size > 0));
+            w.memory
+                .extend(regs(&child, &cpath, tr)?.into_iter().filter(|r| r.size > 0));
             continue;
         }
         let is_pci = device_type == Some("pci");
@@ -299,7 +347,11 @@ fn walk(node: FdtNode<'_>, path: &str, tr: &Translation, depth: usize, w: &mut W
         // config nodes under a bridge, for instance, have 3-cell addresses.
         let rs = match regs(&child, &cpath, tr) {
             Ok(rs) => rs,
-            Err(e) if is_compatible(&child, &["arm,pl011", "ns16550a", "ns16550", "virtio,mmio"]) => return Err(e),
+            Err(e)
+                if is_compatible(&child, &["arm,pl011", "ns16550a", "ns16550", "virtio,mmio"]) =>
+            {
+                return Err(e)
+            }
             Err(_) => Vec::new(),
         };
         if !rs.is_empty() {
@@ -308,12 +360,20 @@ fn walk(node: FdtNode<'_>, path: &str, tr: &Translation, depth: usize, w: &mut W
             }
             let ecam = is_compatible(&child, &["pci-host-ecam-generic"]);
             if ecam || is_compatible(&child, &["pci-host-cam-generic"]) {
-                w.pci.push(PciHost { path: cpath.clone(), ecam, config: rs[0] });
+                w.pci.push(PciHost {
+                    path: cpath.clone(),
+                    ecam,
+                    config: rs[0],
+                });
             }
             if is_compatible(&child, &["arm,pl011", "ns16550a", "ns16550"]) {
                 w.uarts.push(cpath.clone());
             }
-            w.devices.push(Device { path: cpath.clone(), compatible: first_compatible(&child), regs: rs });
+            w.devices.push(Device {
+                path: cpath.clone(),
+                compatible: first_compatible(&child),
+                regs: rs,
+            });
         }
         if !is_pci {
             if let Some(ctr) = tr.for_children(&child) {
@@ -327,7 +387,9 @@ fn walk(node: FdtNode<'_>, path: &str, tr: &Translation, depth: usize, w: &mut W
 fn console_at(fdt: &Fdt<'_>, path: &str, tr: &Translation) -> Result<Console, PlatformError> {
     let node = fdt
         .find_node(path)
-        .ok_or_else(|| PlatformError::ConsoleNotFound { path: path.to_string() })?;
+        .ok_or_else(|| PlatformError::ConsoleNotFound {
+            path: path.to_string(),
+        })?;
     let kind = if is_compatible(&node, &["arm,pl011"]) {
         UartKind::Pl011
     } else if is_compatible(&node, &["ns16550a", "ns16550"]) {
@@ -340,7 +402,10 @@ fn console_at(fdt: &Fdt<'_>, path: &str, tr: &Translation) -> Result<Console, Pl
                 why: format!("shift {reg_shift}, width {io_width}"),
             });
         }
-        UartKind::Ns16550 { reg_shift, io_width }
+        UartKind::Ns16550 {
+            reg_shift,
+            io_width,
+        }
     } else {
         return Err(PlatformError::ConsoleUnsupported {
             path: path.to_string(),
@@ -353,14 +418,25 @@ fn console_at(fdt: &Fdt<'_>, path: &str, tr: &Translation) -> Result<Console, Pl
         .first()
         .copied()
         .filter(|r| r.size > 0)
-        .ok_or_else(|| PlatformError::BadReg { node: path.to_string(), why: "no reg entry".to_string() })?;
-    Ok(Console { path: path.to_string(), kind, region })
+        .ok_or_else(|| PlatformError::BadReg {
+            node: path.to_string(),
+            why: "no reg entry".to_string(),
+        })?;
+    Ok(Console {
+        path: path.to_string(),
+        kind,
+        region,
+    })
 }
 
 /// Resolves `/chosen/stdout-path` ("serial0:115200n8" or "/pl011@9000000") to a node path.
 fn stdout_node(fdt: &Fdt<'_>) -> Result<Option<String>, PlatformError> {
-    let Some(chosen) = fdt.find_node("/chosen") else { return Ok(None) };
-    let Some(raw) = prop_str(&chosen, "stdout-path", "/chosen")? else { return Ok(None) };
+    let Some(chosen) = fdt.find_node("/chosen") else {
+        return Ok(None);
+    };
+    let Some(raw) = prop_str(&chosen, "stdout-path", "/chosen")? else {
+        return Ok(None);
+    };
     let path = raw.split(':').next().unwrap_or("");
     if path.starts_with('/') {
         return Ok(Some(path.to_string()));
@@ -373,7 +449,9 @@ fn stdout_node(fdt: &Fdt<'_>) -> Result<Option<String>, PlatformError> {
 
 fn cpus(fdt: &Fdt<'_>) -> Result<Vec<u64>, PlatformError> {
     let mut out = Vec::new();
-    let Some(node) = fdt.find_node("/cpus") else { return Ok(out) };
+    let Some(node) = fdt.find_node("/cpus") else {
+        return Ok(out);
+    };
     for cpu in node.children() {
         let path = child_path("/cpus", cpu.name());
         if prop_str(&cpu, "device_type", &path)? != Some("cpu") || !is_enabled(&cpu) {
@@ -396,7 +474,13 @@ pub fn from_fdt(fdt: &Fdt<'_>) -> Result<Platform, PlatformError> {
     let root = fdt.root();
     let model = prop_str(&root, "model", "/")?.unwrap_or("").to_string();
     let identity = Translation::default();
-    let mut w = Walk { devices: Vec::new(), memory: Vec::new(), virtio_mmio: Vec::new(), pci: Vec::new(), uarts: Vec::new() };
+    let mut w = Walk {
+        devices: Vec::new(),
+        memory: Vec::new(),
+        virtio_mmio: Vec::new(),
+        pci: Vec::new(),
+        uarts: Vec::new(),
+    };
     walk(root, "/", &identity, 0, &mut w)?;
     w.memory.sort_by_key(|r| r.base);
     if w.memory.is_empty() {
@@ -422,7 +506,9 @@ pub fn from_fdt(fdt: &Fdt<'_>) -> Result<Platform, PlatformError> {
     };
 
     let bootargs = match fdt.find_node("/chosen") {
-        Some(c) => prop_str(&c, "bootargs", "/chosen")?.unwrap_or("").to_string(),
+        Some(c) => prop_str(&c, "bootargs", "/chosen")?
+            .unwrap_or("")
+            .to_string(),
         None => String::new(),
     };
 
@@ -447,8 +533,13 @@ impl Platform {
     }
 
     /// Devices with the given compatible string.
-    pub fn devices_compatible<'a>(&'a self, compatible: &'a str) -> impl Iterator<Item = &'a Device> + 'a {
-        self.devices.iter().filter(move |d| d.compatible == compatible)
+    pub fn devices_compatible<'a>(
+        &'a self,
+        compatible: &'a str,
+    ) -> impl Iterator<Item = &'a Device> + 'a {
+        self.devices
+            .iter()
+            .filter(move |d| d.compatible == compatible)
     }
 }
 

@@ -123,7 +123,10 @@ mod tests {
 
     #[test]
     fn lines() {
-        assert_eq!(result_line(Verdict::Pass, "boot: mmu", ""), "PASS: boot: mmu");
+        assert_eq!(
+            result_line(Verdict::Pass, "boot: mmu", ""),
+            "PASS: boot: mmu"
+        );
         assert_eq!(
             result_line(Verdict::Fail, "guard: stray-read", " ESR=0x0\nFAR=0x1 "),
             "FAIL: guard: stray-read: ESR=0x0 FAR=0x1"

@@ -24,7 +24,10 @@ const FDT_HEADER_SIZE: u32 = 40;
 /// Ends a run that cannot run its checks. Before the console exists, the message goes to
 /// the semihosting console where there is one.
 pub fn fatal(msg: &str) -> ! {
-    let line = format!("ioguard: fatal: {msg}\n{}\n", report::exit_line(report::code::FATAL));
+    let line = format!(
+        "ioguard: fatal: {msg}\n{}\n",
+        report::exit_line(report::code::FATAL)
+    );
     if console::is_installed() {
         console::write_fmt(format_args!("{line}"));
     } else {
@@ -40,21 +43,30 @@ fn read_be32(addr: u64) -> Result<u32, String> {
     // is caught and reported.
     match unsafe { probe::read(addr, Width::W32) } {
         Ok(v) => Ok(u32::from_be(v as u32)),
-        Err(f) => Err(format!("device tree at x0={addr:#x} is not readable: {}", f.fault)),
+        Err(f) => Err(format!(
+            "device tree at x0={addr:#x} is not readable: {}",
+            f.fault
+        )),
     }
 }
 
 /// Finds the device tree blob x0 points at.
 fn device_tree_blob(dtb: u64) -> Result<&'static [u8], String> {
     if dtb == 0 {
-        return Err(String::from("no device tree: x0 = 0 (boot ioguard as a Linux Image, not as an ELF)"));
+        return Err(String::from(
+            "no device tree: x0 = 0 (boot ioguard as a Linux Image, not as an ELF)",
+        ));
     }
     if dtb % 8 != 0 {
-        return Err(format!("device tree address x0={dtb:#x} is not 8-byte aligned"));
+        return Err(format!(
+            "device tree address x0={dtb:#x} is not 8-byte aligned"
+        ));
     }
     let magic = read_be32(dtb)?;
     if magic != FDT_MAGIC {
-        return Err(format!("no device tree at x0={dtb:#x}: magic {magic:#010x}, expected {FDT_MAGIC:#010x}"));
+        return Err(format!(
+            "no device tree at x0={dtb:#x}: magic {magic:#010x}, expected {FDT_MAGIC:#010x}"
+        ));
     }
     let size = read_be32(dtb + 4)?;
     if !(FDT_HEADER_SIZE..=FDT_MAX_SIZE).contains(&size) {
@@ -63,7 +75,10 @@ fn device_tree_blob(dtb: u64) -> Result<&'static [u8], String> {
     // The last byte must be readable too before a slice may cover it.
     // SAFETY: as in read_be32.
     if let Err(f) = unsafe { probe::read(dtb + u64::from(size) - 1, Width::W8) } {
-        return Err(format!("device tree at {dtb:#x} claims {size} bytes, but its end is not readable: {}", f.fault));
+        return Err(format!(
+            "device tree at {dtb:#x} claims {size} bytes, but its end is not readable: {}",
+            f.fault
+        ));
     }
     // SAFETY: [dtb, dtb + size) was just shown readable (first and last byte; RAM in
     // between), and nothing writes the tree for the rest of the run.
@@ -71,24 +86,41 @@ fn device_tree_blob(dtb: u64) -> Result<&'static [u8], String> {
 }
 
 fn check_placement(p: &Platform, dtb: Region) -> Result<(), String> {
-    let image = Region::new(crate::sym_addr!(__image_start), crate::sym_addr!(__image_end) - crate::sym_addr!(__image_start));
-    let ram = p.ram_containing(image.base).filter(|r| r.end() >= image.end());
+    let image = Region::new(
+        crate::sym_addr!(__image_start),
+        crate::sym_addr!(__image_end) - crate::sym_addr!(__image_start),
+    );
+    let ram = p
+        .ram_containing(image.base)
+        .filter(|r| r.end() >= image.end());
     if ram.is_none() {
-        return Err(format!("the image at {image} is not inside the memory the device tree describes"));
+        return Err(format!(
+            "the image at {image} is not inside the memory the device tree describes"
+        ));
     }
     if image.overlaps(&dtb) {
-        return Err(format!("the device tree at {dtb} overlaps the image at {image}"));
+        return Err(format!(
+            "the device tree at {dtb} overlaps the image at {image}"
+        ));
     }
     Ok(())
 }
 
 /// Called by head.S: x0 = device tree, x1 = load address, x2 = relocations applied,
-/// x3 = relocations of an unsupported type.
+/// x3 = relocations of an unsupported type, x4 = the exception level we were entered at.
 #[no_mangle]
-extern "C" fn ioguard_main(dtb: u64, load_base: u64, relocations: u64, bad_relocations: u64) -> ! {
+extern "C" fn ioguard_main(
+    dtb: u64,
+    load_base: u64,
+    relocations: u64,
+    bad_relocations: u64,
+    entry_el: u64,
+) -> ! {
     heap::init();
     if bad_relocations != 0 {
-        fatal(&format!("{bad_relocations} relocations of a type other than R_AARCH64_RELATIVE"));
+        fatal(&format!(
+            "{bad_relocations} relocations of a type other than R_AARCH64_RELATIVE"
+        ));
     }
     let blob = device_tree_blob(dtb).unwrap_or_else(|e| fatal(&e));
     let platform = platform::parse(blob).unwrap_or_else(|e| fatal(&format!("device tree: {e}")));
@@ -103,7 +135,8 @@ extern "C" fn ioguard_main(dtb: u64, load_base: u64, relocations: u64, bad_reloc
 
     mmu::init(&platform.memory).unwrap_or_else(|e| fatal(&format!("page tables: {e}")));
     if platform.ram_containing(dtb).is_none() {
-        mmu::map_normal(dtb_region).unwrap_or_else(|e| fatal(&format!("mapping the device tree: {e}")));
+        mmu::map_normal(dtb_region)
+            .unwrap_or_else(|e| fatal(&format!("mapping the device tree: {e}")));
     }
     let c = &platform.console;
     let console_map = mmu::ioremap(c.region.base, c.region.size)
@@ -121,9 +154,9 @@ extern "C" fn ioguard_main(dtb: u64, load_base: u64, relocations: u64, bad_reloc
     TRACE.store(opts.trace, Ordering::Relaxed);
 
     println!(
-        "ioguard {}: el={} cpus={} memory={}MiB console={}@{:#x} psci={} load={:#x}",
+        "ioguard {}: entered-el={} cpus={} memory={}MiB console={}@{:#x} psci={} load={:#x}",
         env!("CARGO_PKG_VERSION"),
-        super::cpu::current_el(),
+        entry_el,
         platform.cpus.len(),
         platform.memory.iter().map(|r| r.size).sum::<u64>() >> 20,
         match c.kind {
@@ -135,16 +168,28 @@ extern "C" fn ioguard_main(dtb: u64, load_base: u64, relocations: u64, bad_reloc
         load_base,
     );
     if !opts.unknown.is_empty() {
-        println!("INFO: ignored command-line tokens: {}", opts.unknown.join(" "));
+        println!(
+            "INFO: ignored command-line tokens: {}",
+            opts.unknown.join(" ")
+        );
     }
-    let boot = BootInfo { dtb, dtb_size: blob.len() as u64, load_base, relocations, console_window };
+    let boot = BootInfo {
+        dtb,
+        dtb_size: blob.len() as u64,
+        load_base,
+        relocations,
+        console_window,
+    };
     suite::run(&platform, &opts, &boot)
 }
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     let msg = format!("{}", info.message());
-    let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+    let location = info
+        .location()
+        .map(|l| format!(" at {}:{}", l.file(), l.line()))
+        .unwrap_or_default();
     if console::is_installed() {
         console::write_fmt_emergency(format_args!("PANIC: {msg}{location}\n"));
     } else {

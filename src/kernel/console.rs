@@ -40,7 +40,10 @@ impl Uart {
                 // SAFETY: DR is a writable PL011 register inside the mapped window.
                 unsafe { mmio::write32(self.base + DR, u32::from(b)) };
             }
-            UartKind::Ns16550 { reg_shift, io_width } => {
+            UartKind::Ns16550 {
+                reg_shift,
+                io_width,
+            } => {
                 const THR: u64 = 0;
                 const LSR: u64 = 5;
                 const LSR_THRE: u32 = 1 << 5;
@@ -49,7 +52,11 @@ impl Uart {
                     // SAFETY: LSR is a readable 16550 register inside the mapped window,
                     // accessed with the width the device tree gives.
                     let lsr = unsafe {
-                        if io_width == 4 { mmio::read32(reg(LSR)) } else { u32::from(mmio::read8(reg(LSR))) }
+                        if io_width == 4 {
+                            mmio::read32(reg(LSR))
+                        } else {
+                            u32::from(mmio::read8(reg(LSR)))
+                        }
                     };
                     if lsr & LSR_THRE != 0 {
                         break;
@@ -57,7 +64,11 @@ impl Uart {
                 }
                 // SAFETY: THR is a writable 16550 register inside the mapped window.
                 unsafe {
-                    if io_width == 4 { mmio::write32(reg(THR), u32::from(b)) } else { mmio::write8(reg(THR), b) }
+                    if io_width == 4 {
+                        mmio::write32(reg(THR), u32::from(b))
+                    } else {
+                        mmio::write8(reg(THR), b)
+                    }
                 }
             }
         }

@@ -34,7 +34,10 @@ pub fn translate_read(va: u64) -> u64 {
 pub enum Translation {
     Fault,
     /// Output address and the MAIR attribute byte of the mapping.
-    Mapped { pa: u64, attr: u8 },
+    Mapped {
+        pa: u64,
+        attr: u8,
+    },
 }
 
 pub fn translate(va: u64) -> Translation {
@@ -61,13 +64,6 @@ pub fn read_far_el1() -> u64 {
     // SAFETY: reading FAR_EL1 has no side effects.
     unsafe { asm!("mrs {}, far_el1", out(reg) v, options(nomem, nostack, preserves_flags)) };
     v
-}
-
-pub fn current_el() -> u8 {
-    let v: u64;
-    // SAFETY: reading CurrentEL has no side effects.
-    unsafe { asm!("mrs {}, CurrentEL", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    ((v >> 2) & 3) as u8
 }
 
 /// Clean and invalidate data cache lines covering [start, end) to the point of coherency.

@@ -137,7 +137,12 @@ fn is_probe_site(elr: u64) -> bool {
 
 fn vector_name(index: u64) -> (&'static str, &'static str) {
     let kind = ["synchronous", "IRQ", "FIQ", "SError"][(index & 3) as usize];
-    let from = ["EL1 with SP_EL0", "EL1 with SP_EL1", "lower EL (AArch64)", "lower EL (AArch32)"][((index >> 2) & 3) as usize];
+    let from = [
+        "EL1 with SP_EL0",
+        "EL1 with SP_EL1",
+        "lower EL (AArch64)",
+        "lower EL (AArch32)",
+    ][((index >> 2) & 3) as usize];
     (kind, from)
 }
 

@@ -22,7 +22,11 @@ unsafe impl Sync for GuestHeap {}
 
 impl GuestHeap {
     const fn new() -> Self {
-        Self { heap: UnsafeCell::new(Heap::empty()), locked: AtomicBool::new(false), smp_safe: AtomicBool::new(false) }
+        Self {
+            heap: UnsafeCell::new(Heap::empty()),
+            locked: AtomicBool::new(false),
+            smp_safe: AtomicBool::new(false),
+        }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Heap) -> R) -> R {
@@ -54,7 +58,10 @@ impl GuestHeap {
 // SAFETY: allocation and deallocation are delegated to linked_list_allocator under `with`.
 unsafe impl GlobalAlloc for GuestHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.with(|h| h.allocate_first_fit(layout).map_or(core::ptr::null_mut(), |p| p.as_ptr()))
+        self.with(|h| {
+            h.allocate_first_fit(layout)
+                .map_or(core::ptr::null_mut(), |p| p.as_ptr())
+        })
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {

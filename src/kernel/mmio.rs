@@ -13,7 +13,9 @@ use core::arch::asm;
 pub unsafe fn read8(addr: u64) -> u8 {
     let v: u32;
     // SAFETY: the caller guarantees the address is a mapped, readable register.
-    unsafe { asm!("ldrb {v:w}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, preserves_flags)) };
+    unsafe {
+        asm!("ldrb {v:w}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, preserves_flags))
+    };
     v as u8
 }
 
@@ -22,7 +24,9 @@ pub unsafe fn read8(addr: u64) -> u8 {
 pub unsafe fn read32(addr: u64) -> u32 {
     let v: u32;
     // SAFETY: the caller guarantees the address is a mapped, readable register.
-    unsafe { asm!("ldr {v:w}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, preserves_flags)) };
+    unsafe {
+        asm!("ldr {v:w}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, preserves_flags))
+    };
     v
 }
 
@@ -30,12 +34,16 @@ pub unsafe fn read32(addr: u64) -> u32 {
 /// `addr` must be a mapped device register that is safe to write with this width.
 pub unsafe fn write8(addr: u64, v: u8) {
     // SAFETY: the caller guarantees the address is a mapped, writable register.
-    unsafe { asm!("strb {v:w}, [{a}]", a = in(reg) addr, v = in(reg) u32::from(v), options(nostack, preserves_flags)) };
+    unsafe {
+        asm!("strb {v:w}, [{a}]", a = in(reg) addr, v = in(reg) u32::from(v), options(nostack, preserves_flags))
+    };
 }
 
 /// # Safety
 /// `addr` must be a mapped device register that is safe to write with this width.
 pub unsafe fn write32(addr: u64, v: u32) {
     // SAFETY: the caller guarantees the address is a mapped, writable register.
-    unsafe { asm!("str {v:w}, [{a}]", a = in(reg) addr, v = in(reg) v, options(nostack, preserves_flags)) };
+    unsafe {
+        asm!("str {v:w}, [{a}]", a = in(reg) addr, v = in(reg) v, options(nostack, preserves_flags))
+    };
 }

@@ -80,9 +80,15 @@ pub fn init(ram: &[Region]) -> Result<(), MmuError> {
     let mut idmap = IdMap::with_asid(ASID, ROOT_LEVEL, El1And0);
     for r in ram {
         let (start, end) = page_range(r.base, r.size);
-        idmap.map_range(&region(start, end), NORMAL).map_err(MmuError::Map)?;
+        idmap
+            .map_range(&region(start, end), NORMAL)
+            .map_err(MmuError::Map)?;
     }
-    *STATE.lock() = Some(State { idmap, device_pages: BTreeMap::new(), ram: ram.to_vec() });
+    *STATE.lock() = Some(State {
+        idmap,
+        device_pages: BTreeMap::new(),
+        ram: ram.to_vec(),
+    });
     Ok(())
 }
 
@@ -91,13 +97,17 @@ pub fn map_normal(r: Region) -> Result<(), MmuError> {
     let mut guard = STATE.lock();
     let st = guard.as_mut().ok_or(MmuError::NotInitialised)?;
     let (start, end) = page_range(r.base, r.size);
-    st.idmap.map_range(&region(start, end), NORMAL).map_err(MmuError::Map)
+    st.idmap
+        .map_range(&region(start, end), NORMAL)
+        .map_err(MmuError::Map)
 }
 
 fn id_aa64mmfr0() -> u64 {
     let v: u64;
     // SAFETY: reading an ID register has no side effects.
-    unsafe { asm!("mrs {}, id_aa64mmfr0_el1", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("mrs {}, id_aa64mmfr0_el1", out(reg) v, options(nomem, nostack, preserves_flags))
+    };
     v
 }
 
@@ -116,7 +126,10 @@ pub fn enable() -> Result<(), MmuError> {
         | (ips << 32);
     // Everything written with the MMU off went straight to memory; make sure no stale
     // cache line over the image (tables, stacks, heap) survives into the cached world.
-    crate::kernel::cpu::dcache_clean_inval_poc(crate::sym_addr!(__image_start), crate::sym_addr!(__image_end));
+    crate::kernel::cpu::dcache_clean_inval_poc(
+        crate::sym_addr!(__image_start),
+        crate::sym_addr!(__image_end),
+    );
     // SAFETY: MAIR and TCR are programmed before the MMU is on, so no live translation
     // depends on them; the TLB is invalidated before first use.
     unsafe {
@@ -161,7 +174,15 @@ pub fn sctlr() -> u64 {
 
 fn tlb_flush_all() {
     // SAFETY: TLB maintenance does not change memory contents.
-    unsafe { asm!("dsb ishst", "tlbi vmalle1is", "dsb ish", "isb", options(nostack, preserves_flags)) };
+    unsafe {
+        asm!(
+            "dsb ishst",
+            "tlbi vmalle1is",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
 }
 
 /// A device window mapped in stage 1. Dropping it unmaps the pages it was the last
@@ -197,7 +218,9 @@ pub fn ioremap(base: u64, size: u64) -> Result<IoMapping, MmuError> {
     let mut page = start;
     while page < end {
         if !st.device_pages.contains_key(&page) {
-            st.idmap.map_range(&region(page, page + PAGE_SIZE), DEVICE).map_err(MmuError::Map)?;
+            st.idmap
+                .map_range(&region(page, page + PAGE_SIZE), DEVICE)
+                .map_err(MmuError::Map)?;
         }
         *st.device_pages.entry(page).or_insert(0) += 1;
         page += PAGE_SIZE;
@@ -218,7 +241,9 @@ impl Drop for IoMapping {
                 if *n == 0 {
                     st.device_pages.remove(&page);
                     // Unmapping a page we mapped cannot fail on range or flags.
-                    let _ = st.idmap.map_range(&region(page, page + PAGE_SIZE), El1Attributes::empty());
+                    let _ = st
+                        .idmap
+                        .map_range(&region(page, page + PAGE_SIZE), El1Attributes::empty());
                     unmapped = true;
                 }
             }

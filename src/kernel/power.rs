@@ -30,7 +30,10 @@ pub fn conduit() -> Option<Conduit> {
 }
 
 pub fn set_exit_method(m: ExitMethod) {
-    METHOD.store(if m == ExitMethod::Semihosting { 1 } else { 0 }, Ordering::Relaxed);
+    METHOD.store(
+        if m == ExitMethod::Semihosting { 1 } else { 0 },
+        Ordering::Relaxed,
+    );
 }
 
 /// Writes `s` to the semihosting console; false if semihosting is not available.
@@ -52,7 +55,16 @@ fn semihosting_exit(code: u8) {
     let _ = probe::semihost(SYS_EXIT_EXTENDED, block.as_ptr() as u64);
 }
 
+/// SYSTEM_OFF through a conduit the device tree named.
 fn psci_off(c: Conduit) {
+    let _ = match c {
+        Conduit::Hvc => smccc::psci::system_off::<smccc::Hvc>(),
+        Conduit::Smc => smccc::psci::system_off::<smccc::Smc>(),
+    };
+}
+
+/// SYSTEM_OFF through a conduit that may not exist (UNDEF is caught and ignored).
+fn psci_off_blind(c: Conduit) {
     let _ = probe::conduit_call(c == Conduit::Smc, PSCI_SYSTEM_OFF);
 }
 
@@ -71,8 +83,8 @@ pub fn exit(code: u8) -> ! {
         None => {
             // No device tree told us the conduit: try both; each is UNDEF where absent.
             semihosting_exit(code);
-            psci_off(Conduit::Hvc);
-            psci_off(Conduit::Smc);
+            psci_off_blind(Conduit::Hvc);
+            psci_off_blind(Conduit::Smc);
         }
     }
     park()

@@ -191,7 +191,11 @@ pub fn conduit_call(smc: bool, fid: u32) -> Result<u64, Fault> {
     // SAFETY: the call is made only for PSCI functions that take no argument (SYSTEM_OFF);
     // where the conduit does not exist the instruction is undefined and stepped over.
     let r = unsafe {
-        if smc { ioguard_probe_smc(u64::from(fid)) } else { ioguard_probe_hvc(u64::from(fid)) }
+        if smc {
+            ioguard_probe_smc(u64::from(fid))
+        } else {
+            ioguard_probe_hvc(u64::from(fid))
+        }
     };
     disarm_probe().map_or(Ok(r), Err)
 }

@@ -23,27 +23,72 @@ fn qemu_virt() -> DeviceTree {
     r.add_property(prop("#address-cells", 2u32));
     r.add_property(prop("#size-cells", 2u32));
     r.add_property(prop("model", "linux,dummy-virt"));
-    r.add_child(node("memory@40000000", vec![prop("device_type", "memory"), prop("reg", [0u32, 0x4000_0000, 0, 0x1000_0000])]));
-    r.add_child(node("pl011@9000000", vec![prop("compatible", vec!["arm,pl011", "arm,primecell"]), prop("reg", [0u32, 0x0900_0000, 0, 0x1000])]));
-    r.add_child(node("pl031@9010000", vec![prop("compatible", vec!["arm,pl031", "arm,primecell"]), prop("reg", [0u32, 0x0901_0000, 0, 0x1000])]));
+    r.add_child(node(
+        "memory@40000000",
+        vec![
+            prop("device_type", "memory"),
+            prop("reg", [0u32, 0x4000_0000, 0, 0x1000_0000]),
+        ],
+    ));
+    r.add_child(node(
+        "pl011@9000000",
+        vec![
+            prop("compatible", vec!["arm,pl011", "arm,primecell"]),
+            prop("reg", [0u32, 0x0900_0000, 0, 0x1000]),
+        ],
+    ));
+    r.add_child(node(
+        "pl031@9010000",
+        vec![
+            prop("compatible", vec!["arm,pl031", "arm,primecell"]),
+            prop("reg", [0u32, 0x0901_0000, 0, 0x1000]),
+        ],
+    ));
     for i in 0..3u32 {
         let base = 0x0a00_0000 + i * 0x200;
-        r.add_child(node(&format!("virtio_mmio@{base:x}"), vec![prop("compatible", "virtio,mmio"), prop("reg", [0u32, base, 0, 0x200])]));
+        r.add_child(node(
+            &format!("virtio_mmio@{base:x}"),
+            vec![
+                prop("compatible", "virtio,mmio"),
+                prop("reg", [0u32, base, 0, 0x200]),
+            ],
+        ));
     }
-    r.add_child(node("pcie@10000000", vec![
-        prop("compatible", "pci-host-ecam-generic"),
-        prop("device_type", "pci"),
-        prop("#address-cells", 3u32),
-        prop("#size-cells", 2u32),
-        prop("reg", [0x40u32, 0x1000_0000, 0, 0x1000_0000]),
-    ]));
-    r.add_child(node("psci", vec![prop("compatible", vec!["arm,psci-1.0", "arm,psci-0.2"]), prop("method", "hvc")]));
-    let mut cpus = node("cpus", vec![prop("#address-cells", 1u32), prop("#size-cells", 0u32)]);
+    r.add_child(node(
+        "pcie@10000000",
+        vec![
+            prop("compatible", "pci-host-ecam-generic"),
+            prop("device_type", "pci"),
+            prop("#address-cells", 3u32),
+            prop("#size-cells", 2u32),
+            prop("reg", [0x40u32, 0x1000_0000, 0, 0x1000_0000]),
+        ],
+    ));
+    r.add_child(node(
+        "psci",
+        vec![
+            prop("compatible", vec!["arm,psci-1.0", "arm,psci-0.2"]),
+            prop("method", "hvc"),
+        ],
+    ));
+    let mut cpus = node(
+        "cpus",
+        vec![prop("#address-cells", 1u32), prop("#size-cells", 0u32)],
+    );
     for i in 0..2u32 {
-        cpus.add_child(node(&format!("cpu@{i}"), vec![prop("device_type", "cpu"), prop("reg", i)]));
+        cpus.add_child(node(
+            &format!("cpu@{i}"),
+            vec![prop("device_type", "cpu"), prop("reg", i)],
+        ));
     }
     r.add_child(cpus);
-    r.add_child(node("chosen", vec![prop("stdout-path", "/pl011@9000000"), prop("bootargs", "only=boot:* log=debug")]));
+    r.add_child(node(
+        "chosen",
+        vec![
+            prop("stdout-path", "/pl011@9000000"),
+            prop("bootargs", "only=boot:* log=debug"),
+        ],
+    ));
     t
 }
 
@@ -79,15 +124,52 @@ fn crosvm_like_tree_with_ns16550_and_alias() {
     let r = &mut t.root;
     r.add_property(prop("#address-cells", 2u32));
     r.add_property(prop("#size-cells", 2u32));
-    r.add_child(node("memory", vec![prop("device_type", "memory"), prop("reg", [0u32, 0x8000_0000, 0, 0x800_0000, 1, 0, 0, 0x1000_0000])]));
-    r.add_child(node("U6_16550A@3f8", vec![prop("compatible", "ns16550a"), prop("reg", [0u32, 0x3f8, 0, 8])]));
-    r.add_child(node("pci", vec![prop("compatible", "pci-host-cam-generic"), prop("device_type", "pci"), prop("reg", [0u32, 0x1_0000, 0, 0x100_0000])]));
+    r.add_child(node(
+        "memory",
+        vec![
+            prop("device_type", "memory"),
+            prop(
+                "reg",
+                [0u32, 0x8000_0000, 0, 0x800_0000, 1, 0, 0, 0x1000_0000],
+            ),
+        ],
+    ));
+    r.add_child(node(
+        "U6_16550A@3f8",
+        vec![
+            prop("compatible", "ns16550a"),
+            prop("reg", [0u32, 0x3f8, 0, 8]),
+        ],
+    ));
+    r.add_child(node(
+        "pci",
+        vec![
+            prop("compatible", "pci-host-cam-generic"),
+            prop("device_type", "pci"),
+            prop("reg", [0u32, 0x1_0000, 0, 0x100_0000]),
+        ],
+    ));
     r.add_child(node("psci", vec![prop("method", "hvc")]));
     r.add_child(node("aliases", vec![prop("serial0", "/U6_16550A@3f8")]));
-    r.add_child(node("chosen", vec![prop("stdout-path", "serial0:115200n8")]));
+    r.add_child(node(
+        "chosen",
+        vec![prop("stdout-path", "serial0:115200n8")],
+    ));
     let p = parse_tree(&t).unwrap();
-    assert_eq!(p.memory, [Region::new(0x8000_0000, 0x800_0000), Region::new(0x1_0000_0000, 0x1000_0000)]);
-    assert_eq!(p.console.kind, UartKind::Ns16550 { reg_shift: 0, io_width: 1 });
+    assert_eq!(
+        p.memory,
+        [
+            Region::new(0x8000_0000, 0x800_0000),
+            Region::new(0x1_0000_0000, 0x1000_0000)
+        ]
+    );
+    assert_eq!(
+        p.console.kind,
+        UartKind::Ns16550 {
+            reg_shift: 0,
+            io_width: 1
+        }
+    );
     assert_eq!(p.console.region, Region::new(0x3f8, 8));
     assert_eq!(p.pci.len(), 1);
     assert!(!p.pci[0].ecam);
@@ -98,7 +180,10 @@ fn crosvm_like_tree_with_ns16550_and_alias() {
 #[test]
 fn no_stdout_path_falls_back_to_first_uart() {
     let mut t = qemu_virt();
-    t.root.child_mut("chosen").unwrap().remove_property("stdout-path");
+    t.root
+        .child_mut("chosen")
+        .unwrap()
+        .remove_property("stdout-path");
     let p = parse_tree(&t).unwrap();
     assert_eq!(p.console.path, "/pl011@9000000");
     assert_eq!(p.console_source, "first UART node");
@@ -107,15 +192,33 @@ fn no_stdout_path_falls_back_to_first_uart() {
 #[test]
 fn console_that_is_not_there() {
     let mut t = qemu_virt();
-    t.root.child_mut("chosen").unwrap().property_mut("stdout-path").unwrap().set_value("/serial@1234");
-    assert_eq!(parse_tree(&t), Err(PlatformError::ConsoleNotFound { path: "/serial@1234".into() }));
+    t.root
+        .child_mut("chosen")
+        .unwrap()
+        .property_mut("stdout-path")
+        .unwrap()
+        .set_value("/serial@1234");
+    assert_eq!(
+        parse_tree(&t),
+        Err(PlatformError::ConsoleNotFound {
+            path: "/serial@1234".into()
+        })
+    );
 }
 
 #[test]
 fn console_of_unknown_kind() {
     let mut t = qemu_virt();
-    t.root.child_mut("chosen").unwrap().property_mut("stdout-path").unwrap().set_value("/pl031@9010000");
-    assert!(matches!(parse_tree(&t), Err(PlatformError::ConsoleUnsupported { .. })));
+    t.root
+        .child_mut("chosen")
+        .unwrap()
+        .property_mut("stdout-path")
+        .unwrap()
+        .set_value("/pl031@9010000");
+    assert!(matches!(
+        parse_tree(&t),
+        Err(PlatformError::ConsoleUnsupported { .. })
+    ));
 }
 
 #[test]
@@ -129,8 +232,16 @@ fn missing_nodes() {
     assert_eq!(parse_tree(&t), Err(PlatformError::NoPsci));
 
     let mut t = qemu_virt();
-    t.root.child_mut("psci").unwrap().property_mut("method").unwrap().set_value("svc");
-    assert_eq!(parse_tree(&t), Err(PlatformError::BadPsciMethod("svc".into())));
+    t.root
+        .child_mut("psci")
+        .unwrap()
+        .property_mut("method")
+        .unwrap()
+        .set_value("svc");
+    assert_eq!(
+        parse_tree(&t),
+        Err(PlatformError::BadPsciMethod("svc".into()))
+    );
 
     let mut t = qemu_virt();
     t.root.remove_child("chosen");
@@ -142,37 +253,64 @@ fn missing_nodes() {
 fn reg_cells_that_do_not_fit() {
     // A reg whose length is not a multiple of (address + size) cells.
     let mut t = qemu_virt();
-    t.root.child_mut("memory@40000000").unwrap().property_mut("reg").unwrap().set_value([0u32, 0x4000_0000, 0]);
-    assert!(matches!(parse_tree(&t), Err(PlatformError::BadReg { ref node, .. }) if node == "/memory@40000000"));
+    t.root
+        .child_mut("memory@40000000")
+        .unwrap()
+        .property_mut("reg")
+        .unwrap()
+        .set_value([0u32, 0x4000_0000, 0]);
+    assert!(
+        matches!(parse_tree(&t), Err(PlatformError::BadReg { ref node, .. }) if node == "/memory@40000000")
+    );
 
     // Three address cells: the address does not fit in 64 bits.
     let mut t = qemu_virt();
-    t.root.property_mut("#address-cells").unwrap().set_value(3u32);
+    t.root
+        .property_mut("#address-cells")
+        .unwrap()
+        .set_value(3u32);
     assert!(matches!(parse_tree(&t), Err(PlatformError::BadReg { .. })));
 
     // A region that wraps around the address space.
     let mut t = qemu_virt();
-    t.root.child_mut("pl011@9000000").unwrap().property_mut("reg").unwrap().set_value([0xffff_ffffu32, 0xffff_f000, 0, 0x2000]);
+    t.root
+        .child_mut("pl011@9000000")
+        .unwrap()
+        .property_mut("reg")
+        .unwrap()
+        .set_value([0xffff_ffffu32, 0xffff_f000, 0, 0x2000]);
     assert!(matches!(parse_tree(&t), Err(PlatformError::BadReg { .. })));
 }
 
 #[test]
 fn disabled_nodes_are_ignored() {
     let mut t = qemu_virt();
-    t.root.child_mut("virtio_mmio@a000000").unwrap().add_property(prop("status", "disabled"));
+    t.root
+        .child_mut("virtio_mmio@a000000")
+        .unwrap()
+        .add_property(prop("status", "disabled"));
     assert_eq!(parse_tree(&t).unwrap().virtio_mmio.len(), 2);
 }
 
 #[test]
 fn ranges_translate_child_addresses() {
     let mut t = qemu_virt();
-    let mut soc = node("soc", vec![
-        prop("#address-cells", 1u32),
-        prop("#size-cells", 1u32),
-        // child 0x0 -> parent 0x2000_0000, 16 MiB
-        prop("ranges", [0u32, 0, 0x2000_0000, 0x100_0000]),
-    ]);
-    soc.add_child(node("virtio_mmio@1000", vec![prop("compatible", "virtio,mmio"), prop("reg", [0x1000u32, 0x200])]));
+    let mut soc = node(
+        "soc",
+        vec![
+            prop("#address-cells", 1u32),
+            prop("#size-cells", 1u32),
+            // child 0x0 -> parent 0x2000_0000, 16 MiB
+            prop("ranges", [0u32, 0, 0x2000_0000, 0x100_0000]),
+        ],
+    );
+    soc.add_child(node(
+        "virtio_mmio@1000",
+        vec![
+            prop("compatible", "virtio,mmio"),
+            prop("reg", [0x1000u32, 0x200]),
+        ],
+    ));
     t.root.add_child(soc);
     let p = parse_tree(&t).unwrap();
     assert!(p.virtio_mmio.contains(&Region::new(0x2000_1000, 0x200)));
@@ -207,5 +345,8 @@ fn truncated_and_garbage_blobs_are_errors_not_panics() {
         }
         assert!(parse(&b).is_err());
     }
-    assert!(matches!(parse(b"not a tree at all"), Err(PlatformError::NotATree(_))));
+    assert!(matches!(
+        parse(b"not a tree at all"),
+        Err(PlatformError::NotATree(_))
+    ));
 }

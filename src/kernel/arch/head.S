@@ -27,6 +27,7 @@ ioguard_primary:
     // Linux may be entered at EL2 (QEMU virtualization=on without a hypervisor): do
     // what a kernel without a hypervisor does and continue at EL1 with nothing trapped.
     mrs     x1, CurrentEL
+    lsr     x23, x1, #2             // the EL we were entered at, for the report
     cmp     x1, #(2 << 2)
     b.ne    1f
     mov     x1, #(1 << 31)          // HCR_EL2.RW: EL1 is AArch64; no other trap or routing
@@ -98,6 +99,7 @@ ioguard_primary:
     mov     x1, x20
     mov     x2, x21
     mov     x3, x22
+    mov     x4, x23
     bl      ioguard_main
 7:  wfe
     b       7b

@@ -15,7 +15,10 @@ pub fn device_tree(ctx: &Ctx) -> Outcome {
     let p = ctx.platform;
     let b = ctx.boot;
     if p.ram_containing(b.dtb).is_none() {
-        return Outcome::Fail(format!("device tree at {:#x} lies outside the memory it describes", b.dtb));
+        return Outcome::Fail(format!(
+            "device tree at {:#x} lies outside the memory it describes",
+            b.dtb
+        ));
     }
     let mem: u64 = p.memory.iter().map(|r| r.size).sum();
     for r in &p.memory {
@@ -60,21 +63,34 @@ pub fn relocated(ctx: &Ctx) -> Outcome {
     // SAFETY: as above, for the function pointer.
     let f = unsafe { core::ptr::read_volatile(&ANSWER) };
     if b.load_base == 0 {
-        return Outcome::Fail(String::from("loaded at 0, its link address: relocation not exercised"));
+        return Outcome::Fail(String::from(
+            "loaded at 0, its link address: relocation not exercised",
+        ));
     }
     if b.relocations == 0 {
         return Outcome::Fail(String::from("no relocation applied"));
     }
     if stored != actual {
-        return Outcome::Fail(format!("pointer in data is {stored:#x}, object is at {actual:#x}"));
+        return Outcome::Fail(format!(
+            "pointer in data is {stored:#x}, object is at {actual:#x}"
+        ));
     }
     if f() != 42 {
-        return Outcome::Fail(String::from("call through a function pointer in data went wrong"));
+        return Outcome::Fail(String::from(
+            "call through a function pointer in data went wrong",
+        ));
     }
     if crate::sym_addr!(__image_start) != b.load_base {
-        return Outcome::Fail(format!("image start {:#x} != load base {:#x}", crate::sym_addr!(__image_start), b.load_base));
+        return Outcome::Fail(format!(
+            "image start {:#x} != load base {:#x}",
+            crate::sym_addr!(__image_start),
+            b.load_base
+        ));
     }
-    Outcome::Pass(format!("running at {:#x}, linked at 0x0, {} relocations applied", b.load_base, b.relocations))
+    Outcome::Pass(format!(
+        "running at {:#x}, linked at 0x0, {} relocations applied",
+        b.load_base, b.relocations
+    ))
 }
 
 fn expect_ram(what: &str, va: u64, bad: &mut Vec<String>) {
@@ -103,7 +119,9 @@ pub fn mmu(ctx: &Ctx) -> Outcome {
         expect_ram("RAM end", r.end() - PAGE_SIZE, &mut bad);
         ram_pages += 2;
         let after = r.end();
-        if ctx.platform.ram_containing(after).is_none() && cpu::translate(after) != Translation::Fault {
+        if ctx.platform.ram_containing(after).is_none()
+            && cpu::translate(after) != Translation::Fault
+        {
             bad.push(format!("page after RAM {after:#x} is mapped"));
         }
     }
@@ -124,7 +142,10 @@ pub fn mmu(ctx: &Ctx) -> Outcome {
         }
     }
     if mmu::device_pages() != 1 {
-        bad.push(format!("{} device pages mapped, expected only the console's", mmu::device_pages()));
+        bad.push(format!(
+            "{} device pages mapped, expected only the console's",
+            mmu::device_pages()
+        ));
     }
     if bad.is_empty() {
         Outcome::Pass(format!(
@@ -141,15 +162,24 @@ pub fn vectors(_: &Ctx) -> Outcome {
         return Outcome::Fail(String::from("brk raised no exception"));
     };
     if b.esr.ec() != ec::BRK64 || b.esr.brk_imm() != 0x10a || b.elr != probe::brk_site() {
-        return Outcome::Fail(format!("brk: {b}, expected EC 0x3c imm 0x10a at {:#x}", probe::brk_site()));
+        return Outcome::Fail(format!(
+            "brk: {b}, expected EC 0x3c imm 0x10a at {:#x}",
+            probe::brk_site()
+        ));
     }
     let Some(u) = probe::udf() else {
         return Outcome::Fail(String::from("udf raised no exception"));
     };
     if u.esr.ec() != ec::UNKNOWN || u.elr != probe::udf_site() {
-        return Outcome::Fail(format!("udf: {u}, expected EC 0x0 at {:#x}", probe::udf_site()));
+        return Outcome::Fail(format!(
+            "udf: {u}, expected EC 0x0 at {:#x}",
+            probe::udf_site()
+        ));
     }
-    Outcome::Pass(format!("brk ESR={:#x}, udf ESR={:#x}, both resumed", b.esr.0, u.esr.0))
+    Outcome::Pass(format!(
+        "brk ESR={:#x}, udf ESR={:#x}, both resumed",
+        b.esr.0, u.esr.0
+    ))
 }
 
 /// The expected-fault API reports an access to an unmapped page exactly: a translation
@@ -165,8 +195,15 @@ pub fn probe_fault(ctx: &Ctx) -> Outcome {
         Err(f) => f,
     };
     let f = load.fault;
-    if !f.esr.is_translation_fault() || f.esr.wnr() || f.far != addr || f.elr != probe::load_site(Width::W32) {
-        return Outcome::Fail(format!("load: {f}; expected a read translation fault at FAR={addr:#x} ELR={:#x}", probe::load_site(Width::W32)));
+    if !f.esr.is_translation_fault()
+        || f.esr.wnr()
+        || f.far != addr
+        || f.elr != probe::load_site(Width::W32)
+    {
+        return Outcome::Fail(format!(
+            "load: {f}; expected a read translation fault at FAR={addr:#x} ELR={:#x}",
+            probe::load_site(Width::W32)
+        ));
     }
     if !load.dest_untouched() {
         return Outcome::Fail(format!("destination register changed to {:#x}", load.dest));
@@ -176,8 +213,89 @@ pub fn probe_fault(ctx: &Ctx) -> Outcome {
         Ok(()) => return Outcome::Fail(format!("write to unmapped {addr:#x} did not fault")),
         Err(f) => f,
     };
-    if !w.esr.is_translation_fault() || !w.esr.wnr() || w.far != addr || w.elr != probe::store_site(Width::W64) {
-        return Outcome::Fail(format!("store: {w}; expected a write translation fault at FAR={addr:#x}"));
+    if !w.esr.is_translation_fault()
+        || !w.esr.wnr()
+        || w.far != addr
+        || w.elr != probe::store_site(Width::W64)
+    {
+        return Outcome::Fail(format!(
+            "store: {w}; expected a write translation fault at FAR={addr:#x}"
+        ));
     }
     Outcome::Pass(format!("load {}; store ESR={:#x}", f, w.esr.0))
+}
+
+const VIRTIO_MMIO_MAGIC: u32 = 0x7472_6976; // "virt"
+
+/// ioremap maps device windows in stage 1, one mapping per page however many windows
+/// share it, and unmaps a page when its last window goes. Shown on the virtio-mmio
+/// transports: every window answers the virtio magic through its mapping.
+pub fn ioremap(ctx: &Ctx) -> Outcome {
+    let windows = &ctx.platform.virtio_mmio;
+    if windows.is_empty() {
+        return Outcome::Skip(String::from("no virtio-mmio node in the device tree"));
+    }
+    let before = mmu::device_pages();
+    let mut maps = Vec::new();
+    for w in windows {
+        match mmu::ioremap(w.base, w.size) {
+            Ok(m) => maps.push(m),
+            Err(e) => return Outcome::Fail(format!("ioremap({}): {e}", w)),
+        }
+    }
+    let mut pages: Vec<u64> = windows.iter().map(|w| w.base & !(PAGE_SIZE - 1)).collect();
+    pages.sort_unstable();
+    pages.dedup();
+    let mapped = mmu::device_pages() - before;
+    if mapped != pages.len() {
+        return Outcome::Fail(format!(
+            "{} windows in {} distinct pages mapped {mapped} pages",
+            windows.len(),
+            pages.len()
+        ));
+    }
+    let mut attached = Vec::new();
+    for m in &maps {
+        // SAFETY: magic and device ID are read-only registers of a mapped virtio-mmio window.
+        let magic = unsafe { probe::read(m.addr(), Width::W32) };
+        // SAFETY: as above.
+        let id = unsafe { probe::read(m.addr() + 8, Width::W32) };
+        match (magic, id) {
+            (Ok(magic), _) if magic as u32 != VIRTIO_MMIO_MAGIC => {
+                return Outcome::Fail(format!("window {:#x}: magic {magic:#x}", m.addr()))
+            }
+            (Ok(_), Ok(id)) => {
+                if id != 0 {
+                    attached.push((m.addr(), id));
+                }
+            }
+            (Err(f), _) | (_, Err(f)) => {
+                return Outcome::Fail(format!("window {:#x}: {}", m.addr(), f.fault))
+            }
+        }
+    }
+    for (addr, id) in &attached {
+        ctx.info(format_args!("virtio-mmio {addr:#x}: device ID {id}"));
+    }
+    drop(maps);
+    let after = mmu::device_pages();
+    if after != before {
+        return Outcome::Fail(format!(
+            "{after} device pages mapped after release, {before} before"
+        ));
+    }
+    if let Some(p) = pages
+        .iter()
+        .find(|p| cpu::translate(**p) != Translation::Fault)
+    {
+        return Outcome::Fail(format!(
+            "page {p:#x} still mapped after its last window was released"
+        ));
+    }
+    Outcome::Pass(format!(
+        "{} windows in {} pages: magic ok, {} with a device attached; all unmapped again",
+        windows.len(),
+        pages.len(),
+        attached.len()
+    ))
 }

@@ -58,16 +58,55 @@ pub struct Check {
 
 /// Every check, in run order.
 pub const CHECKS: &[Check] = &[
-    Check { name: "boot: device-tree", default: true, run: boot::device_tree },
-    Check { name: "boot: relocated", default: true, run: boot::relocated },
-    Check { name: "boot: mmu", default: true, run: boot::mmu },
-    Check { name: "boot: vectors", default: true, run: boot::vectors },
-    Check { name: "boot: probe-fault", default: true, run: boot::probe_fault },
-    Check { name: "selftest: unexpected-exception", default: false, run: selftest::unexpected_exception },
-    Check { name: "selftest: panic", default: false, run: selftest::panic },
+    Check {
+        name: "boot: device-tree",
+        default: true,
+        run: boot::device_tree,
+    },
+    Check {
+        name: "boot: relocated",
+        default: true,
+        run: boot::relocated,
+    },
+    Check {
+        name: "boot: mmu",
+        default: true,
+        run: boot::mmu,
+    },
+    Check {
+        name: "boot: vectors",
+        default: true,
+        run: boot::vectors,
+    },
+    Check {
+        name: "boot: probe-fault",
+        default: true,
+        run: boot::probe_fault,
+    },
+    Check {
+        name: "boot: ioremap",
+        default: true,
+        run: boot::ioremap,
+    },
+    Check {
+        name: "selftest: unexpected-exception",
+        default: false,
+        run: selftest::unexpected_exception,
+    },
+    Check {
+        name: "selftest: panic",
+        default: false,
+        run: selftest::panic,
+    },
 ];
 
-static TALLY: Mutex<Tally> = Mutex::new(Tally { pass: 0, fail: 0, skip: 0, kfail: 0, xpass: 0 });
+static TALLY: Mutex<Tally> = Mutex::new(Tally {
+    pass: 0,
+    fail: 0,
+    skip: 0,
+    kfail: 0,
+    xpass: 0,
+});
 static LAST_UNEXPECTED: Mutex<Option<Fault>> = Mutex::new(None);
 static PANIC_MESSAGE: Mutex<Option<String>> = Mutex::new(None);
 
@@ -103,7 +142,11 @@ extern "C" fn trampoline(arg: *mut c_void) {
 }
 
 extern "C" {
-    fn ioguard_guarded_call(f: extern "C" fn(*mut c_void), arg: *mut c_void, buf: *mut JmpBuf) -> u64;
+    fn ioguard_guarded_call(
+        f: extern "C" fn(*mut c_void),
+        arg: *mut c_void,
+        buf: *mut JmpBuf,
+    ) -> u64;
 }
 
 /// Callee-saved state for abandoning a check (layout in probes.S).
@@ -122,7 +165,11 @@ pub fn abandon_check() {
 
 /// Runs one check; an unexpected exception or a panic inside it becomes its FAIL line.
 fn run_guarded(check: &Check, ctx: &Ctx) -> Outcome {
-    let mut call = Call { check, ctx, outcome: None };
+    let mut call = Call {
+        check,
+        ctx,
+        outcome: None,
+    };
     let mut buf = JmpBuf([0; 22]);
     *LAST_UNEXPECTED.lock() = None;
     *PANIC_MESSAGE.lock() = None;
@@ -130,7 +177,9 @@ fn run_guarded(check: &Check, ctx: &Ctx) -> Outcome {
     exceptions::set_jmpbuf(&mut buf as *mut JmpBuf as u64);
     // SAFETY: `trampoline` receives `call`, which outlives the call; `buf` stays on this
     // frame until set_jmpbuf(0) below, so a recovery always lands in a live frame.
-    let abandoned = unsafe { ioguard_guarded_call(trampoline, &mut call as *mut Call as *mut c_void, &mut buf) };
+    let abandoned = unsafe {
+        ioguard_guarded_call(trampoline, &mut call as *mut Call as *mut c_void, &mut buf)
+    };
     exceptions::set_jmpbuf(0);
     exceptions::set_current_check(None);
     if abandoned == 0 {
@@ -157,11 +206,19 @@ pub fn run(platform: &Platform, opts: &Options, boot: &BootInfo) -> ! {
         finish(None);
     }
     if selected().next().is_none() {
-        println!("ioguard: fatal: only={} matches no check (see `list`)", opts.only.join(","));
+        println!(
+            "ioguard: fatal: only={} matches no check (see `list`)",
+            opts.only.join(",")
+        );
         finish(Some(report::code::FATAL));
     }
     for c in selected() {
-        let ctx = Ctx { name: c.name, platform, opts, boot };
+        let ctx = Ctx {
+            name: c.name,
+            platform,
+            opts,
+            boot,
+        };
         let (v, detail) = match run_guarded(c, &ctx) {
             Outcome::Pass(d) => (Verdict::Pass, d),
             Outcome::Fail(d) => (Verdict::Fail, d),

@@ -12,7 +12,9 @@ pub fn unexpected_exception(ctx: &Ctx) -> Outcome {
     // SAFETY: the address is not mapped, so the load faults before it reads anything; the
     // exception handler abandons this check and never resumes after the load.
     let v = unsafe { core::ptr::read_volatile(addr as *const u32) };
-    Outcome::Pass(alloc::format!("read {v:#x} at {addr:#x}: no exception was raised"))
+    Outcome::Pass(alloc::format!(
+        "read {v:#x} at {addr:#x}: no exception was raised"
+    ))
 }
 
 pub fn panic(_: &Ctx) -> Outcome {

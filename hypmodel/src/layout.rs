@@ -1,0 +1,44 @@
+//! Where things are in physical memory on QEMU `virt` (RAM from 0x4000_0000). The same
+//! numbers are in README.md; the QEMU command line depends on `GUEST_STAGING`.
+//!
+//! ```text
+//! 0x4000_0000  QEMU's device tree for hypmodel (1 MiB), later the guest's rewritten tree
+//! 0x4020_0000  hypmodel: code, data, stacks, stage-2 tables (HYP_SIZE, never mapped for the guest)
+//! 0x4060_0000  guest Image, moved here from the staging address (2 MiB aligned + text_offset)
+//! 0x4100_0000  staging address of the guest Image (`-device loader,...,addr=0x41000000`)
+//! ```
+//! Guest RAM is all of RAM but `[HYP_BASE, HYP_BASE + HYP_SIZE)`: the guest's tree has
+//! its memory `reg` split around it. The staging copy is guest RAM again after the move.
+
+pub const RAM_BASE: u64 = 0x4000_0000;
+/// Where QEMU puts its tree for an ELF kernel linked above RAM base + 2 MiB.
+pub const QEMU_DTB: u64 = RAM_BASE;
+/// QEMU's tree claims 1 MiB.
+pub const DTB_MAX: u64 = 0x10_0000;
+pub const HYP_BASE: u64 = 0x4020_0000;
+pub const HYP_SIZE: u64 = 0x40_0000;
+pub const GUEST_BASE: u64 = 0x4060_0000;
+pub const GUEST_STAGING: u64 = 0x4100_0000;
+/// Where the guest's tree goes (x0 at entry).
+pub const GUEST_DTB: u64 = RAM_BASE;
+
+/// Where the guest Image goes: the 2 MiB-aligned base plus its text_offset.
+pub fn guest_load_address(text_offset: u64) -> u64 {
+    GUEST_BASE + text_offset
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_consistent() {
+        assert!(QEMU_DTB + DTB_MAX <= HYP_BASE);
+        assert_eq!(HYP_BASE + HYP_SIZE, GUEST_BASE);
+        assert_eq!(GUEST_BASE % 0x20_0000, 0);
+        assert!(GUEST_STAGING > GUEST_BASE && GUEST_STAGING % 0x20_0000 == 0);
+        assert_eq!(guest_load_address(0x8_0000), 0x4068_0000);
+        // -m 128M: RAM ends at 0x4800_0000; the staged image may be up to 112 MiB.
+        assert!(GUEST_STAGING + 0x700_0000 <= RAM_BASE + 0x800_0000);
+    }
+}

@@ -1,0 +1,16 @@
+//! hypmodel's pure logic: everything that decides, none of what touches registers. Built
+//! and unit-tested on the host; the EL2 binary (`main.rs`) is a thin layer over it.
+#![cfg_attr(not(test), no_std)]
+
+pub mod abi;
+pub mod console;
+pub mod fdt;
+pub mod guard;
+pub mod image;
+pub mod layout;
+pub mod memshare;
+pub mod options;
+pub mod profile;
+pub mod stage2;
+pub mod syndrome;
+pub mod vm;

@@ -1,0 +1,2 @@
+//! hypmodel: the reference EL2 hypervisor (placeholder until it is built).
+fn main() {}

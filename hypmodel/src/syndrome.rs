@@ -1,0 +1,351 @@
+//! Exception syndromes: decoding what EL2 receives, building what EL1 gets injected, and the
+//! few instruction decodings the `no-syndrome-forward` mutant needs.
+
+use crate::abi::*;
+
+/// The parts of ESR_ELx every exception has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Esr {
+    pub ec: u32,
+    /// IL: 32-bit instruction.
+    pub il: bool,
+    pub iss: u32,
+}
+
+pub fn decode_esr(esr: u64) -> Esr {
+    Esr {
+        ec: ((esr >> 26) & 0x3f) as u32,
+        il: esr & (1 << 25) != 0,
+        iss: (esr & 0x1ff_ffff) as u32,
+    }
+}
+
+/// A data abort's ISS (EC 0x24/0x25).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataAbort {
+    /// ISV: the fields below up to `acquire_release` are valid.
+    pub isv: bool,
+    /// Access size in bytes (from SAS).
+    pub size: u8,
+    /// SSE: sign-extend the loaded value.
+    pub sign_extend: bool,
+    /// SRT: the transfer register, 31 = XZR.
+    pub reg: u8,
+    /// SF: the register is 64 bits wide (else 32).
+    pub sixty_four: bool,
+    pub acquire_release: bool,
+    /// FnV: FAR is not valid.
+    pub fnv: bool,
+    pub ea: bool,
+    /// CM: cache maintenance.
+    pub cm: bool,
+    /// S1PTW: the fault happened on a stage-1 table walk.
+    pub s1ptw: bool,
+    /// WnR: write.
+    pub write: bool,
+    pub dfsc: u8,
+}
+
+pub fn decode_dabt(iss: u32) -> DataAbort {
+    DataAbort {
+        isv: iss & (1 << 24) != 0,
+        size: 1 << ((iss >> 22) & 3),
+        sign_extend: iss & (1 << 21) != 0,
+        reg: ((iss >> 16) & 0x1f) as u8,
+        sixty_four: iss & (1 << 15) != 0,
+        acquire_release: iss & (1 << 14) != 0,
+        fnv: iss & (1 << 10) != 0,
+        ea: iss & (1 << 9) != 0,
+        cm: iss & (1 << 8) != 0,
+        s1ptw: iss & (1 << 7) != 0,
+        write: iss & (1 << 6) != 0,
+        dfsc: (iss & 0x3f) as u8,
+    }
+}
+
+impl DataAbort {
+    /// A stage-2 translation fault (levels 0..3), the only kind hypmodel's unmapped pages make.
+    pub fn is_translation_fault(&self) -> bool {
+        self.dfsc & 0x3c == 0x04
+    }
+}
+
+/// The IPA of a stage-2 fault: HPFAR_EL2.FIPA (bits 43:4 = IPA[51:12]) plus FAR's page offset.
+pub fn fault_ipa(hpfar: u64, far: u64) -> u64 {
+    ((hpfar & 0x0000_0FFF_FFFF_FFF0) << 8) | (far & 0xfff)
+}
+
+/// The value a load writes to its register: sign-extended from `size` when SSE, then
+/// truncated to 32 bits when the register is a W register.
+pub fn load_result(raw: u64, d: &DataAbort) -> u64 {
+    let bits = u32::from(d.size) * 8;
+    let mut v = if bits == 64 {
+        raw
+    } else {
+        raw & ((1u64 << bits) - 1)
+    };
+    if d.sign_extend && bits < 64 && v & (1u64 << (bits - 1)) != 0 {
+        v |= !((1u64 << bits) - 1);
+    }
+    if !d.sixty_four {
+        v &= 0xffff_ffff;
+    }
+    v
+}
+
+/// The value a store puts on the bus: the register's low `size` bytes.
+pub fn store_value(reg: u64, size: u8) -> u64 {
+    if size >= 8 {
+        reg
+    } else {
+        reg & ((1u64 << (u32::from(size) * 8)) - 1)
+    }
+}
+
+/// Where an exception injected into EL1 is taken, from the interrupted SPSR_EL2.M.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    El1h,
+    El1t,
+    El0A64,
+    El0A32,
+}
+
+pub fn source_of(spsr: u64) -> Source {
+    if spsr & 0x10 != 0 {
+        return Source::El0A32;
+    }
+    match spsr & 0xf {
+        0b0101 => Source::El1h,
+        0b0100 => Source::El1t,
+        _ => Source::El0A64,
+    }
+}
+
+/// Offset of the synchronous vector in VBAR_EL1 for an exception from `src`.
+pub fn sync_vector_offset(src: Source) -> u64 {
+    match src {
+        Source::El1t => 0x000,
+        Source::El1h => 0x200,
+        Source::El0A64 => 0x400,
+        Source::El0A32 => 0x600,
+    }
+}
+
+/// ESR_EL1 of an injected data abort with `dfsc` (ISV = 0, WnR = 0, FnV = 0).
+pub fn injected_dabt_esr(src: Source, dfsc: u32) -> u32 {
+    let ec = if matches!(src, Source::El1h | Source::El1t) {
+        EC_DABT_CUR
+    } else {
+        EC_DABT_LOW
+    };
+    (ec << 26) | ESR_IL | dfsc
+}
+
+/// ESR_EL1 of an injected instruction abort (external abort on fetch).
+pub fn injected_iabt_esr(src: Source) -> u32 {
+    let ec = if matches!(src, Source::El1h | Source::El1t) {
+        EC_IABT_CUR
+    } else {
+        EC_IABT_LOW
+    };
+    (ec << 26) | ESR_IL | DFSC_EXTABT
+}
+
+/// ESR_EL1 for an undefined instruction (EC 0).
+pub fn injected_undef_esr() -> u32 {
+    (EC_UNKNOWN << 26) | ESR_IL
+}
+
+/// PSTATE on entry to EL1h for an injected exception: D, A, I, F masked; PAN set unless
+/// SCTLR_EL1.SPAN; SSBS from SCTLR_EL1.DSSBS; everything else clear.
+pub fn injected_spsr(old_spsr: u64, sctlr_el1: u64) -> u64 {
+    let mut n = 0x3c5u64;
+    const PAN: u64 = 1 << 22;
+    if sctlr_el1 & (1 << 23) == 0 {
+        n |= PAN;
+    } else {
+        n |= old_spsr & PAN;
+    }
+    if sctlr_el1 & (1 << 44) != 0 {
+        n |= 1 << 12;
+    }
+    n
+}
+
+/// A load/store pair (LDP/STP of W or X registers) decoded from its encoding, for the
+/// `no-syndrome-forward` mutant which "emulates" accesses that carry no syndrome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PairAccess {
+    pub load: bool,
+    /// 4 or 8.
+    pub size: u8,
+    pub rt: u8,
+    pub rt2: u8,
+    pub rn: u8,
+    /// Byte offset added to the base.
+    pub offset: i64,
+    /// Pre-index (address = base + offset, base updated), post-index (address = base,
+    /// base += offset), or signed offset (no writeback).
+    pub mode: PairMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairMode {
+    Offset,
+    PreIndex,
+    PostIndex,
+}
+
+pub fn decode_pair(insn: u32) -> Option<PairAccess> {
+    // opc(31:30) 101 V(26)=0 mode(24:23) L(22) imm7(21:15) Rt2(14:10) Rn(9:5) Rt(4:0)
+    if (insn >> 27) & 0x7 != 0b101 || insn & (1 << 26) != 0 {
+        return None;
+    }
+    let size = match insn >> 30 {
+        0b00 => 4,
+        0b10 => 8,
+        _ => return None, // LDPSW and reserved forms are not modelled
+    };
+    let mode = match (insn >> 23) & 3 {
+        0b01 => PairMode::PostIndex,
+        0b10 => PairMode::Offset,
+        0b11 => PairMode::PreIndex,
+        _ => return None, // non-temporal pairs
+    };
+    let imm7 = ((insn >> 15) & 0x7f) as i64;
+    let imm7 = if imm7 & 0x40 != 0 { imm7 - 0x80 } else { imm7 };
+    Some(PairAccess {
+        load: insn & (1 << 22) != 0,
+        size,
+        rt: (insn & 0x1f) as u8,
+        rt2: ((insn >> 10) & 0x1f) as u8,
+        rn: ((insn >> 5) & 0x1f) as u8,
+        offset: imm7 * i64::from(size),
+        mode,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldr_w_syndrome_as_qemu_reports_it() {
+        // ldr w9, [x0]: ISV, SAS=2 (word), SRT=9, SF=0, WnR=0, DFSC = level-3 translation.
+        let iss = (1 << 24) | (2 << 22) | (9 << 16) | 0x07;
+        let d = decode_dabt(iss);
+        assert!(d.isv && !d.write && !d.sign_extend && !d.sixty_four);
+        assert_eq!((d.size, d.reg, d.dfsc), (4, 9, 7));
+        assert!(d.is_translation_fault());
+        let e = decode_esr((0x24u64 << 26) | (1 << 25) | u64::from(iss));
+        assert_eq!((e.ec, e.il, e.iss), (0x24, true, iss));
+    }
+
+    #[test]
+    fn store_byte_and_ldp_syndromes() {
+        let d = decode_dabt((1 << 24) | (3 << 16) | (1 << 6) | 0x06);
+        assert!(d.isv && d.write);
+        assert_eq!((d.size, d.reg), (1, 3));
+        // An LDP arrives with ISV = 0.
+        let d = decode_dabt(0x07);
+        assert!(!d.isv && d.is_translation_fault());
+        assert!(!decode_dabt(0x10).is_translation_fault());
+        assert!(decode_dabt(1 << 8).cm && decode_dabt(1 << 7).s1ptw && decode_dabt(1 << 10).fnv);
+    }
+
+    #[test]
+    fn load_sign_extension_and_width() {
+        let mk = |size: u8, sse: bool, sf: bool| DataAbort {
+            size,
+            sign_extend: sse,
+            sixty_four: sf,
+            ..decode_dabt(0)
+        };
+        assert_eq!(load_result(0xff, &mk(1, false, false)), 0xff);
+        assert_eq!(load_result(0xff, &mk(1, true, false)), 0xffff_ffff);
+        assert_eq!(load_result(0xff, &mk(1, true, true)), u64::MAX);
+        assert_eq!(
+            load_result(0x8000, &mk(2, true, true)),
+            0xffff_ffff_ffff_8000
+        );
+        assert_eq!(load_result(0x7fff, &mk(2, true, true)), 0x7fff);
+        assert_eq!(
+            load_result(0x8000_0000, &mk(4, true, true)),
+            0xffff_ffff_8000_0000
+        );
+        assert_eq!(load_result(0x1_2345_6789, &mk(4, false, true)), 0x2345_6789);
+        assert_eq!(load_result(u64::MAX, &mk(8, false, true)), u64::MAX);
+        assert_eq!(store_value(0x1122_3344_5566_7788, 2), 0x7788);
+        assert_eq!(store_value(0x1122_3344_5566_7788, 8), 0x1122_3344_5566_7788);
+    }
+
+    #[test]
+    fn ipa_from_hpfar() {
+        assert_eq!(fault_ipa(0x0901_0 << 4, 0x0901_0fe0), 0x0901_0fe0);
+        assert_eq!(
+            fault_ipa(0x12_3456_7890 << 4, 0xffff_0abc),
+            0x12_3456_7890_abc
+        );
+    }
+
+    #[test]
+    fn injected_abort_is_pkvms() {
+        assert_eq!(injected_dabt_esr(Source::El1h, DFSC_EXTABT), 0x9600_0010);
+        assert_eq!(injected_dabt_esr(Source::El0A64, DFSC_EXTABT), 0x9200_0010);
+        assert_eq!(
+            injected_dabt_esr(Source::El1h, DFSC_TRANSLATION_L3),
+            0x9600_0007
+        );
+        assert_eq!(injected_iabt_esr(Source::El1h), 0x8600_0010);
+        assert_eq!(injected_undef_esr(), 0x0200_0000);
+        assert_eq!(source_of(0x3c5), Source::El1h);
+        assert_eq!(source_of(0x3c4), Source::El1t);
+        assert_eq!(source_of(0x0), Source::El0A64);
+        assert_eq!(source_of(0x10), Source::El0A32);
+        assert_eq!(sync_vector_offset(Source::El1h), 0x200);
+        assert_eq!(injected_spsr(0, 0x30d0_0800), 0x3c5); // SPAN = 1: PAN kept (0)
+        assert_eq!(injected_spsr(1 << 22, 0x30d0_0800), 0x3c5 | 1 << 22);
+        assert_eq!(injected_spsr(0, 0), 0x3c5 | 1 << 22); // SPAN = 0: PAN set
+    }
+
+    #[test]
+    fn pair_decoding() {
+        // ldp w9, w10, [x0]      = 0x29402809
+        let p = decode_pair(0x2940_2809).unwrap();
+        assert_eq!(
+            p,
+            PairAccess {
+                load: true,
+                size: 4,
+                rt: 9,
+                rt2: 10,
+                rn: 0,
+                offset: 0,
+                mode: PairMode::Offset
+            }
+        );
+        // stp x1, x2, [sp, #-16]! = 0xa9bf0be1
+        let p = decode_pair(0xa9bf_0be1).unwrap();
+        assert_eq!(
+            p,
+            PairAccess {
+                load: false,
+                size: 8,
+                rt: 1,
+                rt2: 2,
+                rn: 31,
+                offset: -16,
+                mode: PairMode::PreIndex
+            }
+        );
+        // ldp x3, x4, [x5], #32  = 0xa8c210a3
+        let p = decode_pair(0xa8c2_10a3).unwrap();
+        assert_eq!(
+            (p.mode, p.offset, p.rn, p.rt, p.rt2, p.load),
+            (PairMode::PostIndex, 32, 5, 3, 4, true)
+        );
+        assert_eq!(decode_pair(0xb940_0009), None); // ldr w9, [x0]
+        assert_eq!(decode_pair(0xad40_0400), None); // ldp q0, q1 (SIMD)
+    }
+}

@@ -1,0 +1,1300 @@
+//! The VM as pKVM sees it: configuration, enrolment, guard registry, page share states,
+//! vCPU power states, counters; the answer to every hypercall and the decision for every
+//! trapped access. No registers here: the EL2 layer passes values in and carries out the
+//! returned decision.
+
+use crate::abi::*;
+use crate::guard::Registry;
+use crate::memshare::ShareMap;
+use crate::options::{Mutant, Options, Profile};
+use crate::profile;
+use crate::syndrome::DataAbort;
+use core::fmt::{self, Write};
+
+pub const MAX_CPUS: usize = 8;
+pub const MAX_RAM_RANGES: usize = 8;
+
+/// Physical memory as the device tree gave it, hypmodel's own part of it, the IPA size.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    pub ram: [(u64, u64); MAX_RAM_RANGES],
+    pub nram: usize,
+    pub hyp: (u64, u64),
+    pub ipa_bits: u32,
+    /// Page base of the console UART (its forwarded accesses are counted apart).
+    pub console_page: u64,
+}
+
+fn overlaps(a: u64, len: u64, r: (u64, u64)) -> bool {
+    a < r.0.saturating_add(r.1) && r.0 < a.saturating_add(len)
+}
+
+impl Layout {
+    pub fn ram(&self) -> &[(u64, u64)] {
+        &self.ram[..self.nram]
+    }
+    /// Does `[a, a + len)` touch any memory, guest RAM or hypmodel's?
+    pub fn touches_memory(&self, a: u64, len: u64) -> bool {
+        self.ram().iter().any(|&r| overlaps(a, len, r)) || overlaps(a, len, self.hyp)
+    }
+    pub fn touches_hyp(&self, a: u64, len: u64) -> bool {
+        overlaps(a, len, self.hyp)
+    }
+    /// Is `[a, a + len)` entirely guest RAM?
+    pub fn is_guest_ram(&self, a: u64, len: u64) -> bool {
+        let Some(end) = a.checked_add(len) else {
+            return false;
+        };
+        !self.touches_hyp(a, len) && self.ram().iter().any(|&(b, s)| a >= b && end <= b + s)
+    }
+    pub fn ipa_limit(&self) -> u64 {
+        1u64 << self.ipa_bits
+    }
+}
+
+/// Hypercalls by function, for the counters and the trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    SmcccVersion,
+    ArchFeatures,
+    CallUid,
+    KvmFeatures,
+    HypMeminfo,
+    MemShare,
+    MemUnshare,
+    GuardInfo,
+    GuardEnroll,
+    GuardMap,
+    GuardUnmap,
+    RguardMap,
+    RguardUnmap,
+    PsciVersion,
+    PsciFeatures,
+    PsciCpuOn,
+    PsciCpuOff,
+    PsciAffinityInfo,
+    PsciSystemOff,
+    PsciSystemReset,
+    PsciOther,
+    VendorOther,
+    Unknown,
+}
+
+pub const NCALLS: usize = 23;
+
+impl Call {
+    pub const ALL: [Call; NCALLS] = [
+        Call::SmcccVersion,
+        Call::ArchFeatures,
+        Call::CallUid,
+        Call::KvmFeatures,
+        Call::HypMeminfo,
+        Call::MemShare,
+        Call::MemUnshare,
+        Call::GuardInfo,
+        Call::GuardEnroll,
+        Call::GuardMap,
+        Call::GuardUnmap,
+        Call::RguardMap,
+        Call::RguardUnmap,
+        Call::PsciVersion,
+        Call::PsciFeatures,
+        Call::PsciCpuOn,
+        Call::PsciCpuOff,
+        Call::PsciAffinityInfo,
+        Call::PsciSystemOff,
+        Call::PsciSystemReset,
+        Call::PsciOther,
+        Call::VendorOther,
+        Call::Unknown,
+    ];
+
+    pub fn of(fid: u32) -> Call {
+        match fid {
+            SMCCC_VERSION => Call::SmcccVersion,
+            SMCCC_ARCH_FEATURES => Call::ArchFeatures,
+            VENDOR_HYP_CALL_UID => Call::CallUid,
+            VENDOR_HYP_KVM_FEATURES => Call::KvmFeatures,
+            PSCI_VERSION => Call::PsciVersion,
+            PSCI_FEATURES => Call::PsciFeatures,
+            PSCI_CPU_ON | PSCI_CPU_ON_64 => Call::PsciCpuOn,
+            PSCI_CPU_OFF => Call::PsciCpuOff,
+            PSCI_AFFINITY_INFO | PSCI_AFFINITY_INFO_64 => Call::PsciAffinityInfo,
+            PSCI_SYSTEM_OFF => Call::PsciSystemOff,
+            PSCI_SYSTEM_RESET => Call::PsciSystemReset,
+            f if f & 0xbfff_ffe0 == 0x8400_0000 => Call::PsciOther,
+            f if f & 0xffff_0000 == VENDOR_HYP_SMC64_BASE => match f & 0xffff {
+                FUNC_HYP_MEMINFO => Call::HypMeminfo,
+                FUNC_MEM_SHARE => Call::MemShare,
+                FUNC_MEM_UNSHARE => Call::MemUnshare,
+                FUNC_MMIO_GUARD_INFO => Call::GuardInfo,
+                FUNC_MMIO_GUARD_ENROLL => Call::GuardEnroll,
+                FUNC_MMIO_GUARD_MAP => Call::GuardMap,
+                FUNC_MMIO_GUARD_UNMAP => Call::GuardUnmap,
+                FUNC_MMIO_RGUARD_MAP => Call::RguardMap,
+                FUNC_MMIO_RGUARD_UNMAP => Call::RguardUnmap,
+                _ => Call::VendorOther,
+            },
+            f if f & 0xbfff_0000 == VENDOR_HYP_SMC32_BASE => Call::VendorOther,
+            _ => Call::Unknown,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Call::SmcccVersion => "SMCCC_VERSION",
+            Call::ArchFeatures => "SMCCC_ARCH_FEATURES",
+            Call::CallUid => "VENDOR_HYP_CALL_UID",
+            Call::KvmFeatures => "VENDOR_HYP_KVM_FEATURES",
+            Call::HypMeminfo => "HYP_MEMINFO",
+            Call::MemShare => "MEM_SHARE",
+            Call::MemUnshare => "MEM_UNSHARE",
+            Call::GuardInfo => "MMIO_GUARD_INFO",
+            Call::GuardEnroll => "MMIO_GUARD_ENROLL",
+            Call::GuardMap => "MMIO_GUARD_MAP",
+            Call::GuardUnmap => "MMIO_GUARD_UNMAP",
+            Call::RguardMap => "MMIO_RGUARD_MAP",
+            Call::RguardUnmap => "MMIO_RGUARD_UNMAP",
+            Call::PsciVersion => "PSCI_VERSION",
+            Call::PsciFeatures => "PSCI_FEATURES",
+            Call::PsciCpuOn => "PSCI_CPU_ON",
+            Call::PsciCpuOff => "PSCI_CPU_OFF",
+            Call::PsciAffinityInfo => "PSCI_AFFINITY_INFO",
+            Call::PsciSystemOff => "PSCI_SYSTEM_OFF",
+            Call::PsciSystemReset => "PSCI_SYSTEM_RESET",
+            Call::PsciOther => "PSCI_OTHER",
+            Call::VendorOther => "VENDOR_HYP_OTHER",
+            Call::Unknown => "UNKNOWN",
+        }
+    }
+
+    fn index(self) -> usize {
+        Call::ALL
+            .iter()
+            .position(|&c| c == self)
+            .unwrap_or(NCALLS - 1)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub calls: [u64; NCALLS],
+    /// Accesses the guard let through and hypmodel performed.
+    pub forwarded: u64,
+    /// Of those, to the console UART's page.
+    pub console: u64,
+    /// Of those, the ones the bus answered with an abort (passed on to the guest).
+    pub bus_errors: u64,
+    /// Accesses refused with an injected abort (all reasons).
+    pub refused: u64,
+    /// Of those, without a valid syndrome.
+    pub no_syndrome: u64,
+    /// Of those, to hypmodel's own memory.
+    pub refused_hypmem: u64,
+    /// Stray accesses skipped without an abort (`silent-drop`).
+    pub dropped: u64,
+    /// Accesses without syndrome emulated from the instruction (`no-syndrome-forward`).
+    pub emulated: u64,
+    /// Cache maintenance on a device page, skipped as KVM does.
+    pub cm_skipped: u64,
+    pub map_ok: u64,
+    pub map_failed: u64,
+    pub unmap_ok: u64,
+    pub unmap_failed: u64,
+    pub share_ok: u64,
+    pub share_failed: u64,
+    pub unshare_ok: u64,
+    pub unshare_failed: u64,
+    /// Other exceptions from the guest that hypmodel answered with an injected one.
+    pub other_exceptions: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuPower {
+    Off,
+    Pending,
+    On,
+}
+
+/// What the EL2 layer must do to finish a hypercall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hvc {
+    /// Return x0..x3 to the guest.
+    Ret([u64; 4]),
+    /// Issue this PSCI call to QEMU (`smc` from EL2) and return its x0.
+    Forward([u64; 4]),
+    /// PSCI CPU_ON to QEMU for `mpidr` with hypmodel's secondary entry and context `idx`;
+    /// then report the result with `cpu_on_result`.
+    CpuOn {
+        idx: usize,
+        mpidr: u64,
+    },
+    /// PSCI CPU_OFF to QEMU.
+    CpuOff,
+    /// Print the counters, then SYSTEM_OFF / SYSTEM_RESET to QEMU.
+    SystemOff,
+    SystemReset,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    NoSyndrome,
+    Unregistered,
+    HypMemory,
+    NotTranslationFault,
+    TableWalk,
+}
+
+impl Refusal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::NoSyndrome => "no-syndrome",
+            Refusal::Unregistered => "unregistered",
+            Refusal::HypMemory => "hypmodel-memory",
+            Refusal::NotTranslationFault => "not-a-translation-fault",
+            Refusal::TableWalk => "stage-1-walk",
+        }
+    }
+}
+
+/// The decision for a trapped data access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Perform it at EL2 from the syndrome, write the result back, step over.
+    Forward,
+    /// `no-syndrome-forward`: decode the instruction and perform it.
+    Emulate,
+    /// Inject a synchronous data abort into EL1.
+    Inject { dfsc: u32, far: u64, why: Refusal },
+    /// `silent-drop`: step over; a load gives 0.
+    Drop,
+    /// Step over (cache maintenance by VA on a device page).
+    Skip,
+}
+
+pub struct Vm {
+    pub opts: Options,
+    pub layout: Layout,
+    pub enrolled: bool,
+    pub guard: Registry,
+    pub share: ShareMap,
+    pub stats: Stats,
+    pub cpus: [u64; MAX_CPUS],
+    pub ncpus: usize,
+    pub power: [CpuPower; MAX_CPUS],
+    /// Guest entry and context for a vCPU being started.
+    pub boot: [(u64, u64); MAX_CPUS],
+}
+
+fn ret1(x0: u64) -> Hvc {
+    Hvc::Ret([x0, 0, 0, 0])
+}
+
+impl Vm {
+    pub fn new(opts: Options, layout: Layout, share: ShareMap, cpus: &[u64]) -> Vm {
+        let mut c = [u64::MAX; MAX_CPUS];
+        let ncpus = cpus.len().min(MAX_CPUS);
+        c[..ncpus].copy_from_slice(&cpus[..ncpus]);
+        let mut power = [CpuPower::Off; MAX_CPUS];
+        power[0] = CpuPower::On;
+        Vm {
+            enrolled: opts.enrolled_at_boot || profile::enrolled_from_boot(opts.profile),
+            opts,
+            layout,
+            guard: Registry::new(),
+            share,
+            stats: Stats::default(),
+            cpus: c,
+            ncpus,
+            power,
+            boot: [(0, 0); MAX_CPUS],
+        }
+    }
+
+    fn mutant(&self, m: Mutant) -> bool {
+        self.opts.mutant == Some(m)
+    }
+
+    /// The hypervisor's real page size: what one MAP registers and one share moves.
+    pub fn page(&self) -> u64 {
+        if self.mutant(Mutant::GranuleMismatch) {
+            4096
+        } else {
+            self.opts.granule
+        }
+    }
+
+    /// What HYP_MEMINFO and MMIO_GUARD_INFO report.
+    pub fn reported_granule(&self) -> u64 {
+        if self.mutant(Mutant::GranuleMismatch) {
+            16384
+        } else {
+            self.opts.granule
+        }
+    }
+
+    fn per_cpu(&self) -> bool {
+        self.mutant(Mutant::PerCpuGuard)
+    }
+
+    fn einval(&self) -> u64 {
+        // Android 13's MAP used a u32 return value.
+        if self.opts.profile == Profile::Android13 {
+            INVALID_PARAMETER_32
+        } else {
+            INVALID_PARAMETER
+        }
+    }
+
+    pub fn hvc(&mut self, cpu: usize, x: [u64; 4]) -> Hvc {
+        let fid = x[0] as u32;
+        let call = Call::of(fid);
+        self.stats.calls[call.index()] += 1;
+        let p = self.opts.profile;
+        match call {
+            Call::SmcccVersion => ret1(profile::smccc_version(p)),
+            // As KVM: none of the queried functions (workarounds, TRNG, PV time) is offered.
+            Call::ArchFeatures => ret1(NOT_SUPPORTED),
+            Call::CallUid => Hvc::Ret(KVM_UID.map(u64::from)),
+            Call::KvmFeatures => ret1(profile::kvm_features(p)),
+            Call::VendorOther | Call::Unknown | Call::PsciOther => ret1(NOT_SUPPORTED),
+            Call::PsciVersion | Call::PsciAffinityInfo => Hvc::Forward(x),
+            Call::PsciFeatures => {
+                let q = x[1] as u32;
+                if q == SMCCC_VERSION {
+                    ret1(SUCCESS)
+                } else if matches!(
+                    Call::of(q),
+                    Call::PsciVersion
+                        | Call::PsciFeatures
+                        | Call::PsciCpuOn
+                        | Call::PsciCpuOff
+                        | Call::PsciAffinityInfo
+                        | Call::PsciSystemOff
+                        | Call::PsciSystemReset
+                ) {
+                    Hvc::Forward(x)
+                } else {
+                    ret1(NOT_SUPPORTED)
+                }
+            }
+            Call::PsciCpuOn => self.cpu_on(fid, x),
+            Call::PsciCpuOff => {
+                if cpu < MAX_CPUS {
+                    self.power[cpu] = CpuPower::Off;
+                }
+                Hvc::CpuOff
+            }
+            Call::PsciSystemOff => Hvc::SystemOff,
+            Call::PsciSystemReset => Hvc::SystemReset,
+            _ => {
+                let func = fid & 0xffff;
+                if !profile::implements(p, func) {
+                    return ret1(NOT_SUPPORTED);
+                }
+                self.pkvm(cpu, call, x)
+            }
+        }
+    }
+
+    fn cpu_on(&mut self, fid: u32, x: [u64; 4]) -> Hvc {
+        let (mut target, mut entry, mut ctx) = (x[1], x[2], x[3]);
+        if fid == PSCI_CPU_ON {
+            (target, entry, ctx) = (target & 0xffff_ffff, entry & 0xffff_ffff, ctx & 0xffff_ffff);
+        }
+        let Some(idx) = self.cpus[..self.ncpus]
+            .iter()
+            .position(|&m| m == target & 0xff_00ff_ffff)
+        else {
+            return ret1(PSCI_INVALID_PARAMETERS);
+        };
+        if !self.layout.is_guest_ram(entry, 4) {
+            return ret1(-9i64 as u64); // INVALID_ADDRESS
+        }
+        match self.power[idx] {
+            CpuPower::On => ret1(PSCI_ALREADY_ON),
+            CpuPower::Pending => ret1(PSCI_ON_PENDING),
+            CpuPower::Off => {
+                self.power[idx] = CpuPower::Pending;
+                self.boot[idx] = (entry, ctx);
+                Hvc::CpuOn {
+                    idx,
+                    mpidr: self.cpus[idx],
+                }
+            }
+        }
+    }
+
+    /// QEMU's answer to a CPU_ON that `hvc` asked for.
+    pub fn cpu_on_result(&mut self, idx: usize, ret: u64) {
+        if ret != SUCCESS && idx < MAX_CPUS && self.power[idx] == CpuPower::Pending {
+            self.power[idx] = CpuPower::Off;
+        }
+    }
+
+    /// A secondary vCPU came up at EL2: where its guest starts.
+    pub fn secondary_started(&mut self, idx: usize) -> Option<(u64, u64)> {
+        if idx >= MAX_CPUS || self.power[idx] != CpuPower::Pending {
+            return None;
+        }
+        self.power[idx] = CpuPower::On;
+        Some(self.boot[idx])
+    }
+
+    fn pkvm(&mut self, cpu: usize, call: Call, x: [u64; 4]) -> Hvc {
+        let p = self.opts.profile;
+        let a16 = p == Profile::Android16;
+        match call {
+            Call::HypMeminfo | Call::GuardInfo => {
+                if x[1] | x[2] | x[3] != 0 {
+                    return ret1(INVALID_PARAMETER);
+                }
+                Hvc::Ret([self.reported_granule(), u64::from(a16), 0, 0])
+            }
+            Call::MemShare | Call::MemUnshare => {
+                let share = call == Call::MemShare;
+                let n = if a16 {
+                    if x[3] != 0 {
+                        return ret1(self.share_failed(share));
+                    }
+                    x[2].max(1)
+                } else {
+                    if x[2] | x[3] != 0 {
+                        return ret1(self.share_failed(share));
+                    }
+                    1
+                };
+                let page = self.page();
+                let mut done = 0u64;
+                while done < n {
+                    let Some(ipa) = done.checked_mul(page).and_then(|o| x[1].checked_add(o)) else {
+                        break;
+                    };
+                    let ram = self.layout.is_guest_ram(ipa, page);
+                    let r = if share {
+                        self.share.share(ipa, page, ram)
+                    } else {
+                        self.share.unshare(ipa, page, ram)
+                    };
+                    if r.is_err() {
+                        break;
+                    }
+                    done += 1;
+                }
+                if done == 0 {
+                    return ret1(self.share_failed(share));
+                }
+                if share {
+                    self.stats.share_ok += 1;
+                } else {
+                    self.stats.unshare_ok += 1;
+                }
+                Hvc::Ret([SUCCESS, if a16 { done } else { 0 }, 0, 0])
+            }
+            Call::GuardEnroll => {
+                self.enrolled = true;
+                ret1(SUCCESS)
+            }
+            Call::GuardMap => match self.map_one(cpu, x[1]) {
+                Ok(()) => {
+                    self.stats.map_ok += 1;
+                    Hvc::Ret([SUCCESS, u64::from(a16), 0, 0])
+                }
+                Err(()) => {
+                    self.stats.map_failed += 1;
+                    ret1(self.einval())
+                }
+            },
+            Call::RguardMap => {
+                if x[3] != 0 || x[2] == 0 || !self.enrolled {
+                    self.stats.map_failed += 1;
+                    return ret1(INVALID_PARAMETER);
+                }
+                let mut done = 0u64;
+                while done < x[2] {
+                    let Some(ipa) = done
+                        .checked_mul(self.page())
+                        .and_then(|o| x[1].checked_add(o))
+                    else {
+                        break;
+                    };
+                    if self.map_one(cpu, ipa).is_err() {
+                        break;
+                    }
+                    done += 1;
+                }
+                if done == 0 {
+                    self.stats.map_failed += 1;
+                    return ret1(INVALID_PARAMETER);
+                }
+                self.stats.map_ok += 1;
+                Hvc::Ret([SUCCESS, done, 0, 0])
+            }
+            Call::GuardUnmap | Call::RguardUnmap => self.unmap(cpu, call, x),
+            _ => ret1(NOT_SUPPORTED),
+        }
+    }
+
+    fn share_failed(&mut self, share: bool) -> u64 {
+        if share {
+            self.stats.share_failed += 1;
+        } else {
+            self.stats.unshare_failed += 1;
+        }
+        INVALID_PARAMETER
+    }
+
+    /// Registers one page at `ipa` (pkvm-abi.md section 3 semantics, plus the mutants).
+    fn map_one(&mut self, cpu: usize, ipa: u64) -> Result<(), ()> {
+        let page = self.page();
+        if !self.enrolled {
+            return Err(());
+        }
+        let base = ipa & !(page - 1);
+        if base != ipa && !self.mutant(Mutant::MapAcceptsMisaligned) {
+            return Err(());
+        }
+        if base
+            .checked_add(page)
+            .is_none_or(|e| e > self.layout.ipa_limit())
+        {
+            return Err(());
+        }
+        if self.layout.touches_memory(base, page) {
+            // Never register hypmodel's own memory, whatever the mutant: a forwarded access
+            // there would let the guest read or write hypmodel.
+            if self.mutant(Mutant::MapAcceptsRam) && !self.layout.touches_hyp(base, page) {
+                return Ok(());
+            }
+            return Err(());
+        }
+        if self.mutant(Mutant::MapNoop) {
+            return Ok(());
+        }
+        self.guard.map(base, page, cpu).map_err(|_| ())?;
+        if self.mutant(Mutant::MapNeighbour) {
+            let next = base + page;
+            if next + page <= self.layout.ipa_limit() && !self.layout.touches_memory(next, page) {
+                let _ = self.guard.map(next, page, cpu);
+            }
+        }
+        Ok(())
+    }
+
+    fn unmap(&mut self, cpu: usize, call: Call, x: [u64; 4]) -> Hvc {
+        let p = self.opts.profile;
+        if p == Profile::Android16 {
+            // UNMAP is a no-op there (kept for pre-6.12 guests): 0 whenever enrolled.
+            let n = if call == Call::RguardUnmap { x[2] } else { 1 };
+            if !self.enrolled || (call == Call::RguardUnmap && x[3] != 0) {
+                self.stats.unmap_failed += 1;
+                return ret1(INVALID_PARAMETER);
+            }
+            self.stats.unmap_ok += 1;
+            return Hvc::Ret([SUCCESS, n, 0, 0]);
+        }
+        let page = self.page();
+        let ok = if !self.enrolled || x[1] % page != 0 {
+            false
+        } else if self.mutant(Mutant::UnmapNoop) {
+            true
+        } else {
+            self.guard.unmap(x[1], cpu, self.per_cpu())
+        };
+        if ok {
+            self.stats.unmap_ok += 1;
+        } else {
+            self.stats.unmap_failed += 1;
+        }
+        // Android 13 (and the `unmap-inverted` mutant elsewhere) used the inner function's
+        // int result as a boolean: NOT_SUPPORTED on success, SUCCESS on failure.
+        let inverted = p == Profile::Android13 || self.mutant(Mutant::UnmapInverted);
+        match (ok, inverted) {
+            (true, false) => ret1(SUCCESS),
+            (false, false) => ret1(INVALID_PARAMETER),
+            (true, true) => ret1(NOT_SUPPORTED),
+            (false, true) => ret1(SUCCESS),
+        }
+    }
+
+    /// Decides a stage-2 data abort at `ipa` (guest VA `far`).
+    pub fn data_abort(&mut self, cpu: usize, ipa: u64, far: u64, d: &DataAbort) -> Access {
+        let size = if d.isv { u64::from(d.size) } else { 1 };
+        let refuse = |vm: &mut Vm, why: Refusal| {
+            vm.stats.refused += 1;
+            match why {
+                Refusal::NoSyndrome => vm.stats.no_syndrome += 1,
+                Refusal::HypMemory => vm.stats.refused_hypmem += 1,
+                _ => {}
+            }
+            let dfsc = if vm.mutant(Mutant::WrongDfsc) {
+                DFSC_TRANSLATION_L3
+            } else {
+                DFSC_EXTABT
+            };
+            let far = if vm.mutant(Mutant::BadFar) {
+                far & !(vm.reported_granule() - 1)
+            } else {
+                far
+            };
+            Access::Inject { dfsc, far, why }
+        };
+        if self.layout.touches_hyp(ipa, size) || self.layout.touches_memory(ipa, size) {
+            return refuse(self, Refusal::HypMemory);
+        }
+        if d.s1ptw {
+            return refuse(self, Refusal::TableWalk);
+        }
+        if !d.is_translation_fault() {
+            return refuse(self, Refusal::NotTranslationFault);
+        }
+        if d.cm {
+            self.stats.cm_skipped += 1;
+            return Access::Skip;
+        }
+        let guarded = profile::has_guard(self.opts.profile) && self.enrolled;
+        let registered = !guarded || self.guard.allows(ipa, size, cpu, self.per_cpu());
+        if !d.isv {
+            if self.mutant(Mutant::NoSyndromeForward) && registered {
+                return Access::Emulate;
+            }
+            return refuse(self, Refusal::NoSyndrome);
+        }
+        if registered || self.mutant(Mutant::GuardOff) {
+            self.stats.forwarded += 1;
+            if ipa & !0xfff == self.layout.console_page {
+                self.stats.console += 1;
+            }
+            return Access::Forward;
+        }
+        if self.mutant(Mutant::SilentDrop) {
+            self.stats.dropped += 1;
+            return Access::Drop;
+        }
+        refuse(self, Refusal::Unregistered)
+    }
+
+    /// The EL2 layer emulated an access without syndrome (`Access::Emulate`), or could not.
+    pub fn emulated(&mut self, ok: bool, far: u64) -> Access {
+        if ok {
+            self.stats.emulated += 1;
+            self.stats.forwarded += 1;
+            return Access::Forward;
+        }
+        self.stats.refused += 1;
+        self.stats.no_syndrome += 1;
+        Access::Inject {
+            dfsc: DFSC_EXTABT,
+            far,
+            why: Refusal::NoSyndrome,
+        }
+    }
+
+    /// A forwarded access that the bus answered with an abort.
+    pub fn bus_error(&mut self) {
+        self.stats.bus_errors += 1;
+    }
+
+    pub fn other_exception(&mut self) {
+        self.stats.other_exceptions += 1;
+    }
+
+    /// The counters printed at power-off, as `hypmodel:` lines.
+    pub fn report(&self, w: &mut dyn Write) -> fmt::Result {
+        let o = &self.opts;
+        let s = &self.stats;
+        writeln!(
+            w,
+            "hypmodel: report profile={} granule={} mutant={} enrolled={} cpus={}",
+            o.profile.name(),
+            self.reported_granule(),
+            o.mutant.map_or("none", |m| m.name()),
+            if self.enrolled { "yes" } else { "no" },
+            self.ncpus
+        )?;
+        for c in Call::ALL {
+            let n = s.calls[c.index()];
+            if n > 0 {
+                writeln!(w, "hypmodel: calls {}={}", c.name(), n)?;
+            }
+        }
+        writeln!(
+            w,
+            "hypmodel: accesses forwarded={} console={} refused={} no_syndrome={} refused_hypmem={} \
+             bus_errors={} dropped={} emulated={} cm_skipped={} other_exceptions={}",
+            s.forwarded, s.console, s.refused, s.no_syndrome, s.refused_hypmem, s.bus_errors, s.dropped,
+            s.emulated, s.cm_skipped, s.other_exceptions
+        )?;
+        writeln!(
+            w,
+            "hypmodel: guard registered={} map_ok={} map_failed={} unmap_ok={} unmap_failed={}",
+            self.guard.len(),
+            s.map_ok,
+            s.map_failed,
+            s.unmap_ok,
+            s.unmap_failed
+        )?;
+        writeln!(
+            w,
+            "hypmodel: memshare shared_pages={} shared_bytes={} share_ok={} share_failed={} unshare_ok={} \
+             unshare_failed={}",
+            self.share.shared_bytes() / self.page(),
+            self.share.shared_bytes(),
+            s.share_ok, s.share_failed, s.unshare_ok, s.unshare_failed
+        )?;
+        writeln!(w, "hypmodel: end")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syndrome::decode_dabt;
+
+    const UART: u64 = 0x0900_0000;
+    const RTC: u64 = 0x0901_0000;
+
+    fn layout() -> Layout {
+        let mut ram = [(0, 0); MAX_RAM_RANGES];
+        ram[0] = (0x4000_0000, 0x2000_0000);
+        Layout {
+            ram,
+            nram: 1,
+            hyp: (0x4020_0000, 0x40_0000),
+            ipa_bits: 48,
+            console_page: UART,
+        }
+    }
+
+    fn vm_with(opts: Options) -> Vm {
+        let l = layout();
+        let frames = 0x2000_0000 / 4096;
+        let bits = Box::leak(vec![0u64; frames / 64].into_boxed_slice());
+        Vm::new(
+            opts,
+            l,
+            ShareMap::new(0x4000_0000, frames as u64, bits),
+            &[0, 1, 2, 3],
+        )
+    }
+
+    fn vm(p: Profile, m: Option<Mutant>) -> Vm {
+        vm_with(Options {
+            profile: p,
+            mutant: m,
+            ..Options::default()
+        })
+    }
+
+    fn call(v: &mut Vm, cpu: usize, fid: u32, a: u64, b: u64, c: u64) -> [u64; 4] {
+        match v.hvc(cpu, [u64::from(fid), a, b, c]) {
+            Hvc::Ret(r) => r,
+            o => panic!("not a return: {o:?}"),
+        }
+    }
+
+    fn pk(f: u32) -> u32 {
+        VENDOR_HYP_SMC64_BASE | f
+    }
+
+    fn ldr(reg: u32) -> DataAbort {
+        decode_dabt((1 << 24) | (2 << 22) | (reg << 16) | 0x07)
+    }
+
+    fn ldp() -> DataAbort {
+        decode_dabt(0x07)
+    }
+
+    const EINVAL: u64 = INVALID_PARAMETER;
+
+    #[test]
+    fn discovery_answers() {
+        let mut v = vm(Profile::Android14, None);
+        assert_eq!(call(&mut v, 0, SMCCC_VERSION, 0, 0, 0)[0], 0x10001);
+        assert_eq!(
+            call(&mut v, 0, VENDOR_HYP_CALL_UID, 0, 0, 0),
+            [0xb66fb428, 0xe911c52e, 0x564bcaa9, 0x743a004d]
+        );
+        assert_eq!(call(&mut v, 0, VENDOR_HYP_KVM_FEATURES, 0, 0, 0)[0], 0x1fd);
+        assert_eq!(call(&mut v, 0, pk(2), 0, 0, 0), [4096, 0, 0, 0]);
+        assert_eq!(call(&mut v, 0, pk(2), 1, 0, 0)[0], EINVAL);
+        assert_eq!(call(&mut v, 0, pk(5), 0, 0, 1)[0], EINVAL);
+        assert_eq!(
+            call(&mut v, 0, pk(9), 0, 0, 0)[0],
+            NOT_SUPPORTED,
+            "RELINQUISH not modelled"
+        );
+        assert_eq!(
+            call(&mut v, 0, pk(10), 0, 0, 0)[0],
+            NOT_SUPPORTED,
+            "no range calls on android14"
+        );
+        assert_eq!(
+            call(&mut v, 0, 0x8600_0002, 0, 0, 0)[0],
+            NOT_SUPPORTED,
+            "SMC32 forms"
+        );
+        assert_eq!(
+            call(&mut v, 0, SMCCC_ARCH_FEATURES, SMCCC_VERSION as u64, 0, 0)[0],
+            NOT_SUPPORTED
+        );
+        assert_eq!(
+            call(&mut v, 0, PSCI_FEATURES, SMCCC_VERSION as u64, 0, 0)[0],
+            SUCCESS
+        );
+        assert_eq!(
+            v.hvc(0, [PSCI_FEATURES as u64, PSCI_CPU_ON_64 as u64, 0, 0]),
+            Hvc::Forward([PSCI_FEATURES as u64, PSCI_CPU_ON_64 as u64, 0, 0])
+        );
+        assert_eq!(
+            call(&mut v, 0, PSCI_FEATURES, PSCI_CPU_SUSPEND as u64, 0, 0)[0],
+            NOT_SUPPORTED
+        );
+        assert_eq!(call(&mut v, 0, 0x1234_5678, 0, 0, 0)[0], NOT_SUPPORTED);
+        // Upper half of x0 ignored for the function ID.
+        assert_eq!(
+            v.hvc(0, [0xffff_ffff_0000_0000 | SMCCC_VERSION as u64, 0, 0, 0]),
+            Hvc::Ret([0x10001, 0, 0, 0])
+        );
+        let mut a16 = vm(Profile::Android16, None);
+        assert_eq!(call(&mut a16, 0, pk(2), 0, 0, 0), [4096, 1, 0, 0]);
+        assert_eq!(call(&mut a16, 0, SMCCC_VERSION, 0, 0, 0)[0], 0x10002);
+        let mut k = vm(Profile::Kvm, None);
+        assert_eq!(call(&mut k, 0, VENDOR_HYP_CALL_UID, 0, 0, 0)[0], 0xb66fb428);
+        for f in [2, 3, 4, 5, 6, 7, 8] {
+            assert_eq!(call(&mut k, 0, pk(f), 0, 0, 0)[0], NOT_SUPPORTED);
+        }
+    }
+
+    #[test]
+    fn android14_guard_lifecycle() {
+        let mut v = vm(Profile::Android14, None);
+        let rd = ldr(9);
+        // Before ENROLL every valid-syndrome device access is forwarded.
+        assert_eq!(
+            v.data_abort(0, RTC + 0xfe0, RTC + 0xfe0, &rd),
+            Access::Forward
+        );
+        assert_eq!(
+            call(&mut v, 0, pk(7), RTC, 0, 0)[0],
+            EINVAL,
+            "MAP before ENROLL"
+        );
+        assert!(matches!(
+            v.data_abort(0, RTC, RTC, &ldp()),
+            Access::Inject {
+                why: Refusal::NoSyndrome,
+                ..
+            }
+        ));
+        assert_eq!(call(&mut v, 0, pk(6), 0, 0, 0)[0], 0);
+        assert_eq!(
+            v.data_abort(0, RTC + 0xfe0, RTC + 0xfe0, &rd),
+            Access::Inject {
+                dfsc: 0x10,
+                far: RTC + 0xfe0,
+                why: Refusal::Unregistered
+            }
+        );
+        assert_eq!(call(&mut v, 0, pk(7), RTC, 0, 0)[0], 0);
+        assert_eq!(call(&mut v, 0, pk(7), RTC, 0, 0)[0], 0, "MAP twice is fine");
+        assert_eq!(
+            v.data_abort(1, RTC + 0xfe0, RTC + 0xfe0, &rd),
+            Access::Forward,
+            "other vCPU"
+        );
+        assert!(
+            matches!(
+                v.data_abort(0, RTC + 0x1000, RTC + 0x1000, &rd),
+                Access::Inject { .. }
+            ),
+            "neighbour"
+        );
+        assert!(matches!(
+            v.data_abort(0, RTC, RTC, &ldp()),
+            Access::Inject {
+                why: Refusal::NoSyndrome,
+                ..
+            }
+        ));
+        assert_eq!(call(&mut v, 0, pk(6), 0, 0, 0)[0], 0, "second ENROLL");
+        assert_eq!(
+            v.data_abort(0, RTC, RTC, &rd),
+            Access::Forward,
+            "registration survives ENROLL"
+        );
+        assert_eq!(
+            call(&mut v, 0, pk(7), RTC + 8, 0, 0)[0],
+            EINVAL,
+            "misaligned"
+        );
+        assert_eq!(call(&mut v, 0, pk(7), 0x4000_0000, 0, 0)[0], EINVAL, "RAM");
+        assert_eq!(
+            call(&mut v, 0, pk(7), 0x4020_0000, 0, 0)[0],
+            EINVAL,
+            "hypmodel memory"
+        );
+        assert_eq!(
+            call(&mut v, 0, pk(7), 1 << 48, 0, 0)[0],
+            EINVAL,
+            "outside the IPA space"
+        );
+        assert_eq!(call(&mut v, 0, pk(8), RTC, 0, 0)[0], 0);
+        assert!(
+            matches!(v.data_abort(0, RTC, RTC, &rd), Access::Inject { .. }),
+            "after UNMAP"
+        );
+        assert_eq!(
+            call(&mut v, 0, pk(8), RTC, 0, 0)[0],
+            EINVAL,
+            "UNMAP of an unmapped page"
+        );
+        assert_eq!(
+            (v.stats.forwarded, v.stats.refused, v.stats.no_syndrome),
+            (3, 5, 2)
+        );
+        assert_eq!(
+            (
+                v.stats.map_ok,
+                v.stats.map_failed,
+                v.stats.unmap_ok,
+                v.stats.unmap_failed
+            ),
+            (2, 5, 1, 1)
+        );
+    }
+
+    #[test]
+    fn hypmodel_memory_always_aborts() {
+        for p in Profile::ALL {
+            let mut v = vm(p, Some(Mutant::GuardOff));
+            let a = v.data_abort(0, 0x4020_0100, 0x4020_0100, &ldr(1));
+            assert_eq!(
+                a,
+                Access::Inject {
+                    dfsc: 0x10,
+                    far: 0x4020_0100,
+                    why: Refusal::HypMemory
+                },
+                "{p:?}"
+            );
+            assert_eq!(v.stats.refused_hypmem, 1);
+        }
+        let mut v = vm(Profile::Android14, Some(Mutant::MapAcceptsRam));
+        call(&mut v, 0, pk(6), 0, 0, 0);
+        assert_eq!(call(&mut v, 0, pk(7), 0x4020_0000, 0, 0)[0], EINVAL);
+        assert!(v.guard.is_empty());
+    }
+
+    #[test]
+    fn android13_return_values() {
+        let mut v = vm(Profile::Android13, None);
+        call(&mut v, 0, pk(6), 0, 0, 0);
+        assert_eq!(call(&mut v, 0, pk(7), RTC + 4, 0, 0)[0], 0xffff_fffd);
+        assert_eq!(call(&mut v, 0, pk(7), RTC, 0, 0)[0], 0);
+        assert_eq!(
+            call(&mut v, 0, pk(8), RTC, 0, 0)[0],
+            NOT_SUPPORTED,
+            "-1 on success"
+        );
+        assert_eq!(call(&mut v, 0, pk(8), RTC, 0, 0)[0], 0, "0 on failure");
+        assert!(v.guard.is_empty());
+    }
+
+    #[test]
+    fn android16_range_calls_and_noop_unmap() {
+        let mut v = vm(Profile::Android16, None);
+        assert_eq!(call(&mut v, 0, pk(8), RTC, 0, 0)[0], EINVAL, "not enrolled");
+        call(&mut v, 0, pk(6), 0, 0, 0);
+        assert_eq!(
+            call(&mut v, 0, pk(7), RTC, 5, 5),
+            [0, 1, 0, 0],
+            "func 7 ignores x2/x3"
+        );
+        assert_eq!(call(&mut v, 0, pk(10), 0x0a00_0000, 4, 0), [0, 4, 0, 0]);
+        assert_eq!(call(&mut v, 0, pk(10), 0x0a00_0000, 4, 1)[0], EINVAL);
+        assert_eq!(
+            v.data_abort(0, 0x0a00_3e00, 0x0a00_3e00, &ldr(0)),
+            Access::Forward
+        );
+        // A range running into RAM stops there: partial success.
+        assert_eq!(call(&mut v, 0, pk(10), 0x3fff_e000, 4, 0), [0, 2, 0, 0]);
+        assert_eq!(call(&mut v, 0, pk(8), RTC, 0, 0), [0, 1, 0, 0]);
+        assert_eq!(call(&mut v, 0, pk(11), 0x0a00_0000, 4, 0), [0, 4, 0, 0]);
+        assert_eq!(
+            call(&mut v, 0, pk(8), 0x0b00_0000, 0, 0)[0],
+            0,
+            "no-op even when never mapped"
+        );
+        assert_eq!(
+            v.data_abort(0, RTC, RTC, &ldr(0)),
+            Access::Forward,
+            "still forwarded after UNMAP"
+        );
+        // MEM_SHARE with a page count.
+        assert_eq!(call(&mut v, 0, pk(3), 0x4100_0000, 3, 0), [0, 3, 0, 0]);
+        assert_eq!(
+            call(&mut v, 0, pk(3), 0x4100_2000, 0, 0)[0],
+            EINVAL,
+            "already shared"
+        );
+        assert_eq!(
+            call(&mut v, 0, pk(4), 0x4100_0000, 0, 0),
+            [0, 1, 0, 0],
+            "0 pages means 1"
+        );
+        assert_eq!(v.share.shared_bytes(), 0x2000);
+    }
+
+    #[test]
+    fn upstream_and_kvm() {
+        let mut v = vm(Profile::Upstream, None);
+        assert!(v.enrolled, "upstream is enrolled from boot");
+        assert!(matches!(
+            v.data_abort(0, UART, UART, &ldr(0)),
+            Access::Inject { .. }
+        ));
+        for f in [5, 6, 8] {
+            assert_eq!(call(&mut v, 0, pk(f), 0, 0, 0)[0], NOT_SUPPORTED);
+        }
+        assert_eq!(call(&mut v, 0, pk(7), UART, 0, 0)[0], 0);
+        assert_eq!(v.data_abort(0, UART, UART, &ldr(0)), Access::Forward);
+        assert_eq!(v.stats.console, 1);
+        let mut k = vm(Profile::Kvm, None);
+        assert_eq!(k.data_abort(0, RTC, RTC, &ldr(0)), Access::Forward);
+        assert!(matches!(
+            k.data_abort(0, RTC, RTC, &ldp()),
+            Access::Inject {
+                why: Refusal::NoSyndrome,
+                ..
+            }
+        ));
+        let mut b = vm_with(Options {
+            enrolled_at_boot: true,
+            ..Options::default()
+        });
+        assert!(
+            matches!(b.data_abort(0, RTC, RTC, &ldr(0)), Access::Inject { .. }),
+            "enrolled=boot"
+        );
+    }
+
+    #[test]
+    fn granule_16k() {
+        let mut v = vm_with(Options {
+            granule: 16384,
+            ..Options::default()
+        });
+        call(&mut v, 0, pk(6), 0, 0, 0);
+        assert_eq!(call(&mut v, 0, pk(2), 0, 0, 0)[0], 16384);
+        assert_eq!(
+            call(&mut v, 0, pk(7), 0x0a00_1000, 0, 0)[0],
+            EINVAL,
+            "4K-aligned is not enough"
+        );
+        assert_eq!(call(&mut v, 0, pk(7), 0x0a00_0000, 0, 0)[0], 0);
+        assert_eq!(
+            v.data_abort(0, 0x0a00_3e00, 0x0a00_3e00, &ldr(0)),
+            Access::Forward,
+            "whole granule"
+        );
+        assert!(matches!(
+            v.data_abort(0, 0x0a00_4000, 0x0a00_4000, &ldr(0)),
+            Access::Inject { .. }
+        ));
+        assert_eq!(call(&mut v, 0, pk(3), 0x4100_1000, 0, 0)[0], EINVAL);
+        assert_eq!(call(&mut v, 0, pk(3), 0x4100_4000, 0, 0)[0], 0);
+        assert_eq!(v.share.shared_bytes(), 16384);
+    }
+
+    #[test]
+    fn memshare() {
+        let mut v = vm(Profile::Android14, None);
+        let p = 0x4100_0000;
+        assert_eq!(
+            call(&mut v, 0, pk(4), p, 0, 0)[0],
+            EINVAL,
+            "unshare private"
+        );
+        assert_eq!(call(&mut v, 0, pk(3), p, 0, 0)[0], 0);
+        assert_eq!(call(&mut v, 0, pk(3), p, 0, 0)[0], EINVAL, "share twice");
+        assert_eq!(call(&mut v, 0, pk(4), p, 0, 0)[0], 0);
+        assert_eq!(call(&mut v, 0, pk(3), RTC, 0, 0)[0], EINVAL, "MMIO");
+        assert_eq!(
+            call(&mut v, 0, pk(3), 0x4020_0000, 0, 0)[0],
+            EINVAL,
+            "hypmodel memory"
+        );
+        assert_eq!(call(&mut v, 0, pk(3), p + 8, 0, 0)[0], EINVAL, "misaligned");
+        assert_eq!(call(&mut v, 0, pk(3), p, 1, 0)[0], EINVAL, "x2 reserved");
+        assert_eq!(call(&mut v, 0, pk(3), p, 0, 1)[0], EINVAL, "x3 reserved");
+        assert_eq!(v.share.shared_bytes(), 0);
+        assert_eq!(
+            (
+                v.stats.share_ok,
+                v.stats.share_failed,
+                v.stats.unshare_ok,
+                v.stats.unshare_failed
+            ),
+            (1, 6, 1, 1)
+        );
+    }
+
+    #[test]
+    fn psci_cpu_on_state_machine() {
+        let mut v = vm(Profile::Android14, None);
+        assert_eq!(
+            call(&mut v, 0, PSCI_CPU_ON_64, 7, 0x4100_0000, 0)[0],
+            PSCI_INVALID_PARAMETERS
+        );
+        assert_eq!(
+            call(&mut v, 0, PSCI_CPU_ON_64, 0, 0x4100_0000, 0)[0],
+            PSCI_ALREADY_ON
+        );
+        assert_eq!(
+            call(&mut v, 0, PSCI_CPU_ON_64, 1, 0x4020_0000, 0)[0],
+            -9i64 as u64,
+            "entry in hypmodel"
+        );
+        assert_eq!(
+            v.hvc(0, [PSCI_CPU_ON_64 as u64, 1, 0x4100_0000, 42]),
+            Hvc::CpuOn { idx: 1, mpidr: 1 }
+        );
+        assert_eq!(
+            call(&mut v, 0, PSCI_CPU_ON_64, 1, 0x4100_0000, 0)[0],
+            PSCI_ON_PENDING
+        );
+        assert_eq!(v.secondary_started(1), Some((0x4100_0000, 42)));
+        assert_eq!(v.secondary_started(1), None);
+        assert_eq!(
+            call(&mut v, 0, PSCI_CPU_ON_64, 1, 0x4100_0000, 0)[0],
+            PSCI_ALREADY_ON
+        );
+        assert_eq!(v.hvc(1, [PSCI_CPU_OFF as u64, 0, 0, 0]), Hvc::CpuOff);
+        assert!(matches!(
+            v.hvc(0, [PSCI_CPU_ON as u64, 1, 0x4100_0000, 0]),
+            Hvc::CpuOn { idx: 1, .. }
+        ));
+        v.cpu_on_result(1, PSCI_INVALID_PARAMETERS);
+        assert_eq!(v.power[1], CpuPower::Off);
+        assert_eq!(v.hvc(0, [PSCI_SYSTEM_OFF as u64, 0, 0, 0]), Hvc::SystemOff);
+        assert_eq!(v.stats.calls[Call::PsciCpuOn.index()], 7);
+    }
+
+    #[test]
+    fn mutants_decide_as_their_bug_says() {
+        let setup = |m| {
+            let mut v = vm(Profile::Android14, Some(m));
+            call(&mut v, 0, pk(6), 0, 0, 0);
+            v
+        };
+        let rd = ldr(9);
+        let stray = RTC + 0xfe0;
+        let mut v = setup(Mutant::GuardOff);
+        assert_eq!(v.data_abort(0, stray, stray, &rd), Access::Forward);
+        assert!(
+            matches!(v.data_abort(0, stray, stray, &ldp()), Access::Inject { .. }),
+            "only the guard is off"
+        );
+        let mut v = setup(Mutant::SilentDrop);
+        assert_eq!(v.data_abort(0, stray, stray, &rd), Access::Drop);
+        let mut v = setup(Mutant::WrongDfsc);
+        assert!(
+            matches!(v.data_abort(0, stray, stray, &rd), Access::Inject { dfsc: 0x07, far: f, .. } if f == stray)
+        );
+        let mut v = setup(Mutant::BadFar);
+        assert!(matches!(
+            v.data_abort(0, stray, stray, &rd),
+            Access::Inject {
+                dfsc: 0x10,
+                far: RTC,
+                ..
+            }
+        ));
+        let mut v = setup(Mutant::MapNoop);
+        assert_eq!(call(&mut v, 0, pk(7), RTC, 0, 0)[0], 0);
+        assert!(matches!(
+            v.data_abort(0, stray, stray, &rd),
+            Access::Inject { .. }
+        ));
+        let mut v = setup(Mutant::MapNeighbour);
+        assert_eq!(call(&mut v, 0, pk(7), RTC, 0, 0)[0], 0);
+        assert_eq!(
+            v.data_abort(0, RTC + 0x1000, RTC + 0x1000, &rd),
+            Access::Forward
+        );
+        let mut v = setup(Mutant::MapAcceptsRam);
+        assert_eq!(call(&mut v, 0, pk(7), 0x4100_0000, 0, 0)[0], 0);
+        assert_eq!(call(&mut v, 0, pk(7), RTC + 4, 0, 0)[0], EINVAL);
+        let mut v = setup(Mutant::MapAcceptsMisaligned);
+        assert_eq!(call(&mut v, 0, pk(7), RTC + 4, 0, 0)[0], 0);
+        assert_eq!(call(&mut v, 0, pk(7), 0x4100_0000, 0, 0)[0], EINVAL);
+        let mut v = setup(Mutant::UnmapNoop);
+        call(&mut v, 0, pk(7), RTC, 0, 0);
+        assert_eq!(call(&mut v, 0, pk(8), RTC, 0, 0)[0], 0);
+        assert_eq!(
+            v.data_abort(0, stray, stray, &rd),
+            Access::Forward,
+            "still forwarded after UNMAP"
+        );
+        let mut v = setup(Mutant::UnmapInverted);
+        call(&mut v, 0, pk(7), RTC, 0, 0);
+        assert_eq!(call(&mut v, 0, pk(8), RTC, 0, 0)[0], NOT_SUPPORTED);
+        assert!(
+            matches!(v.data_abort(0, stray, stray, &rd), Access::Inject { .. }),
+            "but it did unmap"
+        );
+        let mut v = setup(Mutant::PerCpuGuard);
+        call(&mut v, 0, pk(7), RTC, 0, 0);
+        assert_eq!(v.data_abort(0, stray, stray, &rd), Access::Forward);
+        assert!(matches!(
+            v.data_abort(1, stray, stray, &rd),
+            Access::Inject { .. }
+        ));
+        let mut v = setup(Mutant::GranuleMismatch);
+        assert_eq!(call(&mut v, 0, pk(2), 0, 0, 0)[0], 16384);
+        assert_eq!(call(&mut v, 0, pk(5), 0, 0, 0)[0], 16384);
+        assert_eq!(call(&mut v, 0, pk(7), 0x0a00_0000, 0, 0)[0], 0);
+        assert_eq!(
+            v.data_abort(0, 0x0a00_0e00, 0x0a00_0e00, &rd),
+            Access::Forward
+        );
+        assert!(matches!(
+            v.data_abort(0, 0x0a00_3e00, 0x0a00_3e00, &rd),
+            Access::Inject { .. }
+        ));
+        let mut v = setup(Mutant::NoSyndromeForward);
+        call(&mut v, 0, pk(7), RTC, 0, 0);
+        assert_eq!(v.data_abort(0, stray, stray, &ldp()), Access::Emulate);
+        assert!(
+            matches!(
+                v.data_abort(0, 0x0903_0000, 0x0903_0000, &ldp()),
+                Access::Inject { .. }
+            ),
+            "unregistered"
+        );
+    }
+
+    #[test]
+    fn report_lines() {
+        let mut v = vm(Profile::Android14, None);
+        call(&mut v, 0, pk(6), 0, 0, 0);
+        call(&mut v, 0, pk(7), RTC, 0, 0);
+        call(&mut v, 0, pk(3), 0x4100_0000, 0, 0);
+        let mut s = String::new();
+        v.report(&mut s).unwrap();
+        assert!(s.contains(
+            "hypmodel: report profile=android14 granule=4096 mutant=none enrolled=yes cpus=4\n"
+        ));
+        assert!(
+            s.contains("hypmodel: calls MMIO_GUARD_ENROLL=1\nhypmodel: calls MMIO_GUARD_MAP=1\n")
+        );
+        assert!(
+            !s.contains("SMCCC_VERSION"),
+            "zero counters are not printed"
+        );
+        assert!(s.contains("hypmodel: guard registered=1 map_ok=1 map_failed=0"));
+        assert!(s.contains("hypmodel: memshare shared_pages=1 shared_bytes=4096 share_ok=1"));
+        assert!(s.ends_with("hypmodel: end\n"));
+    }
+}

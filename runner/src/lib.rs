@@ -1,0 +1,73 @@
+//! Host-side runner for ioguard: build the guest, boot it on QEMU `virt`, read its lines.
+//!
+//! `./qemu-run.sh` runs the `ioguard-run` binary of this crate; integration tests call the
+//! library directly. The pure parts (option parsing, QEMU command construction, output
+//! parsing, TAP13/JUnit rendering) are unit-tested on the host; [`run`] is the only
+//! function with side effects that matter (it builds, spawns QEMU, enforces the timeout).
+//!
+//! # Booting the guest from a test
+//!
+//! ```no_run
+//! use ioguard_runner::{boot, run, Kind, Options};
+//!
+//! // With the same words as ./qemu-run.sh (quiet: nothing is printed).
+//! let out = boot(&["--smp", "4", "--append", "only=guard:*"]).expect("QEMU ran");
+//! assert_eq!(out.status, 0, "{}", out.transcript());
+//! assert_eq!(out.report.header.as_ref().unwrap().get("cpus"), Some("4"));
+//! assert!(out.report.count(Kind::Fail) == 0);
+//! assert_eq!(out.result("guard: stray-read").unwrap().kind, Kind::Pass);
+//!
+//! // Or with fields; extra QEMU arguments go last, unchanged.
+//! let opts = Options {
+//!     echo: false,
+//!     timeout: Some(std::time::Duration::from_secs(20)),
+//!     ..Options::default()
+//! }
+//! .with_qemu_args(["-dtb", "/tmp/wrong.dtb"]);
+//! let out = run(&opts).expect("QEMU ran");
+//! assert_ne!(out.status, 0);
+//! assert!(!out.timed_out);
+//! ```
+//!
+//! [`dump_dtb`] writes the device tree QEMU would pass for some options (to modify it, or
+//! to boot one machine's tree on another); [`scripted_image`] makes a stand-in guest that
+//! prints given lines and powers off (for testing the runner itself).
+//!
+//! [`build_image`] builds the Image once per process (tests in parallel share it);
+//! [`run`] calls it unless `Options::image` is set. The guest is built with
+//! `cargo build --release --target aarch64-unknown-none -p ioguard` in the workspace
+//! target directory ([`target_dir`]) and converted to `ioguard.bin` with llvm-objcopy.
+//!
+//! # Status
+//!
+//! [`Outcome::status`] is the runner's exit status: the code decoded from the guest's
+//! `EXIT: STATUS=` line (0 all passed, 1 a check failed, 2 fatal boot error); when there is
+//! no valid EXIT line, QEMU's own non-zero status or 3; 124 on timeout. [`RunError`]
+//! (exit status 2) means the run could not happen: bad option, missing image, failed
+//! build, QEMU missing.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod bench;
+pub mod exec;
+pub mod floor;
+pub mod options;
+pub mod output;
+pub mod qemu;
+pub mod render;
+pub mod setup;
+
+pub use exec::{
+    blk_images, boot, boot_image, build_image, build_image_now, dump_dtb, guest_elf_path,
+    image_path, repo_root, run, run_with, runner_dir, target_dir, Outcome, RunError, Stream,
+};
+pub use floor::{floor_image, scripted_image, write_floor_image, FLOOR_LINE};
+pub use options::{parse_args, Command, Hyp, Options, UsageError, HELP};
+pub use output::{
+    decide, decode_exit_status, CheckResult, Exit, Header, Kind, Report, Summary, Totals, Verdict,
+    STATUS_NO_EXIT, STATUS_TIMEOUT, STATUS_USAGE,
+};
+pub use qemu::{qemu_argv, shell_line, shell_quote};
+pub use render::{render_junit, render_tap, xml_escape};
+pub use setup::{ensure_guest_target, ensure_qemu, QEMU_INSTALL};

@@ -1,0 +1,50 @@
+//! `ioguard-run`: the command behind `./qemu-run.sh` (see `--help`).
+
+use ioguard_runner::{bench::bench, parse_args, run, Command, HELP};
+use std::process::exit;
+
+fn main() {
+    // qemu-run.sh changes to the repository root (for rust-toolchain.toml) and passes the
+    // caller's directory here, so relative --image/--tap/--junit/-dtb paths mean what the
+    // caller meant. The guest build itself always runs in the repository root.
+    if let Some(dir) = std::env::var_os("IOGUARD_RUN_CWD").filter(|d| !d.is_empty()) {
+        if let Err(e) = std::env::set_current_dir(&dir) {
+            eprintln!(
+                "ioguard-run: error: cannot enter {}: {e}",
+                dir.to_string_lossy()
+            );
+            exit(2);
+        }
+    }
+    let opts = match parse_args(std::env::args().skip(1)) {
+        Ok(Command::Help) => {
+            print!("{HELP}");
+            exit(0);
+        }
+        Ok(Command::Run(o)) => o,
+        Err(e) => {
+            eprintln!("ioguard-run: error: {e}");
+            eprintln!("Try './qemu-run.sh --help'.");
+            exit(2);
+        }
+    };
+    if opts.bench.is_some() {
+        match bench(&opts) {
+            Ok(r) => {
+                print!("{r}");
+                exit(if r.broken.is_empty() { 0 } else { 1 });
+            }
+            Err(e) => {
+                eprintln!("ioguard-run: error: {e}");
+                exit(e.exit_status());
+            }
+        }
+    }
+    match run(&opts) {
+        Ok(outcome) => exit(outcome.status),
+        Err(e) => {
+            eprintln!("ioguard-run: error: {e}");
+            exit(e.exit_status());
+        }
+    }
+}

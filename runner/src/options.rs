@@ -1,0 +1,524 @@
+//! Command-line options of `./qemu-run.sh` / `ioguard-run`, parsed without side effects.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default time a boot may take before the runner kills QEMU.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default number of boots of `--bench`.
+pub const DEFAULT_BENCH_BOOTS: u32 = 10;
+/// QEMU `virt` has 32 virtio-mmio transports.
+pub const MAX_VIRTIO_MMIO: u32 = 32;
+/// QEMU `virt` accepts at most 512 CPUs with GICv3 and 8 with GICv2.
+pub const MAX_SMP_GICV3: u32 = 512;
+/// See [`MAX_SMP_GICV3`].
+pub const MAX_SMP_GICV2: u32 = 8;
+
+/// The `--help` text.
+pub const HELP: &str = "\
+Usage: ./qemu-run.sh [OPTIONS] [-- QEMU ARGS...]
+
+Build the ioguard release image and boot it on QEMU `virt` (TCG). Prints the QEMU
+command line first, streams the guest's lines, and exits with the guest's status
+(decoded from its `EXIT: STATUS=` line).
+
+Options:
+  --smp N            number of CPUs (default 1)
+  --mem SIZE         guest RAM, QEMU syntax: 256M, 2G, 1024 (MiB) (default 256M)
+  --cpu MODEL        QEMU CPU model, e.g. max, cortex-a53, cortex-a72 (default max)
+  --gic 2|3          GIC version (default 3)
+  --append 'ARGS'    guest command line, e.g. 'only=guard:* log=debug', 'list'
+                     (repeated --append options are joined with spaces)
+  --virtio-blk N     attach N virtio-blk-device (virtio-mmio) drives, 0..=32 (default 0)
+  --timeout S        seconds before a hang is killed and reported (default 60;
+                     no timeout with --gdb unless given)
+  --image PATH       boot this raw arm64 Image instead of building the guest
+  --gdb              start QEMU halted with a gdb server on tcp::1234 (-s -S)
+  --tap FILE         also write the results as TAP version 13 to FILE
+  --junit FILE       also write the results as JUnit XML to FILE
+  --hyp plain|model|pkvm
+                     hypervisor under the guest: plain QEMU (default); model and
+                     pkvm are reserved and not yet available
+  --qemu PATH        QEMU binary (default qemu-system-aarch64)
+  --bench [N]        benchmark instead of a run: boot N times (default 10) and print
+                     the image size and the median boot time against QEMU's floor
+  -h, --help         print this help
+  -- QEMU ARGS...    everything after -- is passed to QEMU unchanged (e.g. -dtb FILE)
+
+Exit status: the guest's code (0 all passed, 1 a check failed, 2 fatal boot error);
+2 for a bad option or a failed build; 3 when the guest ended without a valid EXIT
+line (or QEMU's own non-zero status); 124 on timeout.
+";
+
+/// The hypervisor the guest runs under (`--hyp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Hyp {
+    /// Plain QEMU TCG `virt`, EL1 guest.
+    #[default]
+    Plain,
+    /// The reference hypervisor in `hypmodel/` (reserved).
+    Model,
+    /// A real pKVM host (reserved).
+    Pkvm,
+}
+
+impl Hyp {
+    /// The option spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hyp::Plain => "plain",
+            Hyp::Model => "model",
+            Hyp::Pkvm => "pkvm",
+        }
+    }
+}
+
+/// Everything that controls one run (or one benchmark).
+///
+/// Start from [`Options::default()`] (what `./qemu-run.sh` with no options does) and set
+/// fields, or parse command-line words with [`parse_args`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    /// `--smp N`.
+    pub smp: u32,
+    /// `--mem SIZE`, QEMU's `-m` syntax.
+    pub mem: String,
+    /// `--cpu MODEL`.
+    pub cpu: String,
+    /// `--gic 2|3`.
+    pub gic: u8,
+    /// `--append`: the guest command line (`-append`), empty for none.
+    pub append: String,
+    /// `--virtio-blk N`.
+    pub virtio_blk: u32,
+    /// `--timeout S`; `None` means the default ([`DEFAULT_TIMEOUT`], or none with `--gdb`).
+    pub timeout: Option<Duration>,
+    /// `--image PATH`: boot this raw Image, do not build.
+    pub image: Option<PathBuf>,
+    /// `--gdb`.
+    pub gdb: bool,
+    /// `--tap FILE`.
+    pub tap: Option<PathBuf>,
+    /// `--junit FILE`.
+    pub junit: Option<PathBuf>,
+    /// `--hyp`.
+    pub hyp: Hyp,
+    /// `--qemu PATH`.
+    pub qemu: PathBuf,
+    /// `--bench [N]`: `Some(N)` runs the benchmark instead of a test run.
+    pub bench: Option<u32>,
+    /// Arguments after `--`, appended to QEMU's command line unchanged.
+    pub qemu_args: Vec<String>,
+    /// Copy the QEMU command line, the guest's lines and the runner's verdicts to
+    /// stdout/stderr as they arrive (`true` for the command; integration tests set
+    /// `false` and read [`crate::Outcome::lines`]).
+    pub echo: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            smp: 1,
+            mem: "256M".to_string(),
+            cpu: "max".to_string(),
+            gic: 3,
+            append: String::new(),
+            virtio_blk: 0,
+            timeout: None,
+            image: None,
+            gdb: false,
+            tap: None,
+            junit: None,
+            hyp: Hyp::Plain,
+            qemu: PathBuf::from("qemu-system-aarch64"),
+            bench: None,
+            qemu_args: Vec::new(),
+            echo: true,
+        }
+    }
+}
+
+impl Options {
+    /// The timeout that applies: `--timeout`, else 60 s, else none under `--gdb`.
+    pub fn effective_timeout(&self) -> Option<Duration> {
+        match self.timeout {
+            Some(t) => Some(t),
+            None if self.gdb => None,
+            None => Some(DEFAULT_TIMEOUT),
+        }
+    }
+
+    /// Add arguments for QEMU (as after `--`), e.g. `["-dtb", "bad.dtb"]`.
+    pub fn with_qemu_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.qemu_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+}
+
+/// What the command line asks for.
+// Parsed once per process: the size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// `--help`: print [`HELP`] and exit 0.
+    Help,
+    /// A run (or, with `options.bench`, a benchmark).
+    Run(Options),
+}
+
+/// A bad command line; the runner prints it and exits with status 2.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, UsageError> {
+    Err(UsageError(msg.into()))
+}
+
+fn parse_count(opt: &str, v: &str, min: u32, max: u32) -> Result<u32, UsageError> {
+    match v.parse::<u32>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        Ok(n) => err(format!("{opt} {n}: must be between {min} and {max}")),
+        Err(_) => err(format!("{opt} '{v}': not a whole number")),
+    }
+}
+
+/// Check a QEMU `-m` size: digits with an optional K/M/G/T suffix (no suffix = MiB), > 0.
+pub fn validate_mem(v: &str) -> Result<(), UsageError> {
+    let digits = v.trim_end_matches(|c: char| "kKmMgGtT".contains(c));
+    let suffix_len = v.len() - digits.len();
+    let ok = suffix_len <= 1
+        && !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && digits.bytes().any(|b| b != b'0');
+    if ok {
+        Ok(())
+    } else {
+        err(format!(
+            "--mem '{v}': expected a size such as 128M, 2G or 1024 (MiB)"
+        ))
+    }
+}
+
+fn parse_timeout(v: &str) -> Result<Duration, UsageError> {
+    match v.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 1.0e6 => Ok(Duration::from_secs_f64(s)),
+        _ => err(format!(
+            "--timeout '{v}': expected a positive number of seconds"
+        )),
+    }
+}
+
+/// Parse the runner's arguments (without the program name).
+///
+/// Accepts `--opt VALUE` and `--opt=VALUE`. Everything after `--` goes to QEMU.
+pub fn parse_args<I, S>(args: I) -> Result<Command, UsageError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let args: Vec<String> = args.into_iter().map(Into::into).collect();
+    let mut o = Options::default();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        i += 1;
+        if arg == "--" {
+            o.qemu_args.extend(args[i..].iter().cloned());
+            break;
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        // Takes the option's value: inline `--x=v` or the next word.
+        let mut value = || -> Result<String, UsageError> {
+            if let Some(v) = inline.clone() {
+                return Ok(v);
+            }
+            match args.get(i) {
+                Some(v) => {
+                    i += 1;
+                    Ok(v.clone())
+                }
+                None => err(format!("{name} needs a value (see --help)")),
+            }
+        };
+        match name {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--smp" => o.smp = parse_count("--smp", &value()?, 1, MAX_SMP_GICV3)?,
+            "--mem" => {
+                let v = value()?;
+                validate_mem(&v)?;
+                o.mem = v;
+            }
+            "--cpu" => {
+                let v = value()?;
+                if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return err(format!("--cpu '{v}': expected a QEMU CPU model name"));
+                }
+                o.cpu = v;
+            }
+            "--gic" => {
+                o.gic = match value()?.as_str() {
+                    "2" => 2,
+                    "3" => 3,
+                    v => return err(format!("--gic '{v}': expected 2 or 3")),
+                }
+            }
+            "--append" => {
+                let v = value()?;
+                if v.contains(['\n', '\r', '\0']) {
+                    return err("--append: the guest command line must be one line");
+                }
+                if !o.append.is_empty() && !v.is_empty() {
+                    o.append.push(' ');
+                }
+                o.append.push_str(&v);
+            }
+            "--virtio-blk" => {
+                o.virtio_blk =
+                    parse_count("--virtio-blk", &value()?, 0, MAX_VIRTIO_MMIO).map_err(|e| {
+                        UsageError(format!(
+                            "{e} (QEMU virt has {MAX_VIRTIO_MMIO} virtio-mmio slots)"
+                        ))
+                    })?
+            }
+            "--timeout" => o.timeout = Some(parse_timeout(&value()?)?),
+            "--image" => {
+                let v = value()?;
+                if v.is_empty() {
+                    return err("--image needs a path");
+                }
+                o.image = Some(PathBuf::from(v));
+            }
+            "--gdb" if inline.is_none() => o.gdb = true,
+            "--tap" => o.tap = Some(PathBuf::from(non_empty("--tap", value()?)?)),
+            "--junit" => o.junit = Some(PathBuf::from(non_empty("--junit", value()?)?)),
+            "--qemu" => o.qemu = PathBuf::from(non_empty("--qemu", value()?)?),
+            "--hyp" => {
+                o.hyp = match value()?.as_str() {
+                    "plain" => Hyp::Plain,
+                    "model" => Hyp::Model,
+                    "pkvm" => Hyp::Pkvm,
+                    v => return err(format!("--hyp '{v}': expected plain, model or pkvm")),
+                }
+            }
+            "--bench" => {
+                // The count is optional: `--bench`, `--bench 20`, `--bench=20`.
+                let n = match inline {
+                    Some(v) => parse_count("--bench", &v, 1, 100_000)?,
+                    None => match args.get(i) {
+                        Some(v) if !v.starts_with('-') => {
+                            i += 1;
+                            parse_count("--bench", v, 1, 100_000)?
+                        }
+                        _ => DEFAULT_BENCH_BOOTS,
+                    },
+                };
+                o.bench = Some(n);
+            }
+            _ if name.starts_with('-') => {
+                return err(format!("unknown option '{arg}' (see --help)"))
+            }
+            _ => {
+                return err(format!(
+                    "unexpected argument '{arg}' (guest arguments go in --append '...', \
+                     QEMU arguments after --)"
+                ))
+            }
+        }
+    }
+    if o.gic == 2 && o.smp > MAX_SMP_GICV2 {
+        return err(format!(
+            "--smp {} with --gic 2: GICv2 supports at most {MAX_SMP_GICV2} CPUs",
+            o.smp
+        ));
+    }
+    Ok(Command::Run(o))
+}
+
+fn non_empty(opt: &str, v: String) -> Result<String, UsageError> {
+    if v.is_empty() {
+        err(format!("{opt} needs a file name"))
+    } else {
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Options {
+        match parse_args(args.iter().copied()) {
+            Ok(Command::Run(o)) => o,
+            other => panic!("{args:?} gave {other:?}"),
+        }
+    }
+
+    fn bad(args: &[&str]) -> String {
+        match parse_args(args.iter().copied()) {
+            Err(UsageError(m)) => m,
+            other => panic!("{args:?} should fail, gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let o = run(&[]);
+        assert_eq!(o, Options::default());
+        assert_eq!(
+            (o.smp, o.mem.as_str(), o.cpu.as_str(), o.gic),
+            (1, "256M", "max", 3)
+        );
+        assert_eq!(o.effective_timeout(), Some(Duration::from_secs(60)));
+        assert!(o.echo);
+    }
+
+    #[test]
+    fn every_option() {
+        let o = run(&[
+            "--smp",
+            "4",
+            "--mem=2G",
+            "--cpu",
+            "cortex-a53",
+            "--gic",
+            "2",
+            "--append",
+            "only=guard:*",
+            "--append",
+            "log=debug",
+            "--virtio-blk",
+            "32",
+            "--timeout",
+            "2.5",
+            "--image",
+            "x.bin",
+            "--gdb",
+            "--tap",
+            "t.tap",
+            "--junit",
+            "j.xml",
+            "--hyp",
+            "plain",
+            "--qemu",
+            "/opt/q",
+            "--",
+            "-dtb",
+            "bad.dtb",
+            "--smp",
+            "x",
+        ]);
+        assert_eq!(o.smp, 4);
+        assert_eq!(o.mem, "2G");
+        assert_eq!(o.cpu, "cortex-a53");
+        assert_eq!(o.gic, 2);
+        assert_eq!(o.append, "only=guard:* log=debug");
+        assert_eq!(o.virtio_blk, 32);
+        assert_eq!(o.timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(o.image, Some(PathBuf::from("x.bin")));
+        assert!(o.gdb);
+        assert_eq!(o.tap, Some(PathBuf::from("t.tap")));
+        assert_eq!(o.junit, Some(PathBuf::from("j.xml")));
+        assert_eq!(o.qemu, PathBuf::from("/opt/q"));
+        assert_eq!(o.qemu_args, ["-dtb", "bad.dtb", "--smp", "x"]);
+        assert_eq!(o.bench, None);
+    }
+
+    #[test]
+    fn help_wins_and_lists_every_option() {
+        assert_eq!(parse_args(["--smp", "2", "--help"]), Ok(Command::Help));
+        assert_eq!(parse_args(["-h"]), Ok(Command::Help));
+        for opt in [
+            "--smp N",
+            "--mem SIZE",
+            "--cpu MODEL",
+            "--gic 2|3",
+            "--append 'ARGS'",
+            "--virtio-blk N",
+            "--timeout S",
+            "--image PATH",
+            "--gdb",
+            "--tap FILE",
+            "--junit FILE",
+            "--hyp plain|model|pkvm",
+            "--bench [N]",
+            "-- QEMU ARGS",
+        ] {
+            assert!(HELP.contains(opt), "help lacks {opt}");
+        }
+    }
+
+    #[test]
+    fn gdb_has_no_default_timeout_but_keeps_an_explicit_one() {
+        assert_eq!(run(&["--gdb"]).effective_timeout(), None);
+        assert_eq!(
+            run(&["--gdb", "--timeout", "5"]).effective_timeout(),
+            Some(Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn bench_count_is_optional() {
+        assert_eq!(run(&["--bench"]).bench, Some(10));
+        assert_eq!(run(&["--bench", "3"]).bench, Some(3));
+        assert_eq!(run(&["--bench=7"]).bench, Some(7));
+        let o = run(&["--bench", "--smp", "2"]);
+        assert_eq!((o.bench, o.smp), (Some(10), 2));
+        assert!(bad(&["--bench", "0"]).contains("between 1"));
+        assert!(bad(&["--bench", "ten"]).contains("not a whole number"));
+    }
+
+    #[test]
+    fn hyp_values() {
+        assert_eq!(run(&["--hyp", "model"]).hyp, Hyp::Model);
+        assert_eq!(run(&["--hyp=pkvm"]).hyp, Hyp::Pkvm);
+        assert!(bad(&["--hyp", "xen"]).contains("plain, model or pkvm"));
+    }
+
+    #[test]
+    fn bad_values_are_clear() {
+        assert!(bad(&["--smp", "four"]).contains("--smp 'four': not a whole number"));
+        assert!(bad(&["--smp", "0"]).contains("between 1 and 512"));
+        assert!(bad(&["--smp", "-1"]).contains("not a whole number"));
+        assert!(bad(&["--smp"]).contains("--smp needs a value"));
+        assert!(bad(&["--gic", "4"]).contains("--gic '4': expected 2 or 3"));
+        assert!(bad(&["--virtio-blk", "33"]).contains("32 virtio-mmio slots"));
+        assert!(bad(&["--virtio-blk", "x"]).contains("not a whole number"));
+        assert!(bad(&["--timeout", "0"]).contains("positive number"));
+        assert!(bad(&["--timeout", "soon"]).contains("positive number"));
+        assert!(bad(&["--timeout", "inf"]).contains("positive number"));
+        assert!(bad(&["--cpu", ""]).contains("CPU model"));
+        assert!(bad(&["--image="]).contains("needs a path"));
+        assert!(bad(&["--append", "a\nb"]).contains("one line"));
+        assert!(bad(&["--frobnicate"]).contains("unknown option '--frobnicate'"));
+        assert!(bad(&["--gdb=yes"]).contains("unknown option"));
+        assert!(bad(&["list"]).contains("--append"));
+        assert!(bad(&["--gic", "2", "--smp", "9"]).contains("at most 8"));
+        assert_eq!(run(&["--gic", "2", "--smp", "8"]).smp, 8);
+    }
+
+    #[test]
+    fn mem_sizes() {
+        for good in ["128M", "2G", "1024", "256m", "1T", "524288k"] {
+            assert_eq!(validate_mem(good), Ok(()), "{good}");
+        }
+        for b in ["", "M", "0", "0M", "2GB", "1.5G", "-1G", "12 M", "big"] {
+            assert!(validate_mem(b).is_err(), "{b:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! A device tree that is wrong for ioguard ends the run with a clear message and a failure
+//! status, well within the timeout. Each tree is QEMU's own, dumped and then broken in one
+//! way with dtoolkit (QEMU itself refuses a blob that is not a tree at all, and rewrites
+//! /chosen, /memory and /psci of the tree it is given).
+
+mod common;
+use common::*;
+use dtoolkit::fdt::Fdt;
+use dtoolkit::model::DeviceTree;
+use ioguard_runner::{dump_dtb, runner_dir, Options};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+fn qemu_tree() -> DeviceTree {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = runner_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("virt-{}-{n}.dtb", std::process::id()));
+    dump_dtb(&Options::default(), &path).expect("dumpdtb");
+    let blob = std::fs::read(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    DeviceTree::from_fdt(&Fdt::new(&blob).expect("QEMU's tree parses"))
+}
+
+/// Boots with `tree` and returns everything the run printed, console and QEMU's stderr
+/// (where semihosting output goes when the guest has no console).
+fn boot_with(tree: &DeviceTree, name: &str) -> (i32, String, Duration) {
+    let path = runner_dir().join(format!("bad-{name}-{}.dtb", std::process::id()));
+    std::fs::write(&path, tree.to_dtb()).unwrap();
+    let out = run(&["--timeout", "20", "--", "-dtb", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    assert!(!out.timed_out, "{name}: timed out\n{}", out.transcript());
+    let all = format!("{}\n{}", out.report.lines.join("\n"), out.stderr.join("\n"));
+    (out.status, all, out.elapsed)
+}
+
+fn expect_fatal(tree: &DeviceTree, name: &str, message: &str) {
+    let (status, all, elapsed) = boot_with(tree, name);
+    assert_eq!(status, 2, "{name}: status {status}\n{all}");
+    assert!(
+        all.contains("ioguard: fatal:"),
+        "{name}: no fatal line\n{all}"
+    );
+    assert!(all.contains(message), "{name}: expected '{message}'\n{all}");
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "{name}: took {elapsed:?}"
+    );
+}
+
+#[test]
+fn qemu_tree_unchanged_boots() {
+    let (status, all, _) = boot_with(&qemu_tree(), "unchanged");
+    assert_eq!(status, 0, "{all}");
+}
+
+#[test]
+fn console_that_is_not_there() {
+    let mut t = qemu_tree();
+    let chosen = t.root.child_mut("chosen").expect("/chosen");
+    chosen
+        .property_mut("stdout-path")
+        .expect("stdout-path")
+        .set_value("/pl011@12340000");
+    // No console: the message goes to the semihosting console and the status through
+    // semihosting exit.
+    expect_fatal(
+        &t,
+        "missing-console",
+        "/chosen/stdout-path names '/pl011@12340000', which is not in the tree",
+    );
+}
+
+#[test]
+fn console_reg_cells_that_do_not_fit() {
+    let mut t = qemu_tree();
+    let uart = t.root.child_mut("pl011@9000000").expect("pl011 node");
+    uart.property_mut("reg")
+        .unwrap()
+        .set_value([0u32, 0x0900_0000, 0]);
+    expect_fatal(&t, "bad-reg", "/pl011@9000000: bad reg");
+}
+
+#[test]
+fn no_console_at_all() {
+    let mut t = qemu_tree();
+    t.root
+        .child_mut("chosen")
+        .unwrap()
+        .remove_property("stdout-path");
+    t.root.remove_child("pl011@9000000").expect("pl011 node");
+    expect_fatal(
+        &t,
+        "no-console",
+        "no console: no /chosen/stdout-path and no UART node",
+    );
+}
+
+#[test]
+fn console_of_a_kind_ioguard_cannot_drive() {
+    let mut t = qemu_tree();
+    let uart = t.root.child_mut("pl011@9000000").unwrap();
+    uart.property_mut("compatible")
+        .unwrap()
+        .set_value("acme,uart9000");
+    expect_fatal(
+        &t,
+        "odd-console",
+        "console /pl011@9000000 is 'acme,uart9000'",
+    );
+}
+
+// QEMU rewrites /psci and the /memory nodes of a tree given with -dtb, so a missing PSCI
+// node or memory node cannot reach the guest this way; the host tests of
+// platform::parse cover them.

@@ -1,0 +1,159 @@
+//! The guest boots on QEMU `virt` in the machine shapes the issue names, and its boot
+//! checks pass there.
+
+mod common;
+use common::*;
+use ioguard_runner::Kind;
+
+#[test]
+fn default_run_passes_and_says_so() {
+    let out = run(&[]);
+    assert_clean_pass(&out);
+    assert!(
+        out.command_line.contains("qemu-system-aarch64"),
+        "{}",
+        out.command_line
+    );
+    assert_eq!(header(&out, "cpus"), "1");
+    assert_eq!(header(&out, "psci"), "hvc");
+    assert_eq!(header(&out, "console"), "pl011@0x9000000");
+    let totals = out.report.totals.as_ref().expect("totals line");
+    assert_eq!(
+        (totals.passed, totals.failed, totals.skipped),
+        (DEFAULT_CHECKS.len() as u64, 0, 0)
+    );
+    // The image relocated itself: it runs at QEMU's Image address, not at 0.
+    assert!(
+        detail(&out, "boot: relocated").starts_with("running at 0x40200000"),
+        "{}",
+        out.transcript()
+    );
+}
+
+#[test]
+fn four_cpus() {
+    let out = run(&["--smp", "4"]);
+    assert_clean_pass(&out);
+    assert_eq!(header(&out, "cpus"), "4");
+    assert!(detail(&out, "boot: device-tree").ends_with("4 cpu(s)"));
+}
+
+#[test]
+fn small_and_large_memory() {
+    for (mem, mib) in [("128M", "128MiB"), ("2G", "2048MiB")] {
+        let out = run(&["--mem", mem]);
+        assert_clean_pass(&out);
+        assert_eq!(header(&out, "memory"), mib);
+        // Both ends of RAM were checked as normal write-back memory.
+        let want = format!(
+            "memory 0x40000000..{:#x}",
+            0x4000_0000u64 + if mem == "2G" { 2 << 30 } else { 128 << 20 }
+        );
+        assert!(
+            out.report.info.iter().any(|l| l.contains(&want)),
+            "{want}:\n{}",
+            out.transcript()
+        );
+    }
+}
+
+#[test]
+fn gicv2() {
+    assert_clean_pass(&run(&["--gic", "2"]));
+}
+
+#[test]
+fn cortex_a53() {
+    assert_clean_pass(&run(&["--cpu", "cortex-a53"]));
+}
+
+#[test]
+fn entered_at_el2_drops_to_el1() {
+    // virtualization=on: QEMU starts the guest at EL2 and PSCI moves to SMC.
+    let out = run(&["--", "-machine", "virtualization=on"]);
+    assert_clean_pass(&out);
+    assert_eq!(header(&out, "entered-el"), "2");
+    assert_eq!(header(&out, "psci"), "smc");
+}
+
+#[test]
+fn no_virtio_device_attached() {
+    let out = run(&[]);
+    assert_clean_pass(&out);
+    assert_eq!(
+        detail(&out, "boot: ioremap"),
+        "32 windows in 4 pages: magic ok, 0 with a device attached; all unmapped again"
+    );
+}
+
+#[test]
+fn thirty_two_virtio_devices_attached() {
+    let out = run(&["--virtio-blk", "32"]);
+    assert_clean_pass(&out);
+    assert_eq!(
+        detail(&out, "boot: ioremap"),
+        "32 windows in 4 pages: magic ok, 32 with a device attached; all unmapped again"
+    );
+    let blk = out
+        .report
+        .info
+        .iter()
+        .filter(|l| l.contains("device ID 2"))
+        .count();
+    assert_eq!(blk, 32, "{}", out.transcript());
+}
+
+#[test]
+fn loaded_at_another_address() {
+    // The same image with another text_offset in its header: QEMU loads it 16 MiB + 4 KiB
+    // further up, and everything still works.
+    let image = ioguard_runner::build_image().expect("image");
+    let mut bytes = std::fs::read(&image).expect("read image");
+    bytes[8..16].copy_from_slice(&0x0100_1000u64.to_le_bytes());
+    let dir = ioguard_runner::runner_dir();
+    std::fs::create_dir_all(&dir).expect("runner dir");
+    let moved = dir.join("ioguard-moved.bin");
+    std::fs::write(&moved, &bytes).expect("write moved image");
+    let out = run(&["--image", moved.to_str().unwrap()]);
+    assert_clean_pass(&out);
+    assert!(
+        detail(&out, "boot: relocated").starts_with("running at 0x41001000"),
+        "{}",
+        out.transcript()
+    );
+}
+
+#[test]
+fn semihosting_exit_carries_the_status() {
+    let out = run(&["--append", "exit=semihosting only=selftest:panic"]);
+    assert_eq!(out.qemu_status, Some(1), "{}", out.transcript());
+    assert_eq!(out.status, 1);
+}
+
+#[test]
+fn image_header_is_a_linux_arm64_image() {
+    let image = ioguard_runner::build_image().expect("image");
+    let bytes = std::fs::read(&image).expect("read image");
+    assert_eq!(&bytes[0x38..0x3c], b"ARM\x64");
+    let image_size = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
+    let flags = u64::from_le_bytes(bytes[24..32].try_into().unwrap());
+    assert!(
+        image_size >= bytes.len() as u64,
+        "image_size {image_size} < file {}",
+        bytes.len()
+    );
+    assert_eq!(flags, 0xa, "little endian, 4K pages, placement anywhere");
+    // Stacks and heap are NOLOAD: counted in image_size, not written to the file.
+    assert!(
+        image_size >= bytes.len() as u64 + (2 << 20),
+        "image_size {image_size}"
+    );
+}
+
+#[test]
+fn results_are_one_line_each_and_in_order() {
+    let out = run(&[]);
+    let names: Vec<String> = out.report.results.iter().map(|r| r.name()).collect();
+    assert_eq!(names, DEFAULT_CHECKS);
+    assert_eq!(out.report.count(Kind::Fail), 0);
+}

@@ -1,0 +1,136 @@
+//! The command line: `list`, `only=`, bad options.
+
+mod common;
+use common::*;
+use ioguard_runner::Kind;
+
+#[test]
+fn list_names_every_default_check_and_runs_none() {
+    let out = run(&["--append", "list"]);
+    assert_eq!(out.status, 0, "{}", out.transcript());
+    assert_eq!(out.report.listed, DEFAULT_CHECKS, "{}", out.transcript());
+    assert!(out.report.results.is_empty());
+}
+
+#[test]
+fn list_with_only_lists_the_selection() {
+    let out = run(&["--append", "list only=boot:v*,boot:mmu"]);
+    assert_eq!(out.report.listed, ["boot: mmu", "boot: vectors"]);
+}
+
+#[test]
+fn only_runs_the_selected_checks() {
+    let out = run(&["--append", "only=boot:mmu,boot:probe-*"]);
+    assert_eq!(out.status, 0, "{}", out.transcript());
+    let names: Vec<String> = out.report.results.iter().map(|r| r.name()).collect();
+    assert_eq!(names, ["boot: mmu", "boot: probe-fault"]);
+    assert_eq!(out.report.summary.as_ref().unwrap().tests, 2);
+}
+
+#[test]
+fn only_matching_nothing_is_an_error() {
+    let out = run(&["--append", "only=gaurd:*"]);
+    assert_eq!(out.status, 2, "{}", out.transcript());
+    assert!(
+        out.report
+            .lines
+            .iter()
+            .any(|l| l.contains("matches no check")),
+        "{}",
+        out.transcript()
+    );
+}
+
+#[test]
+fn malformed_option_is_an_error_not_a_guess() {
+    let out = run(&["--append", "log=loud"]);
+    assert_eq!(out.status, 2, "{}", out.transcript());
+    assert!(
+        out.report
+            .lines
+            .iter()
+            .any(|l| l.contains("bad value 'loud' for option 'log'")),
+        "{}",
+        out.transcript()
+    );
+}
+
+#[test]
+fn unknown_tokens_are_reported_and_ignored() {
+    let out = run(&["--append", "console=ttyAMA0 only=boot:mmu"]);
+    assert_eq!(out.status, 0, "{}", out.transcript());
+    assert!(
+        out.report
+            .lines
+            .iter()
+            .any(|l| l == "INFO: ignored command-line tokens: console=ttyAMA0"),
+        "{}",
+        out.transcript()
+    );
+}
+
+#[test]
+fn trace_prints_every_fault() {
+    let out = run(&["--append", "trace only=boot:probe-fault,boot:vectors"]);
+    assert_eq!(out.status, 0, "{}", out.transcript());
+    let traced = out
+        .report
+        .lines
+        .iter()
+        .filter(|l| l.starts_with("trace: fault (expected)"))
+        .count();
+    // brk + udf + one load + one store.
+    assert_eq!(traced, 4, "{}", out.transcript());
+}
+
+#[test]
+fn unexpected_exception_fails_its_check_and_the_run_goes_on() {
+    let out = run(&["--append", "only=selftest:unexpected-exception,boot:mmu"]);
+    let t = out.transcript();
+    assert_eq!(out.status, 1, "{t}");
+    let report = out
+        .report
+        .lines
+        .iter()
+        .find(|l| l.starts_with("UNEXPECTED EXCEPTION:"))
+        .unwrap_or_else(|| panic!("{t}"));
+    // The page below RAM is not mapped: a read translation fault at exactly that address.
+    for part in [
+        "vector 4 (synchronous from EL1 with SP_EL1)",
+        "EC 0x25",
+        "translation fault, read",
+        "FAR=0x3ffff000",
+        "ELR=0x",
+        "in check 'selftest: unexpected-exception'",
+    ] {
+        assert!(report.contains(part), "{part} in {report}");
+    }
+    let r = out.result("selftest: unexpected-exception").unwrap();
+    assert_eq!(r.kind, Kind::Fail);
+    // The check after it still ran, and the run ended with a summary.
+    assert_eq!(out.result("boot: mmu").unwrap().kind, Kind::Pass, "{t}");
+    assert_eq!(out.report.summary.as_ref().unwrap().unexpected_failures, 1);
+}
+
+#[test]
+fn panic_fails_its_check_and_the_run_goes_on() {
+    let out = run(&["--append", "only=boot:vectors,selftest:panic,boot:mmu"]);
+    let t = out.transcript();
+    assert_eq!(out.status, 1, "{t}");
+    assert_eq!(out.result("selftest: panic").unwrap().kind, Kind::Fail);
+    assert!(out
+        .result("selftest: panic")
+        .unwrap()
+        .detail
+        .as_deref()
+        .unwrap()
+        .contains("deliberate panic"));
+    assert_eq!(out.result("boot: mmu").unwrap().kind, Kind::Pass, "{t}");
+    assert_eq!(out.result("boot: vectors").unwrap().kind, Kind::Pass, "{t}");
+}
+
+#[test]
+fn selftests_do_not_run_by_default_nor_by_wildcard() {
+    let out = run(&["--append", "list only=*"]);
+    assert_eq!(out.report.listed, DEFAULT_CHECKS);
+}
