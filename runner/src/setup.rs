@@ -82,10 +82,12 @@ pub fn ensure_qemu(qemu: &Path) -> Result<(), RunError> {
     }
 }
 
-/// Makes sure the toolchain pinned in rust-toolchain.toml has the guest target. rustup
-/// installs a toolchain file's targets only when it installs the toolchain itself, so a
-/// machine that already had the toolchain lacks them: `rustup toolchain install` in the
-/// repository adds them. Runs at most once per process.
+/// Makes sure the toolchain pinned in rust-toolchain.toml has the guest target and
+/// llvm-tools (for llvm-objcopy). rustup installs a toolchain file's targets only when it
+/// installs the toolchain itself, so a machine that already had that toolchain lacks them.
+/// `rustup target add` is used rather than `rustup toolchain install`: under cargo,
+/// RUSTUP_TOOLCHAIN is set and the latter then ignores the toolchain file's targets.
+/// Runs at most once per process.
 pub fn ensure_guest_target(root: &Path, target: &str) -> Result<(), RunError> {
     static DONE: OnceLock<Result<(), RunError>> = OnceLock::new();
     DONE.get_or_init(|| {
@@ -98,19 +100,24 @@ pub fn ensure_guest_target(root: &Path, target: &str) -> Result<(), RunError> {
             // No rustup: let cargo report what is missing.
             Err(_) => Ok(()),
             Ok(_) => {
-                eprintln!("ioguard-run: installing the toolchain of rust-toolchain.toml with target {target}: rustup toolchain install");
-                let st = Command::new("rustup")
-                    .args(["toolchain", "install"])
-                    .current_dir(root)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .status();
-                match st {
-                    Ok(s) if s.success() => Ok(()),
-                    _ => Err(RunError::Build(format!(
-                        "target {target} is not installed; run in {}: rustup toolchain install",
+                eprintln!("ioguard-run: adding the guest target: rustup target add {target} && rustup component add llvm-tools");
+                let rustup = |args: &[&str]| {
+                    Command::new("rustup")
+                        .args(args)
+                        .current_dir(root)
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .status()
+                        .map(|s| s.success())
+                        .unwrap_or(false)
+                };
+                if rustup(&["target", "add", target]) && rustup(&["component", "add", "llvm-tools"]) {
+                    Ok(())
+                } else {
+                    Err(RunError::Build(format!(
+                        "target {target} is not installed; run in {}: rustup target add {target} && rustup component add llvm-tools",
                         root.display()
-                    ))),
+                    )))
                 }
             }
         }
