@@ -13,6 +13,8 @@ extern crate alloc;
 pub mod cmdline;
 pub mod esr;
 pub mod glob;
+pub mod granules;
+pub mod hyp;
 pub mod platform;
 pub mod report;
 

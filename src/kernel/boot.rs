@@ -13,7 +13,8 @@ use super::console::{self, Uart};
 use super::exceptions::TRACE;
 use super::probe::{self, Width};
 use super::suite::{self, BootInfo};
-use super::{heap, mmu, power};
+use super::{heap, hypervisor, ioremap, mmu, power, smccc};
+use crate::hyp::profile::Profile;
 use crate::println;
 
 const FDT_MAGIC: u32 = 0xd00d_feed;
@@ -131,6 +132,8 @@ extern "C" fn ioguard_main(
     let opts = cmdline::parse(&platform.bootargs);
     if let Ok(o) = &opts {
         power::set_exit_method(o.exit);
+        // Set early so that discovery's hypercalls are traced too.
+        TRACE.store(o.trace, Ordering::Relaxed);
     }
 
     mmu::init(&platform.memory).unwrap_or_else(|e| fatal(&format!("page tables: {e}")));
@@ -138,8 +141,20 @@ extern "C" fn ioguard_main(
         mmu::map_normal(dtb_region)
             .unwrap_or_else(|e| fatal(&format!("mapping the device tree: {e}")));
     }
+
+    // Who is below us, before any device is touched: under an enrolled guard even the
+    // console's first access must come after its MAP.
+    let forced = match &opts {
+        Ok(o) => o.profile.clone().map(|p| Profile::parse(&p).ok_or(p)),
+        Err(_) => None,
+    };
+    let hv = hypervisor::discover(forced.as_ref().and_then(|f| f.as_ref().ok().copied()));
+    if let Some(granule) = hv.guard() {
+        ioremap::enable_guard(hv.profile, granule);
+    }
+
     let c = &platform.console;
-    let console_map = mmu::ioremap(c.region.base, c.region.size)
+    let console_map = ioremap::ioremap(c.region.base, c.region.size)
         .unwrap_or_else(|e| fatal(&format!("console {}: {e}", c.path)));
     // SAFETY: the window covers the UART's registers, is mapped as device memory (live
     // once the MMU is on, below), and stays mapped: `console_map` is leaked for the run.
@@ -150,12 +165,18 @@ extern "C" fn ioguard_main(
     heap::enable_smp_lock();
 
     let opts = opts.unwrap_or_else(|e| fatal(&format!("command line: {e}")));
+    if let Some(Err(name)) = forced {
+        fatal(&format!("command line: unknown profile '{name}' (known: none, kvm, pkvm, android13, android14, android16, upstream)"));
+    }
     console::init_log(opts.log);
-    TRACE.store(opts.trace, Ordering::Relaxed);
+    smccc::flush_trace();
 
     println!(
-        "ioguard {}: entered-el={} cpus={} memory={}MiB console={}@{:#x} psci={} load={:#x}",
+        "ioguard {}: hypervisor={} profile={} granule={} entered-el={} cpus={} memory={}MiB console={}@{:#x} psci={} load={:#x}",
         env!("CARGO_PKG_VERSION"),
+        hv.name(),
+        hv.profile,
+        hv.guard().unwrap_or(0),
         entry_el,
         platform.cpus.len(),
         platform.memory.iter().map(|r| r.size).sum::<u64>() >> 20,
@@ -167,6 +188,10 @@ extern "C" fn ioguard_main(
         platform.psci,
         load_base,
     );
+    println!("INFO: profile {}: {}", hv.profile, hv.reason);
+    if let Some(p) = &hv.guard_problem {
+        println!("INFO: the guard of profile {} is unusable: {p}", hv.profile);
+    }
     if !opts.unknown.is_empty() {
         println!(
             "INFO: ignored command-line tokens: {}",

@@ -185,15 +185,15 @@ fn tlb_flush_all() {
     };
 }
 
-/// A device window mapped in stage 1. Dropping it unmaps the pages it was the last
-/// user of.
+/// A device window mapped in stage 1 (no hypervisor involved: see `ioremap`). Dropping it
+/// unmaps the pages it was the last user of.
 #[derive(Debug)]
-pub struct IoMapping {
+pub struct DeviceMapping {
     base: u64,
     size: u64,
 }
 
-impl IoMapping {
+impl DeviceMapping {
     /// The virtual address of the window (identity: equal to the physical one).
     pub fn addr(&self) -> u64 {
         self.base
@@ -203,8 +203,8 @@ impl IoMapping {
     }
 }
 
-/// Maps `[base, base + size)` as device memory.
-pub fn ioremap(base: u64, size: u64) -> Result<IoMapping, MmuError> {
+/// Maps `[base, base + size)` as device memory in stage 1.
+pub fn map_device(base: u64, size: u64) -> Result<DeviceMapping, MmuError> {
     if size == 0 {
         return Err(MmuError::Empty);
     }
@@ -225,10 +225,10 @@ pub fn ioremap(base: u64, size: u64) -> Result<IoMapping, MmuError> {
         *st.device_pages.entry(page).or_insert(0) += 1;
         page += PAGE_SIZE;
     }
-    Ok(IoMapping { base, size })
+    Ok(DeviceMapping { base, size })
 }
 
-impl Drop for IoMapping {
+impl Drop for DeviceMapping {
     fn drop(&mut self) {
         let (start, end) = page_range(self.base, self.size);
         let mut guard = STATE.lock();

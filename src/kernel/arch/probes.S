@@ -67,6 +67,29 @@ PROBE_STORE semihost, "hlt #0xf000"
 PROBE_STORE hvc, "hvc #0"
 PROBE_STORE smc, "smc #0"
 
+// void ioguard_hvc_call(u64 regs[4]) / ioguard_smc_call(u64 regs[4]): an SMCCC call with
+// x0..x3 taken from regs and written back to it. A hypervisor may answer a call with an
+// abort at the instruction instead of a return value (upstream pKVM does, for MEM_SHARE
+// of a device page): the armed handler steps over it and regs keep the arguments.
+.macro CONDUIT_CALL name, insn
+.global ioguard_\name\()_call
+ioguard_\name\()_call:
+    str     x0, [sp, #-16]!
+    mov     x9, x0
+    ldp     x0, x1, [x9]
+    ldp     x2, x3, [x9, #16]
+.global ioguard_\name\()_call_site
+ioguard_\name\()_call_site:
+    \insn
+    ldr     x9, [sp], #16
+    stp     x0, x1, [x9]
+    stp     x2, x3, [x9, #16]
+    ret
+.endm
+
+CONDUIT_CALL hvc, "hvc #0"
+CONDUIT_CALL smc, "smc #0"
+
 .section .data.rel.ro.probe_sites, "aw"
 .balign 8
 .global ioguard_probe_sites
@@ -85,6 +108,8 @@ ioguard_probe_sites:
     .quad ioguard_probe_semihost_site
     .quad ioguard_probe_hvc_site
     .quad ioguard_probe_smc_site
+    .quad ioguard_hvc_call_site
+    .quad ioguard_smc_call_site
 .global ioguard_probe_sites_end
 ioguard_probe_sites_end:
 

@@ -238,7 +238,7 @@ pub fn ioremap(ctx: &Ctx) -> Outcome {
     let before = mmu::device_pages();
     let mut maps = Vec::new();
     for w in windows {
-        match mmu::ioremap(w.base, w.size) {
+        match crate::kernel::ioremap::ioremap(w.base, w.size) {
             Ok(m) => maps.push(m),
             Err(e) => return Outcome::Fail(format!("ioremap({}): {e}", w)),
         }
