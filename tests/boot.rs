@@ -18,10 +18,16 @@ fn default_run_passes_and_says_so() {
     assert_eq!(header(&out, "psci"), "hvc");
     assert_eq!(header(&out, "console"), "pl011@0x9000000");
     let totals = out.report.totals.as_ref().expect("totals line");
+    let skipped = DEFAULT_CHECKS
+        .iter()
+        .filter(|n| plain_qemu_expectation(n) == Kind::Skip)
+        .count() as u64;
     assert_eq!(
         (totals.passed, totals.failed, totals.skipped),
-        (DEFAULT_CHECKS.len() as u64, 0, 0)
+        (DEFAULT_CHECKS.len() as u64 - skipped, 0, skipped)
     );
+    assert_eq!(header(&out, "hypervisor"), "unknown");
+    assert_eq!(header(&out, "profile"), "none");
     // The image relocated itself: it runs at QEMU's Image address, not at 0.
     assert!(
         detail(&out, "boot: relocated").starts_with("running at 0x40200000"),
@@ -81,7 +87,7 @@ fn no_virtio_device_attached() {
     let out = run(&[]);
     assert_clean_pass(&out);
     assert_eq!(
-        detail(&out, "boot: ioremap"),
+        detail(&out, "ioremap: windows"),
         "32 windows in 4 pages: magic ok, 0 with a device attached; all unmapped again"
     );
 }
@@ -91,7 +97,7 @@ fn thirty_two_virtio_devices_attached() {
     let out = run(&["--virtio-blk", "32"]);
     assert_clean_pass(&out);
     assert_eq!(
-        detail(&out, "boot: ioremap"),
+        detail(&out, "ioremap: windows"),
         "32 windows in 4 pages: magic ok, 32 with a device attached; all unmapped again"
     );
     let blk = out
@@ -156,4 +162,16 @@ fn results_are_one_line_each_and_in_order() {
     let names: Vec<String> = out.report.results.iter().map(|r| r.name()).collect();
     assert_eq!(names, DEFAULT_CHECKS);
     assert_eq!(out.report.count(Kind::Fail), 0);
+    // One result line per check, nothing else tagged like one.
+    let tagged = out
+        .report
+        .lines
+        .iter()
+        .filter(|l| {
+            ["PASS: ", "FAIL: ", "SKIP: ", "KFAIL: ", "XPASS: "]
+                .iter()
+                .any(|t| l.starts_with(t))
+        })
+        .count();
+    assert_eq!(tagged, DEFAULT_CHECKS.len());
 }

@@ -134,3 +134,93 @@ fn selftests_do_not_run_by_default_nor_by_wildcard() {
     let out = run(&["--append", "list only=*"]);
     assert_eq!(out.report.listed, DEFAULT_CHECKS);
 }
+
+#[test]
+fn forced_profile_the_hypervisor_cannot_back_fails_clearly() {
+    // Plain QEMU has no pKVM calls: forcing android14 must not pass a single guard check.
+    let out = run(&[
+        "--append",
+        "ioguard.profile=android14 only=smccc:profile,guard:stray-read,control:*",
+    ]);
+    let t = out.transcript();
+    assert_eq!(out.status, 1, "{t}");
+    assert_eq!(header(&out, "profile"), "android14");
+    let p = out.result("smccc: profile").unwrap();
+    assert_eq!(p.kind, Kind::Fail, "{t}");
+    assert!(
+        p.detail
+            .as_deref()
+            .unwrap()
+            .contains("needs KVM_FEATURES bits 2,5,6,7,8"),
+        "{t}"
+    );
+    let g = out.result("guard: stray-read").unwrap();
+    assert_eq!(g.kind, Kind::Fail, "{t}");
+    assert!(
+        g.detail
+            .as_deref()
+            .unwrap()
+            .contains("HYP_MEMINFO not advertised"),
+        "{t}"
+    );
+    assert_eq!(
+        out.result("control: stray-forwarded").unwrap().kind,
+        Kind::Skip,
+        "{t}"
+    );
+}
+
+#[test]
+fn unknown_profile_is_an_error() {
+    let out = run(&["--append", "ioguard.profile=android15"]);
+    assert_eq!(out.status, 2, "{}", out.transcript());
+    assert!(
+        out.report
+            .lines
+            .iter()
+            .any(|l| l.contains("unknown profile 'android15'")),
+        "{}",
+        out.transcript()
+    );
+}
+
+#[test]
+fn trace_prints_every_hypercall() {
+    let out = run(&["--append", "trace only=smccc:version"]);
+    let calls: Vec<&String> = out
+        .report
+        .lines
+        .iter()
+        .filter(|l| l.starts_with("trace: hvc "))
+        .collect();
+    // Discovery on plain QEMU: PSCI_VERSION, PSCI_FEATURES(SMCCC_VERSION), CALL_UID; each
+    // with its arguments and the registers that came back.
+    assert!(
+        calls[0]
+            .starts_with("trace: hvc PSCI_VERSION(0x84000000) x1=0x0 x2=0x0 x3=0x0 -> x0=0x10001"),
+        "{calls:?}"
+    );
+    assert!(
+        calls[1].contains("PSCI_FEATURES(0x8400000a) x1=0x80000000"),
+        "{calls:?}"
+    );
+    assert!(
+        calls[2].contains("VENDOR_HYP_CALL_UID(0x8600ff01)")
+            && calls[2].contains("x0=0xffffffffffffffff"),
+        "{calls:?}"
+    );
+    // They were made before the console existed and printed before the header.
+    let header_at = out
+        .report
+        .lines
+        .iter()
+        .position(|l| l.starts_with("ioguard "))
+        .unwrap();
+    let first_trace = out
+        .report
+        .lines
+        .iter()
+        .position(|l| l.starts_with("trace: hvc"))
+        .unwrap();
+    assert!(first_trace < header_at);
+}

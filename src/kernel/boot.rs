@@ -205,7 +205,7 @@ extern "C" fn ioguard_main(
         relocations,
         console_window,
     };
-    suite::run(&platform, &opts, &boot)
+    suite::run(hv, &platform, &opts, &boot)
 }
 
 #[panic_handler]

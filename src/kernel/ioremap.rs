@@ -6,6 +6,7 @@
 use crate::granules::{runs, Registry};
 use crate::hyp::abi::{self, Ret};
 use crate::hyp::profile::Profile;
+use alloc::collections::BTreeSet;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -35,6 +36,67 @@ pub struct Counters {
 }
 
 static GUARD: Mutex<Option<Guard>> = Mutex::new(None);
+
+/// Granules that may still be registered with the hypervisor: MAPped (by the layer or by
+/// a check's raw call) and not since UNMAPped by a profile whose UNMAP takes effect.
+/// Checks that need a page the hypervisor must refuse pick one outside this set.
+static TAINTED: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
+
+fn taint(granule: u64) {
+    TAINTED.lock().insert(granule);
+}
+
+fn untaint_if_effective(profile: Profile, granule: u64, answer: &Result<Ret, Fault>) {
+    let success = match answer {
+        Ok(Ret::Success) => !profile.unmap_inverted(),
+        Ok(Ret::NotSupported) => profile.unmap_inverted(),
+        _ => false,
+    };
+    if success && profile.has_unmap() && !profile.unmap_is_noop() {
+        TAINTED.lock().remove(&granule);
+    }
+}
+
+/// Whether `addr`'s granule may be registered.
+pub fn tainted(addr: u64) -> bool {
+    let g = guard_granule().unwrap_or(0x1000);
+    TAINTED.lock().contains(&(addr & !(g - 1)))
+}
+
+/// A raw MMIO_GUARD_MAP outside the layer (for checks), keeping the taint set right.
+pub fn raw_map(ipa: u64) -> Result<Ret, Fault> {
+    let Some((profile, g)) = GUARD
+        .lock()
+        .as_ref()
+        .map(|g| (g.profile, g.registry.granule()))
+    else {
+        return smccc::status(abi::MMIO_GUARD_MAP, [ipa, 0, 0], false);
+    };
+    let r = smccc::status(
+        abi::MMIO_GUARD_MAP,
+        [ipa, 0, 0],
+        profile.map_error_is_narrow(),
+    );
+    if r != Ok(Ret::InvalidParameter) {
+        // Whatever else the answer, the hypervisor may have registered something.
+        taint(ipa & !(g - 1));
+    }
+    r
+}
+
+/// A raw MMIO_GUARD_UNMAP outside the layer (for checks). The answer is as the
+/// hypervisor gave it (android13's inverted UNMAP is the caller's to judge).
+pub fn raw_unmap(ipa: u64) -> Result<Ret, Fault> {
+    let r = smccc::status(abi::MMIO_GUARD_UNMAP, [ipa, 0, 0], false);
+    if let Some((profile, g)) = GUARD
+        .lock()
+        .as_ref()
+        .map(|g| (g.profile, g.registry.granule()))
+    {
+        untaint_if_effective(profile, ipa & !(g - 1), &r);
+    }
+    r
+}
 
 /// Switches registration on: from now on every ioremap MAPs its granules.
 pub fn enable_guard(profile: Profile, granule: u64) {
@@ -102,6 +164,9 @@ fn map_call(g: &mut Guard, base: u64, count: u64) -> Result<(), Result<Ret, Faul
         smccc::status(abi::MMIO_GUARD_MAP, [base, 0, 0], narrow)
     };
     g.counters.maps += count;
+    for i in 0..count {
+        taint(base + i * g.registry.granule());
+    }
     match answer {
         Ok(Ret::Success) => Ok(()),
         other => {
@@ -117,13 +182,16 @@ fn unmap_call(g: &mut Guard, base: u64, count: u64) {
     }
     // Failures here are the checks' business (guard: unmap-return); the layer forgets the
     // granule either way.
-    let _ = if g.profile.has_range() {
+    let answer = if g.profile.has_range() {
         g.counters.range_calls += 1;
         smccc::status(abi::MMIO_RGUARD_UNMAP, [base, count, 0], false)
     } else {
         smccc::status(abi::MMIO_GUARD_UNMAP, [base, 0, 0], false)
     };
     g.counters.unmaps += count;
+    for i in 0..count {
+        untaint_if_effective(g.profile, base + i * g.registry.granule(), &answer);
+    }
 }
 
 /// Registers the granules of a window (those no other window holds yet).

@@ -2,9 +2,13 @@
 //! check, a summary and an exit status.
 
 mod boot;
+mod guard;
+mod memshare;
 mod selftest;
+mod smccc;
 
 use crate::cmdline::Options;
+use crate::kernel::hypervisor::Hypervisor;
 use crate::platform::Platform;
 use crate::report::{self, result_line, Tally, Verdict};
 use alloc::format;
@@ -29,6 +33,7 @@ pub struct BootInfo {
 /// What a check sees.
 pub struct Ctx<'a> {
     pub name: &'static str,
+    pub hv: &'a Hypervisor,
     pub platform: &'a Platform,
     pub opts: &'a Options,
     pub boot: &'a BootInfo,
@@ -84,7 +89,154 @@ pub const CHECKS: &[Check] = &[
         run: boot::probe_fault,
     },
     Check {
-        name: "boot: ioremap",
+        name: "smccc: version",
+        default: true,
+        run: smccc::smccc_version,
+    },
+    Check {
+        name: "smccc: vendor-uid",
+        default: true,
+        run: smccc::vendor_uid,
+    },
+    Check {
+        name: "smccc: kvm-features",
+        default: true,
+        run: smccc::kvm_features,
+    },
+    Check {
+        name: "smccc: profile",
+        default: true,
+        run: smccc::profile,
+    },
+    Check {
+        name: "meminfo: granule",
+        default: true,
+        run: smccc::meminfo_granule,
+    },
+    Check {
+        name: "memshare: share-unshare",
+        default: true,
+        run: memshare::share_unshare,
+    },
+    Check {
+        name: "memshare: share-twice",
+        default: true,
+        run: memshare::share_twice,
+    },
+    Check {
+        name: "memshare: unshare-private",
+        default: true,
+        run: memshare::unshare_private,
+    },
+    Check {
+        name: "memshare: share-mmio",
+        default: true,
+        run: memshare::share_mmio,
+    },
+    Check {
+        name: "memshare: misaligned",
+        default: true,
+        run: memshare::misaligned,
+    },
+    Check {
+        name: "memshare: reserved-args",
+        default: true,
+        run: memshare::reserved_args,
+    },
+    // Checks that need a page the hypervisor must refuse come before those that leave
+    // pages registered (under profiles whose UNMAP has no effect, registration is forever).
+    Check {
+        name: "guard: info",
+        default: true,
+        run: guard::info,
+    },
+    Check {
+        name: "guard: enroll",
+        default: true,
+        run: guard::enroll,
+    },
+    Check {
+        name: "guard: stray-read",
+        default: true,
+        run: guard::stray_read_check,
+    },
+    Check {
+        name: "guard: stray-write",
+        default: true,
+        run: guard::stray_write,
+    },
+    Check {
+        name: "guard: map-misaligned",
+        default: true,
+        run: guard::map_misaligned,
+    },
+    Check {
+        name: "guard: map-ram",
+        default: true,
+        run: guard::map_ram,
+    },
+    Check {
+        name: "guard: map-outside-ipa",
+        default: true,
+        run: guard::map_outside_ipa,
+    },
+    Check {
+        name: "guard: unmap-unmapped",
+        default: true,
+        run: guard::unmap_unmapped,
+    },
+    Check {
+        name: "guard: neighbour",
+        default: true,
+        run: guard::neighbour,
+    },
+    Check {
+        name: "guard: after-unmap",
+        default: true,
+        run: guard::after_unmap,
+    },
+    Check {
+        name: "guard: refcount",
+        default: true,
+        run: guard::refcount,
+    },
+    Check {
+        name: "guard: map-twice",
+        default: true,
+        run: guard::map_twice,
+    },
+    Check {
+        name: "guard: unmap-return",
+        default: true,
+        run: guard::unmap_return,
+    },
+    Check {
+        name: "guard: granule-16k",
+        default: true,
+        run: guard::granule_16k,
+    },
+    Check {
+        name: "guard: registered-read",
+        default: true,
+        run: guard::registered_read,
+    },
+    Check {
+        name: "guard: registered-write",
+        default: true,
+        run: guard::registered_write,
+    },
+    Check {
+        name: "guard: no-syndrome",
+        default: true,
+        run: guard::no_syndrome,
+    },
+    Check {
+        name: "control: stray-forwarded",
+        default: true,
+        run: guard::stray_forwarded,
+    },
+    Check {
+        name: "ioremap: windows",
         default: true,
         run: boot::ioremap,
     },
@@ -197,7 +349,7 @@ fn run_guarded(check: &Check, ctx: &Ctx) -> Outcome {
 }
 
 /// Runs the selected checks and ends the run.
-pub fn run(platform: &Platform, opts: &Options, boot: &BootInfo) -> ! {
+pub fn run(hv: &Hypervisor, platform: &Platform, opts: &Options, boot: &BootInfo) -> ! {
     let selected = || CHECKS.iter().filter(|c| opts.selects(c.name, c.default));
     if opts.list {
         for c in selected() {
@@ -215,6 +367,7 @@ pub fn run(platform: &Platform, opts: &Options, boot: &BootInfo) -> ! {
     for c in selected() {
         let ctx = Ctx {
             name: c.name,
+            hv,
             platform,
             opts,
             boot,

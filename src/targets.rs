@@ -1,0 +1,196 @@
+//! Probe targets: device pages where a real device answers a known value, so that an abort
+//! on such a page proves the *hypervisor* refused the access (a hole in the machine's map
+//! aborts too, with the same syndrome, and proves nothing).
+
+use crate::platform::{Platform, Region};
+use alloc::vec::Vec;
+
+pub const PAGE: u64 = 0x1000;
+
+/// A device register with a known value, on a page the guest may probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// What answers there, for result lines.
+    pub device: &'static str,
+    /// Base of the device's registers (page aligned for every device listed here).
+    pub base: u64,
+    /// Offset and expected value of a read-only identification register (32 bits).
+    pub id_offset: u64,
+    pub id_value: u32,
+    /// Offset of a read/write register whose writes read back, if the device has one.
+    pub rw_offset: Option<u64>,
+}
+
+impl Target {
+    pub fn page(&self) -> u64 {
+        self.base & !(PAGE - 1)
+    }
+    pub fn id_addr(&self) -> u64 {
+        self.base + self.id_offset
+    }
+}
+
+/// The devices ioguard knows an identification register of.
+fn known(compatible: &str) -> Option<(&'static str, u64, u32, Option<u64>)> {
+    Some(match compatible {
+        // PrimeCell peripheral ID0 at 0xfe0; PL031's match register (0x004) is read/write.
+        "arm,pl031" => ("pl031", 0xfe0, 0x31, Some(0x004)),
+        "arm,pl061" => ("pl061", 0xfe0, 0x61, None),
+        "arm,pl011" => ("pl011", 0xfe0, 0x11, None),
+        // Magic "virt".
+        "virtio,mmio" => ("virtio-mmio", 0x000, 0x7472_6976, None),
+        _ => return None,
+    })
+}
+
+/// Every probe target of the platform, in address order, leaving out the console's page
+/// (registered for the whole run) and anything that overlaps RAM.
+pub fn targets(p: &Platform) -> Vec<Target> {
+    let console_page = p.console.region.base & !(PAGE - 1);
+    let mut out: Vec<Target> = p
+        .devices
+        .iter()
+        .filter_map(|d| {
+            let (device, id_offset, id_value, rw_offset) = known(&d.compatible)?;
+            let r = d.regs.first()?;
+            let fits = r.size >= id_offset + 4 && r.base % 4 == 0;
+            let page = r.base & !(PAGE - 1);
+            let in_ram = p
+                .memory
+                .iter()
+                .any(|m| m.overlaps(&Region::new(page, PAGE)));
+            (fits && page != console_page && !in_ram).then_some(Target {
+                device,
+                base: r.base,
+                id_offset,
+                id_value,
+                rw_offset,
+            })
+        })
+        .collect();
+    out.sort_by_key(|t| t.base);
+    out
+}
+
+/// The first target that has a read/write register.
+pub fn writable(ts: &[Target]) -> Option<Target> {
+    ts.iter().copied().find(|t| t.rw_offset.is_some())
+}
+
+/// A target other than those in `avoid`'s granules (granule `g`), preferring devices with a
+/// page of their own over virtio-mmio windows (which share pages).
+pub fn pick(ts: &[Target], g: u64, avoid: &[u64]) -> Option<Target> {
+    let free = |t: &&Target| !avoid.iter().any(|a| a & !(g - 1) == t.base & !(g - 1));
+    ts.iter()
+        .filter(free)
+        .find(|t| t.device != "virtio-mmio")
+        .or_else(|| ts.iter().find(free))
+        .copied()
+}
+
+/// Two targets in consecutive granules, for the neighbour check: registering the first
+/// must not forward the second.
+pub fn neighbours(ts: &[Target], g: u64) -> Option<(Target, Target)> {
+    ts.iter().find_map(|a| {
+        let next = (a.base & !(g - 1)).checked_add(g)?;
+        ts.iter()
+            .find(|b| b.base & !(g - 1) == next)
+            .map(|b| (*a, *b))
+    })
+}
+
+/// Two targets in one granule (different windows), for the refcount check.
+pub fn same_granule(ts: &[Target], g: u64) -> Option<(Target, Target)> {
+    ts.iter().enumerate().find_map(|(i, a)| {
+        ts[i + 1..]
+            .iter()
+            .find(|b| b.base & !(g - 1) == a.base & !(g - 1))
+            .map(|b| (*a, *b))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::{Conduit, Console, Device, UartKind};
+    use alloc::string::{String, ToString};
+    use alloc::vec;
+
+    fn dev(compatible: &str, base: u64, size: u64) -> Device {
+        Device {
+            path: alloc::format!("/dev@{base:x}"),
+            compatible: compatible.to_string(),
+            regs: vec![Region::new(base, size)],
+        }
+    }
+
+    fn virt() -> Platform {
+        let mut devices = vec![
+            dev("arm,pl011", 0x0900_0000, 0x1000),
+            dev("arm,pl031", 0x0901_0000, 0x1000),
+            dev("qemu,fw-cfg-mmio", 0x0902_0000, 0x18),
+            dev("arm,pl061", 0x0903_0000, 0x1000),
+        ];
+        for i in 0..32 {
+            devices.push(dev("virtio,mmio", 0x0a00_0000 + i * 0x200, 0x200));
+        }
+        Platform {
+            model: "virt".into(),
+            memory: vec![Region::new(0x4000_0000, 0x1000_0000)],
+            console: Console {
+                path: "/pl011@9000000".into(),
+                kind: UartKind::Pl011,
+                region: Region::new(0x0900_0000, 0x1000),
+            },
+            console_source: "stdout-path",
+            psci: Conduit::Hvc,
+            bootargs: String::new(),
+            cpus: vec![0],
+            virtio_mmio: vec![],
+            pci: vec![],
+            devices,
+        }
+    }
+
+    #[test]
+    fn qemu_virt_targets() {
+        let ts = targets(&virt());
+        // The console's PL011 is left out; fw_cfg has no known ID register.
+        assert_eq!(ts[0].device, "pl031");
+        assert_eq!(ts[0].id_addr(), 0x0901_0fe0);
+        assert_eq!(ts[1].device, "pl061");
+        assert_eq!(ts.iter().filter(|t| t.device == "virtio-mmio").count(), 32);
+        assert_eq!(writable(&ts).unwrap().device, "pl031");
+    }
+
+    #[test]
+    fn picking() {
+        let ts = targets(&virt());
+        assert_eq!(pick(&ts, 0x1000, &[]).unwrap().device, "pl031");
+        assert_eq!(pick(&ts, 0x1000, &[0x0901_0000]).unwrap().device, "pl061");
+        // With 64 KiB granules the PL031 and PL061 granules differ, the PL011's is avoided.
+        assert_eq!(
+            pick(&ts, 0x10000, &[0x0901_0000, 0x0903_0000])
+                .unwrap()
+                .device,
+            "virtio-mmio"
+        );
+        let (a, b) = neighbours(&ts, 0x1000).unwrap();
+        assert_eq!((a.base, b.base), (0x0a00_0000, 0x0a00_1000));
+        // No two targets sit in consecutive 16 or 64 KiB granules on virt.
+        assert!(neighbours(&ts, 0x4000).is_none());
+        assert!(neighbours(&ts, 0x10000).is_none());
+        let (a, b) = same_granule(&ts, 0x1000).unwrap();
+        assert_eq!((a.base, b.base), (0x0a00_0000, 0x0a00_0200));
+    }
+
+    #[test]
+    fn devices_in_ram_or_too_small_are_not_targets() {
+        let mut p = virt();
+        p.devices = vec![
+            dev("arm,pl031", 0x4000_1000, 0x1000),
+            dev("arm,pl061", 0x0903_0000, 0x100),
+        ];
+        assert!(targets(&p).is_empty());
+    }
+}
