@@ -203,13 +203,8 @@ impl<'a> Fdt<'a> {
     pub fn prop(&self, path: &str, prop: &str) -> Option<&'a [u8]> {
         let comps: [&[u8]; 8] = {
             let mut c: [&[u8]; 8] = [b""; 8];
-            let mut n = 0;
-            for p in path.split('/').filter(|p| !p.is_empty()) {
-                if n == 8 {
-                    return None;
-                }
-                c[n] = p.as_bytes();
-                n += 1;
+            for (n, p) in path.split('/').filter(|p| !p.is_empty()).enumerate() {
+                *c.get_mut(n)? = p.as_bytes();
             }
             c
         };
@@ -370,7 +365,7 @@ impl Out<'_> {
         self.bytes(&v.to_be_bytes())
     }
     fn align4(&mut self) -> Result<(), FdtError> {
-        while self.pos % 4 != 0 {
+        while !self.pos.is_multiple_of(4) {
             self.bytes(&[0])?;
         }
         Ok(())
@@ -523,7 +518,7 @@ pub fn rewrite(src: &Fdt<'_>, e: &Edits<'_>, out: &mut [u8]) -> Result<usize, Fd
         o.bytes(b"bootargs\0")?;
     }
     let str_size = o.pos - str_off;
-    while o.pos % 8 != 0 {
+    while !o.pos.is_multiple_of(8) {
         o.bytes(&[0])?;
     }
     let total = o.pos;
@@ -555,6 +550,12 @@ pub mod tests {
         strings: Vec<u8>,
     }
 
+    impl Default for Builder {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
     impl Builder {
         pub fn new() -> Self {
             Builder {
@@ -566,7 +567,7 @@ pub mod tests {
             self.st.extend(BEGIN_NODE.to_be_bytes());
             self.st.extend(name.as_bytes());
             self.st.push(0);
-            while self.st.len() % 4 != 0 {
+            while !self.st.len().is_multiple_of(4) {
                 self.st.push(0);
             }
             self
@@ -586,7 +587,7 @@ pub mod tests {
             self.st.extend((v.len() as u32).to_be_bytes());
             self.st.extend(off.to_be_bytes());
             self.st.extend(v);
-            while self.st.len() % 4 != 0 {
+            while !self.st.len().is_multiple_of(4) {
                 self.st.push(0);
             }
             self

@@ -31,14 +31,15 @@ pub fn guest_load_address(text_offset: u64) -> u64 {
 mod tests {
     use super::*;
 
+    const _: () = assert!(QEMU_DTB + DTB_MAX <= HYP_BASE);
+    // -m 128M: RAM ends at 0x4800_0000; the staged image may be up to 112 MiB.
+    const _: () = assert!(GUEST_STAGING + 0x700_0000 <= RAM_BASE + 0x800_0000);
+
     #[test]
     fn layout_is_consistent() {
-        assert!(QEMU_DTB + DTB_MAX <= HYP_BASE);
         assert_eq!(HYP_BASE + HYP_SIZE, GUEST_BASE);
         assert_eq!(GUEST_BASE % 0x20_0000, 0);
-        assert!(GUEST_STAGING > GUEST_BASE && GUEST_STAGING % 0x20_0000 == 0);
+        assert!(GUEST_STAGING > GUEST_BASE && GUEST_STAGING.is_multiple_of(0x20_0000));
         assert_eq!(guest_load_address(0x8_0000), 0x4068_0000);
-        // -m 128M: RAM ends at 0x4800_0000; the staged image may be up to 112 MiB.
-        assert!(GUEST_STAGING + 0x700_0000 <= RAM_BASE + 0x800_0000);
     }
 }

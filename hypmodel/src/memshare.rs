@@ -65,7 +65,7 @@ impl ShareMap {
     /// Changes the granule at `ipa` from `from` to `!from`. `is_ram` says whether a
     /// granule-sized range is guest RAM (the caller knows the layout).
     fn flip(&mut self, ipa: u64, granule: u64, from: bool, is_ram: bool) -> Result<(), ShareError> {
-        if ipa % granule != 0 {
+        if !ipa.is_multiple_of(granule) {
             return Err(ShareError::Misaligned);
         }
         if !is_ram {

@@ -72,7 +72,7 @@ impl<'t> Builder<'t> {
 
     /// Identity-maps `[base, base + size)`, with 1 GiB and 2 MiB blocks where aligned.
     pub fn map_ram(&mut self, base: u64, size: u64) -> Result<(), Stage2Error> {
-        if base % 4096 != 0 || size % 4096 != 0 {
+        if !base.is_multiple_of(4096) || !size.is_multiple_of(4096) {
             return Err(Stage2Error::Misaligned);
         }
         let mut a = base;
@@ -80,14 +80,14 @@ impl<'t> Builder<'t> {
         while a < end {
             let l0 = self.next(0, ((a >> 39) & 511) as usize)?;
             let l1i = ((a >> 30) & 511) as usize;
-            if a % (1 << 30) == 0 && end - a >= 1 << 30 {
+            if a.is_multiple_of(1 << 30) && end - a >= 1 << 30 {
                 self.pool[l0][l1i] = a | NORMAL_RW | BLOCK;
                 a += 1 << 30;
                 continue;
             }
             let l1 = self.next(l0, l1i)?;
             let l2i = ((a >> 21) & 511) as usize;
-            if a % (1 << 21) == 0 && end - a >= 1 << 21 {
+            if a.is_multiple_of(1 << 21) && end - a >= 1 << 21 {
                 self.pool[l1][l2i] = a | NORMAL_RW | BLOCK;
                 a += 1 << 21;
                 continue;

@@ -282,10 +282,10 @@ mod tests {
 
     #[test]
     fn ipa_from_hpfar() {
-        assert_eq!(fault_ipa(0x0901_0 << 4, 0x0901_0fe0), 0x0901_0fe0);
+        assert_eq!(fault_ipa(0x9010 << 4, 0x0901_0fe0), 0x0901_0fe0);
         assert_eq!(
             fault_ipa(0x12_3456_7890 << 4, 0xffff_0abc),
-            0x12_3456_7890_abc
+            0x0001_2345_6789_0abc
         );
     }
 

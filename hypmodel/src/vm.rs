@@ -594,7 +594,7 @@ impl Vm {
             return Hvc::Ret([SUCCESS, n, 0, 0]);
         }
         let page = self.page();
-        let ok = if !self.enrolled || x[1] % page != 0 {
+        let ok = if !self.enrolled || !x[1].is_multiple_of(page) {
             false
         } else if self.mutant(Mutant::UnmapNoop) {
             true

@@ -1,0 +1,561 @@
+use core::arch::{asm, global_asm};
+use core::fmt::{self, Write};
+use core::panic::PanicInfo;
+use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
+use hypmodel::fdt::Fdt;
+
+// QEMU virt devices (hw/arm/virt.c).
+const UART: u64 = 0x0900_0000;
+const RTC: u64 = 0x0901_0000; // PL031: PeriphID0 at 0xfe0 = 0x31, PCellID3 at 0xffc = 0xb1, MR at 0x004 (r/w)
+const GPIO: u64 = 0x0903_0000; // PL061
+const VIRTIO: u64 = 0x0a00_0000; // 32 virtio-mmio slots of 0x200; magic "virt" at offset 0
+
+// ABI numbers, written here once more for the test guest.
+const KVM_FEATURES: u32 = 0x8600_0000;
+const CALL_UID: u32 = 0x8600_ff01;
+const SMCCC_VERSION: u32 = 0x8000_0000;
+const PKVM: u32 = 0xc600_0000;
+const MEMINFO: u32 = PKVM | 2;
+const SHARE: u32 = PKVM | 3;
+const UNSHARE: u32 = PKVM | 4;
+const GUARD_INFO: u32 = PKVM | 5;
+const ENROLL: u32 = PKVM | 6;
+const MAP: u32 = PKVM | 7;
+const UNMAP: u32 = PKVM | 8;
+const RMAP: u32 = PKVM | 10;
+const CPU_ON: u32 = 0xc400_0003;
+const CPU_OFF: u32 = 0x8400_0002;
+const AFFINITY_INFO: u32 = 0xc400_0004;
+const SYSTEM_OFF: u32 = 0x8400_0008;
+
+const SENTINEL: u64 = 0xdead_beef_dead_beef;
+const MAX_CPUS: usize = 8;
+
+/// Per-CPU exception record written by the vector code: ESR, FAR, ELR, slot, count.
+#[no_mangle]
+static mut TG_FAULTS: [[u64; 8]; 16] = [[0; 8]; 16];
+
+global_asm!(
+    r#"
+    .section .text.head, "ax"
+    .global _start
+_start:
+    b tg_entry
+    .long 0
+    .quad 0                 // text_offset
+    .quad __image_size      // image_size
+    .quad 0x2               // flags: little-endian, 4 KiB pages
+    .quad 0, 0, 0
+    .ascii "ARM\x64"
+    .long 0
+
+tg_entry:
+    mov x19, x0
+    mov x1, #(3 << 20)
+    msr cpacr_el1, x1
+    adrp x1, tg_vectors
+    add x1, x1, :lo12:tg_vectors
+    msr vbar_el1, x1
+    isb
+    adrp x1, __bss_start
+    add x1, x1, :lo12:__bss_start
+    adrp x2, __bss_end
+    add x2, x2, :lo12:__bss_end
+1:  cmp x1, x2
+    b.hs 2f
+    stp xzr, xzr, [x1], #16
+    b 1b
+2:  adrp x1, __stacks_start
+    add x1, x1, :lo12:__stacks_start
+    add x1, x1, #0x4000
+    mov sp, x1
+    mov x0, x19
+    bl tg_main
+3:  b 3b
+
+    .global tg_secondary
+tg_secondary:
+    mov x19, x0
+    mov x1, #(3 << 20)
+    msr cpacr_el1, x1
+    adrp x1, tg_vectors
+    add x1, x1, :lo12:tg_vectors
+    msr vbar_el1, x1
+    isb
+    and x2, x0, #7
+    add x2, x2, #1
+    adrp x1, __stacks_start
+    add x1, x1, :lo12:__stacks_start
+    add x1, x1, x2, lsl #14
+    mov sp, x1
+    mov x0, x19
+    bl tg_secondary_main
+4:  b 4b
+
+    .macro TG_VEC slot
+    .balign 0x80
+    stp x0, x1, [sp, #-16]!
+    mov x0, #\slot
+    b tg_exc
+    .endm
+
+    .text
+    .balign 0x800
+tg_vectors:
+    .irp s,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
+    TG_VEC \s
+    .endr
+
+    // Record the exception and step over the instruction.
+tg_exc:
+    stp x2, x3, [sp, #-16]!
+    mrs x1, mpidr_el1
+    and x1, x1, #0xf
+    adrp x2, TG_FAULTS
+    add x2, x2, :lo12:TG_FAULTS
+    add x2, x2, x1, lsl #6
+    mrs x3, esr_el1
+    str x3, [x2]
+    mrs x3, far_el1
+    str x3, [x2, #8]
+    mrs x3, elr_el1
+    str x3, [x2, #16]
+    str x0, [x2, #24]
+    ldr x3, [x2, #32]
+    add x3, x3, #1
+    str x3, [x2, #32]
+    mrs x3, elr_el1
+    add x3, x3, #4
+    msr elr_el1, x3
+    ldp x2, x3, [sp], #16
+    ldp x0, x1, [sp], #16
+    eret
+
+    // Probes: each access instruction has a label; the destination starts as a sentinel.
+    .global tg_read32, tg_read32_insn, tg_read8, tg_read8_insn, tg_read_sx8, tg_read_sx8_insn
+    .global tg_read64, tg_read64_insn, tg_write32, tg_write32_insn, tg_ldp, tg_ldp_insn
+    .macro SENT r
+    movz \r, #0xbeef
+    movk \r, #0xdead, lsl #16
+    movk \r, #0xbeef, lsl #32
+    movk \r, #0xdead, lsl #48
+    .endm
+tg_read32:
+    SENT x9
+tg_read32_insn:
+    ldr w9, [x0]
+    mov x0, x9
+    ret
+tg_read8:
+    SENT x9
+tg_read8_insn:
+    ldrb w9, [x0]
+    mov x0, x9
+    ret
+tg_read_sx8:
+    SENT x9
+tg_read_sx8_insn:
+    ldrsb x9, [x0]
+    mov x0, x9
+    ret
+tg_read64:
+    SENT x9
+tg_read64_insn:
+    ldr x9, [x0]
+    mov x0, x9
+    ret
+tg_write32:
+tg_write32_insn:
+    str w1, [x0]
+    ret
+tg_ldp:
+    SENT x9
+    SENT x10
+tg_ldp_insn:
+    ldp w9, w10, [x0]
+    mov x0, x9
+    mov x1, x10
+    ret
+"#
+);
+
+#[repr(C)]
+struct Pair(u64, u64);
+
+extern "C" {
+    fn tg_secondary();
+    fn tg_read32(a: u64) -> u64;
+    fn tg_read8(a: u64) -> u64;
+    fn tg_read_sx8(a: u64) -> u64;
+    fn tg_read64(a: u64) -> u64;
+    fn tg_write32(a: u64, v: u64);
+    fn tg_ldp(a: u64) -> Pair;
+    static tg_read32_insn: u8;
+    static tg_read8_insn: u8;
+    static tg_read_sx8_insn: u8;
+    static tg_read64_insn: u8;
+    static tg_write32_insn: u8;
+    static tg_ldp_insn: u8;
+}
+
+fn cpu() -> usize {
+    let m: u64;
+    // SAFETY: reading MPIDR_EL1 has no side effect.
+    unsafe { asm!("mrs {}, mpidr_el1", out(reg) m, options(nomem, nostack)) };
+    (m & 0xf) as usize
+}
+
+fn fault_record(c: usize) -> [u64; 8] {
+    // SAFETY: the record is written by this CPU's exception vector only.
+    unsafe { read_volatile(addr_of!(TG_FAULTS[c])) }
+}
+
+#[derive(Clone, Copy)]
+struct Probe {
+    value: u64,
+    value2: u64,
+    fault: bool,
+    esr: u64,
+    far: u64,
+    /// ELR pointed at the access instruction.
+    elr_ok: bool,
+}
+
+impl fmt::Display for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.fault {
+            write!(f, "fault=1 esr={:#x} far={:#x} elr_ok={} dest_kept={}", self.esr, self.far,
+                   u8::from(self.elr_ok), u8::from(self.value == SENTINEL))
+        } else {
+            write!(f, "fault=0 value={:#x}", self.value)
+        }
+    }
+}
+
+/// Accesses made (not counting the console's), per CPU: [ok, faulted].
+static mut ACCESSES: [[u64; 2]; MAX_CPUS] = [[0; 2]; MAX_CPUS];
+
+fn probe(insn: *const u8, f: impl FnOnce() -> (u64, u64), count: bool) -> Probe {
+    let c = cpu();
+    let before = fault_record(c)[4];
+    let (value, value2) = f();
+    let r = fault_record(c);
+    let fault = r[4] != before;
+    if count {
+        // SAFETY: each CPU writes only its own row.
+        unsafe {
+            let a = &mut (*addr_of_mut!(ACCESSES))[c % MAX_CPUS];
+            a[usize::from(fault)] += 1;
+        }
+    }
+    Probe { value, value2, fault, esr: r[0], far: r[1], elr_ok: r[2] == insn as u64 }
+}
+
+fn read32(a: u64) -> Probe {
+    // SAFETY: a single aligned load; an abort is taken by tg_exc and stepped over.
+    probe(addr_of!(tg_read32_insn), || (unsafe { tg_read32(a) }, 0), true)
+}
+fn read8(a: u64) -> Probe {
+    // SAFETY: as read32.
+    probe(addr_of!(tg_read8_insn), || (unsafe { tg_read8(a) }, 0), true)
+}
+fn read_sx8(a: u64) -> Probe {
+    // SAFETY: as read32.
+    probe(addr_of!(tg_read_sx8_insn), || (unsafe { tg_read_sx8(a) }, 0), true)
+}
+fn read64(a: u64) -> Probe {
+    // SAFETY: as read32.
+    probe(addr_of!(tg_read64_insn), || (unsafe { tg_read64(a) }, 0), true)
+}
+fn write32(a: u64, v: u64) -> Probe {
+    // SAFETY: as read32, for a store.
+    probe(addr_of!(tg_write32_insn), || { unsafe { tg_write32(a, v) }; (SENTINEL, 0) }, true)
+}
+fn ldp(a: u64) -> Probe {
+    // SAFETY: as read32, for a load pair (no valid syndrome).
+    probe(addr_of!(tg_ldp_insn), || { let p = unsafe { tg_ldp(a) }; (p.0, p.1) }, true)
+}
+
+// ---- console ----
+
+static mut CONSOLE_ACCESSES: u64 = 0;
+
+fn putc(c: u8) {
+    for _ in 0..100_000 {
+        // SAFETY: a single aligned load of the PL011 flag register, probed.
+        let fr = probe(addr_of!(tg_read32_insn), || (unsafe { tg_read32(UART + 0x18) }, 0), false);
+        // SAFETY: counter of this (boot) CPU only; secondaries do not print.
+        unsafe { *addr_of_mut!(CONSOLE_ACCESSES) += 1 };
+        if fr.fault {
+            return;
+        }
+        if fr.value & (1 << 5) == 0 {
+            break;
+        }
+    }
+    // SAFETY: as above, for the data register.
+    probe(addr_of!(tg_write32_insn), || { unsafe { tg_write32(UART, u64::from(c)) }; (0, 0) }, false);
+    // SAFETY: as above.
+    unsafe { *addr_of_mut!(CONSOLE_ACCESSES) += 1 };
+}
+
+struct Console;
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        s.bytes().for_each(putc);
+        Ok(())
+    }
+}
+
+macro_rules! say {
+    ($($a:tt)*) => {{ let _ = writeln!(Console, $($a)*); }};
+}
+
+// ---- hypercalls ----
+
+static mut CALLS: [u64; 16] = [0; 16];
+
+fn hvc(fid: u32, a1: u64, a2: u64, a3: u64) -> [u64; 4] {
+    if fid & 0xffff_0000 == PKVM {
+        // SAFETY: boot CPU only makes vendor calls.
+        unsafe { (*addr_of_mut!(CALLS))[(fid & 0xf) as usize] += 1 };
+    }
+    let mut r = [u64::from(fid), a1, a2, a3];
+    // SAFETY: SMCCC call through the conduit the tree names (hvc); x4..x17 may be clobbered.
+    unsafe {
+        asm!("hvc #0",
+            inout("x0") r[0], inout("x1") r[1], inout("x2") r[2], inout("x3") r[3],
+            out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
+            out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _, out("x15") _,
+            out("x16") _, out("x17") _, options(nostack));
+    }
+    r
+}
+
+fn calls(func: u32) -> u64 {
+    // SAFETY: read on the boot CPU, which alone writes it.
+    unsafe { (*addr_of!(CALLS))[func as usize] }
+}
+
+fn counter() -> (u64, u64) {
+    let (c, f): (u64, u64);
+    // SAFETY: reading the generic timer (CNTHCTL_EL2 lets EL1 do so).
+    unsafe {
+        asm!("mrs {}, cntpct_el0", out(reg) c, options(nomem, nostack));
+        asm!("mrs {}, cntfrq_el0", out(reg) f, options(nomem, nostack));
+    }
+    (c, f.max(1))
+}
+
+// ---- secondaries ----
+
+#[derive(Clone, Copy)]
+struct CpuResult {
+
+    rtc: Probe,
+    stray: Probe,
+}
+
+static mut RESULTS: [Option<CpuResult>; MAX_CPUS] = [None; MAX_CPUS];
+/// Set by a secondary after its result is complete (a barrier orders the two).
+static mut DONE: [u64; MAX_CPUS] = [0; MAX_CPUS];
+
+#[no_mangle]
+extern "C" fn tg_secondary_main(idx: u64) -> ! {
+    let i = (idx as usize) % MAX_CPUS;
+    let rtc = read32(RTC + 0xfe0);
+    let stray = read32(GPIO);
+    // SAFETY: each secondary writes only its own slot; the boot CPU reads it after `done`.
+    unsafe {
+        write_volatile(addr_of_mut!(RESULTS[i]), Some(CpuResult { rtc, stray }));
+        asm!("dmb ish", options(nostack));
+        write_volatile(addr_of_mut!(DONE[i]), 1);
+    }
+    hvc(CPU_OFF, 0, 0, 0);
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+#[repr(C, align(65536))]
+struct SharePage([u8; 65536]);
+static mut SHARE_PAGE: SharePage = SharePage([0; 65536]);
+
+fn ret(v: u64) -> i64 {
+    v as i64
+}
+
+#[no_mangle]
+extern "C" fn tg_main(dtb: u64) -> ! {
+    // Before any output: discover, probe once unenrolled, enroll, register the console.
+    let feats = hvc(KVM_FEATURES, 0, 0, 0);
+    let uid = hvc(CALL_UID, 0, 0, 0);
+    let pre = read32(RTC + 0xfe0);
+    let enroll = hvc(ENROLL, 0, 0, 0)[0];
+    let meminfo = hvc(MEMINFO, 0, 0, 0);
+    let granule = if (4096..=65536).contains(&meminfo[0]) && meminfo[0].is_power_of_two() { meminfo[0] } else { 4096 };
+    let uart_map = hvc(MAP, UART & !(granule - 1), 0, 0)[0];
+
+    let el: u64;
+    // SAFETY: reading CurrentEL has no side effect.
+    unsafe { asm!("mrs {}, currentel", out(reg) el, options(nomem, nostack)) };
+    say!("TG: start el={} dtb={:#x}", (el >> 2) & 3, dtb);
+    say!("TG: features={:#x} uid={:#x},{:#x},{:#x},{:#x} smccc_version={:#x}", feats[0], uid[0], uid[1], uid[2], uid[3],
+         hvc(SMCCC_VERSION, 0, 0, 0)[0]);
+    say!("TG: meminfo={:#x} x1={} info={:#x} granule={}", meminfo[0], meminfo[1], hvc(GUARD_INFO, 0, 0, 0)[0], granule);
+    say!("TG: pre-enroll-read {}", pre);
+    say!("TG: enroll={} uart-map={}", ret(enroll), ret(uart_map));
+    say!("TG: meminfo-args={}", ret(hvc(MEMINFO, 1, 0, 0)[0]));
+
+    // The device tree hypmodel gave us.
+    // SAFETY: x0 at entry is the tree's address, in our RAM; the header bounds it.
+    let tree = unsafe {
+        let hdr = core::slice::from_raw_parts(dtb as *const u8, 40);
+        let n = hypmodel::fdt::total_size(hdr).unwrap_or(40);
+        Fdt::new(core::slice::from_raw_parts(dtb as *const u8, n))
+    };
+    let Ok(tree) = tree else {
+        say!("TG: dt bad");
+        finish()
+    };
+    let mut ranges = [(0u64, 0u64); 8];
+    let mut n = 0;
+    let _ = tree.for_each_memory(|b, s| {
+        if n < 8 {
+            ranges[n] = (b, s);
+            n += 1;
+        }
+    });
+    let mut mpidrs = [0u64; MAX_CPUS];
+    let mut ncpus = 0;
+    let _ = tree.for_each_cpu(|m| {
+        if ncpus < MAX_CPUS {
+            mpidrs[ncpus] = m;
+            ncpus += 1;
+        }
+    });
+    let _ = write!(Console, "TG: dt psci-method={} bootargs=[{}] cpus={} memory=",
+                   tree.prop_str("/psci", "method").unwrap_or("?"), tree.prop_str("/chosen", "bootargs").unwrap_or("?"),
+                   ncpus);
+    for (i, (b, s)) in ranges[..n].iter().enumerate() {
+        let _ = write!(Console, "{}{b:#x}+{s:#x}", if i > 0 { "," } else { "" });
+    }
+    say!("");
+    // hypmodel's memory is the gap between the first two ranges.
+    let hole = if n >= 2 { (ranges[0].0 + ranges[0].1, ranges[1].0 - (ranges[0].0 + ranges[0].1)) } else { (0, 0) };
+
+    // Stray accesses, then registration.
+    say!("TG: stray-read {}", read32(RTC + 0xfe0));
+    say!("TG: stray-write {}", write32(RTC + 4, 0x1234));
+    say!("TG: map-rtc={}", ret(hvc(MAP, RTC, 0, 0)[0]));
+    say!("TG: registered-read {}", read32(RTC + 0xfe0));
+    let mr = read32(RTC + 4);
+    say!("TG: stray-write-arrived={} ({})", u8::from(!mr.fault && mr.value == 0x1234), mr);
+    let w = write32(RTC + 4, 0x5678);
+    say!("TG: registered-write {} readback {}", w, read32(RTC + 4));
+    say!("TG: read8 {}", read8(RTC + 0xfe0));
+    say!("TG: read-sx8 {}", read_sx8(RTC + 0xffc));
+    say!("TG: read64 {}", read64(RTC + 0xfe0));
+    let p = ldp(RTC + 0xfe0);
+    say!("TG: ldp {} value2={:#x}", p, p.value2);
+
+    // The granule: its last virtio slot is forwarded, the next granule is not.
+    say!("TG: map-virtio={}", ret(hvc(MAP, VIRTIO, 0, 0)[0]));
+    let last = VIRTIO + granule.min(0x4000) - 0x200;
+    say!("TG: granule-last {:#x} {}", last, read32(last));
+    say!("TG: neighbour {:#x} {}", VIRTIO + granule, read32(VIRTIO + granule));
+    say!("TG: map-misaligned={} then {}", ret(hvc(MAP, GPIO + 0x100, 0, 0)[0]), read32(GPIO));
+    let ram_page = addr_of!(SHARE_PAGE) as u64;
+    say!("TG: map-ram={}", ret(hvc(MAP, ram_page, 0, 0)[0]));
+    say!("TG: map-outside-ipa={}", ret(hvc(MAP, 1 << 52, 0, 0)[0]));
+    say!("TG: hole {:#x}+{:#x}", hole.0, hole.1);
+    if hole.1 > 0 {
+        say!("TG: map-hypmem={}", ret(hvc(MAP, hole.0, 0, 0)[0]));
+        say!("TG: hypmem-read {}", read32(hole.0));
+        say!("TG: hypmem-read-end {}", read64(hole.0 + hole.1 - 8));
+        say!("TG: hypmem-write {}", write32(hole.0 + 0x100, 0));
+    }
+    say!("TG: enroll-again={} then {}", ret(hvc(ENROLL, 0, 0, 0)[0]), read32(RTC + 0xfe0));
+
+    // Every other CPU: registered page forwarded there too, stray access aborts there.
+    for i in 1..ncpus {
+        let r = hvc(CPU_ON, mpidrs[i], tg_secondary as *const () as u64, i as u64)[0];
+        let (t0, f) = counter();
+        let mut res = None;
+        while r == 0 && counter().0 - t0 < 2 * f {
+            // SAFETY: written by CPU i once, before DONE[i]; read here after it.
+            if unsafe { read_volatile(addr_of!(DONE[i])) } != 0 {
+                // SAFETY: as above; the barrier orders the result before the flag.
+                res = unsafe {
+                    asm!("dmb ish", options(nostack));
+                    read_volatile(addr_of!(RESULTS[i]))
+                };
+                break;
+            }
+        }
+        let mut off = 0;
+        while r == 0 && counter().0 - t0 < 4 * f {
+            off = hvc(AFFINITY_INFO, mpidrs[i], 0, 0)[0];
+            if off == 1 {
+                break;
+            }
+        }
+        match res {
+            Some(c) => say!("TG: cpu{} on={} rtc {} stray {} off={}", i, ret(r), c.rtc, c.stray, off),
+            None => say!("TG: cpu{} on={} no-result", i, ret(r)),
+        }
+    }
+    say!("TG: cpu-on-bad={}", ret(hvc(CPU_ON, 0xff, tg_secondary as *const () as u64, 0)[0]));
+
+    // UNMAP: the page is refused again (android14), stays forwarded (android16).
+    let u1 = hvc(UNMAP, RTC, 0, 0)[0];
+    let after = read32(RTC + 0xfe0);
+    let u2 = hvc(UNMAP, RTC, 0, 0)[0];
+    say!("TG: unmap={} after-unmap {} unmap-again={}", ret(u1), after, ret(u2));
+    let r = hvc(RMAP, GPIO, 2, 0);
+    say!("TG: rguard-map={} pages={}", ret(r[0]), r[1]);
+
+    // Memory sharing.
+    let g = granule;
+    let s = [
+        hvc(SHARE, ram_page, 0, 0)[0],
+        hvc(SHARE, ram_page, 0, 0)[0],
+        hvc(UNSHARE, ram_page, 0, 0)[0],
+        hvc(UNSHARE, ram_page, 0, 0)[0],
+        hvc(SHARE, RTC, 0, 0)[0],
+        hvc(SHARE, ram_page + 8, 0, 0)[0],
+        hvc(SHARE, hole.0, 0, 0)[0],
+    ];
+    say!("TG: memshare share={} share-twice={} unshare={} unshare-twice={} share-mmio={} misaligned={} hypmem={}",
+         ret(s[0]), ret(s[1]), ret(s[2]), ret(s[3]), ret(s[4]), ret(s[5]), ret(s[6]));
+    let r = hvc(SHARE, ram_page + g, 1, 0);
+    if r[0] == 0 {
+        hvc(UNSHARE, ram_page + g, 0, 0);
+    }
+    say!("TG: memshare x2=1 -> {} x1={}", ret(r[0]), r[1]);
+    say!("TG: memshare final={}", ret(hvc(SHARE, ram_page, 0, 0)[0]));
+
+    finish()
+}
+
+fn finish() -> ! {
+    // SAFETY: the secondaries are off (or never ran); their rows are final.
+    let (ok, faulted) = unsafe { (*addr_of!(ACCESSES)).iter().fold((0, 0), |a, r| (a.0 + r[0], a.1 + r[1])) };
+    say!("TG: calls MEMINFO={} SHARE={} UNSHARE={} INFO={} ENROLL={} MAP={} UNMAP={} RMAP={}",
+         calls(2), calls(3), calls(4), calls(5), calls(6), calls(7), calls(8), calls(10));
+    say!("TG: accesses ok={} faulted={}", ok, faulted);
+    say!("TG: done");
+    hvc(SYSTEM_OFF, 0, 0, 0);
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    say!("TG: panic {}", info);
+    hvc(SYSTEM_OFF, 0, 0, 0);
+    loop {
+        core::hint::spin_loop();
+    }
+}
