@@ -14,9 +14,11 @@ pub struct Target {
     pub device: &'static str,
     /// Base of the device's registers (page aligned for every device listed here).
     pub base: u64,
-    /// Offset and expected value of a read-only identification register (32 bits).
+    /// Offset and expected value of a read-only identification register (32 bits); no
+    /// value where any answer will do (PCI configuration space: a function that is not
+    /// there reads all ones, which is still an answer, not an abort).
     pub id_offset: u64,
-    pub id_value: u32,
+    pub id_value: Option<u32>,
     /// Offset of a read/write register whose writes read back, if the device has one.
     pub rw_offset: Option<u64>,
 }
@@ -28,7 +30,15 @@ impl Target {
     pub fn id_addr(&self) -> u64 {
         self.base + self.id_offset
     }
+    /// Whether `v` is what the device answers at its ID register.
+    pub fn answers(&self, v: u32) -> bool {
+        self.id_value.is_none_or(|id| id == v)
+    }
 }
+
+/// Offsets into a PCI configuration window probed as targets: pages in consecutive 4 KiB,
+/// 16 KiB and 64 KiB granules, so the neighbour check finds a pair at every granule.
+const PCI_CONFIG_OFFSETS: [u64; 6] = [0, 0x1000, 0x4000, 0x8000, 0x10000, 0x20000];
 
 /// The devices ioguard knows an identification register of.
 fn known(compatible: &str) -> Option<(&'static str, u64, u32, Option<u64>)> {
@@ -63,11 +73,24 @@ pub fn targets(p: &Platform) -> Vec<Target> {
                 device,
                 base: r.base,
                 id_offset,
-                id_value,
+                id_value: Some(id_value),
                 rw_offset,
             })
         })
         .collect();
+    for host in &p.pci {
+        for off in PCI_CONFIG_OFFSETS {
+            if off + PAGE <= host.config.size {
+                out.push(Target {
+                    device: "pci-config",
+                    base: host.config.base + off,
+                    id_offset: 0,
+                    id_value: None,
+                    rw_offset: None,
+                });
+            }
+        }
+    }
     out.sort_by_key(|t| t.base);
     out
 }
@@ -78,13 +101,18 @@ pub fn writable(ts: &[Target]) -> Option<Target> {
 }
 
 /// A target other than those in `avoid`'s granules (granule `g`), preferring devices with a
-/// page of their own over virtio-mmio windows (which share pages).
+/// page of their own and a known ID, then virtio-mmio windows (which share pages), then PCI
+/// configuration space (whose answer is not known in advance).
 pub fn pick(ts: &[Target], g: u64, avoid: &[u64]) -> Option<Target> {
     let free = |t: &&Target| !avoid.iter().any(|a| a & !(g - 1) == t.base & !(g - 1));
+    let rank = |t: &Target| match t.device {
+        "virtio-mmio" => 1,
+        "pci-config" => 2,
+        _ => 0,
+    };
     ts.iter()
         .filter(free)
-        .find(|t| t.device != "virtio-mmio")
-        .or_else(|| ts.iter().find(free))
+        .min_by_key(|t| (rank(t), t.base))
         .copied()
 }
 
@@ -147,7 +175,11 @@ mod tests {
             bootargs: String::new(),
             cpus: vec![0],
             virtio_mmio: vec![],
-            pci: vec![],
+            pci: vec![crate::platform::PciHost {
+                path: "/pcie@10000000".into(),
+                ecam: true,
+                config: Region::new(0x3f00_0000, 0x100_0000),
+            }],
             devices,
         }
     }
@@ -160,6 +192,7 @@ mod tests {
         assert_eq!(ts[0].id_addr(), 0x0901_0fe0);
         assert_eq!(ts[1].device, "pl061");
         assert_eq!(ts.iter().filter(|t| t.device == "virtio-mmio").count(), 32);
+        assert_eq!(ts.iter().filter(|t| t.device == "pci-config").count(), 6);
         assert_eq!(writable(&ts).unwrap().device, "pl031");
     }
 
@@ -177,9 +210,27 @@ mod tests {
         );
         let (a, b) = neighbours(&ts, 0x1000).unwrap();
         assert_eq!((a.base, b.base), (0x0a00_0000, 0x0a00_1000));
-        // No two targets sit in consecutive 16 or 64 KiB granules on virt.
-        assert!(neighbours(&ts, 0x4000).is_none());
-        assert!(neighbours(&ts, 0x10000).is_none());
+        // At 16 and 64 KiB only PCI configuration space has targets in consecutive granules.
+        let (a, b) = neighbours(&ts, 0x4000).unwrap();
+        assert_eq!((a.base, b.base), (0x3f00_0000, 0x3f00_4000));
+        let (a, b) = neighbours(&ts, 0x10000).unwrap();
+        assert_eq!((a.base, b.base), (0x3f00_0000, 0x3f01_0000));
+        // PCI configuration space is picked last.
+        let only_pci: Vec<Target> = ts
+            .iter()
+            .copied()
+            .filter(|t| t.device == "pci-config")
+            .collect();
+        assert_eq!(
+            pick(&only_pci, 0x1000, &[0x3f00_0000]).unwrap().base,
+            0x3f00_1000
+        );
+        assert!(ts
+            .iter()
+            .find(|t| t.device == "pci-config")
+            .unwrap()
+            .answers(0xffff_ffff));
+        assert!(!ts[0].answers(0));
         let (a, b) = same_granule(&ts, 0x1000).unwrap();
         assert_eq!((a.base, b.base), (0x0a00_0000, 0x0a00_0200));
     }
@@ -187,6 +238,7 @@ mod tests {
     #[test]
     fn devices_in_ram_or_too_small_are_not_targets() {
         let mut p = virt();
+        p.pci = vec![];
         p.devices = vec![
             dev("arm,pl031", 0x4000_1000, 0x1000),
             dev("arm,pl061", 0x0903_0000, 0x100),

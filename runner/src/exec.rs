@@ -334,11 +334,55 @@ pub fn blk_images(n: u32) -> Result<Vec<PathBuf>, RunError> {
 fn check_supported(opts: &Options) -> Result<(), RunError> {
     match opts.hyp {
         Hyp::Plain => Ok(()),
-        h => Err(RunError::Usage(format!(
-            "--hyp {} is not yet available (only --hyp plain is)",
-            h.name()
+        Hyp::Model(_) => build_hypmodel().map(|_| ()),
+        Hyp::Pkvm => Err(RunError::Usage(String::from(
+            "--hyp pkvm is not yet available (--hyp plain and --hyp model are)",
         ))),
     }
+}
+
+/// Where the hypmodel ELF is built.
+pub fn hypmodel_elf_path() -> PathBuf {
+    target_dir()
+        .join(GUEST_TARGET)
+        .join("release")
+        .join("hypmodel")
+}
+
+/// Builds hypmodel once per process (quietly; the error carries cargo's output).
+pub fn build_hypmodel() -> Result<PathBuf, RunError> {
+    static BUILT: OnceLock<Result<PathBuf, RunError>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = repo_root();
+            crate::setup::ensure_guest_target(&root, GUEST_TARGET)?;
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let out = std::process::Command::new(cargo)
+                .current_dir(&root)
+                .args([
+                    "build",
+                    "--release",
+                    "--target",
+                    GUEST_TARGET,
+                    "-p",
+                    "hypmodel",
+                    "--bin",
+                    "hypmodel",
+                ])
+                .env("CARGO_TARGET_DIR", target_dir())
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| RunError::Build(format!("cannot run cargo: {e}")))?;
+            if !out.status.success() {
+                return Err(RunError::Build(format!(
+                    "cargo build of hypmodel: {}\n{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                )));
+            }
+            Ok(hypmodel_elf_path())
+        })
+        .clone()
 }
 
 /// The Image a run boots: `--image` (which must exist) or a fresh build.

@@ -52,6 +52,7 @@
 pub mod bench;
 pub mod exec;
 pub mod floor;
+pub mod hyp;
 pub mod options;
 pub mod output;
 pub mod qemu;

@@ -37,9 +37,11 @@ Options:
   --gdb              start QEMU halted with a gdb server on tcp::1234 (-s -S)
   --tap FILE         also write the results as TAP version 13 to FILE
   --junit FILE       also write the results as JUnit XML to FILE
-  --hyp plain|model|pkvm
-                     hypervisor under the guest: plain QEMU (default); model and
-                     pkvm are reserved and not yet available
+  --hyp plain|model[:PROFILE][,mutant=NAME][,granule=4k|16k|64k][,enrolled=boot][,trace]
+                     hypervisor under the guest: plain QEMU (default), or hypmodel,
+                     the reference EL2 hypervisor (profiles android13, android14,
+                     android16, upstream, kvm; mutants as in CHECKS.md); pkvm is
+                     reserved and not yet available
   --qemu PATH        QEMU binary (default qemu-system-aarch64)
   --bench [N]        benchmark instead of a run: boot N times (default 10) and print
                      the image size and the median boot time against QEMU's floor
@@ -51,28 +53,7 @@ Exit status: the guest's code (0 all passed, 1 a check failed, 2 fatal boot erro
 line (or QEMU's own non-zero status); 124 on timeout.
 ";
 
-/// The hypervisor the guest runs under (`--hyp`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Hyp {
-    /// Plain QEMU TCG `virt`, EL1 guest.
-    #[default]
-    Plain,
-    /// The reference hypervisor in `hypmodel/` (reserved).
-    Model,
-    /// A real pKVM host (reserved).
-    Pkvm,
-}
-
-impl Hyp {
-    /// The option spelling.
-    pub fn name(self) -> &'static str {
-        match self {
-            Hyp::Plain => "plain",
-            Hyp::Model => "model",
-            Hyp::Pkvm => "pkvm",
-        }
-    }
-}
+pub use crate::hyp::Hyp;
 
 /// Everything that controls one run (or one benchmark).
 ///
@@ -309,12 +290,7 @@ where
             "--junit" => o.junit = Some(PathBuf::from(non_empty("--junit", value()?)?)),
             "--qemu" => o.qemu = PathBuf::from(non_empty("--qemu", value()?)?),
             "--hyp" => {
-                o.hyp = match value()?.as_str() {
-                    "plain" => Hyp::Plain,
-                    "model" => Hyp::Model,
-                    "pkvm" => Hyp::Pkvm,
-                    v => return err(format!("--hyp '{v}': expected plain, model or pkvm")),
-                }
+                o.hyp = Hyp::parse(&value()?).map_err(UsageError)?;
             }
             "--bench" => {
                 // The count is optional: `--bench`, `--bench 20`, `--bench=20`.
@@ -485,9 +461,10 @@ mod tests {
 
     #[test]
     fn hyp_values() {
-        assert_eq!(run(&["--hyp", "model"]).hyp, Hyp::Model);
+        assert_eq!(run(&["--hyp", "model"]).hyp, Hyp::Model(Default::default()));
         assert_eq!(run(&["--hyp=pkvm"]).hyp, Hyp::Pkvm);
-        assert!(bad(&["--hyp", "xen"]).contains("plain, model or pkvm"));
+        assert!(bad(&["--hyp", "xen"]).contains("expected plain, model"));
+        assert!(bad(&["--hyp", "model:android99"]).contains("unknown profile"));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The QEMU command line (pure) and shell quoting for printing it.
 
+use crate::exec::hypmodel_elf_path;
+use crate::hyp::{Hyp, MODEL_STAGING_ADDR};
 use crate::options::Options;
 use std::path::{Path, PathBuf};
 
@@ -11,7 +13,15 @@ use std::path::{Path, PathBuf};
 pub fn qemu_argv(opts: &Options, image: &Path, drives: &[PathBuf]) -> Vec<String> {
     let mut a: Vec<String> = vec![opts.qemu.to_string_lossy().into_owned()];
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-    let machine = format!("virt,gic-version={}", opts.gic);
+    let model = match &opts.hyp {
+        Hyp::Model(m) => Some(m),
+        _ => None,
+    };
+    let machine = match model {
+        // hypmodel runs at EL2 and gives the guest EL1.
+        Some(_) => format!("virt,virtualization=on,gic-version={}", opts.gic),
+        None => format!("virt,gic-version={}", opts.gic),
+    };
     let smp = opts.smp.to_string();
     push(&[
         "-M",
@@ -27,9 +37,34 @@ pub fn qemu_argv(opts: &Options, image: &Path, drives: &[PathBuf]) -> Vec<String
         "none",
         "-no-reboot",
     ]);
-    push(&["-kernel", &image.to_string_lossy()]);
-    if !opts.append.is_empty() {
-        push(&["-append", &opts.append]);
+    match model {
+        None => {
+            push(&["-kernel", &image.to_string_lossy()]);
+            if !opts.append.is_empty() {
+                push(&["-append", &opts.append]);
+            }
+        }
+        Some(m) => {
+            // hypmodel/README.md: its ELF as the kernel, the guest Image staged for it to
+            // load, its options, `--`, then the guest's command line.
+            let loader = format!(
+                "loader,file={},addr={MODEL_STAGING_ADDR},force-raw=on",
+                qemu_opt_escape(&image.to_string_lossy())
+            );
+            push(&[
+                "-kernel",
+                &hypmodel_elf_path().to_string_lossy(),
+                "-device",
+                &loader,
+            ]);
+            let mut words = m.hypmodel_args();
+            words.push("--".to_string());
+            words.extend(m.guest_args());
+            if !opts.append.is_empty() {
+                words.push(opts.append.clone());
+            }
+            push(&["-append", &words.join(" ")]);
+        }
     }
     push(&["-semihosting-config", "enable=on,target=native"]);
     for (i, d) in drives.iter().enumerate() {

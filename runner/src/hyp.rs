@@ -1,0 +1,227 @@
+//! `--hyp`: what runs below the guest. `plain` is QEMU alone; `model[:...]` is hypmodel,
+//! the reference EL2 hypervisor, with the QEMU command line hypmodel/README.md fixes.
+
+use std::fmt;
+
+/// hypmodel's profiles (hypmodel/README.md).
+pub const MODEL_PROFILES: &[&str] = &["android13", "android14", "android16", "upstream", "kvm"];
+/// hypmodel's granules.
+pub const MODEL_GRANULES: &[&str] = &["4k", "16k", "64k"];
+/// hypmodel's mutants: one realistic bug each (shared/CHECKS.md).
+pub const MODEL_MUTANTS: &[&str] = &[
+    "guard-off",
+    "silent-drop",
+    "wrong-dfsc",
+    "bad-far",
+    "map-noop",
+    "map-neighbour",
+    "map-accepts-ram",
+    "map-accepts-misaligned",
+    "unmap-noop",
+    "unmap-inverted",
+    "per-cpu-guard",
+    "granule-mismatch",
+    "no-syndrome-forward",
+];
+
+/// Where hypmodel expects the guest Image (`-device loader,...,addr=`).
+pub const MODEL_STAGING_ADDR: &str = "0x41000000";
+
+/// `--hyp model[:PROFILE][,mutant=NAME][,granule=SIZE][,enrolled=boot][,trace]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// `hypmodel.profile=` (hypmodel's default, android14, when absent).
+    pub profile: Option<String>,
+    /// `hypmodel.mutant=`: the bug to model.
+    pub mutant: Option<String>,
+    /// `hypmodel.granule=`.
+    pub granule: Option<String>,
+    /// `hypmodel.enrolled=boot`: enrolled before the guest's first instruction.
+    pub enrolled_boot: bool,
+    /// `hypmodel.trace`: every hypercall and trapped access.
+    pub trace: bool,
+}
+
+/// The hypervisor the guest runs under.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Hyp {
+    /// Plain QEMU TCG `virt`, EL1 guest.
+    #[default]
+    Plain,
+    /// hypmodel.
+    Model(ModelSpec),
+    /// A real pKVM host (reserved).
+    Pkvm,
+}
+
+impl Hyp {
+    /// The option's first word.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Hyp::Plain => "plain",
+            Hyp::Model(_) => "model",
+            Hyp::Pkvm => "pkvm",
+        }
+    }
+
+    /// Parses the value of `--hyp`.
+    pub fn parse(v: &str) -> Result<Hyp, String> {
+        let (kind, rest) = match v.split_once(':') {
+            Some((k, r)) => (k, Some(r)),
+            None => match v.split_once(',') {
+                Some((k, r)) => (k, Some(r)),
+                None => (v, None),
+            },
+        };
+        match (kind, rest) {
+            ("plain", None) => Ok(Hyp::Plain),
+            ("pkvm", None) => Ok(Hyp::Pkvm),
+            ("model", None) => Ok(Hyp::Model(ModelSpec::default())),
+            ("model", Some(rest)) => ModelSpec::parse(rest).map(Hyp::Model),
+            ("plain" | "pkvm", Some(_)) => Err(format!("--hyp {kind} takes no parameters")),
+            _ => Err(format!("--hyp '{v}': expected plain, model[:PROFILE][,mutant=NAME][,granule=SIZE][,enrolled=boot][,trace] or pkvm")),
+        }
+    }
+}
+
+fn one_of(what: &str, v: &str, allowed: &[&str]) -> Result<String, String> {
+    if allowed.contains(&v) {
+        Ok(v.to_string())
+    } else {
+        Err(format!(
+            "--hyp model: unknown {what} '{v}' (known: {})",
+            allowed.join(", ")
+        ))
+    }
+}
+
+impl ModelSpec {
+    fn parse(rest: &str) -> Result<ModelSpec, String> {
+        let mut m = ModelSpec::default();
+        for (i, item) in rest.split(',').enumerate() {
+            match item.split_once('=') {
+                None if item == "trace" => m.trace = true,
+                None if i == 0 => m.profile = Some(one_of("profile", item, MODEL_PROFILES)?),
+                Some(("profile", v)) => m.profile = Some(one_of("profile", v, MODEL_PROFILES)?),
+                Some(("mutant", v)) => m.mutant = Some(one_of("mutant", v, MODEL_MUTANTS)?),
+                Some(("granule", v)) => m.granule = Some(one_of("granule", v, MODEL_GRANULES)?),
+                Some(("enrolled", "boot")) => m.enrolled_boot = true,
+                _ => return Err(format!("--hyp model: cannot read '{item}'")),
+            }
+        }
+        Ok(m)
+    }
+
+    /// hypmodel's words on its command line (before the `--` that starts the guest's).
+    pub fn hypmodel_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(p) = &self.profile {
+            a.push(format!("hypmodel.profile={p}"));
+        }
+        if let Some(g) = &self.granule {
+            a.push(format!("hypmodel.granule={g}"));
+        }
+        if let Some(m) = &self.mutant {
+            a.push(format!("hypmodel.mutant={m}"));
+        }
+        if self.enrolled_boot {
+            a.push("hypmodel.enrolled=boot".to_string());
+        }
+        if self.trace {
+            a.push("hypmodel.trace".to_string());
+        }
+        a
+    }
+
+    /// Guest words the model needs: android13 has android14's feature bits, so the guest
+    /// can only be told (DESIGN.md: "android13: only by override").
+    pub fn guest_args(&self) -> Vec<String> {
+        match self.profile.as_deref() {
+            Some("android13") => vec!["ioguard.profile=android13".to_string()],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl fmt::Display for Hyp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Hyp::Model(m) => {
+                write!(f, "model")?;
+                let words = m.hypmodel_args();
+                if !words.is_empty() {
+                    write!(f, " ({})", words.join(" "))?;
+                }
+                Ok(())
+            }
+            h => f.write_str(h.name()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_form() {
+        assert_eq!(Hyp::parse("plain"), Ok(Hyp::Plain));
+        assert_eq!(Hyp::parse("model"), Ok(Hyp::Model(ModelSpec::default())));
+        let m = match Hyp::parse("model:android16,mutant=guard-off,granule=16k,enrolled=boot,trace")
+            .unwrap()
+        {
+            Hyp::Model(m) => m,
+            h => panic!("{h:?}"),
+        };
+        assert_eq!(m.profile.as_deref(), Some("android16"));
+        assert_eq!(m.mutant.as_deref(), Some("guard-off"));
+        assert_eq!(m.granule.as_deref(), Some("16k"));
+        assert!(m.enrolled_boot && m.trace);
+        assert_eq!(
+            m.hypmodel_args(),
+            [
+                "hypmodel.profile=android16",
+                "hypmodel.granule=16k",
+                "hypmodel.mutant=guard-off",
+                "hypmodel.enrolled=boot",
+                "hypmodel.trace"
+            ]
+        );
+        // Parameters without a profile.
+        let m = match Hyp::parse("model,mutant=bad-far").unwrap() {
+            Hyp::Model(m) => m,
+            h => panic!("{h:?}"),
+        };
+        assert_eq!((m.profile, m.mutant.as_deref()), (None, Some("bad-far")));
+    }
+
+    #[test]
+    fn refuses_what_hypmodel_would_refuse() {
+        assert!(Hyp::parse("model:android15")
+            .unwrap_err()
+            .contains("unknown profile 'android15'"));
+        assert!(Hyp::parse("model:android14,mutant=typo")
+            .unwrap_err()
+            .contains("unknown mutant 'typo'"));
+        assert!(Hyp::parse("model,granule=8k")
+            .unwrap_err()
+            .contains("unknown granule"));
+        assert!(Hyp::parse("model,enrolled=later").is_err());
+        assert!(Hyp::parse("plain:x").is_err());
+        assert!(Hyp::parse("xen").is_err());
+    }
+
+    #[test]
+    fn android13_is_told_to_the_guest() {
+        let m = ModelSpec {
+            profile: Some("android13".into()),
+            ..Default::default()
+        };
+        assert_eq!(m.guest_args(), ["ioguard.profile=android13"]);
+        let m = ModelSpec {
+            profile: Some("android14".into()),
+            ..Default::default()
+        };
+        assert!(m.guest_args().is_empty());
+    }
+}
