@@ -170,7 +170,7 @@ fn errors_before_qemu_starts() {
     assert_eq!(e.exit_status(), 2);
 
     let mut hyp = quiet(img);
-    hyp.hyp = ioguard_runner::Hyp::Model;
+    hyp.hyp = ioguard_runner::Hyp::Pkvm;
     assert!(matches!(run(&hyp), Err(RunError::Usage(m)) if m.contains("not yet available")));
     assert!(matches!(
         ioguard_runner::boot(&["--smp", "x"]),
