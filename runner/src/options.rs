@@ -431,7 +431,7 @@ mod tests {
             "--gdb",
             "--tap FILE",
             "--junit FILE",
-            "--hyp plain|model|pkvm",
+            "--hyp plain|model[:PROFILE]",
             "--bench [N]",
             "-- QEMU ARGS",
         ] {
