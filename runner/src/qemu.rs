@@ -32,7 +32,17 @@ pub fn qemu_argv(opts: &Options, image: &Path, drives: &[PathBuf]) -> Vec<String
         &smp,
         "-m",
         &opts.mem,
-        "-nographic",
+        // -nographic, spelt out so that the semihosting console shares the serial line:
+        // a guest whose UART is gone (no console in its tree, or a hypervisor refusing
+        // the UART) still reports, in order, on the one stream the runner reads.
+        "-display",
+        "none",
+        "-chardev",
+        "stdio,id=con,mux=on",
+        "-serial",
+        "chardev:con",
+        "-mon",
+        "chardev=con,mode=readline",
         "-nic",
         "none",
         "-no-reboot",
@@ -66,7 +76,7 @@ pub fn qemu_argv(opts: &Options, image: &Path, drives: &[PathBuf]) -> Vec<String
             push(&["-append", &words.join(" ")]);
         }
     }
-    push(&["-semihosting-config", "enable=on,target=native"]);
+    push(&["-semihosting-config", "enable=on,target=native,chardev=con"]);
     for (i, d) in drives.iter().enumerate() {
         let drive = format!(
             "file={},if=none,format=raw,snapshot=on,id=blk{i}",
@@ -131,9 +141,10 @@ mod tests {
         let argv = qemu_argv(&opts(&[]), Path::new("t/ioguard.bin"), &[]);
         assert_eq!(
             shell_line(&argv),
-            "qemu-system-aarch64 -M virt,gic-version=3 -cpu max -smp 1 -m 256M -nographic \
+            "qemu-system-aarch64 -M virt,gic-version=3 -cpu max -smp 1 -m 256M -display none \
+             -chardev stdio,id=con,mux=on -serial chardev:con -mon chardev=con,mode=readline \
              -nic none -no-reboot -kernel t/ioguard.bin \
-             -semihosting-config enable=on,target=native"
+             -semihosting-config enable=on,target=native,chardev=con"
         );
     }
 

@@ -6,7 +6,10 @@ use crate::platform::UartKind;
 use core::fmt::{self, Write};
 use spin::Mutex;
 
-use super::mmio;
+use super::exceptions::Fault;
+use super::power;
+use super::probe::{self, Width};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Bounded wait for transmit space: a UART that never drains (or a hypervisor that
 /// returns garbage for its status register) loses characters instead of hanging the run.
@@ -17,6 +20,16 @@ pub struct Uart {
     kind: UartKind,
 }
 
+/// The UART stopped answering: an access to its registered window aborted (a hypervisor
+/// that refuses the console's registered page, for instance). From then on output goes to
+/// the semihosting console, and the run cannot end with status 0.
+static BROKEN: Mutex<Option<Fault>> = Mutex::new(None);
+
+/// The fault that broke the console, if one did.
+pub fn broken() -> Option<Fault> {
+    BROKEN.try_lock().and_then(|b| *b)
+}
+
 impl Uart {
     /// # Safety
     /// `base` must be the virtual address of a mapped window over the UART's registers,
@@ -25,63 +38,59 @@ impl Uart {
         Self { base, kind }
     }
 
-    fn put(&mut self, b: u8) {
-        match self.kind {
-            UartKind::Pl011 => {
-                const DR: u64 = 0x00;
-                const FR: u64 = 0x18;
-                const FR_TXFF: u32 = 1 << 5;
-                for _ in 0..TX_SPIN_LIMIT {
-                    // SAFETY: FR is a readable PL011 register inside the mapped window.
-                    if unsafe { mmio::read32(self.base + FR) } & FR_TXFF == 0 {
-                        break;
-                    }
-                }
-                // SAFETY: DR is a writable PL011 register inside the mapped window.
-                unsafe { mmio::write32(self.base + DR, u32::from(b)) };
-            }
+    fn read(&self, addr: u64, wide: bool) -> Result<u32, Fault> {
+        // SAFETY: `addr` is a UART status register inside the mapped window (the caller of
+        // `new` vouched for it); reading it has no side effect, and a fault is caught.
+        unsafe { probe::read(addr, if wide { Width::W32 } else { Width::W8 }) }
+            .map(|v| v as u32)
+            .map_err(|l| l.fault)
+    }
+
+    fn write(&self, addr: u64, wide: bool, v: u8) -> Result<(), Fault> {
+        // SAFETY: `addr` is the UART's transmit register inside the mapped window.
+        unsafe {
+            probe::write(
+                addr,
+                if wide { Width::W32 } else { Width::W8 },
+                u64::from(v),
+            )
+        }
+    }
+
+    fn put(&mut self, b: u8) -> Result<(), Fault> {
+        let (data, status, ready, wide): (u64, u64, fn(u32) -> bool, bool) = match self.kind {
+            // PL011: DR at 0x00; FR at 0x18, TXFF (bit 5) set while the FIFO is full.
+            UartKind::Pl011 => (0x00, 0x18, |fr| fr & (1 << 5) == 0, true),
+            // 16550: THR is register 0; LSR register 5, THRE (bit 5) set when it may be
+            // written; register n at base + (n << reg_shift).
             UartKind::Ns16550 {
                 reg_shift,
                 io_width,
-            } => {
-                const THR: u64 = 0;
-                const LSR: u64 = 5;
-                const LSR_THRE: u32 = 1 << 5;
-                let reg = |n: u64| self.base + (n << reg_shift);
-                for _ in 0..TX_SPIN_LIMIT {
-                    // SAFETY: LSR is a readable 16550 register inside the mapped window,
-                    // accessed with the width the device tree gives.
-                    let lsr = unsafe {
-                        if io_width == 4 {
-                            mmio::read32(reg(LSR))
-                        } else {
-                            u32::from(mmio::read8(reg(LSR)))
-                        }
-                    };
-                    if lsr & LSR_THRE != 0 {
-                        break;
-                    }
-                }
-                // SAFETY: THR is a writable 16550 register inside the mapped window.
-                unsafe {
-                    if io_width == 4 {
-                        mmio::write32(reg(THR), u32::from(b))
-                    } else {
-                        mmio::write8(reg(THR), b)
-                    }
-                }
+            } => (0, 5 << reg_shift, |lsr| lsr & (1 << 5) != 0, io_width == 4),
+        };
+        for _ in 0..TX_SPIN_LIMIT {
+            if ready(self.read(self.base + status, wide)?) {
+                break;
             }
         }
+        self.write(self.base + data, wide, b)
     }
 }
 
 impl Write for Uart {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for b in s.bytes() {
-            if b == b'\n' {
-                self.put(b'\r');
+            let r = if b == b'\n' {
+                self.put(b'\r').and_then(|()| self.put(b))
+            } else {
+                self.put(b)
+            };
+            if let Err(f) = r {
+                if let Some(mut slot) = BROKEN.try_lock() {
+                    *slot = Some(f);
+                }
+                return Err(fmt::Error);
             }
-            self.put(b);
         }
         Ok(())
     }
@@ -99,9 +108,21 @@ pub fn is_installed() -> bool {
 }
 
 pub fn write_fmt(args: fmt::Arguments) {
-    if let Some(uart) = CONSOLE.lock().as_mut() {
-        let _ = uart.write_fmt(args);
+    let mut console = CONSOLE.lock();
+    let Some(uart) = console.as_mut() else { return };
+    if broken().is_none() && uart.write_fmt(args).is_ok() {
+        return;
     }
+    drop(console);
+    // The UART aborted (now or before): say so once, then keep reporting through
+    // semihosting, where there is one.
+    static TOLD: AtomicBool = AtomicBool::new(false);
+    if !TOLD.swap(true, Ordering::Relaxed) {
+        if let Some(f) = broken() {
+            power::semihosting_write(&alloc::format!("ioguard: the console's registered window aborted ({f}); continuing on the semihosting console\n"));
+        }
+    }
+    power::semihosting_write(&alloc::format!("{args}"));
 }
 
 /// Output from exception and panic context: if the interrupted code held the console,

@@ -156,16 +156,18 @@ extern "C" fn ioguard_exception(frame: &mut Frame, vector: u64) {
     let synchronous = vector & 3 == 0;
 
     if synchronous && c.probe_armed.load(Ordering::Acquire) && is_probe_site(elr) {
+        if TRACE.load(Ordering::Relaxed) {
+            // Before recording: the console reaches its UART through probes too, which
+            // re-arm and disarm this CPU's probe state.
+            super::console::write_fmt_emergency(format_args!(
+                "trace: fault (expected) {esr} FAR={far:#x} ELR={elr:#x}\n"
+            ));
+        }
         c.esr.store(esr.0, Ordering::Relaxed);
         c.far.store(far, Ordering::Relaxed);
         c.elr.store(elr, Ordering::Relaxed);
         c.probe_faulted.store(true, Ordering::Release);
         c.probe_armed.store(false, Ordering::Release);
-        if TRACE.load(Ordering::Relaxed) {
-            super::console::write_fmt_emergency(format_args!(
-                "trace: fault (expected) {esr} FAR={far:#x} ELR={elr:#x}\n"
-            ));
-        }
         // Resume after the faulting instruction (all probe sites are 4 bytes).
         frame.elr = elr + 4;
         return;

@@ -8,7 +8,6 @@ pub mod exceptions;
 pub mod heap;
 pub mod hypervisor;
 pub mod ioremap;
-pub mod mmio;
 pub mod mmu;
 pub mod power;
 pub mod probe;

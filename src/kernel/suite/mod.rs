@@ -389,7 +389,12 @@ pub fn finish(force: Option<u8>) -> ! {
     let t = *TALLY.lock();
     println!("{}", t.summary_line());
     println!("{}", t.totals_line());
-    let code = force.unwrap_or(t.exit_code());
+    let mut code = force.unwrap_or(t.exit_code());
+    if let Some(f) = super::console::broken() {
+        // Output was lost or moved: the run cannot count as clean.
+        println!("ioguard: the console aborted during the run ({f}): failing the run");
+        code = code.max(report::code::CHECK_FAILED);
+    }
     println!("{}", report::exit_line(code));
     power::exit(code)
 }
