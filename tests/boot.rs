@@ -88,7 +88,7 @@ fn no_virtio_device_attached() {
     assert_clean_pass(&out);
     assert_eq!(
         detail(&out, "ioremap: windows"),
-        "32 windows in 4 pages: magic ok, 0 with a device attached; all unmapped again"
+        "32 windows in 4 pages: magic ok, 0 with a device attached; all unmapped again; no guard"
     );
 }
 
@@ -98,7 +98,7 @@ fn thirty_two_virtio_devices_attached() {
     assert_clean_pass(&out);
     assert_eq!(
         detail(&out, "ioremap: windows"),
-        "32 windows in 4 pages: magic ok, 32 with a device attached; all unmapped again"
+        "32 windows in 4 pages: magic ok, 32 with a device attached; all unmapped again; no guard"
     );
     let blk = out
         .report

@@ -25,15 +25,43 @@ fn expected(profile: &str, granule: &str, name: &str) -> Kind {
     let android = profile.starts_with("android");
     match name {
         // hypmodel's kvm profile is an ordinary VM: no pKVM services at all.
-        "meminfo: granule" => if guard { Kind::Pass } else { Kind::Skip },
-        n if n.starts_with("memshare:") => if guard { Kind::Pass } else { Kind::Skip },
+        "meminfo: granule" => {
+            if guard {
+                Kind::Pass
+            } else {
+                Kind::Skip
+            }
+        }
+        n if n.starts_with("memshare:") => {
+            if guard {
+                Kind::Pass
+            } else {
+                Kind::Skip
+            }
+        }
         "guard: unmap-return" | "guard: unmap-unmapped" if profile == "android13" => Kind::KFail,
-        "guard: info" | "guard: enroll" | "guard: unmap-return" | "guard: unmap-unmapped" if !android => Kind::Skip,
+        "guard: info" | "guard: enroll" | "guard: unmap-return" | "guard: unmap-unmapped"
+            if !android =>
+        {
+            Kind::Skip
+        }
         "guard: after-unmap" if !android || profile == "android16" => Kind::Skip,
         "guard: granule-16k" if granule == "4k" || !guard => Kind::Skip,
         "guard: no-syndrome" if !guard => Kind::Skip,
-        "control: stray-forwarded" => if guard { Kind::Skip } else { Kind::Pass },
-        n if n.starts_with("guard:") => if guard { Kind::Pass } else { Kind::Skip },
+        "control: stray-forwarded" => {
+            if guard {
+                Kind::Skip
+            } else {
+                Kind::Pass
+            }
+        }
+        n if n.starts_with("guard:") => {
+            if guard {
+                Kind::Pass
+            } else {
+                Kind::Skip
+            }
+        }
         _ => Kind::Pass,
     }
 }
@@ -44,7 +72,11 @@ fn every_profile_and_granule_passes() {
         for granule in ["4k", "16k", "64k"] {
             let out = model(&format!("{profile},granule={granule}"), "");
             let t = out.transcript();
-            assert_eq!(out.status, 0, "{profile} {granule}: status {}\n{t}", out.status);
+            assert_eq!(
+                out.status, 0,
+                "{profile} {granule}: status {}\n{t}",
+                out.status
+            );
             assert_eq!(header(&out, "profile"), profile, "{t}");
             assert_eq!(header(&out, "hypervisor"), "kvm", "{t}");
             let g = match (profile, granule) {
@@ -55,8 +87,15 @@ fn every_profile_and_granule_passes() {
             };
             assert_eq!(header(&out, "granule"), g, "{t}");
             for name in DEFAULT_CHECKS {
-                let r = out.result(name).unwrap_or_else(|| panic!("{profile} {granule}: no {name}\n{t}"));
-                assert_eq!(r.kind, expected(profile, granule, name), "{profile} {granule}: {name}: {:?}\n{t}", r.detail);
+                let r = out
+                    .result(name)
+                    .unwrap_or_else(|| panic!("{profile} {granule}: no {name}\n{t}"));
+                assert_eq!(
+                    r.kind,
+                    expected(profile, granule, name),
+                    "{profile} {granule}: {name}: {:?}\n{t}",
+                    r.detail
+                );
             }
             let kfails = out.report.count(Kind::KFail);
             assert_eq!(kfails, if profile == "android13" { 2 } else { 0 }, "{t}");
@@ -72,18 +111,35 @@ fn an_enrolled_guest_touches_no_device_page_it_did_not_register() {
     let out = model("android14,enrolled=boot", "trace");
     let t = out.transcript();
     assert_eq!(out.status, 0, "{t}");
-    let deliberate = out.report.lines.iter().filter(|l| l.starts_with("trace: fault (expected) ESR=0x96000010")).count();
+    let deliberate = out
+        .report
+        .lines
+        .iter()
+        .filter(|l| l.starts_with("trace: fault (expected) ESR=0x96000010"))
+        .count();
     let refused: usize = out
         .report
         .lines
         .iter()
         .find_map(|l| l.strip_prefix("hypmodel: accesses "))
-        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("refused=")))
+        .and_then(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("refused="))
+        })
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no hypmodel refused= counter\n{t}"));
     assert!(deliberate > 5, "{t}");
-    assert_eq!(refused, deliberate, "hypmodel refused {refused} accesses, the guest expected {deliberate}\n{t}");
-    assert!(out.report.lines.iter().any(|l| l.starts_with("hypmodel: report ") && l.contains("enrolled=yes")), "{t}");
+    assert_eq!(
+        refused, deliberate,
+        "hypmodel refused {refused} accesses, the guest expected {deliberate}\n{t}"
+    );
+    assert!(
+        out.report
+            .lines
+            .iter()
+            .any(|l| l.starts_with("hypmodel: report ") && l.contains("enrolled=yes")),
+        "{t}"
+    );
 }
 
 #[test]
@@ -92,28 +148,107 @@ fn a_check_reproduces_alone_with_its_hypercalls_and_faults() {
     let t = out.transcript();
     assert_eq!(out.status, 1, "{t}");
     assert_eq!(out.report.results.len(), 1, "{t}");
-    assert_eq!(out.result("guard: stray-read").unwrap().kind, Kind::Fail, "{t}");
+    assert_eq!(
+        out.result("guard: stray-read").unwrap().kind,
+        Kind::Fail,
+        "{t}"
+    );
     // Every hypercall of the run is traced: discovery, ENROLL, the console's MAP.
-    for call in ["VENDOR_HYP_CALL_UID", "KVM_FEATURES", "HYP_MEMINFO", "MMIO_GUARD_ENROLL", "MMIO_GUARD_MAP(0xc6000007) x1=0x9000000"] {
-        assert!(out.report.lines.iter().any(|l| l.starts_with("trace: hvc ") && l.contains(call)), "{call}\n{t}");
+    for call in [
+        "VENDOR_HYP_CALL_UID",
+        "KVM_FEATURES",
+        "HYP_MEMINFO",
+        "MMIO_GUARD_ENROLL",
+        "MMIO_GUARD_MAP(0xc6000007) x1=0x9000000",
+    ] {
+        assert!(
+            out.report
+                .lines
+                .iter()
+                .any(|l| l.starts_with("trace: hvc ") && l.contains(call)),
+            "{call}\n{t}"
+        );
     }
-    assert!(out.elapsed < std::time::Duration::from_secs(1), "took {:?}", out.elapsed);
+    assert!(
+        out.elapsed < std::time::Duration::from_secs(1),
+        "took {:?}",
+        out.elapsed
+    );
 }
 
 /// Each mutant, the checks that must catch it, and words their FAIL lines must contain.
 const MUTANTS: &[(&str, &str, &[&str], &str)] = &[
-    ("guard-off", "4k", &["guard: stray-read", "guard: stray-write", "guard: after-unmap"], "was forwarded"),
-    ("silent-drop", "4k", &["guard: stray-read", "guard: stray-write"], "no abort"),
-    ("wrong-dfsc", "4k", &["guard: stray-read", "guard: stray-write"], "not 0x10"),
-    ("bad-far", "4k", &["guard: stray-read", "guard: stray-write"], "is not the faulting address"),
-    ("map-noop", "4k", &["guard: registered-read", "guard: registered-write"], "aborted"),
-    ("map-neighbour", "4k", &["guard: neighbour"], "the next granule"),
+    (
+        "guard-off",
+        "4k",
+        &[
+            "guard: stray-read",
+            "guard: stray-write",
+            "guard: after-unmap",
+        ],
+        "was forwarded",
+    ),
+    (
+        "silent-drop",
+        "4k",
+        &["guard: stray-read", "guard: stray-write"],
+        "no abort",
+    ),
+    (
+        "wrong-dfsc",
+        "4k",
+        &["guard: stray-read", "guard: stray-write"],
+        "not 0x10",
+    ),
+    (
+        "bad-far",
+        "4k",
+        &["guard: stray-read", "guard: stray-write"],
+        "is not the faulting address",
+    ),
+    (
+        "map-noop",
+        "4k",
+        &["guard: registered-read", "guard: registered-write"],
+        "aborted",
+    ),
+    (
+        "map-neighbour",
+        "4k",
+        &["guard: neighbour"],
+        "the next granule",
+    ),
     ("map-accepts-ram", "4k", &["guard: map-ram"], "RAM page"),
-    ("map-accepts-misaligned", "4k", &["guard: map-misaligned"], "answered SUCCESS (expected -3"),
-    ("unmap-noop", "4k", &["guard: after-unmap", "guard: map-twice"], "after"),
-    ("unmap-inverted", "4k", &["guard: unmap-return"], "answered NOT_SUPPORTED (expected 0)"),
-    ("granule-mismatch", "16k", &["guard: granule-16k"], "did not cover"),
-    ("no-syndrome-forward", "4k", &["guard: no-syndrome"], "(no valid syndrome)"),
+    (
+        "map-accepts-misaligned",
+        "4k",
+        &["guard: map-misaligned"],
+        "answered SUCCESS (expected -3",
+    ),
+    (
+        "unmap-noop",
+        "4k",
+        &["guard: after-unmap", "guard: map-twice"],
+        "after",
+    ),
+    (
+        "unmap-inverted",
+        "4k",
+        &["guard: unmap-return"],
+        "answered NOT_SUPPORTED (expected 0)",
+    ),
+    (
+        "granule-mismatch",
+        "16k",
+        &["guard: granule-16k"],
+        "did not cover",
+    ),
+    (
+        "no-syndrome-forward",
+        "4k",
+        &["guard: no-syndrome"],
+        "(no valid syndrome)",
+    ),
 ];
 
 #[test]
@@ -124,11 +259,22 @@ fn every_mutant_is_caught_by_a_fail_that_names_it() {
         assert_ne!(out.status, 0, "{mutant}: status 0\n{t}");
         assert!(!out.timed_out, "{mutant}: timed out\n{t}");
         for check in *checks {
-            let r = out.result(check).unwrap_or_else(|| panic!("{mutant}: no {check}\n{t}"));
+            let r = out
+                .result(check)
+                .unwrap_or_else(|| panic!("{mutant}: no {check}\n{t}"));
             assert_eq!(r.kind, Kind::Fail, "{mutant}: {check}\n{t}");
         }
-        let first = out.result(checks[0]).unwrap().detail.clone().unwrap_or_default();
-        assert!(first.contains(words), "{mutant}: '{}' should say '{words}': {first}", checks[0]);
+        let first = out
+            .result(checks[0])
+            .unwrap()
+            .detail
+            .clone()
+            .unwrap_or_default();
+        assert!(
+            first.contains(words),
+            "{mutant}: '{}' should say '{words}': {first}",
+            checks[0]
+        );
         eprintln!("{mutant}: {}", fails(&out).join(", "));
     }
 }

@@ -3,6 +3,7 @@
 use super::{Ctx, Outcome};
 use crate::esr::ec;
 use crate::kernel::cpu::{self, Translation};
+use crate::kernel::ioremap as layer;
 use crate::kernel::mmu::{self, ATTR_DEVICE, ATTR_NORMAL, PAGE_SIZE};
 use crate::kernel::probe::{self, Width};
 use alloc::boxed::Box;
@@ -236,9 +237,10 @@ pub fn ioremap(ctx: &Ctx) -> Outcome {
         return Outcome::Skip(String::from("no virtio-mmio node in the device tree"));
     }
     let before = mmu::device_pages();
+    let calls_before = layer::counters();
     let mut maps = Vec::new();
     for w in windows {
-        match crate::kernel::ioremap::ioremap(w.base, w.size) {
+        match layer::ioremap(w.base, w.size) {
             Ok(m) => maps.push(m),
             Err(e) => return Outcome::Fail(format!("ioremap({}): {e}", w)),
         }
@@ -277,7 +279,42 @@ pub fn ioremap(ctx: &Ctx) -> Outcome {
     for (addr, id) in &attached {
         ctx.info(format_args!("virtio-mmio {addr:#x}: device ID {id}"));
     }
+    // The guard's share: one MAP per distinct granule, one UNMAP per granule's last release.
+    let granule = layer::guard_granule();
+    let mut granules: Vec<u64> = windows
+        .iter()
+        .filter_map(|w| granule.map(|g| w.base & !(g - 1)))
+        .collect();
+    granules.sort_unstable();
+    granules.dedup();
+    let new_maps = layer::counters().maps - calls_before.maps;
     drop(maps);
+    let unmaps = layer::counters().unmaps - calls_before.unmaps;
+    let guard_calls = match granule {
+        None => String::from("no guard"),
+        Some(g) => {
+            let want_unmaps = if ctx.hv.profile.has_unmap() {
+                granules.len() as u64
+            } else {
+                0
+            };
+            if new_maps != granules.len() as u64 || unmaps != want_unmaps {
+                return Outcome::Fail(format!(
+                    "{} distinct {g:#x} granules took {new_maps} MAPs and {unmaps} UNMAPs (expected {} and {want_unmaps})",
+                    granules.len(),
+                    granules.len()
+                ));
+            }
+            ctx.info(format_args!(
+                "guard calls: {} distinct granules, {new_maps} MAPs, {unmaps} UNMAPs",
+                granules.len()
+            ));
+            format!(
+                "{new_maps} MAPs for {} granules, {unmaps} UNMAPs",
+                granules.len()
+            )
+        }
+    };
     let after = mmu::device_pages();
     if after != before {
         return Outcome::Fail(format!(
@@ -293,7 +330,7 @@ pub fn ioremap(ctx: &Ctx) -> Outcome {
         ));
     }
     Outcome::Pass(format!(
-        "{} windows in {} pages: magic ok, {} with a device attached; all unmapped again",
+        "{} windows in {} pages: magic ok, {} with a device attached; all unmapped again; {guard_calls}",
         windows.len(),
         pages.len(),
         attached.len()
