@@ -58,7 +58,7 @@ fn device_tree_blob(dtb: u64) -> Result<&'static [u8], String> {
             "no device tree: x0 = 0 (boot ioguard as a Linux Image, not as an ELF)",
         ));
     }
-    if dtb % 8 != 0 {
+    if !dtb.is_multiple_of(8) {
         return Err(format!(
             "device tree address x0={dtb:#x} is not 8-byte aligned"
         ));

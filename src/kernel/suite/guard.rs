@@ -162,7 +162,7 @@ pub fn enroll(ctx: &Ctx) -> Outcome {
             "profile {profile} has no MMIO_GUARD_ENROLL (already enrolled)"
         ));
     }
-    let first = ctx.hv.enroll.clone().unwrap_or(Ok(Ret::Other(-99)));
+    let first = ctx.hv.enroll.unwrap_or(Ok(Ret::Other(-99)));
     let second = smccc::status(abi::MMIO_GUARD_ENROLL, [0; 3], false);
     if first != Ok(Ret::Success) || second != Ok(Ret::Success) {
         return Outcome::Fail(format!(
@@ -349,7 +349,6 @@ pub fn registered_write(ctx: &Ctx) -> Outcome {
         // register) through its registered mapping.
         let r = unsafe {
             probe::write(m.addr() + rw, Width::W32, v)
-                .map_err(|f| f)
                 .and_then(|()| probe::read(m.addr() + rw, Width::W32).map_err(|l| l.fault))
         };
         match r {
