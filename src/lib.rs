@@ -17,6 +17,7 @@ pub mod granules;
 pub mod hyp;
 pub mod platform;
 pub mod report;
+pub mod smp;
 pub mod targets;
 
 #[cfg(target_os = "none")]

@@ -67,6 +67,15 @@ pub enum UartKind {
     Ns16550 { reg_shift: u32, io_width: u32 },
 }
 
+impl UartKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Pl011 => "pl011",
+            Self::Ns16550 { .. } => "ns16550a",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Console {
     /// The node the console came from.
@@ -482,12 +491,12 @@ pub fn from_fdt(fdt: &Fdt<'_>) -> Result<Platform, PlatformError> {
         uarts: Vec::new(),
     };
     walk(root, "/", &identity, 0, &mut w)?;
-    w.memory.sort_by_key(|r| r.base);
+    w.memory.sort_unstable_by_key(|r| r.base);
     if w.memory.is_empty() {
         return Err(PlatformError::NoMemory);
     }
     // Virtio-mmio transports are probed in address order, so a run's INFO lines are stable.
-    w.virtio_mmio.sort_by_key(|r| r.base);
+    w.virtio_mmio.sort_unstable_by_key(|r| r.base);
 
     let (console, console_source) = match stdout_node(fdt)? {
         Some(path) => (console_at(fdt, &path, &identity)?, "stdout-path"),

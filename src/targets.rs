@@ -30,6 +30,14 @@ impl Target {
     pub fn id_addr(&self) -> u64 {
         self.base + self.id_offset
     }
+    /// The expected ID, for messages.
+    pub fn expected(&self) -> alloc::string::String {
+        match self.id_value {
+            Some(v) => alloc::format!("{v:#x}"),
+            None => alloc::string::String::from("any answer"),
+        }
+    }
+
     /// Whether `v` is what the device answers at its ID register.
     pub fn answers(&self, v: u32) -> bool {
         self.id_value.is_none_or(|id| id == v)
@@ -91,7 +99,7 @@ pub fn targets(p: &Platform) -> Vec<Target> {
             }
         }
     }
-    out.sort_by_key(|t| t.base);
+    out.sort_unstable_by_key(|t| t.base);
     out
 }
 

@@ -34,6 +34,7 @@ pub const DEFAULT_CHECKS: &[&str] = &[
     "guard: neighbour",
     "guard: after-unmap",
     "guard: refcount",
+    "guard: other-cpu",
     "guard: map-twice",
     "guard: unmap-return",
     "guard: granule-16k",

@@ -8,7 +8,8 @@ use ioguard_runner::{Kind, Outcome};
 
 fn model(spec: &str, append: &str) -> Outcome {
     let hyp = format!("model:{spec}");
-    let mut args = vec!["--hyp", hyp.as_str()];
+    // Two CPUs, so that guard: other-cpu runs.
+    let mut args = vec!["--smp", "2", "--hyp", hyp.as_str()];
     if !append.is_empty() {
         args.extend(["--append", append]);
     }
@@ -249,6 +250,7 @@ const MUTANTS: &[(&str, &str, &[&str], &str)] = &[
         &["guard: no-syndrome"],
         "(no valid syndrome)",
     ),
+    ("per-cpu-guard", "4k", &["guard: other-cpu"], "per CPU"),
 ];
 
 #[test]

@@ -9,6 +9,7 @@ pub const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
 /// PSCI (owner 4).
 pub const PSCI_VERSION: u32 = 0x8400_0000;
 pub const PSCI_FEATURES: u32 = 0x8400_000a;
+pub const PSCI_CPU_OFF: u32 = 0x8400_0002;
 pub const PSCI_CPU_ON_64: u32 = 0xc400_0003;
 pub const PSCI_AFFINITY_INFO_64: u32 = 0xc400_0004;
 
@@ -60,6 +61,7 @@ pub fn name(fid: u32) -> &'static str {
         SMCCC_ARCH_FEATURES => "SMCCC_ARCH_FEATURES",
         PSCI_VERSION => "PSCI_VERSION",
         PSCI_FEATURES => "PSCI_FEATURES",
+        PSCI_CPU_OFF => "PSCI_CPU_OFF",
         PSCI_CPU_ON_64 => "PSCI_CPU_ON",
         PSCI_AFFINITY_INFO_64 => "PSCI_AFFINITY_INFO",
         0x8400_0008 => "PSCI_SYSTEM_OFF",

@@ -40,6 +40,15 @@ pub enum Translation {
     },
 }
 
+impl core::fmt::Display for Translation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Fault => write!(f, "not mapped"),
+            Self::Mapped { pa, attr } => write!(f, "mapped to {pa:#x} with attribute {attr:#04x}"),
+        }
+    }
+}
+
 pub fn translate(va: u64) -> Translation {
     let par = translate_read(va);
     if par & 1 != 0 {

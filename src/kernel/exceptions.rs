@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use super::cpu;
 
-pub const MAX_CPUS: usize = 8;
+pub const MAX_CPUS: usize = crate::smp::MAX_CPUS;
 
 extern "C" {
     /// probes.S: resumes the guarded call whose JmpBuf is `buf`, returning 1 from it.
@@ -51,7 +51,18 @@ pub struct CpuState {
     check_len: AtomicUsize,
     /// Unexpected exceptions taken on this CPU.
     unexpected: AtomicUsize,
+    /// The last unexpected exception (vector index, ESR, FAR, ELR), kept for a secondary
+    /// CPU to hand to the boot CPU, which prints it; `last_valid` says it is unread.
+    last_valid: AtomicBool,
+    last: [AtomicU64; 4],
+    /// Expected faults a secondary took while tracing (ESR, FAR, ELR each), for the boot
+    /// CPU to print after the job; `deferred_len` counts them all, kept or not.
+    deferred: [[AtomicU64; 3]; DEFERRED],
+    deferred_len: AtomicUsize,
 }
+
+/// Expected faults a secondary keeps for the trace per job (a job makes a few).
+const DEFERRED: usize = 8;
 
 impl CpuState {
     const fn new() -> Self {
@@ -65,6 +76,10 @@ impl CpuState {
             check_ptr: AtomicUsize::new(0),
             check_len: AtomicUsize::new(0),
             unexpected: AtomicUsize::new(0),
+            last_valid: AtomicBool::new(false),
+            last: [const { AtomicU64::new(0) }; 4],
+            deferred: [const { [const { AtomicU64::new(0) }; 3] }; DEFERRED],
+            deferred_len: AtomicUsize::new(0),
         }
     }
 }
@@ -127,6 +142,81 @@ pub fn unexpected_count() -> usize {
     this_cpu().unexpected.load(Ordering::Relaxed)
 }
 
+/// An unexpected exception taken on a secondary CPU, for the boot CPU to report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unexpected {
+    pub vector: u64,
+    pub fault: Fault,
+}
+
+impl core::fmt::Display for Unexpected {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let (kind, from) = vector_name(self.vector);
+        write!(
+            f,
+            "vector {} ({kind} from {from}): EC {:#04x} ({}) {}",
+            self.vector,
+            self.fault.esr.ec(),
+            self.fault.esr.ec_name(),
+            self.fault
+        )
+    }
+}
+
+/// Takes the unexpected exception this CPU recorded since the last call, if any.
+pub fn take_unexpected() -> Option<Unexpected> {
+    let c = this_cpu();
+    if !c.last_valid.swap(false, Ordering::Acquire) {
+        return None;
+    }
+    let [vector, esr, far, elr] = [0, 1, 2, 3].map(|i| c.last[i].load(Ordering::Relaxed));
+    Some(Unexpected {
+        vector,
+        fault: Fault {
+            esr: Esr(esr),
+            far,
+            elr,
+        },
+    })
+}
+
+/// The trace of expected faults CPU slot `cpu` took since the last call (none unless
+/// `trace` is on), and how many did not fit. For the boot CPU, once that CPU's job is
+/// over: the job's end was published with Release after the faults were recorded.
+pub fn take_deferred_trace(cpu: usize) -> (alloc::vec::Vec<Fault>, usize) {
+    let Some(c) = CPUS.get(cpu) else {
+        return (alloc::vec::Vec::new(), 0);
+    };
+    let n = c.deferred_len.swap(0, Ordering::Acquire);
+    let kept = c.deferred[..n.min(DEFERRED)]
+        .iter()
+        .map(|[esr, far, elr]| Fault {
+            esr: Esr(esr.load(Ordering::Relaxed)),
+            far: far.load(Ordering::Relaxed),
+            elr: elr.load(Ordering::Relaxed),
+        })
+        .collect();
+    (kept, n.saturating_sub(DEFERRED))
+}
+
+fn defer_trace(c: &CpuState, f: Fault) {
+    let i = c.deferred_len.load(Ordering::Relaxed);
+    if let Some([esr, far, elr]) = c.deferred.get(i) {
+        esr.store(f.esr.0, Ordering::Relaxed);
+        far.store(f.far, Ordering::Relaxed);
+        elr.store(f.elr, Ordering::Relaxed);
+    }
+    c.deferred_len.store(i + 1, Ordering::Release);
+}
+
+/// Only the boot CPU prints. A secondary runs checks against a hypervisor that may be
+/// buggy exactly in what it allows other CPUs (the `guard: other-cpu` check): there the
+/// console's page, registered by CPU 0, may abort, which would mark the console broken
+/// for the rest of the run. Secondaries hand what they saw to CPU 0 instead.
+fn may_print() -> bool {
+    cpu::index() == 0
+}
+
 fn is_probe_site(elr: u64) -> bool {
     let start = crate::sym_addr!(ioguard_probe_sites) as *const u64;
     let end = crate::sym_addr!(ioguard_probe_sites_end) as *const u64;
@@ -156,7 +246,9 @@ extern "C" fn ioguard_exception(frame: &mut Frame, vector: u64) {
     let synchronous = vector & 3 == 0;
 
     if synchronous && c.probe_armed.load(Ordering::Acquire) && is_probe_site(elr) {
-        if TRACE.load(Ordering::Relaxed) {
+        if TRACE.load(Ordering::Relaxed) && !may_print() {
+            defer_trace(c, Fault { esr, far, elr });
+        } else if TRACE.load(Ordering::Relaxed) {
             // Before recording: the console reaches its UART through probes too, which
             // re-arm and disarm this CPU's probe state.
             super::console::write_fmt_emergency(format_args!(
@@ -174,24 +266,35 @@ extern "C" fn ioguard_exception(frame: &mut Frame, vector: u64) {
     }
 
     c.unexpected.fetch_add(1, Ordering::Relaxed);
-    let (kind, from) = vector_name(vector);
-    let check = current_check(c);
-    super::console::write_fmt_emergency(format_args!(
-        "UNEXPECTED EXCEPTION: vector {vector} ({kind} from {from}): EC {:#04x} ({}) {esr} FAR={far:#x} ELR={elr:#x} SPSR={:#x} in check '{check}'\n",
-        esr.ec(),
-        esr.ec_name(),
-        frame.spsr,
-    ));
-    super::suite::note_unexpected(Fault { esr, far, elr });
+    if may_print() {
+        let (kind, from) = vector_name(vector);
+        let check = current_check(c);
+        super::console::write_fmt_emergency(format_args!(
+            "UNEXPECTED EXCEPTION: vector {vector} ({kind} from {from}): EC {:#04x} ({}) {esr} FAR={far:#x} ELR={elr:#x} SPSR={:#x} in check '{check}'\n",
+            esr.ec(),
+            esr.ec_name(),
+            frame.spsr,
+        ));
+        super::suite::note_unexpected(Fault { esr, far, elr });
+    } else {
+        for (slot, v) in c.last.iter().zip([vector, esr.0, far, elr]) {
+            slot.store(v, Ordering::Relaxed);
+        }
+        c.last_valid.store(true, Ordering::Release);
+    }
 
     let jb = c.jmpbuf.load(Ordering::Acquire);
     if jb != 0 {
-        // Abandon the check: return into ioguard_recover with x0 = its JmpBuf, at EL1h
-        // with everything masked.
+        // Abandon the check (or a secondary's job): return into ioguard_recover with
+        // x0 = its JmpBuf, at EL1h with everything masked.
         frame.x[0] = jb;
         frame.elr = ioguard_recover as *const () as u64;
         frame.spsr = 0x3c5;
         return;
+    }
+    if !may_print() {
+        // A secondary outside its job: nothing to resume; tell the boot CPU and power off.
+        super::smp::secondary_failed();
     }
     super::suite::abort_run("unexpected exception outside any check");
 }

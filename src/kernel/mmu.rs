@@ -11,6 +11,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::arch::asm;
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 
 pub const PAGE_SIZE: u64 = 4096;
@@ -44,6 +45,32 @@ struct State {
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
+
+/// The boot CPU's MAIR_EL1, TCR_EL1, TTBR0_EL1 and SCTLR_EL1 once `enable` has turned its
+/// MMU on (all 0 before), so that secondary.S turns every other CPU's MMU on with the same
+/// tables and attributes. secondary.S loads them with its MMU and caches off, so `enable`
+/// cleans this line to the point of coherency; the alignment keeps it alone on its line.
+#[repr(C, align(64))]
+pub struct MmuConfig([AtomicU64; 4]);
+
+#[export_name = "ioguard_mmu_config"]
+static MMU_CONFIG: MmuConfig = MmuConfig([const { AtomicU64::new(0) }; 4]);
+
+/// Whether secondary CPUs can turn their MMU on (the boot CPU's set-up is recorded).
+pub fn config_recorded() -> bool {
+    MMU_CONFIG.0[3].load(Ordering::Acquire) != 0
+}
+
+fn record_config(mair: u64, tcr: u64) {
+    let ttbr0: u64;
+    // SAFETY: reading TTBR0_EL1 has no side effects.
+    unsafe { asm!("mrs {}, ttbr0_el1", out(reg) ttbr0, options(nomem, nostack, preserves_flags)) };
+    for (slot, v) in MMU_CONFIG.0.iter().zip([mair, tcr, ttbr0, sctlr()]) {
+        slot.store(v, Ordering::Release);
+    }
+    let start = MMU_CONFIG.0.as_ptr() as u64;
+    crate::kernel::cpu::dcache_clean_inval_poc(start, start + 32);
+}
 
 #[derive(Debug)]
 pub enum MmuError {
@@ -162,6 +189,7 @@ pub fn enable() -> Result<(), MmuError> {
             options(nostack),
         );
     }
+    record_config(mair, tcr);
     Ok(())
 }
 

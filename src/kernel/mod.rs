@@ -12,4 +12,5 @@ pub mod mmu;
 pub mod power;
 pub mod probe;
 pub mod smccc;
+pub mod smp;
 pub mod suite;

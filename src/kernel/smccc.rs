@@ -47,6 +47,16 @@ pub type Answer = Result<[u64; 4], Fault>;
 /// Calls `fid` with x1..x3 = `args` through the conduit; returns x0..x3, or the fault the
 /// call raised (an abort injected at the HVC, or UNDEF where there is no such conduit).
 pub fn call(fid: u32, args: [u64; 3]) -> Answer {
+    let result = call_untraced(fid, args);
+    if TRACE.load(Ordering::Relaxed) {
+        trace_call(fid, args, &result);
+    }
+    result
+}
+
+/// `call` without its trace line: for secondary CPUs, which never print (see
+/// exceptions::may_print), and for polling loops, which trace their outcome once.
+pub fn call_untraced(fid: u32, args: [u64; 3]) -> Answer {
     let conduit = power::conduit().unwrap_or(Conduit::Hvc);
     let mut regs = [u64::from(fid), args[0], args[1], args[2]];
     arm_probe();
@@ -59,27 +69,29 @@ pub fn call(fid: u32, args: [u64; 3]) -> Answer {
             Conduit::Smc => ioguard_smc_call(&mut regs),
         }
     }
-    let result = match disarm_probe() {
+    match disarm_probe() {
         None => Ok(regs),
         Some(f) => Err(f),
-    };
-    if TRACE.load(Ordering::Relaxed) {
-        let head = format!(
-            "trace: {conduit} {}({fid:#x}) x1={:#x} x2={:#x} x3={:#x}",
-            abi::name(fid),
-            args[0],
-            args[1],
-            args[2]
-        );
-        trace(match &result {
-            Ok(r) => format!(
-                "{head} -> x0={:#x} x1={:#x} x2={:#x} x3={:#x}",
-                r[0], r[1], r[2], r[3]
-            ),
-            Err(f) => format!("{head} -> abort {f}"),
-        });
     }
-    result
+}
+
+/// The trace line of one call.
+pub fn trace_call(fid: u32, args: [u64; 3], result: &Answer) {
+    let conduit = power::conduit().unwrap_or(Conduit::Hvc);
+    let head = format!(
+        "trace: {conduit} {}({fid:#x}) x1={:#x} x2={:#x} x3={:#x}",
+        abi::name(fid),
+        args[0],
+        args[1],
+        args[2]
+    );
+    trace(match result {
+        Ok(r) => format!(
+            "{head} -> x0={:#x} x1={:#x} x2={:#x} x3={:#x}",
+            r[0], r[1], r[2], r[3]
+        ),
+        Err(f) => format!("{head} -> abort {f}"),
+    });
 }
 
 /// `call` for functions that answer a status in x0.

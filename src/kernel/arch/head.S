@@ -24,33 +24,9 @@ ioguard_primary:
     mov     x19, x0                 // the device tree, per the boot protocol
     adr     x20, _start             // load address == load offset (linked at 0)
 
-    // Linux may be entered at EL2 (QEMU virtualization=on without a hypervisor): do
-    // what a kernel without a hypervisor does and continue at EL1 with nothing trapped.
     mrs     x1, CurrentEL
     lsr     x23, x1, #2             // the EL we were entered at, for the report
-    cmp     x1, #(2 << 2)
-    b.ne    1f
-    mov     x1, #(1 << 31)          // HCR_EL2.RW: EL1 is AArch64; no other trap or routing
-    msr     hcr_el2, x1
-    mov     x1, #3                  // CNTHCTL_EL2: EL1 may use the physical timer/counter
-    msr     cnthctl_el2, x1
-    msr     cntvoff_el2, xzr
-    mov     x1, #0x33ff             // CPTR_EL2: RES1 bits only, FP/SIMD not trapped
-    msr     cptr_el2, x1
-    msr     vttbr_el2, xzr
-    mrs     x1, midr_el1
-    msr     vpidr_el2, x1
-    mrs     x1, mpidr_el1
-    msr     vmpidr_el2, x1
-    movz    x1, #0x30d0, lsl #16    // SCTLR_EL1 RES1 bits, MMU and caches off
-    movk    x1, #0x0800
-    msr     sctlr_el1, x1
-    mov     x1, #0x3c5              // EL1h, D, A, I, F masked
-    msr     spsr_el2, x1
-    adr     x1, 1f
-    msr     elr_el2, x1
-    eret
-1:
+    bl      ioguard_leave_el2
     // FP/SIMD on before any compiled code: Rust uses the q registers for copies.
     mov     x1, #(3 << 20)
     msr     cpacr_el1, x1
@@ -103,3 +79,33 @@ ioguard_primary:
     bl      ioguard_main
 7:  wfe
     b       7b
+
+// Linux may be entered at EL2 (QEMU virtualization=on without a hypervisor): do what a
+// kernel without a hypervisor does and continue at EL1 with nothing trapped. Called with
+// `bl` by the primary and the secondary entries, before either has a stack; returns at
+// EL1 to x30. Clobbers x1 only.
+.global ioguard_leave_el2
+ioguard_leave_el2:
+    mrs     x1, CurrentEL
+    cmp     x1, #(2 << 2)
+    b.ne    1f
+    mov     x1, #(1 << 31)          // HCR_EL2.RW: EL1 is AArch64; no other trap or routing
+    msr     hcr_el2, x1
+    mov     x1, #3                  // CNTHCTL_EL2: EL1 may use the physical timer/counter
+    msr     cnthctl_el2, x1
+    msr     cntvoff_el2, xzr
+    mov     x1, #0x33ff             // CPTR_EL2: RES1 bits only, FP/SIMD not trapped
+    msr     cptr_el2, x1
+    msr     vttbr_el2, xzr
+    mrs     x1, midr_el1
+    msr     vpidr_el2, x1
+    mrs     x1, mpidr_el1
+    msr     vmpidr_el2, x1
+    movz    x1, #0x30d0, lsl #16    // SCTLR_EL1 RES1 bits, MMU and caches off
+    movk    x1, #0x0800
+    msr     sctlr_el1, x1
+    mov     x1, #0x3c5              // EL1h, D, A, I, F masked
+    msr     spsr_el2, x1
+    msr     elr_el2, x30
+    eret
+1:  ret

@@ -5,6 +5,11 @@
 core::arch::global_asm!(include_str!("head.S"));
 core::arch::global_asm!(include_str!("vectors.S"));
 core::arch::global_asm!(include_str!("probes.S"));
+core::arch::global_asm!(
+    include_str!("secondary.S"),
+    STACK_SIZE = const crate::smp::STACK_SIZE,
+    MAX_CPUS = const crate::smp::MAX_CPUS,
+);
 
 /// Symbols defined by linker.ld and the assembly.
 pub mod symbols {
@@ -17,6 +22,7 @@ pub mod symbols {
         pub static __heap_start: u8;
         pub static __heap_end: u8;
         pub static ioguard_vectors: u8;
+        pub static ioguard_secondary_entry: u8;
         pub static ioguard_probe_sites: u64;
         pub static ioguard_probe_sites_end: u64;
     }

@@ -33,13 +33,13 @@ pub fn device_tree(ctx: &Ctx) -> Outcome {
         p.model
     ));
     Outcome::Pass(format!(
-        "tree at {:#x} ({} bytes); memory {} MiB in {} range(s); console {} ({:?}, from {}); psci {}; {} cpu(s)",
+        "tree at {:#x} ({} bytes); memory {} MiB in {} range(s); console {} ({}, from {}); psci {}; {} cpu(s)",
         b.dtb,
         b.dtb_size,
         mem >> 20,
         p.memory.len(),
         p.console.path,
-        p.console.kind,
+        p.console.kind.name(),
         p.console_source,
         p.psci,
         p.cpus.len()
@@ -97,7 +97,7 @@ pub fn relocated(ctx: &Ctx) -> Outcome {
 fn expect_ram(what: &str, va: u64, bad: &mut Vec<String>) {
     match cpu::translate(va) {
         Translation::Mapped { pa, attr } if pa == va && attr == ATTR_NORMAL => {}
-        t => bad.push(format!("{what} {va:#x}: {t:?}")),
+        t => bad.push(format!("{what} {va:#x}: {t}")),
     }
 }
 
@@ -138,7 +138,7 @@ pub fn mmu(ctx: &Ctx) -> Outcome {
                     }
                 }
                 Translation::Fault if page != console_page => unmapped += 1,
-                t => bad.push(format!("{} page {page:#x}: {t:?}", d.path)),
+                t => bad.push(format!("{} page {page:#x}: {t}", d.path)),
             }
         }
     }

@@ -16,7 +16,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 /// The guard's profile and granule, or the SKIP/FAIL that replaces the check.
-fn guard(ctx: &Ctx) -> Result<(Profile, u64), Outcome> {
+pub(super) fn guard(ctx: &Ctx) -> Result<(Profile, u64), Outcome> {
     let hv = ctx.hv;
     if !hv.profile.has_guard() {
         return Err(Outcome::Skip(format!(
@@ -33,7 +33,7 @@ fn guard(ctx: &Ctx) -> Result<(Profile, u64), Outcome> {
 
 /// A probe target no check has registered (so the hypervisor must refuse it), avoiding
 /// the granules in `avoid`.
-fn fresh(ctx: &Ctx, g: u64, avoid: &[u64]) -> Result<Target, Outcome> {
+pub(super) fn fresh(ctx: &Ctx, g: u64, avoid: &[u64]) -> Result<Target, Outcome> {
     let ts: Vec<Target> = targets::targets(ctx.platform)
         .into_iter()
         .filter(|t| !tainted(t.base))
@@ -103,7 +103,7 @@ fn not_refused(t: &Target, addr: u64, width: Width, r: &Result<u64, LoadFault>) 
 }
 
 /// A stray read of `t`'s ID register must be refused; Err explains how it was not.
-fn expect_refused(t: &Target) -> Result<Fault, String> {
+pub(super) fn expect_refused(t: &Target) -> Result<Fault, String> {
     let r = stray_read(t, Width::W32, t.id_offset).map_err(|o| match o {
         Outcome::Fail(s) | Outcome::Skip(s) | Outcome::Pass(s) | Outcome::KFail(s) => s,
     })?;
@@ -115,16 +115,16 @@ fn expect_refused(t: &Target) -> Result<Fault, String> {
 }
 
 /// A read of `t`'s ID register must be forwarded (the page is registered).
-fn expect_forwarded(t: &Target) -> Result<(), String> {
+pub(super) fn expect_forwarded(t: &Target) -> Result<(), String> {
     let _window = ioremap::map_unregistered(t.page(), targets::PAGE).map_err(|e| format!("{e}"))?;
     // SAFETY: as in stray_read; the page is registered, so the read should reach the device.
     match unsafe { probe::read(t.id_addr(), Width::W32) } {
         Ok(v) if t.answers(v as u32) => Ok(()),
         Ok(v) => Err(format!(
-            "registered {} page {:#x} read {v:#x}, not its ID {:?}",
+            "registered {} page {:#x} read {v:#x}, not its ID {}",
             t.device,
             t.page(),
-            t.id_value
+            t.expected()
         )),
         Err(l) => Err(format!(
             "registered {} page {:#x} aborted: {}",
@@ -320,8 +320,9 @@ pub fn registered_read(ctx: &Ctx) -> Outcome {
             Outcome::Pass(format!("{} ID {v:#x} at {:#x}", t.device, t.id_addr()))
         }
         Ok(v) => Outcome::Fail(format!(
-            "{} ID read {v:#x}, expected {:?}",
-            t.device, t.id_value
+            "{} ID read {v:#x}, expected {}",
+            t.device,
+            t.expected()
         )),
         Err(l) => Outcome::Fail(format!("registered {} page aborted: {}", t.device, l.fault)),
     }
@@ -825,8 +826,9 @@ pub fn stray_forwarded(ctx: &Ctx) -> Outcome {
             hv.profile, t.device
         )),
         Ok(Ok(v)) => Outcome::Fail(format!(
-            "{} ID read {v:#x}, expected {:?}",
-            t.device, t.id_value
+            "{} ID read {v:#x}, expected {}",
+            t.device,
+            t.expected()
         )),
         Ok(Err(l)) => Outcome::Fail(format!(
             "profile {}: unregistered {} page aborted: {}",

@@ -6,6 +6,7 @@ mod guard;
 mod memshare;
 mod selftest;
 mod smccc;
+mod smp;
 
 use crate::cmdline::Options;
 use crate::kernel::hypervisor::Hypervisor;
@@ -199,6 +200,11 @@ pub const CHECKS: &[Check] = &[
         name: "guard: refcount",
         default: true,
         run: guard::refcount,
+    },
+    Check {
+        name: "guard: other-cpu",
+        default: true,
+        run: smp::other_cpu_check,
     },
     Check {
         name: "guard: map-twice",
