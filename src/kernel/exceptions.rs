@@ -298,3 +298,42 @@ extern "C" fn ioguard_exception(frame: &mut Frame, vector: u64) {
     }
     super::suite::abort_run("unexpected exception outside any check");
 }
+
+extern "C" {
+    /// probes.S: calls f(arg) with the callee-saved state saved in `buf`; returns 0, or 1
+    /// when the call was abandoned through `ioguard_recover`.
+    fn ioguard_guarded_call(
+        f: extern "C" fn(*mut core::ffi::c_void),
+        arg: *mut core::ffi::c_void,
+        buf: *mut JmpBuf,
+    ) -> u64;
+}
+
+/// Callee-saved state for abandoning a call (layout in probes.S).
+#[repr(C, align(16))]
+struct JmpBuf([u64; 22]);
+
+/// Runs `f` so that an unexpected exception or a panic inside it abandons `f` instead of
+/// the run. Returns false when `f` was abandoned (its destructors do not run: what it
+/// owned leaks). Used for each check, and for each job a secondary CPU runs.
+pub fn run_abandonable<F: FnMut()>(mut f: F) -> bool {
+    extern "C" fn trampoline<F: FnMut()>(arg: *mut core::ffi::c_void) {
+        // SAFETY: `arg` is the `F` that run_abandonable passed, alive for the whole call.
+        let f = unsafe { &mut *(arg as *mut F) };
+        f();
+    }
+    let mut buf = JmpBuf([0; 22]);
+    let outer = jmpbuf();
+    set_jmpbuf(&mut buf as *mut JmpBuf as u64);
+    // SAFETY: the trampoline receives `f`, which outlives the call; `buf` stays on this
+    // frame until the outer JmpBuf is put back, so a recovery always lands in a live frame.
+    let abandoned = unsafe {
+        ioguard_guarded_call(
+            trampoline::<F>,
+            &mut f as *mut F as *mut core::ffi::c_void,
+            &mut buf,
+        )
+    };
+    set_jmpbuf(outer);
+    abandoned == 0
+}

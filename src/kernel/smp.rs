@@ -15,7 +15,6 @@ use crate::smp::{stack_range, ticks, Power, PsciError, MAX_CPUS, STACK_SIZE};
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::arch::asm;
-use core::ffi::c_void;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use spin::Mutex;
@@ -397,25 +396,6 @@ where
     r.ok_or(SmpError::NoResult { mpidr })
 }
 
-extern "C" {
-    fn ioguard_guarded_call(
-        f: extern "C" fn(*mut c_void),
-        arg: *mut c_void,
-        buf: *mut JmpBuf,
-    ) -> u64;
-}
-
-/// Callee-saved state for abandoning a job (layout in probes.S; as suite::JmpBuf).
-#[repr(C, align(16))]
-struct JmpBuf([u64; 22]);
-
-extern "C" fn run_job(arg: *mut c_void) {
-    // SAFETY: `arg` is the Box<Job> that run_on leaked into the mailbox; this CPU claimed
-    // it (POSTED -> RUNNING), which makes it the only owner.
-    let job = unsafe { Box::from_raw(arg as *mut Job) };
-    job();
-}
-
 /// secondary.S's call into Rust, on the slot's own stack with the MMU on.
 #[no_mangle]
 extern "C" fn ioguard_secondary(index: u64) -> ! {
@@ -434,14 +414,17 @@ extern "C" fn ioguard_secondary(index: u64) -> ! {
         // Revoked (the boot CPU gave up waiting) or started by someone else.
         power_off()
     }
-    let job = mb.job.swap(0, Ordering::Relaxed);
-    let mut buf = JmpBuf([0; 22]);
-    exceptions::set_jmpbuf(&mut buf as *mut JmpBuf as u64);
-    // SAFETY: `run_job` receives the job this CPU now owns; `buf` lives on this frame
-    // until set_jmpbuf(0), so a recovery always lands in a live frame.
-    let abandoned = unsafe { ioguard_guarded_call(run_job, job as *mut c_void, &mut buf) };
-    exceptions::set_jmpbuf(0);
-    finish(mb, abandoned != 0)
+    let job = mb.job.swap(0, Ordering::Relaxed) as *mut Job;
+    // SAFETY: `job` is the Box<Job> that run_on leaked into the mailbox; this CPU claimed
+    // it (POSTED -> RUNNING), which makes it the only owner.
+    let job = unsafe { Box::from_raw(job) };
+    let mut job = Some(job);
+    let finished = exceptions::run_abandonable(|| {
+        if let Some(j) = job.take() {
+            j()
+        }
+    });
+    finish(mb, !finished)
 }
 
 fn finish(mb: &Mailbox, abandoned: bool) -> ! {

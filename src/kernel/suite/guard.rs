@@ -137,10 +137,7 @@ pub(super) fn expect_forwarded(t: &Target) -> Result<(), String> {
 
 /// INFO == HYP_MEMINFO granule.
 pub fn info(ctx: &Ctx) -> Outcome {
-    let (profile, g) = match guard(ctx) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
+    let (profile, g) = need!(guard(ctx));
     if !profile.is_android() {
         return Outcome::Skip(format!("profile {profile} has no MMIO_GUARD_INFO"));
     }
@@ -153,10 +150,7 @@ pub fn info(ctx: &Ctx) -> Outcome {
 
 /// ENROLL answers 0, and a second ENROLL is also 0 and drops no registration.
 pub fn enroll(ctx: &Ctx) -> Outcome {
-    let (profile, _) = match guard(ctx) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
+    let (profile, _) = need!(guard(ctx));
     if !profile.has_enroll() {
         return Outcome::Skip(format!(
             "profile {profile} has no MMIO_GUARD_ENROLL (already enrolled)"
@@ -193,10 +187,7 @@ pub fn enroll(ctx: &Ctx) -> Outcome {
 /// Unregistered device page: ESR 0x96000010, FAR = the address, ELR = the access,
 /// destination register unchanged.
 pub fn stray_read_check(ctx: &Ctx) -> Outcome {
-    let (_, g) = match guard(ctx) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
+    let (_, g) = need!(guard(ctx));
     let ts: Vec<Target> = targets::targets(ctx.platform)
         .into_iter()
         .filter(|t| !tainted(t.base))
@@ -222,10 +213,7 @@ pub fn stray_read_check(ctx: &Ctx) -> Outcome {
 
 /// A refused write never arrives: after registering the page the device shows it did not.
 pub fn stray_write(ctx: &Ctx) -> Outcome {
-    let (_, _) = match guard(ctx) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
+    need!(guard(ctx));
     let ts: Vec<Target> = targets::targets(ctx.platform)
         .into_iter()
         .filter(|t| !tainted(t.base))
@@ -303,9 +291,7 @@ pub fn stray_write(ctx: &Ctx) -> Outcome {
 
 /// The device's ID comes back through a registered window.
 pub fn registered_read(ctx: &Ctx) -> Outcome {
-    if let Err(o) = guard(ctx) {
-        return o;
-    }
+    need!(guard(ctx));
     let ts = targets::targets(ctx.platform);
     let Some(t) = targets::pick(&ts, targets::PAGE, &[]) else {
         return Outcome::Skip(String::from("no device with a known ID register"));
@@ -330,9 +316,7 @@ pub fn registered_read(ctx: &Ctx) -> Outcome {
 
 /// A write through a registered window takes effect (read back).
 pub fn registered_write(ctx: &Ctx) -> Outcome {
-    if let Err(o) = guard(ctx) {
-        return o;
-    }
+    need!(guard(ctx));
     let ts = targets::targets(ctx.platform);
     let Some(t) = targets::writable(&ts) else {
         return Outcome::Skip(String::from("no device with a read/write register"));
@@ -370,14 +354,8 @@ pub fn registered_write(ctx: &Ctx) -> Outcome {
 
 /// MAP of a misaligned address: -3, and nothing becomes forwarded.
 pub fn map_misaligned(ctx: &Ctx) -> Outcome {
-    let (profile, g) = match guard(ctx) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
-    let t = match fresh(ctx, g, &[]) {
-        Ok(t) => t,
-        Err(o) => return o,
-    };
+    let (profile, g) = need!(guard(ctx));
+    let t = need!(fresh(ctx, g, &[]));
     let ipa = t.page() + 0x10;
     let r = raw_map(ipa);
     if r != Ok(Ret::InvalidParameter) {
@@ -397,9 +375,7 @@ pub fn map_misaligned(ctx: &Ctx) -> Outcome {
 
 /// MAP of a RAM page: -3, and RAM keeps working.
 pub fn map_ram(ctx: &Ctx) -> Outcome {
-    if let Err(o) = guard(ctx) {
-        return o;
-    }
+    need!(guard(ctx));
     let mut page = alloc::boxed::Box::new([0u64; 512]);
     let ipa = page.as_ptr() as u64 & !0xfff;
     let r = raw_map(ipa);
@@ -441,9 +417,7 @@ fn pa_bits() -> u32 {
 
 /// MAP beyond the IPA size: -3.
 pub fn map_outside_ipa(ctx: &Ctx) -> Outcome {
-    if let Err(o) = guard(ctx) {
-        return o;
-    }
+    need!(guard(ctx));
     let bits = pa_bits();
     let ipa = 1u64 << bits;
     match raw_map(ipa) {
@@ -459,14 +433,8 @@ pub fn map_outside_ipa(ctx: &Ctx) -> Outcome {
 
 /// Two MAPs of one page both answer 0; one UNMAP then removes it (android14).
 pub fn map_twice(ctx: &Ctx) -> Outcome {
-    let (profile, g) = match guard(ctx) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
-    let t = match fresh(ctx, g, &[]) {
-        Ok(t) => t,
-        Err(o) => return o,
-    };
+    let (profile, g) = need!(guard(ctx));
+    let t = need!(fresh(ctx, g, &[]));
     let p = t.page();
     let (a, b) = (raw_map(p), raw_map(p));
     if a != Ok(Ret::Success) || b != Ok(Ret::Success) {
@@ -497,17 +465,11 @@ pub fn map_twice(ctx: &Ctx) -> Outcome {
 
 /// UNMAP of a mapped page answers 0 (android13: -1, a known bug).
 pub fn unmap_return(ctx: &Ctx) -> Outcome {
-    let (profile, g) = match guard(ctx) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
+    let (profile, g) = need!(guard(ctx));
     if !profile.has_unmap() {
         return Outcome::Skip(format!("profile {profile} has no MMIO_GUARD_UNMAP"));
     }
-    let t = match fresh(ctx, g, &[]) {
-        Ok(t) => t,
-        Err(o) => return o,
-    };
+    let t = need!(fresh(ctx, g, &[]));
     let p = t.page();
     let m = raw_map(p);
     if m != Ok(Ret::Success) {
@@ -531,17 +493,11 @@ pub fn unmap_return(ctx: &Ctx) -> Outcome {
 
 /// UNMAP of a page never mapped: -3 (android14); 0 (android16 no-op).
 pub fn unmap_unmapped(ctx: &Ctx) -> Outcome {
-    let (profile, g) = match guard(ctx) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
+    let (profile, g) = need!(guard(ctx));
     if !profile.has_unmap() {
         return Outcome::Skip(format!("profile {profile} has no MMIO_GUARD_UNMAP"));
     }
-    let t = match fresh(ctx, g, &[]) {
-        Ok(t) => t,
-        Err(o) => return o,
-    };
+    let t = need!(fresh(ctx, g, &[]));
     let p = t.page();
     let r = raw_unmap(p);
     let expected = if profile.unmap_is_noop() {
@@ -563,10 +519,7 @@ pub fn unmap_unmapped(ctx: &Ctx) -> Outcome {
 
 /// The granule after a registered one aborts; the last byte of the registered one does not.
 pub fn neighbour(ctx: &Ctx) -> Outcome {
-    let (_, g) = match guard(ctx) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
+    let (_, g) = need!(guard(ctx));
     let ts: Vec<Target> = targets::targets(ctx.platform)
         .into_iter()
         .filter(|t| !tainted(t.base))
@@ -606,20 +559,14 @@ pub fn neighbour(ctx: &Ctx) -> Outcome {
 
 /// android14: aborts after UNMAP; android16: SKIP (UNMAP is a no-op there).
 pub fn after_unmap(ctx: &Ctx) -> Outcome {
-    let (profile, g) = match guard(ctx) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
+    let (profile, g) = need!(guard(ctx));
     if !profile.has_unmap() {
         return Outcome::Skip(format!("profile {profile} has no MMIO_GUARD_UNMAP"));
     }
     if profile.unmap_is_noop() {
         return Outcome::Skip(format!("{profile} keeps pages forwarded after UNMAP"));
     }
-    let t = match fresh(ctx, g, &[]) {
-        Ok(t) => t,
-        Err(o) => return o,
-    };
+    let t = need!(fresh(ctx, g, &[]));
     {
         let m = match ioremap::ioremap(t.page(), targets::PAGE) {
             Ok(m) => m,
@@ -642,10 +589,7 @@ pub fn after_unmap(ctx: &Ctx) -> Outcome {
 /// Two windows in one granule: one MAP; dropping one keeps the other forwarded; dropping
 /// both sends one UNMAP.
 pub fn refcount(ctx: &Ctx) -> Outcome {
-    let (profile, g) = match guard(ctx) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
+    let (profile, g) = need!(guard(ctx));
     let ts: Vec<Target> = targets::targets(ctx.platform)
         .into_iter()
         .filter(|t| !tainted(t.base))
@@ -761,10 +705,7 @@ pub fn no_syndrome(ctx: &Ctx) -> Outcome {
 
 /// With a 16 KiB (or 64 KiB) granule the whole granule is registered by one MAP.
 pub fn granule_16k(ctx: &Ctx) -> Outcome {
-    let (_, g) = match guard(ctx) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
+    let (_, g) = need!(guard(ctx));
     if g == 0x1000 {
         return Outcome::Skip(String::from("the guard granule is 4 KiB"));
     }

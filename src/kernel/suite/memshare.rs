@@ -61,10 +61,7 @@ pub fn share_unshare(ctx: &Ctx) -> Outcome {
     if let Some(s) = need_sharing(ctx) {
         return s;
     }
-    let page = match private_page(ctx) {
-        Ok(p) => p,
-        Err(o) => return o,
-    };
+    let page = need!(private_page(ctx));
     let s = share(page, 0, 0);
     let u = unshare(page, 0, 0);
     if s == Ok(Ret::Success) && u == Ok(Ret::Success) {
@@ -83,10 +80,7 @@ pub fn share_twice(ctx: &Ctx) -> Outcome {
     if let Some(s) = need_sharing(ctx) {
         return s;
     }
-    let page = match private_page(ctx) {
-        Ok(p) => p,
-        Err(o) => return o,
-    };
+    let page = need!(private_page(ctx));
     let first = share(page, 0, 0);
     let second = share(page, 0, 0);
     let _ = unshare(page, 0, 0);
@@ -107,10 +101,7 @@ pub fn unshare_private(ctx: &Ctx) -> Outcome {
     if let Some(s) = need_sharing(ctx) {
         return s;
     }
-    let page = match private_page(ctx) {
-        Ok(p) => p,
-        Err(o) => return o,
-    };
+    let page = need!(private_page(ctx));
     match unshare(page, 0, 0) {
         Ok(Ret::InvalidParameter) => Outcome::Pass(format!("page {page:#x}: -3")),
         r => Outcome::Fail(format!(
@@ -156,10 +147,7 @@ pub fn misaligned(ctx: &Ctx) -> Outcome {
     if let Some(s) = need_sharing(ctx) {
         return s;
     }
-    let page = match private_page(ctx) {
-        Ok(p) => p,
-        Err(o) => return o,
-    };
+    let page = need!(private_page(ctx));
     let s = share(page + 0x10, 0, 0);
     let u = unshare(page + 0x10, 0, 0);
     // Had the misaligned share shared the page, unsharing it properly would succeed.
@@ -188,10 +176,7 @@ pub fn reserved_args(ctx: &Ctx) -> Outcome {
     if let Some(s) = need_sharing(ctx) {
         return s;
     }
-    let page = match private_page(ctx) {
-        Ok(p) => p,
-        Err(o) => return o,
-    };
+    let page = need!(private_page(ctx));
     let x3 = share(page, 0, 1);
     let x2 = smccc::call(abi::MEM_SHARE, [page, 1, 0]);
     let mut problems = String::new();

@@ -1,6 +1,17 @@
 //! The checks and the code that runs them: one registration table, one result line per
 //! check, a summary and an exit status.
 
+/// `need!(precondition)`: the value of an `Ok`, or return the `Outcome` an `Err` carries
+/// (the SKIP or FAIL that replaces the check when a precondition does not hold).
+macro_rules! need {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(outcome) => return outcome,
+        }
+    };
+}
+
 mod boot;
 mod guard;
 mod memshare;
@@ -14,7 +25,6 @@ use crate::platform::Platform;
 use crate::report::{self, result_line, Tally, Verdict};
 use alloc::format;
 use alloc::string::String;
-use core::ffi::c_void;
 use spin::Mutex;
 
 use super::exceptions::{self, Fault};
@@ -287,30 +297,6 @@ fn record(v: Verdict, name: &str, detail: &str) {
     TALLY.lock().record(v);
 }
 
-struct Call<'a, 'b> {
-    check: &'a Check,
-    ctx: &'a Ctx<'b>,
-    outcome: Option<Outcome>,
-}
-
-extern "C" fn trampoline(arg: *mut c_void) {
-    // SAFETY: `arg` is the `Call` that `run_guarded` passed, alive for the whole call.
-    let call = unsafe { &mut *(arg as *mut Call) };
-    call.outcome = Some((call.check.run)(call.ctx));
-}
-
-extern "C" {
-    fn ioguard_guarded_call(
-        f: extern "C" fn(*mut c_void),
-        arg: *mut c_void,
-        buf: *mut JmpBuf,
-    ) -> u64;
-}
-
-/// Callee-saved state for abandoning a check (layout in probes.S).
-#[repr(C, align(16))]
-struct JmpBuf([u64; 22]);
-
 /// Abandons the running check from the panic handler; returns if there is none.
 pub fn abandon_check() {
     let jb = exceptions::jmpbuf();
@@ -323,27 +309,14 @@ pub fn abandon_check() {
 
 /// Runs one check; an unexpected exception or a panic inside it becomes its FAIL line.
 fn run_guarded(check: &Check, ctx: &Ctx) -> Outcome {
-    let mut call = Call {
-        check,
-        ctx,
-        outcome: None,
-    };
-    let mut buf = JmpBuf([0; 22]);
+    let mut outcome = None;
     *LAST_UNEXPECTED.lock() = None;
     *PANIC_MESSAGE.lock() = None;
     exceptions::set_current_check(Some(check.name));
-    exceptions::set_jmpbuf(&mut buf as *mut JmpBuf as u64);
-    // SAFETY: `trampoline` receives `call`, which outlives the call; `buf` stays on this
-    // frame until set_jmpbuf(0) below, so a recovery always lands in a live frame.
-    let abandoned = unsafe {
-        ioguard_guarded_call(trampoline, &mut call as *mut Call as *mut c_void, &mut buf)
-    };
-    exceptions::set_jmpbuf(0);
+    let finished = exceptions::run_abandonable(|| outcome = Some((check.run)(ctx)));
     exceptions::set_current_check(None);
-    if abandoned == 0 {
-        if let Some(o) = call.outcome {
-            return o;
-        }
+    if let (true, Some(o)) = (finished, outcome) {
+        return o;
     }
     if let Some(msg) = PANIC_MESSAGE.lock().take() {
         return Outcome::Fail(format!("panic: {msg}"));

@@ -31,10 +31,7 @@ fn page_to_register(ctx: &Ctx, g: u64) -> Result<Target, Outcome> {
 }
 
 pub fn other_cpu_check(ctx: &Ctx) -> Outcome {
-    let (_, g) = match guard(ctx) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
+    let (_, g) = need!(guard(ctx));
     let cpus = &ctx.platform.cpus;
     if cpus.len() < 2 {
         return Outcome::Skip(format!(
@@ -51,14 +48,8 @@ pub fn other_cpu_check(ctx: &Ctx) -> Outcome {
     let n = cpus.iter().position(|&c| c == mpidr).unwrap_or(SLOT);
     let other = format!("CPU {n} (MPIDR {mpidr:#x})");
 
-    let registered = match page_to_register(ctx, g) {
-        Ok(t) => t,
-        Err(o) => return o,
-    };
-    let stray = match fresh(ctx, g, &[registered.base]) {
-        Ok(t) => t,
-        Err(o) => return o,
-    };
+    let registered = need!(page_to_register(ctx, g));
+    let stray = need!(fresh(ctx, g, &[registered.base]));
     // Registered here, on the boot CPU, for as long as `window` lives.
     let window = match ioremap::ioremap(registered.page(), targets::PAGE) {
         Ok(m) => m,
