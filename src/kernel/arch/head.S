@@ -52,6 +52,39 @@ ioguard_primary:
 4:  add     x22, x22, #1
     b       2b
 3:
+    // The relative relocations themselves come packed (lld --pack-dyn-relocs=relr, ~60
+    // times smaller than RELA): an even word is the offset of one pointer to relocate
+    // and sets the cursor just after it; an odd word is a bitmap of which of the next 63
+    // words after the cursor to relocate. Addends are in place: *p += base.
+    adrp    x1, __relr_start
+    add     x1, x1, :lo12:__relr_start
+    adrp    x2, __relr_end
+    add     x2, x2, :lo12:__relr_end
+    mov     x4, x20                 // cursor
+10: cmp     x1, x2
+    b.hs    14f
+    ldr     x3, [x1], #8
+    tbnz    x3, #0, 11f
+    add     x4, x20, x3             // an address: relocate it, cursor after it
+    ldr     x5, [x4]
+    add     x5, x5, x20
+    str     x5, [x4], #8
+    add     x21, x21, #1
+    b       10b
+11: mov     x6, x4                  // a bitmap of the 63 words from the cursor
+    lsr     x3, x3, #1
+12: cbz     x3, 13f
+    tbz     x3, #0, 15f
+    ldr     x5, [x6]
+    add     x5, x5, x20
+    str     x5, [x6]
+    add     x21, x21, #1
+15: lsr     x3, x3, #1
+    add     x6, x6, #8
+    b       12b
+13: add     x4, x4, #(63 * 8)
+    b       10b
+14:
     // Zero .bss (stacks and heap are NOLOAD and need no zeroing).
     adrp    x1, __bss_start
     add     x1, x1, :lo12:__bss_start
