@@ -352,35 +352,34 @@ fn walk(
             continue;
         }
         let is_pci = device_type == Some("pci");
+        // Read `compatible` once per node: each property lookup is a linear scan.
+        let compat: Vec<&str> = child.compatible().map(|c| c.collect()).unwrap_or_default();
+        let is = |wanted: &[&str]| compat.iter().any(|c| wanted.contains(c));
         // A node whose reg does not fit ours is only fatal if we need that node; PCI
         // config nodes under a bridge, for instance, have 3-cell addresses.
         let rs = match regs(&child, &cpath, tr) {
             Ok(rs) => rs,
-            Err(e)
-                if is_compatible(&child, &["arm,pl011", "ns16550a", "ns16550", "virtio,mmio"]) =>
-            {
-                return Err(e)
-            }
+            Err(e) if is(&["arm,pl011", "ns16550a", "ns16550", "virtio,mmio"]) => return Err(e),
             Err(_) => Vec::new(),
         };
         if !rs.is_empty() {
-            if is_compatible(&child, &["virtio,mmio"]) {
+            if is(&["virtio,mmio"]) {
                 w.virtio_mmio.push(rs[0]);
             }
-            let ecam = is_compatible(&child, &["pci-host-ecam-generic"]);
-            if ecam || is_compatible(&child, &["pci-host-cam-generic"]) {
+            let ecam = is(&["pci-host-ecam-generic"]);
+            if ecam || is(&["pci-host-cam-generic"]) {
                 w.pci.push(PciHost {
                     path: cpath.clone(),
                     ecam,
                     config: rs[0],
                 });
             }
-            if is_compatible(&child, &["arm,pl011", "ns16550a", "ns16550"]) {
+            if is(&["arm,pl011", "ns16550a", "ns16550"]) {
                 w.uarts.push(cpath.clone());
             }
             w.devices.push(Device {
                 path: cpath.clone(),
-                compatible: first_compatible(&child),
+                compatible: compat.first().copied().unwrap_or("").to_string(),
                 regs: rs,
             });
         }
