@@ -47,6 +47,9 @@ fn release_dir() -> PathBuf {
 
 /// Builds `package`'s bare-metal binaries; returns the build's stderr on failure.
 fn build(package: &str, bins: &[&str]) -> Result<(), String> {
+    // A fresh machine lacks the bare-metal target and QEMU: the runner installs them.
+    ioguard_runner::ensure_guest_target(&workspace(), "aarch64-unknown-none").map_err(|e| e.to_string())?;
+    ioguard_runner::ensure_qemu(Path::new("qemu-system-aarch64")).map_err(|e| e.to_string())?;
     let mut c = Command::new(cargo());
     c.current_dir(workspace())
         .args(["build", "--release", "--target", "aarch64-unknown-none", "-p", package])
