@@ -235,11 +235,10 @@ fn find_objcopy(root: &Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("llvm-objcopy"))
 }
 
-/// Build the guest and convert it to a raw Image; returns the Image path.
-///
-/// `verbose` lets cargo's progress through to stderr; otherwise its output is captured
-/// and shown only in the error.
-pub fn build_image_now(verbose: bool) -> Result<PathBuf, RunError> {
+/// `cargo build --release --target aarch64-unknown-none -p PACKAGE [--bin BIN]` in the
+/// workspace's target directory, after making sure the target is installed. `verbose` lets
+/// cargo's progress through to stderr; otherwise its output is shown only in the error.
+fn cargo_build_bare(package: &str, bin: Option<&str>, verbose: bool) -> Result<(), RunError> {
     let root = repo_root();
     crate::setup::ensure_guest_target(&root, GUEST_TARGET)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -251,29 +250,41 @@ pub fn build_image_now(verbose: bool) -> Result<PathBuf, RunError> {
             "--target",
             GUEST_TARGET,
             "-p",
-            "ioguard",
+            package,
         ])
+        .args(bin.map(|b| ["--bin", b]).into_iter().flatten())
         .env("CARGO_TARGET_DIR", target_dir())
         .stdin(Stdio::null());
+    let failed = |detail: String| RunError::Build(format!("cargo build of {package}: {detail}"));
     if verbose {
         let st = cmd
             .status()
             .map_err(|e| RunError::Build(format!("cannot run cargo: {e}")))?;
         if !st.success() {
-            return Err(RunError::Build(format!("cargo build of the guest: {st}")));
+            return Err(failed(st.to_string()));
         }
     } else {
         let out = cmd
             .output()
             .map_err(|e| RunError::Build(format!("cannot run cargo: {e}")))?;
         if !out.status.success() {
-            return Err(RunError::Build(format!(
-                "cargo build of the guest: {}\n{}",
+            return Err(failed(format!(
+                "{}\n{}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             )));
         }
     }
+    Ok(())
+}
+
+/// Build the guest and convert it to a raw Image; returns the Image path.
+///
+/// `verbose` lets cargo's progress through to stderr; otherwise its output is captured
+/// and shown only in the error.
+pub fn build_image_now(verbose: bool) -> Result<PathBuf, RunError> {
+    let root = repo_root();
+    cargo_build_bare("ioguard", None, verbose)?;
     let elf = guest_elf_path();
     if !elf.is_file() {
         return Err(RunError::Build(format!(
@@ -354,32 +365,7 @@ pub fn build_hypmodel() -> Result<PathBuf, RunError> {
     static BUILT: OnceLock<Result<PathBuf, RunError>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let root = repo_root();
-            crate::setup::ensure_guest_target(&root, GUEST_TARGET)?;
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let out = std::process::Command::new(cargo)
-                .current_dir(&root)
-                .args([
-                    "build",
-                    "--release",
-                    "--target",
-                    GUEST_TARGET,
-                    "-p",
-                    "hypmodel",
-                    "--bin",
-                    "hypmodel",
-                ])
-                .env("CARGO_TARGET_DIR", target_dir())
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| RunError::Build(format!("cannot run cargo: {e}")))?;
-            if !out.status.success() {
-                return Err(RunError::Build(format!(
-                    "cargo build of hypmodel: {}\n{}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr)
-                )));
-            }
+            cargo_build_bare("hypmodel", Some("hypmodel"), false)?;
             Ok(hypmodel_elf_path())
         })
         .clone()
