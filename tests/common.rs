@@ -40,6 +40,7 @@ pub const DEFAULT_CHECKS: &[&str] = &[
     "guard: granule-16k",
     "guard: registered-read",
     "guard: registered-write",
+    "guard: widths",
     "guard: no-syndrome",
     "control: stray-forwarded",
     "ioremap: windows",
@@ -52,7 +53,7 @@ pub fn plain_qemu_expectation(name: &str) -> Kind {
     let needs_hypervisor = name == "smccc: kvm-features"
         || name.starts_with("meminfo:")
         || name.starts_with("memshare:")
-        || (name.starts_with("guard:") && name != "guard: no-syndrome");
+        || (name.starts_with("guard:") && name != "guard: no-syndrome" && name != "guard: widths");
     if needs_hypervisor {
         Kind::Skip
     } else {

@@ -46,6 +46,9 @@ extern "C" {
     fn ioguard_probe_ld16(addr: u64, poison: u64) -> u64;
     fn ioguard_probe_ld32(addr: u64, poison: u64) -> u64;
     fn ioguard_probe_ld64(addr: u64, poison: u64) -> u64;
+    fn ioguard_probe_lds8(addr: u64, poison: u64) -> u64;
+    fn ioguard_probe_lds16(addr: u64, poison: u64) -> u64;
+    fn ioguard_probe_lds32(addr: u64, poison: u64) -> u64;
     fn ioguard_probe_st8(addr: u64, value: u64);
     fn ioguard_probe_st16(addr: u64, value: u64);
     fn ioguard_probe_st32(addr: u64, value: u64);
@@ -117,6 +120,28 @@ pub unsafe fn read(addr: u64, width: Width) -> Result<u64, LoadFault> {
             Width::W8 => ioguard_probe_ld8(addr, POISON),
             Width::W16 => ioguard_probe_ld16(addr, POISON),
             Width::W32 => ioguard_probe_ld32(addr, POISON),
+            Width::W64 => ioguard_probe_ld64(addr, POISON),
+        }
+    };
+    match disarm_probe() {
+        None => Ok(v),
+        Some(fault) => Err(LoadFault { fault, dest: v }),
+    }
+}
+
+/// Reads `width` bytes at `addr` with one sign-extending load into a 64-bit register
+/// (`ldrsb`/`ldrsh`/`ldrsw`; a 64-bit width is a plain `ldr`).
+///
+/// # Safety
+/// As for `read`.
+pub unsafe fn read_signed(addr: u64, width: Width) -> Result<u64, LoadFault> {
+    arm_probe();
+    // SAFETY: as for `read`: one load at `addr`, a fault is caught by the armed handler.
+    let v = unsafe {
+        match width {
+            Width::W8 => ioguard_probe_lds8(addr, POISON),
+            Width::W16 => ioguard_probe_lds16(addr, POISON),
+            Width::W32 => ioguard_probe_lds32(addr, POISON),
             Width::W64 => ioguard_probe_ld64(addr, POISON),
         }
     };

@@ -34,6 +34,10 @@ PROBE_LOAD ld8,  "ldrb w9, [x0]"
 PROBE_LOAD ld16, "ldrh w9, [x0]"
 PROBE_LOAD ld32, "ldr w9, [x0]"
 PROBE_LOAD ld64, "ldr x9, [x0]"
+// Sign-extending loads: the emulating hypervisor must honour the syndrome's SSE bit.
+PROBE_LOAD lds8,  "ldrsb x9, [x0]"
+PROBE_LOAD lds16, "ldrsh x9, [x0]"
+PROBE_LOAD lds32, "ldrsw x9, [x0]"
 // void ioguard_probe_stN(u64 addr, u64 value)
 PROBE_STORE st8,  "strb w1, [x0]"
 PROBE_STORE st16, "strh w1, [x0]"
@@ -98,6 +102,9 @@ ioguard_probe_sites:
     .quad ioguard_probe_ld16_site
     .quad ioguard_probe_ld32_site
     .quad ioguard_probe_ld64_site
+    .quad ioguard_probe_lds8_site
+    .quad ioguard_probe_lds16_site
+    .quad ioguard_probe_lds32_site
     .quad ioguard_probe_st8_site
     .quad ioguard_probe_st16_site
     .quad ioguard_probe_st32_site

@@ -777,3 +777,90 @@ pub fn stray_forwarded(ctx: &Ctx) -> Outcome {
         )),
     }
 }
+
+/// Forwarded loads of every width come back as the device answered them: the emulation
+/// honours the syndrome's access size, register width and sign extension (SAS, SF, SSE).
+/// Checked on the PrimeCell identification registers of a registered page, whose values
+/// the 32-bit reads give.
+pub fn widths(ctx: &Ctx) -> Outcome {
+    let ts = targets::targets(ctx.platform);
+    let Some(t) = ts.iter().copied().find(|t| t.id_offset == 0xfe0) else {
+        return Outcome::Skip(String::from("no PrimeCell device (PL031, PL061) to read"));
+    };
+    let m = need!(ioremap::ioremap(t.page(), targets::PAGE)
+        .map_err(|e| Outcome::Fail(format!("ioremap({:#x}): {e}", t.page()))));
+    let base = m.addr() + 0xfe0;
+    let read = |off: u64, w: Width, signed: bool| -> Result<u64, Outcome> {
+        // SAFETY: reads of the device's read-only identification registers (0xfe0..0xfff)
+        // through their registered mapping; no side effects.
+        let r = unsafe {
+            if signed {
+                probe::read_signed(base + off, w)
+            } else {
+                probe::read(base + off, w)
+            }
+        };
+        r.map_err(|l| {
+            Outcome::Fail(format!(
+                "{}-byte read at {:#x} aborted: {}",
+                w.bytes(),
+                base + off,
+                l.fault
+            ))
+        })
+    };
+    // The eight ID registers as 32-bit words: the reference.
+    let mut words = [0u64; 8];
+    for (i, w) in words.iter_mut().enumerate() {
+        *w = need!(read(i as u64 * 4, Width::W32, false));
+    }
+    let mut bad = Vec::new();
+    let mut expect = |what: &str, got: u64, want: u64| {
+        if got != want {
+            bad.push(format!("{what} read {got:#x}, expected {want:#x}"));
+        }
+    };
+    expect("8-bit", need!(read(0, Width::W8, false)), words[0] & 0xff);
+    expect(
+        "16-bit",
+        need!(read(0, Width::W16, false)),
+        words[0] & 0xffff,
+    );
+    expect(
+        "64-bit",
+        need!(read(0, Width::W64, false)),
+        words[0] | (words[1] << 32),
+    );
+    // A byte with its top bit set shows sign extension, if the device has one.
+    let (i, word) = words
+        .iter()
+        .enumerate()
+        .find(|(_, w)| **w & 0x80 != 0)
+        .unwrap_or((0, &words[0]));
+    let off = i as u64 * 4;
+    expect(
+        "ldrsb",
+        need!(read(off, Width::W8, true)),
+        *word as u8 as i8 as i64 as u64,
+    );
+    expect(
+        "ldrsh",
+        need!(read(off, Width::W16, true)),
+        *word as u16 as i16 as i64 as u64,
+    );
+    expect(
+        "ldrsw",
+        need!(read(off, Width::W32, true)),
+        *word as u32 as i32 as i64 as u64,
+    );
+    if bad.is_empty() {
+        Outcome::Pass(format!("{} {:#x}: 8/16/32/64-bit and sign-extending loads agree (ID bytes {:#x}.., signed byte at +{off:#x})", t.device, t.base + 0xfe0, words[0]))
+    } else {
+        Outcome::Fail(format!(
+            "{} {:#x}: {}",
+            t.device,
+            t.base + 0xfe0,
+            bad.join("; ")
+        ))
+    }
+}

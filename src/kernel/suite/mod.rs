@@ -242,6 +242,11 @@ pub const CHECKS: &[Check] = &[
         run: guard::registered_write,
     },
     Check {
+        name: "guard: widths",
+        default: true,
+        run: guard::widths,
+    },
+    Check {
         name: "guard: no-syndrome",
         default: true,
         run: guard::no_syndrome,
