@@ -117,6 +117,7 @@ extern "C" fn ioguard_main(
     bad_relocations: u64,
     entry_el: u64,
 ) -> ! {
+    let entered = super::cpu::counter();
     heap::init();
     if bad_relocations != 0 {
         fatal(&format!(
@@ -136,6 +137,7 @@ extern "C" fn ioguard_main(
         TRACE.store(o.trace, Ordering::Relaxed);
     }
 
+    let tree_parsed = super::cpu::counter();
     mmu::init(&platform.memory).unwrap_or_else(|e| fatal(&format!("page tables: {e}")));
     if platform.ram_containing(dtb).is_none() {
         mmu::map_normal(dtb_region)
@@ -169,6 +171,13 @@ extern "C" fn ioguard_main(
         fatal(&format!("command line: unknown profile '{name}' (known: none, kvm, pkvm, android13, android14, android16, upstream)"));
     }
     console::init_log(opts.log);
+    let us = |ticks: u64| ticks.saturating_mul(1_000_000) / super::cpu::frequency().max(1);
+    log::debug!(
+        "boot took {} us: {} us to read the device tree, {} us for discovery, the console and the MMU",
+        super::cpu::micros_since(entered),
+        us(tree_parsed - entered),
+        super::cpu::micros_since(tree_parsed),
+    );
     smccc::flush_trace();
 
     println!(

@@ -91,3 +91,28 @@ pub fn dcache_clean_inval_poc(start: u64, end: u64) {
     // SAFETY: a barrier has no effect on program state.
     unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
 }
+
+/// The generic counter (CNTPCT_EL0), readable at EL1 wherever ioguard runs (a hypervisor
+/// that hid it would trap the read; none of those ioguard meets does).
+pub fn counter() -> u64 {
+    let v: u64;
+    // SAFETY: reading the physical counter has no side effects; the ISB keeps the read
+    // after the code before it.
+    unsafe {
+        asm!("isb", "mrs {}, cntpct_el0", out(reg) v, options(nomem, nostack, preserves_flags))
+    };
+    v
+}
+
+/// The counter's frequency in Hz (CNTFRQ_EL0).
+pub fn frequency() -> u64 {
+    let v: u64;
+    // SAFETY: reading CNTFRQ_EL0 has no side effects.
+    unsafe { asm!("mrs {}, cntfrq_el0", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Microseconds since `start` (a `counter()` value).
+pub fn micros_since(start: u64) -> u64 {
+    counter().wrapping_sub(start).saturating_mul(1_000_000) / frequency().max(1)
+}

@@ -10,6 +10,7 @@
 //! Secondaries never print (exceptions::may_print): all they saw comes back as data.
 //! One job at a time per slot; the boot CPU waits for it (no scheduler, no interrupts).
 
+use super::cpu::{counter, frequency};
 use crate::hyp::abi;
 use crate::smp::{stack_range, ticks, Power, PsciError, MAX_CPUS, STACK_SIZE};
 use alloc::boxed::Box;
@@ -183,23 +184,6 @@ pub fn this_mpidr() -> u64 {
     let v: u64;
     // SAFETY: reading MPIDR_EL1 has no side effects.
     unsafe { asm!("mrs {}, mpidr_el1", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
-}
-
-fn counter() -> u64 {
-    let v: u64;
-    // SAFETY: reading the physical counter (EL1 access enabled by whoever runs us, or by
-    // head.S at EL2) has no side effects; the ISB keeps the read after earlier code.
-    unsafe {
-        asm!("isb", "mrs {}, cntpct_el0", out(reg) v, options(nomem, nostack, preserves_flags))
-    };
-    v
-}
-
-fn frequency() -> u64 {
-    let v: u64;
-    // SAFETY: reading CNTFRQ_EL0 has no side effects.
-    unsafe { asm!("mrs {}, cntfrq_el0", out(reg) v, options(nomem, nostack, preserves_flags)) };
     v
 }
 

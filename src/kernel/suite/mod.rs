@@ -356,7 +356,10 @@ pub fn run(hv: &Hypervisor, platform: &Platform, opts: &Options, boot: &BootInfo
             opts,
             boot,
         };
-        let (v, detail) = match run_guarded(c, &ctx) {
+        let started = super::cpu::counter();
+        let outcome = run_guarded(c, &ctx);
+        log::debug!("{} took {} us", c.name, super::cpu::micros_since(started));
+        let (v, detail) = match outcome {
             Outcome::Pass(d) => (Verdict::Pass, d),
             Outcome::Fail(d) => (Verdict::Fail, d),
             Outcome::Skip(d) => (Verdict::Skip, d),
