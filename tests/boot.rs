@@ -42,6 +42,13 @@ fn four_cpus() {
     assert_clean_pass(&out);
     assert_eq!(header(&out, "cpus"), "4");
     assert!(detail(&out, "boot: device-tree").ends_with("4 cpu(s)"));
+    // Every secondary came up through PSCI CPU_ON, ran at EL1 and went off, and CPU 1
+    // came up a second time.
+    assert!(
+        detail(&out, "psci: cpu-on").starts_with("CPUs 0x1, 0x2, 0x3, 0x1 each came up"),
+        "{}",
+        out.transcript()
+    );
 }
 
 #[test]

@@ -157,6 +157,11 @@ pub const CHECKS: &[Check] = &[
     // Checks that need a page the hypervisor must refuse come before those that leave
     // pages registered (under profiles whose UNMAP has no effect, registration is forever).
     Check {
+        name: "psci: cpu-on",
+        default: true,
+        run: smp::cpu_on,
+    },
+    Check {
         name: "guard: info",
         default: true,
         run: guard::info,

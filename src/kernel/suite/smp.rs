@@ -117,3 +117,56 @@ pub fn other_cpu_check(ctx: &Ctx) -> Outcome {
         stray.id_addr(),
     ))
 }
+
+/// Every other CPU of the tree comes up with PSCI CPU_ON, runs a job at EL1 with the
+/// boot CPU's page tables, reports its own MPIDR, and goes off again (CPU_OFF, then
+/// AFFINITY_INFO says OFF); the first one twice, to show a CPU can be started again.
+pub fn cpu_on(ctx: &Ctx) -> Outcome {
+    let me = smp::this_mpidr();
+    let others: Vec<u64> = ctx
+        .platform
+        .cpus
+        .iter()
+        .copied()
+        .filter(|c| affinity(*c) != affinity(me))
+        .collect();
+    if others.is_empty() {
+        return Outcome::Skip(format!(
+            "the device tree has {} CPU: needs -smp 2 or more",
+            ctx.platform.cpus.len()
+        ));
+    }
+    let slots = crate::smp::MAX_CPUS - 1;
+    let mut seen = Vec::new();
+    let mut runs = others
+        .iter()
+        .copied()
+        .take(slots)
+        .enumerate()
+        .collect::<Vec<_>>();
+    // The first CPU once more, after it went off.
+    runs.push(runs[0]);
+    for (i, mpidr) in runs {
+        match smp::run_on(i + 1, mpidr, smp::this_mpidr) {
+            Ok(there) if affinity(there) == affinity(mpidr) => {
+                seen.push(format!("{:#x}", affinity(there)))
+            }
+            Ok(there) => {
+                return Outcome::Fail(format!(
+                    "CPU_ON({mpidr:#x}) started a CPU whose MPIDR is {there:#x}"
+                ))
+            }
+            Err(e) => return Outcome::Fail(format!("CPU {mpidr:#x}: {e}")),
+        }
+    }
+    let skipped = others.len().saturating_sub(slots);
+    let note = if skipped > 0 {
+        format!(" ({skipped} more CPUs than stack slots, not started)")
+    } else {
+        String::new()
+    };
+    Outcome::Pass(format!(
+        "CPUs {} each came up, ran a job and went off{note}",
+        seen.join(", ")
+    ))
+}
