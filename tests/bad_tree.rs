@@ -119,3 +119,40 @@ fn console_of_a_kind_ioguard_cannot_drive() {
 // QEMU rewrites /psci and the /memory nodes of a tree given with -dtb, so a missing PSCI
 // node or memory node cannot reach the guest this way; the host tests of
 // platform::parse cover them.
+
+#[test]
+fn console_named_through_an_alias_with_options() {
+    // crosvm and Linux trees say "serial0:115200n8": the alias is resolved, the options
+    // after ':' are ignored.
+    let mut t = qemu_tree();
+    if t.root.child_mut("aliases").is_none() {
+        t.root
+            .add_child(dtoolkit::model::DeviceTreeNode::new("aliases").unwrap());
+    }
+    let aliases = t.root.child_mut("aliases").unwrap();
+    aliases.add_property(
+        dtoolkit::model::DeviceTreeProperty::new("serial0", "/pl011@9000000").unwrap(),
+    );
+    let chosen = t.root.child_mut("chosen").unwrap();
+    chosen
+        .property_mut("stdout-path")
+        .unwrap()
+        .set_value("serial0:115200n8");
+    let (status, all, _) = boot_with(&t, "alias");
+    assert_eq!(status, 0, "{all}");
+    assert!(
+        all.contains("console /pl011@9000000 (pl011, from stdout-path)"),
+        "{all}"
+    );
+    // The alias is really what names the console: pointed elsewhere, it is followed.
+    let aliases = t.root.child_mut("aliases").unwrap();
+    aliases
+        .property_mut("serial0")
+        .unwrap()
+        .set_value("/nowhere@0");
+    expect_fatal(
+        &t,
+        "alias-nowhere",
+        "names '/nowhere@0', which is not in the tree",
+    );
+}
