@@ -15,15 +15,19 @@ pub enum Profile {
     Android16,
     Upstream,
     Kvm,
+    /// Upstream pKVM (7.2+) as measured with a protected VM (shared/pkvm-host.md): memory
+    /// sharing, no MMIO guard, MEM_SHARE of a device IPA answered with an abort.
+    Pkvm,
 }
 
 impl Profile {
-    pub const ALL: [Profile; 5] = [
+    pub const ALL: [Profile; 6] = [
         Profile::Android13,
         Profile::Android14,
         Profile::Android16,
         Profile::Upstream,
         Profile::Kvm,
+        Profile::Pkvm,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -32,6 +36,7 @@ impl Profile {
             Profile::Android16 => "android16",
             Profile::Upstream => "upstream",
             Profile::Kvm => "kvm",
+            Profile::Pkvm => "pkvm",
         }
     }
     pub fn from_name(s: &str) -> Option<Profile> {

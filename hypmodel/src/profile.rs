@@ -13,6 +13,8 @@ pub fn implements(p: Profile, func: u32) -> bool {
         // What upstream Linux's guest driver speaks: MEMINFO, SHARE, UNSHARE, and func 7.
         Profile::Upstream => matches!(func, 2 | 3 | 4 | 7),
         Profile::Kvm => false,
+        // Measured on upstream pKVM 7.3 (pkvm-host.md): features 0x1d.
+        Profile::Pkvm => matches!(func, 2..=4),
     }
 }
 
@@ -31,9 +33,15 @@ pub fn smccc_version(p: Profile) -> u64 {
     }
 }
 
-/// Whether MMIO guard decides about accesses at all (kvm has no guard).
+/// Whether MMIO guard decides about accesses at all (kvm and upstream pKVM have none).
 pub fn has_guard(p: Profile) -> bool {
-    p != Profile::Kvm
+    !matches!(p, Profile::Kvm | Profile::Pkvm)
+}
+
+/// Upstream pKVM answers MEM_SHARE of an IPA that is not RAM (below the maximum IPA size)
+/// with a data abort at the HVC instead of a return value (pkvm-host.md, measured).
+pub fn share_of_non_ram_aborts(p: Profile) -> bool {
+    p == Profile::Pkvm
 }
 
 /// The `upstream` profile behaves as an enrolled guest from the first instruction: no
@@ -55,6 +63,13 @@ mod tests {
         assert_eq!(kvm_features(Profile::Android16), 0xdfd, "plus 10, 11");
         assert_eq!(kvm_features(Profile::Upstream), 0x9d, "bits 0, 2, 3, 4, 7");
         assert_eq!(kvm_features(Profile::Kvm), 0x1);
+        assert_eq!(
+            kvm_features(Profile::Pkvm),
+            0x1d,
+            "as measured on upstream pKVM 7.3"
+        );
+        assert!(!has_guard(Profile::Pkvm) && share_of_non_ram_aborts(Profile::Pkvm));
+        assert!(!share_of_non_ram_aborts(Profile::Android14));
         // The guest's profile recognition (DESIGN.md): bit 7 with 5, 6, 8 = android; bit 7
         // alone = upstream.
         let up = kvm_features(Profile::Upstream);

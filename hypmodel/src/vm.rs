@@ -231,6 +231,9 @@ pub enum Hvc {
     },
     /// PSCI CPU_OFF to QEMU.
     CpuOff,
+    /// No return value: a synchronous external abort injected at the call instruction
+    /// (ESR 0x96000010, FAR 0), as upstream pKVM answers MEM_SHARE of a device IPA.
+    AbortAtCall,
     /// Print the counters, then SYSTEM_OFF / SYSTEM_RESET to QEMU.
     SystemOff,
     SystemReset,
@@ -465,6 +468,16 @@ impl Vm {
                     1
                 };
                 let page = self.page();
+                if share
+                    && profile::share_of_non_ram_aborts(p)
+                    && !self.layout.is_guest_ram(x[1], page)
+                    && x[1] < self.layout.ipa_limit()
+                    && x[1].is_multiple_of(page)
+                {
+                    self.stats.share_failed += 1;
+                    self.stats.refused += 1;
+                    return Hvc::AbortAtCall;
+                }
                 let mut done = 0u64;
                 while done < n {
                     let Some(ipa) = done.checked_mul(page).and_then(|o| x[1].checked_add(o)) else {

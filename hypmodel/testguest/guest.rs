@@ -224,8 +224,14 @@ struct Probe {
 impl fmt::Display for Probe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.fault {
-            write!(f, "fault=1 esr={:#x} far={:#x} elr_ok={} dest_kept={}", self.esr, self.far,
-                   u8::from(self.elr_ok), u8::from(self.value == SENTINEL))
+            write!(
+                f,
+                "fault=1 esr={:#x} far={:#x} elr_ok={} dest_kept={}",
+                self.esr,
+                self.far,
+                u8::from(self.elr_ok),
+                u8::from(self.value == SENTINEL)
+            )
         } else {
             write!(f, "fault=0 value={:#x}", self.value)
         }
@@ -248,32 +254,69 @@ fn probe(insn: *const u8, f: impl FnOnce() -> (u64, u64), count: bool) -> Probe 
             a[usize::from(fault)] += 1;
         }
     }
-    Probe { value, value2, fault, esr: r[0], far: r[1], elr_ok: r[2] == insn as u64 }
+    Probe {
+        value,
+        value2,
+        fault,
+        esr: r[0],
+        far: r[1],
+        elr_ok: r[2] == insn as u64,
+    }
 }
 
 fn read32(a: u64) -> Probe {
     // SAFETY: a single aligned load; an abort is taken by tg_exc and stepped over.
-    probe(addr_of!(tg_read32_insn), || (unsafe { tg_read32(a) }, 0), true)
+    probe(
+        addr_of!(tg_read32_insn),
+        || (unsafe { tg_read32(a) }, 0),
+        true,
+    )
 }
 fn read8(a: u64) -> Probe {
     // SAFETY: as read32.
-    probe(addr_of!(tg_read8_insn), || (unsafe { tg_read8(a) }, 0), true)
+    probe(
+        addr_of!(tg_read8_insn),
+        || (unsafe { tg_read8(a) }, 0),
+        true,
+    )
 }
 fn read_sx8(a: u64) -> Probe {
     // SAFETY: as read32.
-    probe(addr_of!(tg_read_sx8_insn), || (unsafe { tg_read_sx8(a) }, 0), true)
+    probe(
+        addr_of!(tg_read_sx8_insn),
+        || (unsafe { tg_read_sx8(a) }, 0),
+        true,
+    )
 }
 fn read64(a: u64) -> Probe {
     // SAFETY: as read32.
-    probe(addr_of!(tg_read64_insn), || (unsafe { tg_read64(a) }, 0), true)
+    probe(
+        addr_of!(tg_read64_insn),
+        || (unsafe { tg_read64(a) }, 0),
+        true,
+    )
 }
 fn write32(a: u64, v: u64) -> Probe {
     // SAFETY: as read32, for a store.
-    probe(addr_of!(tg_write32_insn), || { unsafe { tg_write32(a, v) }; (SENTINEL, 0) }, true)
+    probe(
+        addr_of!(tg_write32_insn),
+        || {
+            unsafe { tg_write32(a, v) };
+            (SENTINEL, 0)
+        },
+        true,
+    )
 }
 fn ldp(a: u64) -> Probe {
     // SAFETY: as read32, for a load pair (no valid syndrome).
-    probe(addr_of!(tg_ldp_insn), || { let p = unsafe { tg_ldp(a) }; (p.0, p.1) }, true)
+    probe(
+        addr_of!(tg_ldp_insn),
+        || {
+            let p = unsafe { tg_ldp(a) };
+            (p.0, p.1)
+        },
+        true,
+    )
 }
 
 // ---- console ----
@@ -283,7 +326,11 @@ static mut CONSOLE_ACCESSES: u64 = 0;
 fn putc(c: u8) {
     for _ in 0..100_000 {
         // SAFETY: a single aligned load of the PL011 flag register, probed.
-        let fr = probe(addr_of!(tg_read32_insn), || (unsafe { tg_read32(UART + 0x18) }, 0), false);
+        let fr = probe(
+            addr_of!(tg_read32_insn),
+            || (unsafe { tg_read32(UART + 0x18) }, 0),
+            false,
+        );
         // SAFETY: counter of this (boot) CPU only; secondaries do not print.
         unsafe { *addr_of_mut!(CONSOLE_ACCESSES) += 1 };
         if fr.fault {
@@ -294,7 +341,14 @@ fn putc(c: u8) {
         }
     }
     // SAFETY: as above, for the data register.
-    probe(addr_of!(tg_write32_insn), || { unsafe { tg_write32(UART, u64::from(c)) }; (0, 0) }, false);
+    probe(
+        addr_of!(tg_write32_insn),
+        || {
+            unsafe { tg_write32(UART, u64::from(c)) };
+            (0, 0)
+        },
+        false,
+    );
     // SAFETY: as above.
     unsafe { *addr_of_mut!(CONSOLE_ACCESSES) += 1 };
 }
@@ -351,7 +405,6 @@ fn counter() -> (u64, u64) {
 
 #[derive(Clone, Copy)]
 struct CpuResult {
-
     rtc: Probe,
     stray: Probe,
 }
@@ -393,16 +446,33 @@ extern "C" fn tg_main(dtb: u64) -> ! {
     let pre = read32(RTC + 0xfe0);
     let enroll = hvc(ENROLL, 0, 0, 0)[0];
     let meminfo = hvc(MEMINFO, 0, 0, 0);
-    let granule = if (4096..=65536).contains(&meminfo[0]) && meminfo[0].is_power_of_two() { meminfo[0] } else { 4096 };
+    let granule = if (4096..=65536).contains(&meminfo[0]) && meminfo[0].is_power_of_two() {
+        meminfo[0]
+    } else {
+        4096
+    };
     let uart_map = hvc(MAP, UART & !(granule - 1), 0, 0)[0];
 
     let el: u64;
     // SAFETY: reading CurrentEL has no side effect.
     unsafe { asm!("mrs {}, currentel", out(reg) el, options(nomem, nostack)) };
     say!("TG: start el={} dtb={:#x}", (el >> 2) & 3, dtb);
-    say!("TG: features={:#x} uid={:#x},{:#x},{:#x},{:#x} smccc_version={:#x}", feats[0], uid[0], uid[1], uid[2], uid[3],
-         hvc(SMCCC_VERSION, 0, 0, 0)[0]);
-    say!("TG: meminfo={:#x} x1={} info={:#x} granule={}", meminfo[0], meminfo[1], hvc(GUARD_INFO, 0, 0, 0)[0], granule);
+    say!(
+        "TG: features={:#x} uid={:#x},{:#x},{:#x},{:#x} smccc_version={:#x}",
+        feats[0],
+        uid[0],
+        uid[1],
+        uid[2],
+        uid[3],
+        hvc(SMCCC_VERSION, 0, 0, 0)[0]
+    );
+    say!(
+        "TG: meminfo={:#x} x1={} info={:#x} granule={}",
+        meminfo[0],
+        meminfo[1],
+        hvc(GUARD_INFO, 0, 0, 0)[0],
+        granule
+    );
     say!("TG: pre-enroll-read {}", pre);
     say!("TG: enroll={} uart-map={}", ret(enroll), ret(uart_map));
     say!("TG: meminfo-args={}", ret(hvc(MEMINFO, 1, 0, 0)[0]));
@@ -434,15 +504,26 @@ extern "C" fn tg_main(dtb: u64) -> ! {
             ncpus += 1;
         }
     });
-    let _ = write!(Console, "TG: dt psci-method={} bootargs=[{}] cpus={} memory=",
-                   tree.prop_str("/psci", "method").unwrap_or("?"), tree.prop_str("/chosen", "bootargs").unwrap_or("?"),
-                   ncpus);
+    let _ = write!(
+        Console,
+        "TG: dt psci-method={} bootargs=[{}] cpus={} memory=",
+        tree.prop_str("/psci", "method").unwrap_or("?"),
+        tree.prop_str("/chosen", "bootargs").unwrap_or("?"),
+        ncpus
+    );
     for (i, (b, s)) in ranges[..n].iter().enumerate() {
         let _ = write!(Console, "{}{b:#x}+{s:#x}", if i > 0 { "," } else { "" });
     }
     say!("");
     // hypmodel's memory is the gap between the first two ranges.
-    let hole = if n >= 2 { (ranges[0].0 + ranges[0].1, ranges[1].0 - (ranges[0].0 + ranges[0].1)) } else { (0, 0) };
+    let hole = if n >= 2 {
+        (
+            ranges[0].0 + ranges[0].1,
+            ranges[1].0 - (ranges[0].0 + ranges[0].1),
+        )
+    } else {
+        (0, 0)
+    };
 
     // Stray accesses, then registration.
     say!("TG: stray-read {}", read32(RTC + 0xfe0));
@@ -450,7 +531,11 @@ extern "C" fn tg_main(dtb: u64) -> ! {
     say!("TG: map-rtc={}", ret(hvc(MAP, RTC, 0, 0)[0]));
     say!("TG: registered-read {}", read32(RTC + 0xfe0));
     let mr = read32(RTC + 4);
-    say!("TG: stray-write-arrived={} ({})", u8::from(!mr.fault && mr.value == 0x1234), mr);
+    say!(
+        "TG: stray-write-arrived={} ({})",
+        u8::from(!mr.fault && mr.value == 0x1234),
+        mr
+    );
     let w = write32(RTC + 4, 0x5678);
     say!("TG: registered-write {} readback {}", w, read32(RTC + 4));
     say!("TG: read8 {}", read8(RTC + 0xfe0));
@@ -463,8 +548,16 @@ extern "C" fn tg_main(dtb: u64) -> ! {
     say!("TG: map-virtio={}", ret(hvc(MAP, VIRTIO, 0, 0)[0]));
     let last = VIRTIO + granule.min(0x4000) - 0x200;
     say!("TG: granule-last {:#x} {}", last, read32(last));
-    say!("TG: neighbour {:#x} {}", VIRTIO + granule, read32(VIRTIO + granule));
-    say!("TG: map-misaligned={} then {}", ret(hvc(MAP, GPIO + 0x100, 0, 0)[0]), read32(GPIO));
+    say!(
+        "TG: neighbour {:#x} {}",
+        VIRTIO + granule,
+        read32(VIRTIO + granule)
+    );
+    say!(
+        "TG: map-misaligned={} then {}",
+        ret(hvc(MAP, GPIO + 0x100, 0, 0)[0]),
+        read32(GPIO)
+    );
     let ram_page = addr_of!(SHARE_PAGE) as u64;
     say!("TG: map-ram={}", ret(hvc(MAP, ram_page, 0, 0)[0]));
     say!("TG: map-outside-ipa={}", ret(hvc(MAP, 1 << 52, 0, 0)[0]));
@@ -475,11 +568,20 @@ extern "C" fn tg_main(dtb: u64) -> ! {
         say!("TG: hypmem-read-end {}", read64(hole.0 + hole.1 - 8));
         say!("TG: hypmem-write {}", write32(hole.0 + 0x100, 0));
     }
-    say!("TG: enroll-again={} then {}", ret(hvc(ENROLL, 0, 0, 0)[0]), read32(RTC + 0xfe0));
+    say!(
+        "TG: enroll-again={} then {}",
+        ret(hvc(ENROLL, 0, 0, 0)[0]),
+        read32(RTC + 0xfe0)
+    );
 
     // Every other CPU: registered page forwarded there too, stray access aborts there.
     for i in 1..ncpus {
-        let r = hvc(CPU_ON, mpidrs[i], tg_secondary as *const () as u64, i as u64)[0];
+        let r = hvc(
+            CPU_ON,
+            mpidrs[i],
+            tg_secondary as *const () as u64,
+            i as u64,
+        )[0];
         let (t0, f) = counter();
         let mut res = None;
         while r == 0 && counter().0 - t0 < 2 * f {
@@ -501,17 +603,32 @@ extern "C" fn tg_main(dtb: u64) -> ! {
             }
         }
         match res {
-            Some(c) => say!("TG: cpu{} on={} rtc {} stray {} off={}", i, ret(r), c.rtc, c.stray, off),
+            Some(c) => say!(
+                "TG: cpu{} on={} rtc {} stray {} off={}",
+                i,
+                ret(r),
+                c.rtc,
+                c.stray,
+                off
+            ),
             None => say!("TG: cpu{} on={} no-result", i, ret(r)),
         }
     }
-    say!("TG: cpu-on-bad={}", ret(hvc(CPU_ON, 0xff, tg_secondary as *const () as u64, 0)[0]));
+    say!(
+        "TG: cpu-on-bad={}",
+        ret(hvc(CPU_ON, 0xff, tg_secondary as *const () as u64, 0)[0])
+    );
 
     // UNMAP: the page is refused again (android14), stays forwarded (android16).
     let u1 = hvc(UNMAP, RTC, 0, 0)[0];
     let after = read32(RTC + 0xfe0);
     let u2 = hvc(UNMAP, RTC, 0, 0)[0];
-    say!("TG: unmap={} after-unmap {} unmap-again={}", ret(u1), after, ret(u2));
+    say!(
+        "TG: unmap={} after-unmap {} unmap-again={}",
+        ret(u1),
+        after,
+        ret(u2)
+    );
     let r = hvc(RMAP, GPIO, 2, 0);
     say!("TG: rguard-map={} pages={}", ret(r[0]), r[1]);
 
@@ -540,9 +657,22 @@ extern "C" fn tg_main(dtb: u64) -> ! {
 
 fn finish() -> ! {
     // SAFETY: the secondaries are off (or never ran); their rows are final.
-    let (ok, faulted) = unsafe { (*addr_of!(ACCESSES)).iter().fold((0, 0), |a, r| (a.0 + r[0], a.1 + r[1])) };
-    say!("TG: calls MEMINFO={} SHARE={} UNSHARE={} INFO={} ENROLL={} MAP={} UNMAP={} RMAP={}",
-         calls(2), calls(3), calls(4), calls(5), calls(6), calls(7), calls(8), calls(10));
+    let (ok, faulted) = unsafe {
+        (*addr_of!(ACCESSES))
+            .iter()
+            .fold((0, 0), |a, r| (a.0 + r[0], a.1 + r[1]))
+    };
+    say!(
+        "TG: calls MEMINFO={} SHARE={} UNSHARE={} INFO={} ENROLL={} MAP={} UNMAP={} RMAP={}",
+        calls(2),
+        calls(3),
+        calls(4),
+        calls(5),
+        calls(6),
+        calls(7),
+        calls(8),
+        calls(10)
+    );
     say!("TG: accesses ok={} faulted={}", ok, faulted);
     say!("TG: done");
     hvc(SYSTEM_OFF, 0, 0, 0);

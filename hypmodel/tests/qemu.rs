@@ -15,12 +15,18 @@ use std::time::{Duration, Instant};
 const STAGING: &str = "0x41000000";
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("hypmodel is inside the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("hypmodel is inside the workspace")
+        .to_path_buf()
 }
 
 fn target_dir() -> PathBuf {
     // CARGO_TARGET_TMPDIR is <target dir>/tmp.
-    Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("target dir").to_path_buf()
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir")
+        .to_path_buf()
 }
 
 fn cargo() -> String {
@@ -28,17 +34,27 @@ fn cargo() -> String {
 }
 
 fn objcopy() -> PathBuf {
-    let out = Command::new("rustc").arg("--print").arg("sysroot").current_dir(workspace()).output()
+    let out = Command::new("rustc")
+        .arg("--print")
+        .arg("sysroot")
+        .current_dir(workspace())
+        .output()
         .expect("rustc --print sysroot");
     let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     let lib = sysroot.join("lib/rustlib");
-    for e in std::fs::read_dir(&lib).expect("sysroot/lib/rustlib").flatten() {
+    for e in std::fs::read_dir(&lib)
+        .expect("sysroot/lib/rustlib")
+        .flatten()
+    {
         let p = e.path().join("bin/llvm-objcopy");
         if p.exists() {
             return p;
         }
     }
-    panic!("llvm-objcopy not found under {} (component llvm-tools)", lib.display());
+    panic!(
+        "llvm-objcopy not found under {} (component llvm-tools)",
+        lib.display()
+    );
 }
 
 fn release_dir() -> PathBuf {
@@ -48,11 +64,19 @@ fn release_dir() -> PathBuf {
 /// Builds `package`'s bare-metal binaries; returns the build's stderr on failure.
 fn build(package: &str, bins: &[&str]) -> Result<(), String> {
     // A fresh machine lacks the bare-metal target and QEMU: the runner installs them.
-    ioguard_runner::ensure_guest_target(&workspace(), "aarch64-unknown-none").map_err(|e| e.to_string())?;
+    ioguard_runner::ensure_guest_target(&workspace(), "aarch64-unknown-none")
+        .map_err(|e| e.to_string())?;
     ioguard_runner::ensure_qemu(Path::new("qemu-system-aarch64")).map_err(|e| e.to_string())?;
     let mut c = Command::new(cargo());
     c.current_dir(workspace())
-        .args(["build", "--release", "--target", "aarch64-unknown-none", "-p", package])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "aarch64-unknown-none",
+            "-p",
+            package,
+        ])
         .arg("--target-dir")
         .arg(target_dir());
     for b in bins {
@@ -66,7 +90,13 @@ fn build(package: &str, bins: &[&str]) -> Result<(), String> {
 }
 
 fn to_image(elf: &Path, bin: &Path) {
-    let st = Command::new(objcopy()).arg("-O").arg("binary").arg(elf).arg(bin).status().expect("llvm-objcopy");
+    let st = Command::new(objcopy())
+        .arg("-O")
+        .arg("binary")
+        .arg(elf)
+        .arg(bin)
+        .status()
+        .expect("llvm-objcopy");
     assert!(st.success(), "llvm-objcopy {} failed", elf.display());
 }
 
@@ -84,7 +114,10 @@ fn images() -> &'static Images {
         let r = release_dir();
         let testguest = r.join("testguest.bin");
         to_image(&r.join("testguest"), &testguest);
-        Images { hypmodel: r.join("hypmodel"), testguest }
+        Images {
+            hypmodel: r.join("hypmodel"),
+            testguest,
+        }
     })
 }
 
@@ -92,17 +125,31 @@ fn images() -> &'static Images {
 fn qemu(guest: &Path, append: &str, smp: u32, mem: &str) -> String {
     let img = images();
     let mut c = Command::new("qemu-system-aarch64");
-    c.args(["-M", "virt,virtualization=on,gic-version=3", "-cpu", "max", "-smp", &smp.to_string(), "-m", mem])
-        .args(["-nographic", "-nic", "none", "-no-reboot", "-kernel"])
-        .arg(&img.hypmodel)
-        .arg("-device")
-        .arg(format!("loader,file={},addr={STAGING},force-raw=on", guest.display()))
-        .args(["-append", append])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    c.args([
+        "-M",
+        "virt,virtualization=on,gic-version=3",
+        "-cpu",
+        "max",
+        "-smp",
+        &smp.to_string(),
+        "-m",
+        mem,
+    ])
+    .args(["-nographic", "-nic", "none", "-no-reboot", "-kernel"])
+    .arg(&img.hypmodel)
+    .arg("-device")
+    .arg(format!(
+        "loader,file={},addr={STAGING},force-raw=on",
+        guest.display()
+    ))
+    .args(["-append", append])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = c.spawn().unwrap_or_else(|e| {
-        panic!("cannot run qemu-system-aarch64 ({e}): install it with apt-get install qemu-system-arm")
+        panic!(
+            "cannot run qemu-system-aarch64 ({e}): install it with apt-get install qemu-system-arm"
+        )
     });
     let mut stdout = child.stdout.take().expect("stdout");
     let reader = std::thread::spawn(move || {
@@ -154,7 +201,9 @@ impl Run {
                     })
                     .or_insert(v);
             }
-            let Some(rest) = l.strip_prefix("hypmodel: ") else { continue };
+            let Some(rest) = l.strip_prefix("hypmodel: ") else {
+                continue;
+            };
             let (group, kvs) = rest.split_once(' ').unwrap_or((rest, ""));
             if !matches!(group, "calls" | "accesses" | "guard" | "memshare") {
                 continue;
@@ -171,18 +220,29 @@ impl Run {
     }
 
     fn tg(&self, key: &str) -> &str {
-        self.tg.get(key).map(String::as_str).unwrap_or_else(|| panic!("no 'TG: {key}' line in:\n{}", self.out))
+        self.tg
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("no 'TG: {key}' line in:\n{}", self.out))
     }
 
     fn has(&self, key: &str, want: &str) {
         let got = self.tg(key);
-        assert!(got.contains(want), "TG: {key}: expected '{want}', got '{got}'\n--- output:\n{}", self.out);
+        assert!(
+            got.contains(want),
+            "TG: {key}: expected '{want}', got '{got}'\n--- output:\n{}",
+            self.out
+        );
     }
 
     /// The line's value starts with `want` (for values such as `0` or `-3`).
     fn is(&self, key: &str, want: &str) {
         let got = self.tg(key);
-        assert!(got.starts_with(want), "TG: {key}: expected '{want}...', got '{got}'\n--- output:\n{}", self.out);
+        assert!(
+            got.starts_with(want),
+            "TG: {key}: expected '{want}...', got '{got}'\n--- output:\n{}",
+            self.out
+        );
     }
 
     fn c(&self, key: &str) -> u64 {
@@ -199,8 +259,16 @@ impl Run {
     }
 
     fn done(&self) {
-        assert!(self.tg.contains_key("done"), "the test guest did not finish:\n{}", self.out);
-        assert!(self.out.contains("hypmodel: end"), "no hypmodel report:\n{}", self.out);
+        assert!(
+            self.tg.contains_key("done"),
+            "the test guest did not finish:\n{}",
+            self.out
+        );
+        assert!(
+            self.out.contains("hypmodel: end"),
+            "no hypmodel report:\n{}",
+            self.out
+        );
     }
 
     /// hypmodel's counters agree with what the test guest did.
@@ -215,37 +283,70 @@ impl Run {
             ("UNMAP", "MMIO_GUARD_UNMAP"),
             ("RMAP", "MMIO_RGUARD_MAP"),
         ] {
-            assert_eq!(self.tg_num("calls", tg), self.c(&format!("calls.{hyp}")), "calls of {hyp}\n{}", self.out);
+            assert_eq!(
+                self.tg_num("calls", tg),
+                self.c(&format!("calls.{hyp}")),
+                "calls of {hyp}\n{}",
+                self.out
+            );
         }
         let ok = self.tg_num("accesses", "ok");
         let faulted = self.tg_num("accesses", "faulted");
-        assert_eq!(self.c("accesses.forwarded") - self.c("accesses.console"), ok,
-                   "every access the guest saw succeed was forwarded once\n{}", self.out);
-        assert_eq!(self.c("accesses.refused") + self.c("accesses.bus_errors"), faulted,
-                   "every abort the guest saw was injected once\n{}", self.out);
-        assert_eq!(self.c("accesses.refused_hypmem"), 3, "three probes of hypmodel's memory\n{}", self.out);
+        assert_eq!(
+            self.c("accesses.forwarded") - self.c("accesses.console"),
+            ok,
+            "every access the guest saw succeed was forwarded once\n{}",
+            self.out
+        );
+        assert_eq!(
+            self.c("accesses.refused") + self.c("accesses.bus_errors"),
+            faulted,
+            "every abort the guest saw was injected once\n{}",
+            self.out
+        );
+        assert_eq!(
+            self.c("accesses.refused_hypmem"),
+            3,
+            "three probes of hypmodel's memory\n{}",
+            self.out
+        );
     }
 }
 
 fn einval(profile: &str) -> &'static str {
-    if profile == "android13" { "4294967293" } else { "-3" }
+    if profile == "android13" {
+        "4294967293"
+    } else {
+        "-3"
+    }
 }
 
 #[test]
 fn every_profile_and_granule() {
     for profile in ["android14", "android13", "android16", "upstream", "kvm"] {
         for (gname, g) in [("4k", 4096u64), ("16k", 16384), ("64k", 65536)] {
-            let r = run_tg(&format!("hypmodel.profile={profile} hypmodel.granule={gname} -- tg {profile}"), 2);
+            let r = run_tg(
+                &format!("hypmodel.profile={profile} hypmodel.granule={gname} -- tg {profile}"),
+                2,
+            );
             r.done();
             r.counters_match_guest();
-            assert!(r.out.contains(&format!("hypmodel: report profile={profile} ")), "{}", r.out);
+            assert!(
+                r.out
+                    .contains(&format!("hypmodel: report profile={profile} ")),
+                "{}",
+                r.out
+            );
             // The environment hypmodel gives every guest.
             r.has("start", "el=1 dtb=0x40000000");
             r.has("dt", "psci-method=hvc");
             r.has("dt", &format!("bootargs=[tg {profile}]"));
             r.has("dt", "memory=0x40000000+0x200000,0x40600000+0x1fa00000");
             r.has("hole", "0x40200000+0x400000");
-            r.has("features", "uid=0xb66fb428,0xe911c52e,0x564bcaa9,0x743a004d");
+            r.has(
+                "features",
+                "uid=0xb66fb428,0xe911c52e,0x564bcaa9,0x743a004d",
+            );
             for probe in ["hypmem-read", "hypmem-read-end", "hypmem-write"] {
                 r.has(probe, "fault=1 esr=0x96000010");
             }
@@ -254,7 +355,10 @@ fn every_profile_and_granule() {
             r.has("cpu1", "off=1");
             r.is("cpu-on-bad", "-2");
             // Accesses without syndrome are refused by every profile.
-            r.has("ldp", "fault=1 esr=0x96000010 far=0x9010fe0 elr_ok=1 dest_kept=1");
+            r.has(
+                "ldp",
+                "fault=1 esr=0x96000010 far=0x9010fe0 elr_ok=1 dest_kept=1",
+            );
             r.has("read-sx8", "fault=0 value=0xffffffffffffffb1");
             r.has("read8", "fault=0 value=0x31");
             r.has("read64", "fault=0 value=0x1000000031");
@@ -266,7 +370,14 @@ fn every_profile_and_granule() {
                 _ => "0x1",
             };
             r.is("features", &format!("{features} uid="));
-            r.has("features", if profile == "android16" { "smccc_version=0x10002" } else { "smccc_version=0x10001" });
+            r.has(
+                "features",
+                if profile == "android16" {
+                    "smccc_version=0x10002"
+                } else {
+                    "smccc_version=0x10001"
+                },
+            );
 
             if profile == "kvm" {
                 // No guard: stray accesses reach the device; no pKVM calls.
@@ -281,23 +392,43 @@ fn every_profile_and_granule() {
                 continue;
             }
             let info = if profile == "upstream" { u64::MAX } else { g }; // no INFO upstream
-            r.is("meminfo", &format!("{g:#x} x1={} info={info:#x}", u8::from(profile == "android16")));
+            r.is(
+                "meminfo",
+                &format!(
+                    "{g:#x} x1={} info={info:#x}",
+                    u8::from(profile == "android16")
+                ),
+            );
             r.has("granule-last", "fault=0 value=0x74726976");
-            r.has("neighbour", &format!("{:#x} fault=1 esr=0x96000010", 0x0a00_0000 + g));
-            r.has("stray-read", "fault=1 esr=0x96000010 far=0x9010fe0 elr_ok=1 dest_kept=1");
+            r.has(
+                "neighbour",
+                &format!("{:#x} fault=1 esr=0x96000010", 0x0a00_0000 + g),
+            );
+            r.has(
+                "stray-read",
+                "fault=1 esr=0x96000010 far=0x9010fe0 elr_ok=1 dest_kept=1",
+            );
             r.has("stray-write", "fault=1 esr=0x96000010 far=0x9010004");
             r.is("map-rtc", "0");
             r.has("registered-read", "fault=0 value=0x31");
             r.is("stray-write-arrived", "0");
             r.has("registered-write", "readback fault=0 value=0x5678");
             r.has("cpu1", "stray fault=1 esr=0x96000010 far=0x9030000");
-            r.is("map-misaligned", &format!("{} then fault=1", einval(profile)));
+            r.is(
+                "map-misaligned",
+                &format!("{} then fault=1", einval(profile)),
+            );
             r.is("map-ram", einval(profile));
             r.is("map-outside-ipa", einval(profile));
             r.is("map-hypmem", einval(profile));
             r.has("memshare", "share=0 share-twice=-3 unshare=0 unshare-twice=-3 share-mmio=-3 misaligned=-3 hypmem=-3");
             r.has("memshare", "final=0");
-            assert_eq!(r.c("memshare.shared_bytes"), g, "one granule left shared\n{}", r.out);
+            assert_eq!(
+                r.c("memshare.shared_bytes"),
+                g,
+                "one granule left shared\n{}",
+                r.out
+            );
             assert_eq!(r.c("memshare.shared_pages"), 1);
             match profile {
                 "upstream" => {
@@ -338,22 +469,53 @@ fn trace_shows_every_call_and_access_and_keeps_guest_lines_whole() {
     let traced = run_tg("hypmodel.profile=android14 hypmodel.trace", 2);
     traced.done();
     // The guest's lines are the same with and without trace: no trace line cut one.
-    assert_eq!(plain.tg, traced.tg, "TG lines differ with trace on:\n{}", traced.out);
-    let lines: Vec<&str> = traced.out.lines().filter(|l| l.starts_with("hypmodel: trace ")).collect();
+    assert_eq!(
+        plain.tg, traced.tg,
+        "TG lines differ with trace on:\n{}",
+        traced.out
+    );
+    let lines: Vec<&str> = traced
+        .out
+        .lines()
+        .filter(|l| l.starts_with("hypmodel: trace "))
+        .collect();
     let count = |pat: &str| lines.iter().filter(|l| l.contains(pat)).count() as u64;
     assert_eq!(count(" hvc MMIO_GUARD_MAP("), traced.tg_num("calls", "MAP"));
     assert_eq!(count(" hvc MEM_SHARE("), traced.tg_num("calls", "SHARE"));
-    assert_eq!(count(" dabt ") - count("-> refused") - count("bus error"), traced.tg_num("accesses", "ok"),
-               "one trace line per forwarded non-console access");
-    assert_eq!(count("-> refused"), traced.tg_num("accesses", "faulted"), "one trace line per refused access");
+    assert_eq!(
+        count(" dabt ") - count("-> refused") - count("bus error"),
+        traced.tg_num("accesses", "ok"),
+        "one trace line per forwarded non-console access"
+    );
+    assert_eq!(
+        count("-> refused"),
+        traced.tg_num("accesses", "faulted"),
+        "one trace line per refused access"
+    );
     // The first stray read, exactly as the guest saw it.
-    assert!(lines.iter().any(|l| l.contains("dabt read 4B ipa=0x9010fe0")
-        && l.contains("-> refused (unregistered): injected ESR_EL1=0x96000010 FAR_EL1=0x9010fe0")), "{}", traced.out);
-    assert!(lines.iter().any(|l| l.contains("dabt read 4B ipa=0x9010fe0 x9") && l.contains("-> forwarded 0x31")));
-    assert!(lines.iter().any(|l| l.contains("no-syndrome") && l.contains("refused (no-syndrome)")));
-    assert!(lines.iter().any(|l| l.contains("refused (hypmodel-memory)") && l.contains("FAR_EL1=0x40200000")));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("dabt read 4B ipa=0x9010fe0")
+                && l.contains(
+                    "-> refused (unregistered): injected ESR_EL1=0x96000010 FAR_EL1=0x9010fe0"
+                )),
+        "{}",
+        traced.out
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("dabt read 4B ipa=0x9010fe0 x9") && l.contains("-> forwarded 0x31")));
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("no-syndrome") && l.contains("refused (no-syndrome)")));
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("refused (hypmodel-memory)") && l.contains("FAR_EL1=0x40200000")));
     assert!(lines.iter().any(|l| l.contains("cpu1 up at EL2")));
-    assert!(lines.iter().any(|l| l.starts_with("hypmodel: trace cpu1 ") && l.contains("forwarded 0x31")));
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("hypmodel: trace cpu1 ") && l.contains("forwarded 0x31")));
     // Console accesses are counted, not traced one by one.
     assert!(traced.c("accesses.console") > 1000);
     assert!(count("ipa=0x9000") == 0, "console accesses are not traced");
@@ -362,7 +524,10 @@ fn trace_shows_every_call_and_access_and_keeps_guest_lines_whole() {
 /// Runs a mutant and the correct model with the same options.
 fn mutant(name: &str, extra: &str, smp: u32) -> (Run, Run) {
     let good = run_tg(&format!("hypmodel.trace {extra}"), smp);
-    let bad = run_tg(&format!("hypmodel.trace hypmodel.mutant={name} {extra}"), smp);
+    let bad = run_tg(
+        &format!("hypmodel.trace hypmodel.mutant={name} {extra}"),
+        smp,
+    );
     assert!(bad.out.contains(&format!("mutant={name}")), "{}", bad.out);
     good.done();
     (good, bad)
@@ -400,8 +565,14 @@ fn every_mutant_is_active() {
     assert!(g.c("guard.registered") > 0);
     assert_eq!(b.c("guard.registered"), 0, "{}", b.out);
     assert!(b.c("guard.map_ok") >= 1);
-    assert!(!b.tg.contains_key("done") && b.c("accesses.refused") > 100, "{}", b.out);
-    assert!(b.out.contains("hvc MMIO_GUARD_MAP(0x9000000, 0x0, 0x0) fid=0xc6000007 -> x0=0x0"));
+    assert!(
+        !b.tg.contains_key("done") && b.c("accesses.refused") > 100,
+        "{}",
+        b.out
+    );
+    assert!(b
+        .out
+        .contains("hvc MMIO_GUARD_MAP(0x9000000, 0x0, 0x0) fid=0xc6000007 -> x0=0x0"));
 
     let (g, b) = mutant("map-neighbour", "", 2);
     g.has("neighbour", "0xa001000 fault=1");
@@ -440,7 +611,9 @@ fn every_mutant_is_active() {
     g.has("ldp", "fault=1");
     b.has("ldp", "fault=0 value=0x31 value2=0x10");
     assert_eq!(b.c("accesses.emulated"), 1);
-    assert!(b.out.contains("emulated from the instruction (mutant no-syndrome-forward)"));
+    assert!(b
+        .out
+        .contains("emulated from the instruction (mutant no-syndrome-forward)"));
 }
 
 #[test]
@@ -450,7 +623,10 @@ fn cpu_on_with_four_cpus() {
     r.counters_match_guest();
     r.has("dt", "cpus=4");
     for i in 1..4 {
-        r.has(&format!("cpu{i}"), "on=0 rtc fault=0 value=0x31 stray fault=1 esr=0x96000010 far=0x9030000");
+        r.has(
+            &format!("cpu{i}"),
+            "on=0 rtc fault=0 value=0x31 stray fault=1 esr=0x96000010 far=0x9030000",
+        );
         r.has(&format!("cpu{i}"), "off=1");
     }
     assert_eq!(r.c("calls.PSCI_CPU_ON"), 4);
@@ -460,7 +636,10 @@ fn cpu_on_with_four_cpus() {
 
 #[test]
 fn memory_sizes_and_boot_enrolment() {
-    for (mem, second) in [("128M", "0x40600000+0x7a00000"), ("2G", "0x40600000+0x7fa00000")] {
+    for (mem, second) in [
+        ("128M", "0x40600000+0x7a00000"),
+        ("2G", "0x40600000+0x7fa00000"),
+    ] {
         let r = Run::new(qemu(&images().testguest, "", 1, mem));
         r.done();
         r.counters_match_guest();
@@ -477,38 +656,78 @@ fn memory_sizes_and_boot_enrolment() {
 #[test]
 fn bad_options_and_missing_guest_are_reported() {
     let r = run_tg("hypmodel.mutant=guard-of -- x", 1);
-    assert!(r.out.contains("hypmodel: FATAL: bad value in 'hypmodel.mutant=guard-of'"), "{}", r.out);
+    assert!(
+        r.out
+            .contains("hypmodel: FATAL: bad value in 'hypmodel.mutant=guard-of'"),
+        "{}",
+        r.out
+    );
     assert!(!r.tg.contains_key("start"));
     let r = run_tg("hypmodel.nosuch", 1);
-    assert!(r.out.contains("hypmodel: FATAL: unknown option 'hypmodel.nosuch'"), "{}", r.out);
+    assert!(
+        r.out
+            .contains("hypmodel: FATAL: unknown option 'hypmodel.nosuch'"),
+        "{}",
+        r.out
+    );
     // No image at the staging address (an empty file).
     let empty = target_dir().join("tmp/hypmodel-empty.bin");
     std::fs::create_dir_all(empty.parent().expect("tmp")).expect("tmp dir");
     std::fs::write(&empty, [0u8; 64]).expect("write");
     let out = qemu(&empty, "", 1, "256M");
-    assert!(out.contains("hypmodel: FATAL: guest image at 0x41000000: no arm64 Image"), "{out}");
+    assert!(
+        out.contains("hypmodel: FATAL: guest image at 0x41000000: no arm64 Image"),
+        "{out}"
+    );
 }
 
 /// The real guest, built from this workspace, under hypmodel in every profile.
 #[test]
 fn real_guest_boots_under_hypmodel() {
     if let Err(e) = build("ioguard", &["ioguard"]) {
-        panic!("the guest (package ioguard) does not build for aarch64-unknown-none, so it cannot be \
-                booted under hypmodel:\n{e}");
+        panic!(
+            "the guest (package ioguard) does not build for aarch64-unknown-none, so it cannot be \
+                booted under hypmodel:\n{e}"
+        );
     }
     let bin = release_dir().join("ioguard-hypmodel-test.bin");
     to_image(&release_dir().join("ioguard"), &bin);
     for profile in ["android14", "android13", "android16", "upstream", "kvm"] {
-        let r = Run::new(qemu(&bin, &format!("hypmodel.profile={profile} --"), 2, "512M"));
-        assert!(r.out.contains("EXIT: STATUS="), "the guest did not reach its EXIT line under {profile}:\n{}", r.out);
+        let r = Run::new(qemu(
+            &bin,
+            &format!("hypmodel.profile={profile} --"),
+            2,
+            "512M",
+        ));
+        assert!(
+            r.out.contains("EXIT: STATUS="),
+            "the guest did not reach its EXIT line under {profile}:\n{}",
+            r.out
+        );
         assert!(r.out.contains("SUMMARY:"), "{}", r.out);
-        assert!(r.out.contains(&format!("hypmodel: report profile={profile} ")), "{}", r.out);
-        assert!(r.out.contains("hypmodel: end"), "the guest powered off through hypmodel:\n{}", r.out);
-        assert!(r.c("accesses.console") > 0, "its console went through hypmodel:\n{}", r.out);
+        assert!(
+            r.out
+                .contains(&format!("hypmodel: report profile={profile} ")),
+            "{}",
+            r.out
+        );
+        assert!(
+            r.out.contains("hypmodel: end"),
+            "the guest powered off through hypmodel:\n{}",
+            r.out
+        );
+        assert!(
+            r.c("accesses.console") > 0,
+            "its console went through hypmodel:\n{}",
+            r.out
+        );
         assert_eq!(r.c("accesses.refused_hypmem"), 0);
         if profile != "kvm" {
-            assert!(r.c("calls.HYP_MEMINFO") + r.c("calls.MMIO_GUARD_MAP") > 0,
-                    "the guest found the pKVM calls of {profile}:\n{}", r.out);
+            assert!(
+                r.c("calls.HYP_MEMINFO") + r.c("calls.MMIO_GUARD_MAP") > 0,
+                "the guest found the pKVM calls of {profile}:\n{}",
+                r.out
+            );
         }
     }
 }

@@ -4,7 +4,14 @@
 use std::fmt;
 
 /// hypmodel's profiles (hypmodel/README.md).
-pub const MODEL_PROFILES: &[&str] = &["android13", "android14", "android16", "upstream", "kvm"];
+pub const MODEL_PROFILES: &[&str] = &[
+    "android13",
+    "android14",
+    "android16",
+    "upstream",
+    "kvm",
+    "pkvm",
+];
 /// hypmodel's granules.
 pub const MODEL_GRANULES: &[&str] = &["4k", "16k", "64k"];
 /// hypmodel's mutants: one realistic bug each (shared/CHECKS.md).

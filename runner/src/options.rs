@@ -40,8 +40,8 @@ Options:
   --hyp plain|model[:PROFILE][,mutant=NAME][,granule=4k|16k|64k][,enrolled=boot][,trace]
                      hypervisor under the guest: plain QEMU (default), or hypmodel,
                      the reference EL2 hypervisor (profiles android13, android14,
-                     android16, upstream, kvm; mutants as in CHECKS.md); pkvm is
-                     reserved and not yet available
+                     android16, upstream, kvm, pkvm; mutants as in CHECKS.md);
+                     `--hyp pkvm` (a real pKVM host) is reserved, not yet available
   --qemu PATH        QEMU binary (default qemu-system-aarch64)
   --bench [N]        benchmark instead of a run: boot N times (default 10) and print
                      the image size and the median boot time against QEMU's floor

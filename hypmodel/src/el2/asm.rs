@@ -21,7 +21,11 @@ pub const STACK_SIZE: u64 = 0x10000;
 impl Frame {
     /// Register `r` as an instruction sees it (31 = XZR).
     pub fn reg(&self, r: u8) -> u64 {
-        if r >= 31 { 0 } else { self.x[r as usize] }
+        if r >= 31 {
+            0
+        } else {
+            self.x[r as usize]
+        }
     }
     pub fn set_reg(&mut self, r: u8, v: u64) {
         if r < 31 {

@@ -140,7 +140,9 @@ fn boot_main() -> ! {
         fatal!("cannot read the memory nodes of the device tree");
     }
     let hyp = (HYP_BASE, HYP_SIZE);
-    let Some(&(ram0, ram0_size)) = ram[..nram].iter().find(|&&(b, s)| b <= HYP_BASE && HYP_BASE + HYP_SIZE <= b + s)
+    let Some(&(ram0, ram0_size)) = ram[..nram]
+        .iter()
+        .find(|&&(b, s)| b <= HYP_BASE && HYP_BASE + HYP_SIZE <= b + s)
     else {
         fatal!("hypmodel's memory {HYP_BASE:#x}+{HYP_SIZE:#x} is not inside RAM")
     };
@@ -177,22 +179,37 @@ fn boot_main() -> ! {
     let load = guest_load_address(img.text_offset);
     let img_end = load.checked_add(img.image_size);
     let stage_end = GUEST_STAGING.checked_add(img.image_size);
-    if img.text_offset % 4096 != 0 || img_end.is_none_or(|e| e > ram_end) || stage_end.is_none_or(|e| e > ram_end) {
-        fatal!("guest image ({:#x} bytes, text_offset {:#x}) does not fit in RAM", img.image_size, img.text_offset);
+    if img.text_offset % 4096 != 0
+        || img_end.is_none_or(|e| e > ram_end)
+        || stage_end.is_none_or(|e| e > ram_end)
+    {
+        fatal!(
+            "guest image ({:#x} bytes, text_offset {:#x}) does not fit in RAM",
+            img.image_size,
+            img.text_offset
+        );
     }
 
     // The guest's tree: psci via hvc, its own command line, hypmodel's memory removed.
     // SAFETY: DTB_OUT is used by the boot CPU only, here.
     let out = unsafe { &mut *core::ptr::addr_of_mut!(DTB_OUT) };
     let reserve = [(GUEST_DTB, out.len() as u64)];
-    let edits = Edits { bootargs: &args_buf[..args_len], psci_method: b"hvc", hole: hyp, reserve: &reserve };
+    let edits = Edits {
+        bootargs: &args_buf[..args_len],
+        psci_method: b"hvc",
+        hole: hyp,
+        reserve: &reserve,
+    };
     let n = match fdt::rewrite(&tree, &edits, out) {
         Ok(n) => n,
         Err(e) => fatal!("rewriting the device tree: {e}"),
     };
     let reserve_fixed = [(GUEST_DTB, n as u64)];
     // Redo with the exact size in the reservation (the size does not change).
-    let edits = Edits { reserve: &reserve_fixed, ..edits };
+    let edits = Edits {
+        reserve: &reserve_fixed,
+        ..edits
+    };
     let n2 = fdt::rewrite(&tree, &edits, out).unwrap_or(0);
     if n2 != n {
         fatal!("device tree size changed between passes");
@@ -203,7 +220,13 @@ fn boot_main() -> ! {
     unsafe { core::ptr::copy_nonoverlapping(out.as_ptr(), GUEST_DTB as *mut u8, n) };
     // SAFETY: both ranges are inside RAM (checked above) and outside hypmodel; `copy` is a
     // memmove, correct for the overlap of staging and load ranges.
-    unsafe { core::ptr::copy(GUEST_STAGING as *const u8, load as *mut u8, img.image_size as usize) };
+    unsafe {
+        core::ptr::copy(
+            GUEST_STAGING as *const u8,
+            load as *mut u8,
+            img.image_size as usize,
+        )
+    };
 
     // Stage 2: guest RAM only.
     // SAFETY: S2_POOL is used by the boot CPU only, here; the tables stay in place for the
@@ -230,8 +253,19 @@ fn boot_main() -> ! {
     // SAFETY: written once before any secondary starts.
     unsafe { core::ptr::addr_of_mut!(STAGE2).write((vttbr, vtcr)) };
 
-    let layout = Layout { ram, nram, hyp, ipa_bits, console_page: console_base & !0xfff };
-    let span = ram[..nram].iter().map(|&(b, s)| b + s).max().unwrap_or(ram_end) - RAM_BASE;
+    let layout = Layout {
+        ram,
+        nram,
+        hyp,
+        ipa_bits,
+        console_page: console_base & !0xfff,
+    };
+    let span = ram[..nram]
+        .iter()
+        .map(|&(b, s)| b + s)
+        .max()
+        .unwrap_or(ram_end)
+        - RAM_BASE;
     // SAFETY: SHARE_BITS is handed out once, here, and then owned by the VM.
     let bits: &'static mut [u64] = unsafe { &mut *core::ptr::addr_of_mut!(SHARE_BITS) };
     let share = ShareMap::new(RAM_BASE, span / 4096, bits);
@@ -267,11 +301,24 @@ fn boot_main() -> ! {
 fn find_uart(t: &Fdt<'_>) -> Option<u64> {
     let sp = t.prop_str("/chosen", "stdout-path")?;
     let sp = sp.split(':').next()?;
-    let path = if sp.starts_with('/') { sp } else { t.prop_str("/aliases", sp)? };
+    let path = if sp.starts_with('/') {
+        sp
+    } else {
+        t.prop_str("/aliases", sp)?
+    };
     let reg = t.prop(path, "reg")?;
-    let ac = t.prop("/", "#address-cells").map_or(2, |v| v.get(3).copied().unwrap_or(2));
-    let w = |i: usize| reg.get(i * 4..i * 4 + 4).map(|b| u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])));
-    if ac == 2 { Some((w(0)? << 32) | w(1)?) } else { w(0) }
+    let ac = t
+        .prop("/", "#address-cells")
+        .map_or(2, |v| v.get(3).copied().unwrap_or(2));
+    let w = |i: usize| {
+        reg.get(i * 4..i * 4 + 4)
+            .map(|b| u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])))
+    };
+    if ac == 2 {
+        Some((w(0)? << 32) | w(1)?)
+    } else {
+        w(0)
+    }
 }
 
 fn setup_el2() {
@@ -285,14 +332,18 @@ fn setup_el2() {
 fn secondary_main(idx: usize) -> ! {
     let start = VM.lock().as_mut().and_then(|vm| vm.secondary_started(idx));
     let Some((entry, ctx)) = start else {
-        hyp_line(format_args!("hypmodel: vCPU {idx} started without a CPU_ON; parked"));
+        hyp_line(format_args!(
+            "hypmodel: vCPU {idx} started without a CPU_ON; parked"
+        ));
         loop {
             sysreg::wfe();
         }
     };
     setup_el2();
     if trace_on() {
-        hyp_line(format_args!("hypmodel: trace cpu{idx} up at EL2, entering guest at {entry:#x} x0={ctx:#x}"));
+        hyp_line(format_args!(
+            "hypmodel: trace cpu{idx} up at EL2, entering guest at {entry:#x} x0={ctx:#x}"
+        ));
     }
     // SAFETY: the entry was checked to be guest RAM by the CPU_ON handler; EL2 is set up.
     unsafe { asm::hm_enter_guest(entry, ctx) }
@@ -309,7 +360,9 @@ extern "C" fn hm_exception(kind: u64, f: &mut Frame) {
         }
         9..=11 | 13..=15 => {
             // IRQ/FIQ/SError are routed to EL1 (HCR_EL2.IMO/FMO/AMO = 0): not expected.
-            hyp_line(format_args!("hypmodel: unexpected exception kind {kind} from the guest, ignored"));
+            hyp_line(format_args!(
+                "hypmodel: unexpected exception kind {kind} from the guest, ignored"
+            ));
         }
         _ => el2_panic(kind, f),
     }
@@ -375,11 +428,30 @@ fn hypercall(f: &mut Frame, how: &str) {
             ));
         }
     };
+    if out == Hvc::AbortAtCall {
+        if trace_on() {
+            hyp_line(format_args!(
+                "hypmodel: trace cpu{cpu} {how} {}({:#x}, {:#x}, {:#x}) fid={:#x} -> abort at the call",
+                call.name(), x[1], x[2], x[3], x[0] as u32
+            ));
+        }
+        // Both conduits arrive here with ELR past the instruction: the abort is taken on
+        // the call itself, x0..x3 untouched.
+        f.elr -= 4;
+        let src = syndrome::source_of(f.spsr);
+        inject(f, syndrome::injected_dabt_esr(src, DFSC_EXTABT), 0);
+        return;
+    }
     let ret = match out {
         Hvc::Ret(r) => r,
         Hvc::Forward(a) => [psci_smc(a), 0, 0, 0],
         Hvc::CpuOn { idx, mpidr } => {
-            let r = psci_smc([u64::from(PSCI_CPU_ON_64), mpidr, asm::hm_secondary_entry as *const () as u64, idx as u64]);
+            let r = psci_smc([
+                u64::from(PSCI_CPU_ON_64),
+                mpidr,
+                asm::hm_secondary_entry as *const () as u64,
+                idx as u64,
+            ]);
             with_vm(|vm| vm.cpu_on_result(idx, r));
             [r, 0, 0, 0]
         }
@@ -388,6 +460,8 @@ fn hypercall(f: &mut Frame, how: &str) {
             let r = psci_smc([u64::from(PSCI_CPU_OFF), 0, 0, 0]);
             [r, 0, 0, 0]
         }
+        // Answered above.
+        Hvc::AbortAtCall => return,
         Hvc::SystemOff | Hvc::SystemReset => {
             trace(&[0; 4]);
             console::flush();
@@ -395,7 +469,11 @@ fn hypercall(f: &mut Frame, how: &str) {
             with_vm(|vm| {
                 let _ = vm.report(&mut rep);
             });
-            let fid = if out == Hvc::SystemOff { PSCI_SYSTEM_OFF } else { PSCI_SYSTEM_RESET };
+            let fid = if out == Hvc::SystemOff {
+                PSCI_SYSTEM_OFF
+            } else {
+                PSCI_SYSTEM_RESET
+            };
             let r = psci_smc([u64::from(fid), 0, 0, 0]);
             [r, 0, 0, 0]
         }
@@ -450,7 +528,8 @@ fn data_abort(f: &mut Frame, iss: u32, il: bool) {
     let far = sysreg::read_far_el2();
     let ipa = syndrome::fault_ipa(sysreg::read_hpfar_el2(), far);
     let d = decode_dabt(iss);
-    let (action, console_page) = with_vm(|vm| (vm.data_abort(cpu, ipa, far, &d), vm.layout.console_page));
+    let (action, console_page) =
+        with_vm(|vm| (vm.data_abort(cpu, ipa, far, &d), vm.layout.console_page));
     let step = if il { 4 } else { 2 };
     let dir = if d.write { "write" } else { "read" };
     let pc = f.elr;
@@ -480,7 +559,11 @@ fn data_abort(f: &mut Frame, iss: u32, il: bool) {
                 inject(f, esr, far);
                 return;
             }
-            let val = if d.write { syndrome::store_value(f.reg(d.reg), d.size) } else { syndrome::load_result(r.value, &d) };
+            let val = if d.write {
+                syndrome::store_value(f.reg(d.reg), d.size)
+            } else {
+                syndrome::load_result(r.value, &d)
+            };
             if !d.write {
                 f.set_reg(d.reg, val);
             }
@@ -498,14 +581,26 @@ fn data_abort(f: &mut Frame, iss: u32, il: bool) {
             if trace_on() {
                 hyp_line(format_args!(
                     "hypmodel: trace cpu{cpu} dabt no-syndrome ipa={ipa:#x} pc={pc:#x} -> {}",
-                    if ok { "emulated from the instruction (mutant no-syndrome-forward)" } else { "not decodable: refused" }
+                    if ok {
+                        "emulated from the instruction (mutant no-syndrome-forward)"
+                    } else {
+                        "not decodable: refused"
+                    }
                 ));
             }
             if let Access::Inject { dfsc, far, .. } = a {
-                inject(f, syndrome::injected_dabt_esr(syndrome::source_of(f.spsr), dfsc), far);
+                inject(
+                    f,
+                    syndrome::injected_dabt_esr(syndrome::source_of(f.spsr), dfsc),
+                    far,
+                );
             }
         }
-        Access::Inject { dfsc, far: far1, why } => {
+        Access::Inject {
+            dfsc,
+            far: far1,
+            why,
+        } => {
             let esr = syndrome::injected_dabt_esr(syndrome::source_of(f.spsr), dfsc);
             if trace_on() {
                 hyp_line(format_args!(
@@ -539,26 +634,45 @@ fn data_abort(f: &mut Frame, iss: u32, il: bool) {
 /// `no-syndrome-forward`: decode an LDP/STP at the guest's PC and perform it. Returns false
 /// (and changes nothing) when the instruction is not one it knows.
 fn emulate_pair(f: &mut Frame, ipa: u64, far: u64) -> bool {
-    let Some(pc_pa) = sysreg::translate_el1_read(f.elr) else { return false };
+    let Some(pc_pa) = sysreg::translate_el1_read(f.elr) else {
+        return false;
+    };
     let in_ram = with_vm(|vm| vm.layout.is_guest_ram(pc_pa, 4));
     if !in_ram {
         return false;
     }
     // SAFETY: pc_pa is guest RAM (checked), readable by EL2 with its MMU off.
     let insn = unsafe { core::ptr::read_volatile(pc_pa as *const u32) };
-    let Some(p) = syndrome::decode_pair(insn) else { return false };
+    let Some(p) = syndrome::decode_pair(insn) else {
+        return false;
+    };
     let el1h = syndrome::source_of(f.spsr) == syndrome::Source::El1h;
     let base = if p.rn == 31 {
-        if el1h { sysreg::read_sp_el1() } else { sysreg::read_sp_el0() }
+        if el1h {
+            sysreg::read_sp_el1()
+        } else {
+            sysreg::read_sp_el0()
+        }
     } else {
         f.x[p.rn as usize]
     };
-    let va = if p.mode == PairMode::PostIndex { base } else { base.wrapping_add(p.offset as u64) };
+    let va = if p.mode == PairMode::PostIndex {
+        base
+    } else {
+        base.wrapping_add(p.offset as u64)
+    };
     let size = u64::from(p.size);
     if va != far || (ipa & 0xfff) + 2 * size > 0x1000 {
         return false;
     }
-    let dab = DataAbort { isv: true, size: p.size, sign_extend: false, reg: 0, sixty_four: p.size == 8, ..decode_dabt(0) };
+    let dab = DataAbort {
+        isv: true,
+        size: p.size,
+        sign_extend: false,
+        reg: 0,
+        sixty_four: p.size == 8,
+        ..decode_dabt(0)
+    };
     if p.load {
         let a = mmio_read(ipa, p.size);
         let b = mmio_read(ipa + size, p.size);
@@ -580,7 +694,11 @@ fn emulate_pair(f: &mut Frame, ipa: u64, far: u64) -> bool {
         if p.rn == 31 {
             // SAFETY: updating the guest's stack pointer as the instruction's writeback does.
             unsafe {
-                if el1h { sysreg::write_sp_el1(nb) } else { sysreg::write_sp_el0(nb) }
+                if el1h {
+                    sysreg::write_sp_el1(nb)
+                } else {
+                    sysreg::write_sp_el0(nb)
+                }
             }
         } else {
             f.x[p.rn as usize] = nb;
