@@ -278,3 +278,51 @@ fn every_mutant_is_caught_by_a_fail_that_names_it() {
         eprintln!("{mutant}: {}", fails(&out).join(", "));
     }
 }
+
+/// hypmodel's trace shows exactly what the guest did: for `guard: registered-read`, one
+/// MAP of the PL031 page, one forwarded 4-byte read of its ID register that returns 0x31,
+/// one UNMAP; for `guard: stray-read`, one refused read of the PL061 ID register.
+#[test]
+fn hypmodel_trace_matches_the_guest_access_for_access() {
+    let device_lines = |out: &Outcome| -> Vec<String> {
+        out.report
+            .lines
+            .iter()
+            .filter(|l| l.starts_with("hypmodel: trace cpu0 "))
+            .filter(|l| !l.contains("ipa=0x9000") && !l.contains("(0x9000000,"))
+            .filter(|l| {
+                l.contains("dabt") || l.contains("MMIO_GUARD_MAP") || l.contains("MMIO_GUARD_UNMAP")
+            })
+            .map(|l| l.trim_start_matches("hypmodel: trace cpu0 ").to_string())
+            .collect()
+    };
+    let out = model("android14,trace", "only=guard:registered-read");
+    let lines = device_lines(&out);
+    assert_eq!(lines.len(), 3, "{lines:#?}\n{}", out.transcript());
+    assert!(
+        lines[0].starts_with("hvc MMIO_GUARD_MAP(0x9010000, 0x0, 0x0)")
+            && lines[0].ends_with("-> x0=0x0 x1=0x0"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[1].starts_with("dabt read 4B ipa=0x9010fe0 ")
+            && lines[1].ends_with("-> forwarded 0x31"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[2].starts_with("hvc MMIO_GUARD_UNMAP(0x9010000, 0x0, 0x0)"),
+        "{lines:#?}"
+    );
+    assert_eq!(
+        out.result("guard: registered-read").unwrap().kind,
+        Kind::Pass
+    );
+
+    let out = model("android14,trace", "only=guard:stray-read");
+    let lines = device_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:#?}\n{}", out.transcript());
+    assert!(
+        lines[0].starts_with("dabt read 4B ipa=0x9030fe0 ") && lines[0].contains("refused"),
+        "{lines:#?}"
+    );
+}
