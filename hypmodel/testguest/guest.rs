@@ -297,10 +297,10 @@ fn read64(a: u64) -> Probe {
     )
 }
 fn write32(a: u64, v: u64) -> Probe {
-    // SAFETY: as read32, for a store.
     probe(
         addr_of!(tg_write32_insn),
         || {
+            // SAFETY: as read32, for a store.
             unsafe { tg_write32(a, v) };
             (SENTINEL, 0)
         },
@@ -308,10 +308,10 @@ fn write32(a: u64, v: u64) -> Probe {
     )
 }
 fn ldp(a: u64) -> Probe {
-    // SAFETY: as read32, for a load pair (no valid syndrome).
     probe(
         addr_of!(tg_ldp_insn),
         || {
+            // SAFETY: as read32, for a load pair (no valid syndrome).
             let p = unsafe { tg_ldp(a) };
             (p.0, p.1)
         },
@@ -340,10 +340,10 @@ fn putc(c: u8) {
             break;
         }
     }
-    // SAFETY: as above, for the data register.
     probe(
         addr_of!(tg_write32_insn),
         || {
+            // SAFETY: as above, for the data register.
             unsafe { tg_write32(UART, u64::from(c)) };
             (0, 0)
         },
