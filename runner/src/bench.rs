@@ -1,8 +1,10 @@
 //! `--bench [N]`: image size and boot time against QEMU's floor. A benchmark that prints a
 //! table, not a test: it never asserts on the times.
 
-use crate::exec::{boot_image, resolve_image, runner_dir, Outcome, RunError};
+use crate::build::runner_dir;
+use crate::exec::{boot_image, resolve_image, Outcome, RunError};
 use crate::floor::write_floor_image;
+use crate::launch::launcher_for;
 use crate::options::Options;
 use std::fmt;
 use std::path::PathBuf;
@@ -179,7 +181,7 @@ pub fn bench(opts: &Options) -> Result<BenchReport, RunError> {
     let mut o = opts.clone();
     o.echo = false;
     o.gdb = false;
-    crate::setup::ensure_qemu(&opts.qemu)?;
+    launcher_for(&opts.hyp).ready(opts)?;
     let image = resolve_image(opts)?;
     let image_bytes = std::fs::metadata(&image)
         .map_err(|e| RunError::Io(format!("{}: {e}", image.display())))?

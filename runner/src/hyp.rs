@@ -140,6 +140,18 @@ impl ModelSpec {
         a
     }
 
+    /// hypmodel's whole command line for a guest whose own is `guest_append`: hypmodel's
+    /// words, `--`, the guest words the model needs, then `guest_append` (hypmodel/README.md).
+    pub fn bootargs(&self, guest_append: &str) -> String {
+        let mut words = self.hypmodel_args();
+        words.push("--".to_string());
+        words.extend(self.guest_args());
+        if !guest_append.is_empty() {
+            words.push(guest_append.to_string());
+        }
+        words.join(" ")
+    }
+
     /// Guest words the model needs: android13 has android14's feature bits, so the guest
     /// can only be told (DESIGN.md: "android13: only by override").
     pub fn guest_args(&self) -> Vec<String> {
@@ -230,5 +242,19 @@ mod tests {
             ..Default::default()
         };
         assert!(m.guest_args().is_empty());
+    }
+
+    #[test]
+    fn bootargs_put_hypmodel_words_before_the_guests() {
+        let m = ModelSpec {
+            profile: Some("android13".into()),
+            trace: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            m.bootargs("only=guard:*"),
+            "hypmodel.profile=android13 hypmodel.trace -- ioguard.profile=android13 only=guard:*"
+        );
+        assert_eq!(ModelSpec::default().bootargs(""), "--");
     }
 }

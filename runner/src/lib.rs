@@ -50,25 +50,33 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod build;
 pub mod exec;
 pub mod floor;
 pub mod hyp;
+pub mod launch;
 pub mod options;
 pub mod output;
 pub mod qemu;
 pub mod render;
 pub mod setup;
+pub mod stream;
 
-pub use exec::{
-    blk_images, boot, boot_image, build_image, build_image_now, dump_dtb, guest_elf_path,
-    image_path, repo_root, run, run_with, runner_dir, target_dir, Outcome, RunError, Stream,
+pub use build::{
+    build_bin_image, build_hypmodel, build_image, build_image_now, guest_elf_path,
+    hypmodel_elf_path, image_path, repo_root, runner_dir, target_dir,
 };
+pub use exec::{boot, boot_image, boot_with, resolve_image, run, run_with, Outcome, RunError};
 pub use floor::{floor_image, scripted_image, write_floor_image, FLOOR_LINE};
+pub use launch::{
+    blk_images, dump_dtb, launcher_for, Hypmodel, Launch, Launcher, PkvmHost, PlainQemu,
+};
 pub use options::{parse_args, Command, Hyp, Options, UsageError, HELP};
 pub use output::{
     decide, decode_exit_status, CheckResult, Exit, Header, Kind, Report, Summary, Totals, Verdict,
     STATUS_NO_EXIT, STATUS_TIMEOUT, STATUS_USAGE,
 };
-pub use qemu::{qemu_argv, shell_line, shell_quote};
+pub use qemu::{qemu_argv, shell_line, shell_quote, Boot};
 pub use render::{render_junit, render_tap, xml_escape};
 pub use setup::{ensure_guest_target, ensure_qemu, QEMU_INSTALL};
+pub use stream::{stream, Stream, Streamed};

@@ -1,29 +1,69 @@
-//! The QEMU command line (pure) and shell quoting for printing it.
+//! The QEMU command line (pure) and shell quoting for printing it. Only the QEMU-based
+//! launchers ([`crate::launch`]) call this, and only this module reads the QEMU-only
+//! options (`--cpu`, `--gic`, `--qemu`, `--gdb`, the arguments after `--`).
 
-use crate::exec::hypmodel_elf_path;
-use crate::hyp::{Hyp, MODEL_STAGING_ADDR};
+use crate::hyp::MODEL_STAGING_ADDR;
 use crate::options::Options;
 use std::path::{Path, PathBuf};
 
-/// The full QEMU argv (program first) that boots `image` with `opts`.
+/// How the guest gets into the machine.
+#[derive(Clone, Copy, Debug)]
+pub enum Boot<'a> {
+    /// QEMU loads the raw `image` itself and starts it at EL1; `append` is the guest's
+    /// command line (no `-append` when empty).
+    Kernel {
+        /// The guest's raw arm64 Image.
+        image: &'a Path,
+        /// The guest's command line.
+        append: &'a str,
+    },
+    /// QEMU starts hypmodel at EL2; hypmodel loads `image`, which QEMU staged at
+    /// [`MODEL_STAGING_ADDR`], and runs it at EL1 (hypmodel/README.md).
+    Hypmodel {
+        /// hypmodel's ELF.
+        hypmodel: &'a Path,
+        /// The guest's raw arm64 Image.
+        image: &'a Path,
+        /// hypmodel's whole command line: its options, `--`, then the guest's.
+        bootargs: &'a str,
+    },
+}
+
+/// The full QEMU argv (program first) that boots the guest as `boot` says with `opts`.
 ///
 /// `drives` are the raw files backing the `--virtio-blk` devices (one per device, see
 /// [`crate::blk_images`]). Each drive is attached with `snapshot=on`: the guest may write,
 /// the file never changes, and parallel runs can share the files.
-pub fn qemu_argv(opts: &Options, image: &Path, drives: &[PathBuf]) -> Vec<String> {
+pub fn qemu_argv(opts: &Options, boot: &Boot, drives: &[PathBuf]) -> Vec<String> {
     let mut a: Vec<String> = vec![opts.qemu.to_string_lossy().into_owned()];
-    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-    let model = match &opts.hyp {
-        Hyp::Model(m) => Some(m),
-        _ => None,
-    };
-    let machine = match model {
-        // hypmodel runs at EL2 and gives the guest EL1.
-        Some(_) => format!("virt,virtualization=on,gic-version={}", opts.gic),
-        None => format!("virt,gic-version={}", opts.gic),
+    a.extend(machine_args(opts, matches!(boot, Boot::Hypmodel { .. })));
+    a.extend(boot_args(boot));
+    a.extend(words(&[
+        "-semihosting-config",
+        "enable=on,target=native,chardev=con",
+    ]));
+    a.extend(drive_args(drives));
+    if opts.gdb {
+        a.extend(words(&["-s", "-S"]));
+    }
+    a.extend(opts.qemu_args.iter().cloned());
+    a
+}
+
+fn words(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// The machine, its CPUs and memory, and where its console goes. `el2` gives the first
+/// program EL2 (hypmodel runs there and gives the guest EL1).
+fn machine_args(opts: &Options, el2: bool) -> Vec<String> {
+    let machine = if el2 {
+        format!("virt,virtualization=on,gic-version={}", opts.gic)
+    } else {
+        format!("virt,gic-version={}", opts.gic)
     };
     let smp = opts.smp.to_string();
-    push(&[
+    words(&[
         "-M",
         &machine,
         "-cpu",
@@ -46,49 +86,49 @@ pub fn qemu_argv(opts: &Options, image: &Path, drives: &[PathBuf]) -> Vec<String
         "-nic",
         "none",
         "-no-reboot",
-    ]);
-    match model {
-        None => {
-            push(&["-kernel", &image.to_string_lossy()]);
-            if !opts.append.is_empty() {
-                push(&["-append", &opts.append]);
+    ])
+}
+
+fn boot_args(boot: &Boot) -> Vec<String> {
+    match *boot {
+        Boot::Kernel { image, append } => {
+            let mut a = words(&["-kernel", &image.to_string_lossy()]);
+            if !append.is_empty() {
+                a.extend(words(&["-append", append]));
             }
+            a
         }
-        Some(m) => {
-            // hypmodel/README.md: its ELF as the kernel, the guest Image staged for it to
-            // load, its options, `--`, then the guest's command line.
+        Boot::Hypmodel {
+            hypmodel,
+            image,
+            bootargs,
+        } => {
             let loader = format!(
                 "loader,file={},addr={MODEL_STAGING_ADDR},force-raw=on",
                 qemu_opt_escape(&image.to_string_lossy())
             );
-            push(&[
+            words(&[
                 "-kernel",
-                &hypmodel_elf_path().to_string_lossy(),
+                &hypmodel.to_string_lossy(),
                 "-device",
                 &loader,
-            ]);
-            let mut words = m.hypmodel_args();
-            words.push("--".to_string());
-            words.extend(m.guest_args());
-            if !opts.append.is_empty() {
-                words.push(opts.append.clone());
-            }
-            push(&["-append", &words.join(" ")]);
+                "-append",
+                bootargs,
+            ])
         }
     }
-    push(&["-semihosting-config", "enable=on,target=native,chardev=con"]);
+}
+
+fn drive_args(drives: &[PathBuf]) -> Vec<String> {
+    let mut a = Vec::new();
     for (i, d) in drives.iter().enumerate() {
         let drive = format!(
             "file={},if=none,format=raw,snapshot=on,id=blk{i}",
             qemu_opt_escape(&d.to_string_lossy())
         );
         let dev = format!("virtio-blk-device,drive=blk{i}");
-        push(&["-drive", &drive, "-device", &dev]);
+        a.extend(words(&["-drive", &drive, "-device", &dev]));
     }
-    if opts.gdb {
-        push(&["-s", "-S"]);
-    }
-    a.extend(opts.qemu_args.iter().cloned());
     a
 }
 
@@ -129,6 +169,13 @@ mod tests {
         }
     }
 
+    fn kernel<'a>(image: &'a str, o: &'a Options) -> Boot<'a> {
+        Boot::Kernel {
+            image: Path::new(image),
+            append: &o.append,
+        }
+    }
+
     fn value_after<'a>(argv: &'a [String], flag: &str) -> Vec<&'a str> {
         argv.windows(2)
             .filter(|w| w[0] == flag)
@@ -138,7 +185,8 @@ mod tests {
 
     #[test]
     fn default_command_is_the_contract() {
-        let argv = qemu_argv(&opts(&[]), Path::new("t/ioguard.bin"), &[]);
+        let o = opts(&[]);
+        let argv = qemu_argv(&o, &kernel("t/ioguard.bin", &o), &[]);
         assert_eq!(
             shell_line(&argv),
             "qemu-system-aarch64 -M virt,gic-version=3 -cpu max -smp 1 -m 256M -display none \
@@ -166,7 +214,7 @@ mod tests {
             "-dtb",
             "bad.dtb",
         ]);
-        let argv = qemu_argv(&o, Path::new("/i.bin"), &[]);
+        let argv = qemu_argv(&o, &kernel("/i.bin", &o), &[]);
         assert_eq!(value_after(&argv, "-M"), ["virt,gic-version=2"]);
         assert_eq!(value_after(&argv, "-smp"), ["4"]);
         assert_eq!(value_after(&argv, "-m"), ["2G"]);
@@ -183,7 +231,8 @@ mod tests {
         let drives: Vec<PathBuf> = (0..3)
             .map(|i| PathBuf::from(format!("/d/b,{i}.img")))
             .collect();
-        let argv = qemu_argv(&opts(&["--virtio-blk", "3"]), Path::new("i"), &drives);
+        let o = opts(&["--virtio-blk", "3"]);
+        let argv = qemu_argv(&o, &kernel("i", &o), &drives);
         assert_eq!(
             value_after(&argv, "-drive"),
             [
