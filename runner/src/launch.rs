@@ -299,3 +299,141 @@ pub fn dump_dtb(opts: &Options, path: &Path) -> Result<(), RunError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::{parse_args, Command as Cmd};
+    use crate::qemu::shell_line;
+
+    fn opts(args: &[&str]) -> Options {
+        match parse_args(args.iter().copied()) {
+            Ok(Cmd::Run(o)) => o,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hyp_picks_the_launcher() {
+        let name = |args: &[&str]| launcher_for(&opts(args).hyp).name();
+        assert_eq!(name(&[]), "qemu");
+        assert_eq!(name(&["--hyp", "plain"]), "qemu");
+        assert_eq!(name(&["--hyp", "model:android16,trace"]), "hypmodel");
+        assert_eq!(name(&["--hyp", "pkvm"]), "pkvm");
+    }
+
+    #[test]
+    fn pkvm_refuses_through_the_seam() {
+        let o = opts(&["--hyp", "pkvm"]);
+        let l = launcher_for(&o.hyp);
+        for e in [
+            l.ready(&o).unwrap_err(),
+            l.prepare(&o, Path::new("i.bin")).unwrap_err(),
+        ] {
+            assert!(
+                matches!(&e, RunError::Usage(m) if m.contains("--hyp pkvm is not yet available")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn hypmodel_command_is_the_contract() {
+        let o = opts(&["--smp", "2", "--hyp", "model:android14", "--append", "list"]);
+        let Hyp::Model(spec) = &o.hyp else {
+            panic!("{:?}", o.hyp)
+        };
+        let argv = Hypmodel::new(spec.clone()).argv(
+            &o,
+            Path::new("t/hypmodel"),
+            Path::new("t/i,1.bin"),
+            &[],
+        );
+        assert_eq!(
+            shell_line(&argv),
+            "qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu max -smp 2 -m 256M \
+             -display none -chardev stdio,id=con,mux=on -serial chardev:con \
+             -mon chardev=con,mode=readline -nic none -no-reboot -kernel t/hypmodel \
+             -device loader,file=t/i,,1.bin,addr=0x41000000,force-raw=on \
+             -append 'hypmodel.profile=android14 -- list' \
+             -semihosting-config enable=on,target=native,chardev=con"
+        );
+    }
+
+    #[test]
+    fn hypmodel_bootargs_can_be_given_whole() {
+        // Used by hypmodel's own tests: `--append` is ignored, an empty line is passed on.
+        let o = opts(&["--append", "list", "--mem", "2G"]);
+        for (given, want) in [("", ""), ("hypmodel.nosuch", "hypmodel.nosuch")] {
+            let argv = Hypmodel::with_bootargs(given).argv(&o, Path::new("h"), Path::new("g"), &[]);
+            let append: Vec<_> = argv.windows(2).filter(|w| w[0] == "-append").collect();
+            assert_eq!(append, [["-append", want]]);
+            assert!(argv.contains(&"-m".to_string()) && argv.contains(&"2G".to_string()));
+        }
+    }
+
+    #[test]
+    fn plain_and_hypmodel_share_machine_drives_gdb_and_pass_through() {
+        let o = opts(&[
+            "--gic",
+            "2",
+            "--cpu",
+            "cortex-a53",
+            "--gdb",
+            "--",
+            "-dtb",
+            "x.dtb",
+        ]);
+        let drives = [PathBuf::from("/d/blk00.img")];
+        let plain = PlainQemu.argv(&o, Path::new("g"), &drives);
+        let model = Hypmodel::default().argv(&o, Path::new("h"), Path::new("g"), &drives);
+        for argv in [&plain, &model] {
+            assert!(argv.windows(2).any(|w| w == ["-cpu", "cortex-a53"]));
+            assert!(argv.iter().any(|a| a == "virtio-blk-device,drive=blk0"));
+            assert_eq!(&argv[argv.len() - 4..], ["-s", "-S", "-dtb", "x.dtb"]);
+        }
+        assert!(plain.windows(2).any(|w| w == ["-M", "virt,gic-version=2"]));
+        assert!(model
+            .windows(2)
+            .any(|w| w == ["-M", "virt,virtualization=on,gic-version=2"]));
+        assert!(!plain.iter().any(|a| a.starts_with("loader,")));
+        // The gdb hint comes with the launch, for the runner to print.
+        let launch = qemu_launch(&o, plain);
+        assert!(launch.notice.unwrap().contains("tcp::1234"));
+        assert_eq!(launch.install, Some(QEMU_INSTALL));
+    }
+
+    #[test]
+    fn a_missing_program_names_its_install_command() {
+        let launch = Launch {
+            argv: vec!["/nonexistent/qemu-system-aarch64".into()],
+            notice: None,
+            install: Some(QEMU_INSTALL),
+            temp_files: Vec::new(),
+        };
+        let e = launch.spawn().unwrap_err();
+        assert_eq!(
+            e,
+            RunError::Qemu(format!(
+                "/nonexistent/qemu-system-aarch64 not found; install it (as root) with: {QEMU_INSTALL}"
+            ))
+        );
+    }
+
+    #[test]
+    fn temp_files_are_removed() {
+        let dir = std::env::temp_dir().join(format!("ioguard-launch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("t");
+        std::fs::write(&f, "x").unwrap();
+        let launch = Launch {
+            argv: vec!["true".into()],
+            notice: None,
+            install: None,
+            temp_files: vec![f.clone(), dir.join("never-made")],
+        };
+        launch.clean_up();
+        assert!(!f.exists());
+        let _ = std::fs::remove_dir(&dir);
+    }
+}

@@ -214,3 +214,88 @@ fn stop(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::{Kind, STATUS_NO_EXIT, STATUS_TIMEOUT};
+    use std::process::Command;
+
+    /// A real process standing in for QEMU: `script` runs under sh with piped output.
+    fn sh(script: &str) -> (Child, Instant) {
+        let started = Instant::now();
+        let child = Command::new("sh")
+            .args(["-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sh");
+        (child, started)
+    }
+
+    fn run(script: &str, timeout: Option<Duration>) -> (Streamed, Vec<(Stream, String)>) {
+        let (child, started) = sh(script);
+        let mut seen = Vec::new();
+        let s = stream(child, started, timeout, &mut |st, l| {
+            seen.push((st, l.to_string()))
+        })
+        .expect("streamed");
+        (s, seen)
+    }
+
+    #[test]
+    fn console_lines_are_parsed_and_stderr_kept_apart() {
+        let (s, seen) = run(
+            r"printf 'PASS: guard: a\r\n'; echo 'qemu: warning' >&2; printf 'FAIL: guard: b\nEXIT: STATUS=3\n'",
+            Some(Duration::from_secs(20)),
+        );
+        assert_eq!(
+            s.report.lines,
+            ["PASS: guard: a", "FAIL: guard: b", "EXIT: STATUS=3"]
+        );
+        assert_eq!(s.times.len(), 3);
+        assert_eq!(s.stderr, ["qemu: warning"]);
+        assert_eq!(s.report.count(Kind::Fail), 1);
+        assert_eq!((s.verdict.status, s.verdict.problem), (1, None));
+        assert_eq!((s.timed_out, s.exit_code), (false, Some(0)));
+        // Every line reached the caller, from the right stream.
+        assert_eq!(seen.len(), 4);
+        assert!(seen.contains(&(Stream::QemuStderr, "qemu: warning".to_string())));
+    }
+
+    #[test]
+    fn no_exit_line_takes_the_process_status() {
+        let (s, _) = run("echo PASS: a: b; exit 7", None);
+        assert_eq!(s.exit_code, Some(7));
+        assert_eq!(s.verdict.status, 7);
+        let (s, _) = run("printf 'no newline at the end'", None);
+        assert_eq!(s.report.lines, ["no newline at the end"]);
+        assert_eq!(s.verdict.status, STATUS_NO_EXIT);
+        assert!(s.verdict.problem.unwrap().contains("without an EXIT line"));
+    }
+
+    #[test]
+    fn timeout_kills_and_keeps_what_was_printed() {
+        let (s, _) = run(
+            "echo started; exec sleep 30",
+            Some(Duration::from_millis(300)),
+        );
+        assert!(s.timed_out);
+        assert_eq!(s.exit_code, None);
+        assert_eq!(s.report.lines, ["started"]);
+        assert_eq!(s.verdict.status, STATUS_TIMEOUT);
+        assert!(s.elapsed < Duration::from_secs(10), "{:?}", s.elapsed);
+    }
+
+    #[test]
+    fn closed_pipes_do_not_end_the_wait_before_the_process() {
+        // The child closes its output and keeps running past the deadline.
+        let (s, _) = run(
+            "echo EXIT: STATUS=1; exec sleep 30 >&- 2>&-",
+            Some(Duration::from_millis(300)),
+        );
+        assert!(s.timed_out);
+        assert!(s.verdict.problem.unwrap().contains("did not power off"));
+    }
+}
