@@ -219,6 +219,7 @@ fn stop(child: &mut Child) {
 mod tests {
     use super::*;
     use crate::output::{Kind, STATUS_NO_EXIT, STATUS_TIMEOUT};
+    use std::path::Path;
     use std::process::Command;
 
     /// A real process standing in for QEMU: `script` runs under sh with piped output.
@@ -277,13 +278,13 @@ mod tests {
 
     #[test]
     fn timeout_kills_and_keeps_what_was_printed() {
-        let (s, _) = run(
-            "echo started; exec sleep 30",
-            Some(Duration::from_millis(300)),
-        );
+        let (s, _) = run("echo $$; exec sleep 30", Some(Duration::from_millis(300)));
         assert!(s.timed_out);
         assert_eq!(s.exit_code, None);
-        assert_eq!(s.report.lines, ["started"]);
+        // The process was stopped and reaped, not left running.
+        let pid = &s.report.lines[0];
+        assert!(pid.parse::<u32>().is_ok(), "{pid}");
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
         assert_eq!(s.verdict.status, STATUS_TIMEOUT);
         assert!(s.elapsed < Duration::from_secs(10), "{:?}", s.elapsed);
     }
