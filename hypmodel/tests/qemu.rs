@@ -5,177 +5,51 @@
 //! Needs `qemu-system-aarch64` (Debian `qemu-system-arm`) and the pinned toolchain's
 //! `aarch64-unknown-none` target and `llvm-tools`.
 
+use ioguard_runner::{boot_with, build_bin_image, build_hypmodel, Hypmodel, Launcher, Options};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const STAGING: &str = "0x41000000";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("hypmodel is inside the workspace")
-        .to_path_buf()
-}
-
-fn target_dir() -> PathBuf {
-    // CARGO_TARGET_TMPDIR is <target dir>/tmp.
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target dir")
-        .to_path_buf()
-}
-
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
-}
-
-fn objcopy() -> PathBuf {
-    let out = Command::new("rustc")
-        .arg("--print")
-        .arg("sysroot")
-        .current_dir(workspace())
-        .output()
-        .expect("rustc --print sysroot");
-    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let lib = sysroot.join("lib/rustlib");
-    for e in std::fs::read_dir(&lib)
-        .expect("sysroot/lib/rustlib")
-        .flatten()
-    {
-        let p = e.path().join("bin/llvm-objcopy");
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!(
-        "llvm-objcopy not found under {} (component llvm-tools)",
-        lib.display()
-    );
-}
-
-fn release_dir() -> PathBuf {
-    target_dir().join("aarch64-unknown-none/release")
-}
-
-/// Builds `package`'s bare-metal binaries; returns the build's stderr on failure.
-fn build(package: &str, bins: &[&str]) -> Result<(), String> {
-    // A fresh machine lacks the bare-metal target and QEMU: the runner installs them.
-    ioguard_runner::ensure_guest_target(&workspace(), "aarch64-unknown-none")
-        .map_err(|e| e.to_string())?;
-    ioguard_runner::ensure_qemu(Path::new("qemu-system-aarch64")).map_err(|e| e.to_string())?;
-    let mut c = Command::new(cargo());
-    c.current_dir(workspace())
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "aarch64-unknown-none",
-            "-p",
-            package,
-        ])
-        .arg("--target-dir")
-        .arg(target_dir());
-    for b in bins {
-        c.args(["--bin", b]);
-    }
-    let out = c.output().map_err(|e| format!("cargo: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    Ok(())
-}
-
-fn to_image(elf: &Path, bin: &Path) {
-    let st = Command::new(objcopy())
-        .arg("-O")
-        .arg("binary")
-        .arg(elf)
-        .arg(bin)
-        .status()
-        .expect("llvm-objcopy");
-    assert!(st.success(), "llvm-objcopy {} failed", elf.display());
-}
-
-struct Images {
-    hypmodel: PathBuf,
-    testguest: PathBuf,
-}
-
-fn images() -> &'static Images {
-    static IMAGES: OnceLock<Images> = OnceLock::new();
-    IMAGES.get_or_init(|| {
-        if let Err(e) = build("hypmodel", &["hypmodel", "testguest"]) {
-            panic!("building hypmodel for aarch64-unknown-none failed:\n{e}");
-        }
-        let r = release_dir();
-        let testguest = r.join("testguest.bin");
-        to_image(&r.join("testguest"), &testguest);
-        Images {
-            hypmodel: r.join("hypmodel"),
-            testguest,
-        }
+/// hypmodel's test guest as a raw Image (hypmodel itself is built by the runner's launcher).
+fn testguest() -> &'static Path {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        build_hypmodel()
+            .and_then(|_| build_bin_image("hypmodel", "testguest"))
+            .unwrap_or_else(|e| panic!("building hypmodel for aarch64-unknown-none failed:\n{e}"))
     })
 }
 
-/// The QEMU command line documented in README.md.
+/// Boots `guest` under hypmodel with `append` as hypmodel's whole command line, through
+/// the runner's hypmodel launcher (the QEMU command line of hypmodel/README.md); returns
+/// the console output.
 fn qemu(guest: &Path, append: &str, smp: u32, mem: &str) -> String {
-    let img = images();
-    let mut c = Command::new("qemu-system-aarch64");
-    c.args([
-        "-M",
-        "virt,virtualization=on,gic-version=3",
-        "-cpu",
-        "max",
-        "-smp",
-        &smp.to_string(),
-        "-m",
-        mem,
-    ])
-    .args(["-nographic", "-nic", "none", "-no-reboot", "-kernel"])
-    .arg(&img.hypmodel)
-    .arg("-device")
-    .arg(format!(
-        "loader,file={},addr={STAGING},force-raw=on",
-        guest.display()
-    ))
-    .args(["-append", append])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap_or_else(|e| {
-        panic!(
-            "cannot run qemu-system-aarch64 ({e}): install it with apt-get install qemu-system-arm"
-        )
-    });
-    let mut stdout = child.stdout.take().expect("stdout");
-    let reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stdout.read_to_end(&mut s);
-        s
-    });
-    let start = Instant::now();
     let timeout = Duration::from_secs(60);
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            let out = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
-            panic!("QEMU did not stop within {timeout:?} ({append}); output:\n{out}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    let opts = Options {
+        smp,
+        mem: mem.to_string(),
+        timeout: Some(timeout),
+        echo: false,
+        ..Options::default()
+    };
+    let hypmodel = Hypmodel::with_bootargs(append);
+    // A fresh machine lacks the bare-metal target and QEMU: the runner installs them.
+    let out = hypmodel
+        .ready(&opts)
+        .and_then(|()| boot_with(&hypmodel, &opts, guest, &mut |_, _| {}))
+        .unwrap_or_else(|e| panic!("cannot boot hypmodel: {e}"));
+    let text: String = out.lines.iter().map(|l| format!("{l}\n")).collect();
+    // Like the console itself: no carriage returns, even inside a line.
+    let text = text.replace('\r', "");
+    if out.timed_out {
+        panic!("QEMU did not stop within {timeout:?} ({append}); output:\n{text}");
     }
-    String::from_utf8_lossy(&reader.join().unwrap_or_default()).replace('\r', "")
+    text
 }
 
 fn run_tg(append: &str, smp: u32) -> Run {
-    Run::new(qemu(&images().testguest, append, smp, "512M"))
+    Run::new(qemu(testguest(), append, smp, "512M"))
 }
 
 /// One run's output, with the test guest's `TG: key rest` lines and hypmodel's counters.
@@ -640,7 +514,7 @@ fn memory_sizes_and_boot_enrolment() {
         ("128M", "0x40600000+0x7a00000"),
         ("2G", "0x40600000+0x7fa00000"),
     ] {
-        let r = Run::new(qemu(&images().testguest, "", 1, mem));
+        let r = Run::new(qemu(testguest(), "", 1, mem));
         r.done();
         r.counters_match_guest();
         r.has("dt", &format!("memory=0x40000000+0x200000,{second}"));
@@ -671,7 +545,7 @@ fn bad_options_and_missing_guest_are_reported() {
         r.out
     );
     // No image at the staging address (an empty file).
-    let empty = target_dir().join("tmp/hypmodel-empty.bin");
+    let empty = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hypmodel-empty.bin");
     std::fs::create_dir_all(empty.parent().expect("tmp")).expect("tmp dir");
     std::fs::write(&empty, [0u8; 64]).expect("write");
     let out = qemu(&empty, "", 1, "256M");
@@ -684,14 +558,12 @@ fn bad_options_and_missing_guest_are_reported() {
 /// The real guest, built from this workspace, under hypmodel in every profile.
 #[test]
 fn real_guest_boots_under_hypmodel() {
-    if let Err(e) = build("ioguard", &["ioguard"]) {
+    let bin = ioguard_runner::build_image().unwrap_or_else(|e| {
         panic!(
             "the guest (package ioguard) does not build for aarch64-unknown-none, so it cannot be \
                 booted under hypmodel:\n{e}"
-        );
-    }
-    let bin = release_dir().join("ioguard-hypmodel-test.bin");
-    to_image(&release_dir().join("ioguard"), &bin);
+        )
+    });
     for profile in ["android14", "android13", "android16", "upstream", "kvm"] {
         let r = Run::new(qemu(
             &bin,
