@@ -224,96 +224,24 @@ where
             Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
             _ => (arg.as_str(), None),
         };
-        // Takes the option's value: inline `--x=v` or the next word.
-        let mut value = || -> Result<String, UsageError> {
-            if let Some(v) = inline.clone() {
-                return Ok(v);
-            }
-            match args.get(i) {
-                Some(v) => {
-                    i += 1;
-                    Ok(v.clone())
-                }
-                None => err(format!("{name} needs a value (see --help)")),
-            }
-        };
         match name {
             "-h" | "--help" => return Ok(Command::Help),
-            "--smp" => o.smp = parse_count("--smp", &value()?, 1, MAX_SMP_GICV3)?,
-            "--mem" => {
-                let v = value()?;
-                validate_mem(&v)?;
-                o.mem = v;
-            }
-            "--cpu" => {
-                let v = value()?;
-                if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    return err(format!("--cpu '{v}': expected a QEMU CPU model name"));
-                }
-                o.cpu = v;
-            }
-            "--gic" => {
-                o.gic = match value()?.as_str() {
-                    "2" => 2,
-                    "3" => 3,
-                    v => return err(format!("--gic '{v}': expected 2 or 3")),
-                }
-            }
-            "--append" => {
-                let v = value()?;
-                if v.contains(['\n', '\r', '\0']) {
-                    return err("--append: the guest command line must be one line");
-                }
-                if !o.append.is_empty() && !v.is_empty() {
-                    o.append.push(' ');
-                }
-                o.append.push_str(&v);
-            }
-            "--virtio-blk" => {
-                o.virtio_blk =
-                    parse_count("--virtio-blk", &value()?, 0, MAX_VIRTIO_MMIO).map_err(|e| {
-                        UsageError(format!(
-                            "{e} (QEMU virt has {MAX_VIRTIO_MMIO} virtio-mmio slots)"
-                        ))
-                    })?
-            }
-            "--timeout" => o.timeout = Some(parse_timeout(&value()?)?),
-            "--image" => {
-                let v = value()?;
-                if v.is_empty() {
-                    return err("--image needs a path");
-                }
-                o.image = Some(PathBuf::from(v));
-            }
             "--gdb" if inline.is_none() => o.gdb = true,
-            "--tap" => o.tap = Some(PathBuf::from(non_empty("--tap", value()?)?)),
-            "--junit" => o.junit = Some(PathBuf::from(non_empty("--junit", value()?)?)),
-            "--qemu" => o.qemu = PathBuf::from(non_empty("--qemu", value()?)?),
-            "--hyp" => {
-                o.hyp = Hyp::parse(&value()?).map_err(UsageError)?;
-            }
-            "--bench" => {
-                // The count is optional: `--bench`, `--bench 20`, `--bench=20`.
-                let n = match inline {
-                    Some(v) => parse_count("--bench", &v, 1, 100_000)?,
-                    None => match args.get(i) {
-                        Some(v) if !v.starts_with('-') => {
-                            i += 1;
-                            parse_count("--bench", v, 1, 100_000)?
-                        }
-                        _ => DEFAULT_BENCH_BOOTS,
-                    },
-                };
-                o.bench = Some(n);
-            }
-            _ if name.starts_with('-') => {
-                return err(format!("unknown option '{arg}' (see --help)"))
-            }
+            "--bench" => o.bench = Some(bench_count(inline, &args, &mut i)?),
             _ => {
-                return err(format!(
-                    "unexpected argument '{arg}' (guest arguments go in --append '...', \
-                     QEMU arguments after --)"
-                ))
+                // Takes the option's value: inline `--x=v` or the next word. Called only
+                // for options that have one, so an unknown option is reported as such.
+                let mut value = || match (&inline, args.get(i)) {
+                    (Some(v), _) => Ok(v.clone()),
+                    (None, Some(v)) => {
+                        i += 1;
+                        Ok(v.clone())
+                    }
+                    (None, None) => err(format!("{name} needs a value (see --help)")),
+                };
+                if !set_value(&mut o, name, &mut value)? {
+                    return Err(not_an_option(arg, name));
+                }
             }
         }
     }
@@ -324,6 +252,97 @@ where
         ));
     }
     Ok(Command::Run(o))
+}
+
+/// Sets the option `name` that takes a value, which `value` supplies; `false` if `name`
+/// is not such an option.
+fn set_value(
+    o: &mut Options,
+    name: &str,
+    value: &mut dyn FnMut() -> Result<String, UsageError>,
+) -> Result<bool, UsageError> {
+    match name {
+        "--smp" => o.smp = parse_count("--smp", &value()?, 1, MAX_SMP_GICV3)?,
+        "--mem" => {
+            let v = value()?;
+            validate_mem(&v)?;
+            o.mem = v;
+        }
+        "--cpu" => {
+            let v = value()?;
+            if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return err(format!("--cpu '{v}': expected a QEMU CPU model name"));
+            }
+            o.cpu = v;
+        }
+        "--gic" => {
+            o.gic = match value()?.as_str() {
+                "2" => 2,
+                "3" => 3,
+                v => return err(format!("--gic '{v}': expected 2 or 3")),
+            }
+        }
+        "--append" => append(&mut o.append, value()?)?,
+        "--virtio-blk" => {
+            o.virtio_blk =
+                parse_count("--virtio-blk", &value()?, 0, MAX_VIRTIO_MMIO).map_err(|e| {
+                    UsageError(format!(
+                        "{e} (QEMU virt has {MAX_VIRTIO_MMIO} virtio-mmio slots)"
+                    ))
+                })?
+        }
+        "--timeout" => o.timeout = Some(parse_timeout(&value()?)?),
+        "--image" => {
+            let v = value()?;
+            if v.is_empty() {
+                return err("--image needs a path");
+            }
+            o.image = Some(PathBuf::from(v));
+        }
+        "--tap" => o.tap = Some(PathBuf::from(non_empty("--tap", value()?)?)),
+        "--junit" => o.junit = Some(PathBuf::from(non_empty("--junit", value()?)?)),
+        "--qemu" => o.qemu = PathBuf::from(non_empty("--qemu", value()?)?),
+        "--hyp" => o.hyp = Hyp::parse(&value()?).map_err(UsageError)?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Repeated `--append` options are joined with spaces.
+fn append(cmdline: &mut String, v: String) -> Result<(), UsageError> {
+    if v.contains(['\n', '\r', '\0']) {
+        return err("--append: the guest command line must be one line");
+    }
+    if !cmdline.is_empty() && !v.is_empty() {
+        cmdline.push(' ');
+    }
+    cmdline.push_str(&v);
+    Ok(())
+}
+
+/// The count of `--bench`, which is optional: `--bench`, `--bench 20`, `--bench=20`.
+fn bench_count(inline: Option<String>, args: &[String], i: &mut usize) -> Result<u32, UsageError> {
+    match inline {
+        Some(v) => parse_count("--bench", &v, 1, 100_000),
+        None => match args.get(*i) {
+            Some(v) if !v.starts_with('-') => {
+                *i += 1;
+                parse_count("--bench", v, 1, 100_000)
+            }
+            _ => Ok(DEFAULT_BENCH_BOOTS),
+        },
+    }
+}
+
+fn not_an_option(arg: &str, name: &str) -> UsageError {
+    UsageError(if name.starts_with('-') {
+        format!("unknown option '{arg}' (see --help)")
+    } else {
+        format!(
+            "unexpected argument '{arg}' (guest arguments go in --append '...', \
+             QEMU arguments after --)"
+        )
+    })
 }
 
 fn non_empty(opt: &str, v: String) -> Result<String, UsageError> {

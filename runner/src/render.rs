@@ -1,6 +1,6 @@
 //! TAP version 13 and JUnit XML renderings of a run (pure functions of the parsed lines).
 
-use crate::output::{Kind, Report};
+use crate::output::{CheckResult, Kind, Report};
 use std::fmt::Write as _;
 
 /// Why a run failed beyond its result lines, if it did: the runner's `problem` (timeout,
@@ -151,72 +151,9 @@ pub fn render_junit(
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(x, r#"<testsuites name="ioguard" {counts}>"#);
     let _ = writeln!(x, r#"  <testsuite name="ioguard" {counts}>"#);
-    x.push_str("    <properties>\n");
-    let _ = writeln!(
-        x,
-        r#"      <property name="qemu" value="{}"/>"#,
-        xml_escape(command_line)
-    );
-    if let Some(h) = &report.header {
-        let _ = writeln!(
-            x,
-            r#"      <property name="header" value="{}"/>"#,
-            xml_escape(&h.raw)
-        );
-    }
-    let _ = writeln!(x, r#"      <property name="status" value="{status}"/>"#);
-    x.push_str("    </properties>\n");
+    junit_properties(&mut x, report, status, command_line);
     for r in &report.results {
-        let class = if r.group.is_empty() {
-            "ioguard".to_string()
-        } else {
-            format!("ioguard.{}", r.group)
-        };
-        let _ = write!(
-            x,
-            r#"    <testcase classname="{}" name="{}""#,
-            xml_escape(&class),
-            xml_escape(&r.case)
-        );
-        let msg = |prefix: &str| {
-            let m = match &r.detail {
-                Some(d) => format!("{prefix}{d}"),
-                None => prefix.trim_end_matches([':', ' ']).to_string(),
-            };
-            xml_escape(&m)
-        };
-        let line = xml_escape(&report.lines[r.line]);
-        match r.kind {
-            Kind::Pass => x.push_str("/>\n"),
-            Kind::Fail => {
-                let _ = writeln!(
-                    x,
-                    ">\n      <failure type=\"FAIL\" message=\"{}\">{line}</failure>\n    </testcase>",
-                    msg("")
-                );
-            }
-            Kind::XPass => {
-                let _ = writeln!(
-                    x,
-                    ">\n      <failure type=\"XPASS\" message=\"{}\">{line}</failure>\n    </testcase>",
-                    msg("unexpected pass: ")
-                );
-            }
-            Kind::Skip => {
-                let _ = writeln!(
-                    x,
-                    ">\n      <skipped message=\"{}\"/>\n    </testcase>",
-                    msg("")
-                );
-            }
-            Kind::KFail => {
-                let _ = writeln!(
-                    x,
-                    ">\n      <skipped message=\"{}\"/>\n    </testcase>",
-                    msg("known failure: ")
-                );
-            }
-        }
+        junit_testcase(&mut x, r, &report.lines[r.line]);
     }
     if let Some(f) = failure {
         let _ = writeln!(
@@ -232,6 +169,80 @@ pub fn render_junit(
     );
     x.push_str("  </testsuite>\n</testsuites>\n");
     x
+}
+
+/// The run's `<properties>`: the QEMU command line, the guest's header, the status.
+fn junit_properties(x: &mut String, report: &Report, status: i32, command_line: &str) {
+    x.push_str("    <properties>\n");
+    let _ = writeln!(
+        x,
+        r#"      <property name="qemu" value="{}"/>"#,
+        xml_escape(command_line)
+    );
+    if let Some(h) = &report.header {
+        let _ = writeln!(
+            x,
+            r#"      <property name="header" value="{}"/>"#,
+            xml_escape(&h.raw)
+        );
+    }
+    let _ = writeln!(x, r#"      <property name="status" value="{status}"/>"#);
+    x.push_str("    </properties>\n");
+}
+
+/// One result line as a `<testcase>`; `raw_line` (the console line it came from) is the
+/// text of a `<failure>`.
+fn junit_testcase(x: &mut String, r: &CheckResult, raw_line: &str) {
+    let class = if r.group.is_empty() {
+        "ioguard".to_string()
+    } else {
+        format!("ioguard.{}", r.group)
+    };
+    let _ = write!(
+        x,
+        r#"    <testcase classname="{}" name="{}""#,
+        xml_escape(&class),
+        xml_escape(&r.case)
+    );
+    let msg = |prefix: &str| {
+        let m = match &r.detail {
+            Some(d) => format!("{prefix}{d}"),
+            None => prefix.trim_end_matches([':', ' ']).to_string(),
+        };
+        xml_escape(&m)
+    };
+    let line = xml_escape(raw_line);
+    match r.kind {
+        Kind::Pass => x.push_str("/>\n"),
+        Kind::Fail => {
+            let _ = writeln!(
+                x,
+                ">\n      <failure type=\"FAIL\" message=\"{}\">{line}</failure>\n    </testcase>",
+                msg("")
+            );
+        }
+        Kind::XPass => {
+            let _ = writeln!(
+                x,
+                ">\n      <failure type=\"XPASS\" message=\"{}\">{line}</failure>\n    </testcase>",
+                msg("unexpected pass: ")
+            );
+        }
+        Kind::Skip => {
+            let _ = writeln!(
+                x,
+                ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                msg("")
+            );
+        }
+        Kind::KFail => {
+            let _ = writeln!(
+                x,
+                ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                msg("known failure: ")
+            );
+        }
+    }
 }
 
 #[cfg(test)]
