@@ -47,6 +47,9 @@
 //! build, QEMU missing.
 
 #![forbid(unsafe_code)]
+// Belt and braces should unsafe code ever be allowed here: each block says why it is sound.
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub mod bench;

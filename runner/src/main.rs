@@ -1,5 +1,9 @@
 //! `ioguard-run`: the command behind `./qemu-run.sh` (see `--help`).
 
+#![forbid(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
 use ioguard_runner::{bench::bench, parse_args, run, Command, HELP};
 use std::process::exit;
 
