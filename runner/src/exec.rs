@@ -1,6 +1,6 @@
 //! One run: pick the launcher for `--hyp`, build the guest, boot it, stream it, decide the
 //! status, write the report files. The pieces live in [`crate::build`],
-//! [`crate::launch`] and [`crate::stream`].
+//! [`crate::launch`] and [`mod@crate::stream`].
 
 use crate::build::{build_image, build_image_now};
 use crate::launch::{launcher_for, Launcher};

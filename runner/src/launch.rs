@@ -1,6 +1,6 @@
 //! Launchers: what starts the process that runs the guest, one per `--hyp`. A launcher
 //! turns the options and a guest Image into a [`Launch`] (a command to spawn); everything
-//! after the spawn is backend-neutral ([`crate::stream`]). [`launcher_for`] is the only
+//! after the spawn is backend-neutral ([`crate::stream()`]). [`launcher_for`] is the only
 //! place that looks at `--hyp` to pick one.
 
 use crate::build::{build_hypmodel, guest_elf_path, runner_dir};

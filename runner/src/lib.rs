@@ -5,6 +5,16 @@
 //! parsing, TAP13/JUnit rendering) are unit-tested on the host; [`run`] is the only
 //! function with side effects that matter (it builds, spawns QEMU, enforces the timeout).
 //!
+//! # Layout
+//!
+//! A run ([`exec`]) asks the [`Launcher`] that `--hyp` names ([`launcher_for`], in
+//! [`launch`]: plain QEMU, QEMU with hypmodel at EL2, a pKVM host that is not available
+//! yet) for a command, spawns it, and hands the process to [`stream()`], which knows nothing
+//! of QEMU: it reads the lines, enforces the timeout and decides the status. [`qemu`] is
+//! the QEMU command line, [`build`] the cargo and objcopy steps, [`output`] and [`render`]
+//! the guest's lines and the TAP13/JUnit reports. hypmodel's own QEMU tests boot through
+//! [`Hypmodel::with_bootargs`] and [`boot_with`], so its command line exists once.
+//!
 //! # Booting the guest from a test
 //!
 //! ```no_run
