@@ -3,6 +3,7 @@
 //! Tokens are separated by white space. Unknown tokens are kept and reported as a warning,
 //! never fatal: a VMM may put its own options on the same line (Linux does the same).
 
+use crate::hyp::profile::Profile;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
@@ -55,7 +56,7 @@ pub struct Options {
     /// `exit=psci|semihosting`.
     pub exit: ExitMethod,
     /// `ioguard.profile=NAME`: overrides the detected hypervisor profile.
-    pub profile: Option<String>,
+    pub profile: Option<Profile>,
     /// Tokens that are not ours (kept for a warning line).
     pub unknown: Vec<String>,
 }
@@ -80,6 +81,7 @@ impl Default for Options {
 pub enum CmdlineError {
     BadValue { option: &'static str, value: String },
     EmptyOnly,
+    UnknownProfile(String),
 }
 
 impl fmt::Display for CmdlineError {
@@ -89,6 +91,13 @@ impl fmt::Display for CmdlineError {
                 write!(f, "bad value '{value}' for option '{option}'")
             }
             Self::EmptyOnly => write!(f, "'only=' needs at least one pattern"),
+            Self::UnknownProfile(name) => {
+                write!(f, "unknown profile '{name}' (known:")?;
+                for (i, p) in Profile::known_names().enumerate() {
+                    write!(f, "{}{p}", if i == 0 { " " } else { ", " })?;
+                }
+                write!(f, ")")
+            }
         }
     }
 }
@@ -134,7 +143,11 @@ pub fn parse(line: &str) -> Result<Options, CmdlineError> {
                     }
                 }
             }
-            ("ioguard.profile", Some(v)) if !v.is_empty() => o.profile = Some(v.to_string()),
+            ("ioguard.profile", Some(v)) if !v.is_empty() => {
+                o.profile = Some(
+                    Profile::parse(v).ok_or_else(|| CmdlineError::UnknownProfile(v.to_string()))?,
+                )
+            }
             ("ioguard.profile", Some(v)) => {
                 return Err(CmdlineError::BadValue {
                     option: "ioguard.profile",
@@ -189,7 +202,7 @@ mod tests {
         assert_eq!(o.only, ["boot:*", "guard:stray-read"]);
         assert_eq!(o.log, LogLevel::Debug);
         assert_eq!(o.exit, ExitMethod::Semihosting);
-        assert_eq!(o.profile.as_deref(), Some("android13"));
+        assert_eq!(o.profile, Some(Profile::Android13));
         assert_eq!(o.unknown, ["console=ttyAMA0"]);
     }
 
@@ -212,6 +225,11 @@ mod tests {
         assert_eq!(parse("only="), Err(CmdlineError::EmptyOnly));
         assert_eq!(parse("only=,,"), Err(CmdlineError::EmptyOnly));
         assert!(parse("ioguard.profile=").is_err());
+        let e = parse("ioguard.profile=android15").unwrap_err();
+        assert_eq!(
+            alloc::format!("{e}"),
+            "unknown profile 'android15' (known: none, kvm, pkvm, android13, android14, android16, upstream)"
+        );
     }
 
     #[test]

@@ -540,14 +540,9 @@ impl Platform {
         self.memory.iter().copied().find(|r| r.contains(addr))
     }
 
-    /// Devices with the given compatible string.
-    pub fn devices_compatible<'a>(
-        &'a self,
-        compatible: &'a str,
-    ) -> impl Iterator<Item = &'a Device> + 'a {
-        self.devices
-            .iter()
-            .filter(move |d| d.compatible == compatible)
+    /// The first RAM region (the tree has at least one: `parse` refuses a tree without).
+    pub fn first_ram(&self) -> Option<Region> {
+        self.memory.first().copied()
     }
 }
 

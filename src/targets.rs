@@ -3,6 +3,7 @@
 //! aborts too, with the same syndrome, and proves nothing).
 
 use crate::platform::{Platform, Region};
+use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 
 pub const PAGE: u64 = 0x1000;
@@ -61,10 +62,10 @@ fn known(compatible: &str) -> Option<(&'static str, u64, u32, Option<u64>)> {
     })
 }
 
-/// Every probe target of the platform, in address order, leaving out the console's page
-/// (registered for the whole run) and anything that overlaps RAM.
-pub fn targets(p: &Platform) -> Vec<Target> {
-    let console_page = p.console.region.base & !(PAGE - 1);
+/// Every probe target of the platform, in address order, leaving out the pages drivers
+/// hold (`held`: the console's, registered for the whole run) and anything that overlaps
+/// RAM.
+pub fn targets(p: &Platform, held: &BTreeSet<u64>) -> Vec<Target> {
     let mut out: Vec<Target> = p
         .devices
         .iter()
@@ -77,7 +78,7 @@ pub fn targets(p: &Platform) -> Vec<Target> {
                 .memory
                 .iter()
                 .any(|m| m.overlaps(&Region::new(page, PAGE)));
-            (fits && page != console_page && !in_ram).then_some(Target {
+            (fits && !held.contains(&page) && !in_ram).then_some(Target {
                 device,
                 base: r.base,
                 id_offset,
@@ -88,10 +89,11 @@ pub fn targets(p: &Platform) -> Vec<Target> {
         .collect();
     for host in &p.pci {
         for off in PCI_CONFIG_OFFSETS {
-            if off + PAGE <= host.config.size {
+            let page = host.config.base + off;
+            if off + PAGE <= host.config.size && !held.contains(&page) {
                 out.push(Target {
                     device: "pci-config",
-                    base: host.config.base + off,
+                    base: page,
                     id_offset: 0,
                     id_value: None,
                     rw_offset: None,
@@ -192,9 +194,13 @@ mod tests {
         }
     }
 
+    fn console() -> BTreeSet<u64> {
+        BTreeSet::from([0x0900_0000])
+    }
+
     #[test]
     fn qemu_virt_targets() {
-        let ts = targets(&virt());
+        let ts = targets(&virt(), &console());
         // The console's PL011 is left out; fw_cfg has no known ID register.
         assert_eq!(ts[0].device, "pl031");
         assert_eq!(ts[0].id_addr(), 0x0901_0fe0);
@@ -205,8 +211,18 @@ mod tests {
     }
 
     #[test]
+    fn held_pages_are_not_targets() {
+        let all = targets(&virt(), &BTreeSet::new());
+        assert_eq!(all[0].device, "pl011");
+        let held = BTreeSet::from([0x0901_0000, 0x3f00_1000]);
+        let ts = targets(&virt(), &held);
+        assert!(ts.iter().all(|t| !held.contains(&t.page())));
+        assert_eq!(ts.len(), all.len() - 2);
+    }
+
+    #[test]
     fn picking() {
-        let ts = targets(&virt());
+        let ts = targets(&virt(), &console());
         assert_eq!(pick(&ts, 0x1000, &[]).unwrap().device, "pl031");
         assert_eq!(pick(&ts, 0x1000, &[0x0901_0000]).unwrap().device, "pl061");
         // With 64 KiB granules the PL031 and PL061 granules differ, the PL011's is avoided.
@@ -251,6 +267,6 @@ mod tests {
             dev("arm,pl031", 0x4000_1000, 0x1000),
             dev("arm,pl061", 0x0903_0000, 0x100),
         ];
-        assert!(targets(&p).is_empty());
+        assert!(targets(&p, &console()).is_empty());
     }
 }

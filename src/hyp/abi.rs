@@ -12,6 +12,7 @@ pub const PSCI_FEATURES: u32 = 0x8400_000a;
 pub const PSCI_CPU_OFF: u32 = 0x8400_0002;
 pub const PSCI_CPU_ON_64: u32 = 0xc400_0003;
 pub const PSCI_AFFINITY_INFO_64: u32 = 0xc400_0004;
+pub const PSCI_SYSTEM_OFF: u32 = 0x8400_0008;
 
 /// Vendor-specific hypervisor service (owner 6). CALL_UID and FEATURES are SMC32/HVC32.
 pub const VENDOR_HYP_CALL_UID: u32 = 0x8600_ff01;
@@ -47,12 +48,38 @@ pub mod feature {
 /// SMCCC return codes (as signed values; KVM writes them 64 bits wide).
 pub const SUCCESS: i64 = 0;
 pub const NOT_SUPPORTED: i64 = -1;
-pub const NOT_REQUIRED: i64 = -2;
 pub const INVALID_PARAMETER: i64 = -3;
 
 /// KVM's vendor UID 28b46fb6-2ec5-11e9-a9ca-4b564d003a74 as CALL_UID returns it in
 /// w0..w3 (byte 0 of the UUID in the low byte of w0).
 pub const KVM_UID: [u32; 4] = [0xb66f_b428, 0xe911_c52e, 0x564b_caa9, 0x743a_004d];
+
+/// KVM's vendor UID as the UUID string it stands for.
+pub const KVM_UUID: &str = "28b46fb6-2ec5-11e9-a9ca-4b564d003a74";
+
+/// Formats CALL_UID's w0..w3 as a UUID (byte 0 is the low byte of w0, SMCCC §7.2).
+pub fn uuid(w: [u32; 4]) -> alloc::string::String {
+    use core::fmt::Write;
+    let mut b = [0u8; 16];
+    for (chunk, word) in b.chunks_exact_mut(4).zip(w) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    let mut s = alloc::string::String::new();
+    for (i, x) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}
+
+/// Whether CALL_UID's words form an RFC 4122 UUID, as SMCCC requires of a UID: the
+/// variant bits (byte 8) are 10, and the version (high nibble of byte 6) is 1 to 5.
+pub fn is_rfc4122(w: [u32; 4]) -> bool {
+    let byte = |i: usize| (w[i / 4] >> ((i % 4) * 8)) as u8;
+    byte(8) >> 6 == 0b10 && (1..=5).contains(&(byte(6) >> 4))
+}
 
 /// A readable name for a function ID, for trace lines.
 pub fn name(fid: u32) -> &'static str {
@@ -64,7 +91,7 @@ pub fn name(fid: u32) -> &'static str {
         PSCI_CPU_OFF => "PSCI_CPU_OFF",
         PSCI_CPU_ON_64 => "PSCI_CPU_ON",
         PSCI_AFFINITY_INFO_64 => "PSCI_AFFINITY_INFO",
-        0x8400_0008 => "PSCI_SYSTEM_OFF",
+        PSCI_SYSTEM_OFF => "PSCI_SYSTEM_OFF",
         VENDOR_HYP_CALL_UID => "VENDOR_HYP_CALL_UID",
         KVM_FEATURES => "KVM_FEATURES",
         HYP_MEMINFO => "HYP_MEMINFO",
@@ -108,11 +135,6 @@ impl Ret {
             INVALID_PARAMETER => Ret::InvalidParameter,
             other => Ret::Other(other),
         }
-    }
-
-    /// Whether x0 is a 32-bit-wide error rather than a 64-bit one.
-    pub fn is_narrow_error(x0: u64) -> bool {
-        x0 >> 32 == 0 && (x0 as u32 as i32) < 0
     }
 }
 
@@ -159,10 +181,27 @@ mod tests {
         // A 32-bit -3 is not -3 unless the caller accepts narrow statuses.
         assert_eq!(Ret::decode(0xffff_fffd, false), Ret::Other(0xffff_fffd));
         assert_eq!(Ret::decode(0xffff_fffd, true), Ret::InvalidParameter);
-        assert!(Ret::is_narrow_error(0xffff_fffd));
-        assert!(!Ret::is_narrow_error(-3i64 as u64));
-        assert!(!Ret::is_narrow_error(0x1000));
         assert_eq!(Ret::decode(0x1000, true), Ret::Other(0x1000));
+    }
+
+    #[test]
+    fn uuid_formats_the_words_bytewise() {
+        assert_eq!(uuid(KVM_UID), KVM_UUID);
+        assert_eq!(
+            uuid([0x0302_0100, 0x0706_0504, 0x0b0a_0908, 0x0f0e_0d0c]),
+            "00010203-0405-0607-0809-0a0b0c0d0e0f"
+        );
+    }
+
+    #[test]
+    fn kvm_uid_is_a_well_formed_uuid() {
+        assert!(is_rfc4122(KVM_UID));
+        // A NOT_SUPPORTED answer, or words with a wrong variant, are not UUIDs.
+        assert!(!is_rfc4122([u32::MAX; 4]));
+        assert!(!is_rfc4122([0; 4]));
+        let mut w = KVM_UID;
+        w[2] &= !0xc0; // variant 00
+        assert!(!is_rfc4122(w));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Hypervisor profiles (DESIGN.md): what a correct hypervisor of each ABI generation does,
 //! how ioguard recognises it, and what each check must therefore expect.
 
-use super::abi::feature;
+use super::abi::{feature, Ret};
 use core::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +88,93 @@ impl Profile {
     /// android13's UNMAP returns NOT_SUPPORTED on success (b/277860860).
     pub fn unmap_inverted(self) -> bool {
         self == Self::Android13
+    }
+}
+
+/// A deviation from the ABI that a profile is known to have: a check that meets it
+/// reports KFAIL (visible, not a failure of the run), as kvm-unit-tests' `report_kfail`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KnownBug {
+    /// android13's MMIO_GUARD_UNMAP answers NOT_SUPPORTED on success and SUCCESS on
+    /// failure (b/277860860).
+    UnmapInverted,
+    /// Upstream pKVM answers MEM_SHARE of a device page with an abort injected at the HVC
+    /// instead of INVALID_PARAMETER (pkvm-host.md).
+    ShareMmioAborts,
+}
+
+/// What an access without a valid syndrome (`ldp`) to a registered device page must do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoSyndrome {
+    /// pKVM cannot emulate it: the injected abort, guard or not.
+    Aborts,
+    /// No hypervisor traps it: it reaches the device.
+    Forwarded,
+    /// An ordinary KVM VM: the VMM decides, and may stop the VM.
+    VmmDecides,
+}
+
+impl Profile {
+    /// Whether the profile is known to have `bug`.
+    pub fn has_bug(self, bug: KnownBug) -> bool {
+        match bug {
+            KnownBug::UnmapInverted => self.unmap_inverted(),
+            KnownBug::ShareMmioAborts => self == Self::Pkvm,
+        }
+    }
+
+    /// UNMAP exists and takes effect: an unmapped page aborts again.
+    pub fn unmap_takes_effect(self) -> bool {
+        self.has_unmap() && !self.unmap_is_noop()
+    }
+
+    /// What UNMAP of a page never mapped answers (android16's UNMAP is a no-op).
+    pub fn unmap_of_unmapped(self) -> Ret {
+        if self.unmap_is_noop() {
+            Ret::Success
+        } else {
+            Ret::InvalidParameter
+        }
+    }
+
+    /// The KVM_FEATURES bits a hypervisor must advertise to be run as this profile.
+    pub fn required_features(self) -> &'static [u32] {
+        use feature::*;
+        match self {
+            Self::None | Self::Kvm => &[],
+            Self::Pkvm => &[HYP_MEMINFO, MEM_SHARE, MEM_UNSHARE],
+            Self::Android13 | Self::Android14 => &[
+                HYP_MEMINFO,
+                MMIO_GUARD_INFO,
+                MMIO_GUARD_ENROLL,
+                MMIO_GUARD_MAP,
+                MMIO_GUARD_UNMAP,
+            ],
+            Self::Android16 => &[
+                HYP_MEMINFO,
+                MMIO_GUARD_INFO,
+                MMIO_GUARD_ENROLL,
+                MMIO_GUARD_MAP,
+                MMIO_GUARD_UNMAP,
+                MMIO_RGUARD_MAP,
+                MMIO_RGUARD_UNMAP,
+            ],
+            Self::Upstream => &[HYP_MEMINFO, MMIO_GUARD_MAP],
+        }
+    }
+
+    /// What an `ldp` on a registered device page must do.
+    pub fn no_syndrome(self) -> NoSyndrome {
+        match self {
+            Self::Kvm => NoSyndrome::VmmDecides,
+            Self::None => NoSyndrome::Forwarded,
+            _ => NoSyndrome::Aborts,
+        }
+    }
+
+    /// The names of every profile, for error messages.
+    pub fn known_names() -> impl Iterator<Item = &'static str> {
+        ALL.into_iter().map(Self::name)
     }
 }
 
@@ -241,5 +328,35 @@ mod tests {
         assert!(Profile::Android16.unmap_is_noop() && Profile::Android16.has_range());
         assert!(Profile::Android13.unmap_inverted() && Profile::Android13.map_error_is_narrow());
         assert!(!Profile::Android14.unmap_inverted());
+    }
+
+    #[test]
+    fn expectations_as_data() {
+        assert!(Profile::Android13.has_bug(KnownBug::UnmapInverted));
+        assert!(!Profile::Android14.has_bug(KnownBug::UnmapInverted));
+        assert!(Profile::Pkvm.has_bug(KnownBug::ShareMmioAborts));
+        assert!(!Profile::Android16.has_bug(KnownBug::ShareMmioAborts));
+        assert!(Profile::Android14.unmap_takes_effect());
+        assert!(!Profile::Android16.unmap_takes_effect() && !Profile::Upstream.unmap_takes_effect());
+        assert_eq!(Profile::Android16.unmap_of_unmapped(), Ret::Success);
+        assert_eq!(Profile::Android14.unmap_of_unmapped(), Ret::InvalidParameter);
+        assert_eq!(Profile::Pkvm.required_features(), &[2, 3, 4]);
+        assert_eq!(Profile::Android16.required_features(), &[2, 5, 6, 7, 8, 10, 11]);
+        assert_eq!(Profile::Upstream.required_features(), &[2, 7]);
+        assert_eq!(Profile::Kvm.no_syndrome(), NoSyndrome::VmmDecides);
+        assert_eq!(Profile::None.no_syndrome(), NoSyndrome::Forwarded);
+        assert_eq!(Profile::Pkvm.no_syndrome(), NoSyndrome::Aborts);
+        // Each detected profile advertises what it requires.
+        for (bits, p) in [
+            (&[0, 2, 3, 4][..], Profile::Pkvm),
+            (&[0, 2, 3, 4, 5, 6, 7, 8, 9][..], Profile::Android14),
+            (&[0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11][..], Profile::Android16),
+            (&[0, 2, 3, 4, 7][..], Profile::Upstream),
+        ] {
+            let d = kvm(bits);
+            assert_eq!(detect(&d).0, p);
+            let f = d.features.unwrap();
+            assert!(p.required_features().iter().all(|b| f.has(*b)), "{p}");
+        }
     }
 }

@@ -6,10 +6,11 @@ use crate::platform::UartKind;
 use core::fmt::{self, Write};
 use spin::Mutex;
 
-use super::exceptions::Fault;
-use super::power;
-use super::probe::{self, Width};
+use crate::fault::Fault;
 use core::sync::atomic::{AtomicBool, Ordering};
+
+use super::probe::{self, Slot, Width};
+use super::semihosting;
 
 /// Bounded wait for transmit space: a UART that never drains (or a hypervisor that
 /// returns garbage for its status register) loses characters instead of hanging the run.
@@ -38,42 +39,45 @@ impl Uart {
         Self { base, kind }
     }
 
-    fn read(&self, addr: u64, wide: bool) -> Result<u32, Fault> {
-        // SAFETY: `addr` is a UART status register inside the mapped window (the caller of
-        // `new` vouched for it); reading it has no side effect, and a fault is caught.
-        unsafe { probe::read(addr, if wide { Width::W32 } else { Width::W8 }) }
-            .map(|v| v as u32)
+    fn width(&self) -> Width {
+        match self.kind {
+            UartKind::Pl011 => Width::W32,
+            UartKind::Ns16550 { io_width: 4, .. } => Width::W32,
+            UartKind::Ns16550 { .. } => Width::W8,
+        }
+    }
+
+    /// The data and status registers' offsets, and whether a status value says the
+    /// transmitter takes a byte.
+    fn layout(&self) -> (u64, u64, fn(u64) -> bool) {
+        match self.kind {
+            // PL011: DR at 0x00; FR at 0x18, TXFF (bit 5) set while the FIFO is full.
+            UartKind::Pl011 => (0x00, 0x18, |fr| fr & (1 << 5) == 0),
+            // 16550: THR is register 0; LSR register 5, THRE (bit 5) set when it may be
+            // written; register n at base + (n << reg_shift).
+            UartKind::Ns16550 { reg_shift, .. } => (0, 5 << reg_shift, |lsr| lsr & (1 << 5) != 0),
+        }
+    }
+
+    /// Reads the status register (no side effect on either UART).
+    fn status(&self) -> Result<u64, Fault> {
+        let (_, status, _) = self.layout();
+        // SAFETY: a status register inside the mapped window (the caller of `new` vouched
+        // for it); reading it has no side effect, and a fault is caught. The console's own
+        // probe slot keeps a check's pending probe result intact.
+        unsafe { probe::read_in(Slot::Console, self.base + status, self.width()) }
             .map_err(|l| l.fault)
     }
 
-    fn write(&self, addr: u64, wide: bool, v: u8) -> Result<(), Fault> {
-        // SAFETY: `addr` is the UART's transmit register inside the mapped window.
-        unsafe {
-            probe::write(
-                addr,
-                if wide { Width::W32 } else { Width::W8 },
-                u64::from(v),
-            )
-        }
-    }
-
     fn put(&mut self, b: u8) -> Result<(), Fault> {
-        let (data, status, ready, wide): (u64, u64, fn(u32) -> bool, bool) = match self.kind {
-            // PL011: DR at 0x00; FR at 0x18, TXFF (bit 5) set while the FIFO is full.
-            UartKind::Pl011 => (0x00, 0x18, |fr| fr & (1 << 5) == 0, true),
-            // 16550: THR is register 0; LSR register 5, THRE (bit 5) set when it may be
-            // written; register n at base + (n << reg_shift).
-            UartKind::Ns16550 {
-                reg_shift,
-                io_width,
-            } => (0, 5 << reg_shift, |lsr| lsr & (1 << 5) != 0, io_width == 4),
-        };
+        let (data, _, ready) = self.layout();
         for _ in 0..TX_SPIN_LIMIT {
-            if ready(self.read(self.base + status, wide)?) {
+            if ready(self.status()?) {
                 break;
             }
         }
-        self.write(self.base + data, wide, b)
+        // SAFETY: the transmit register inside the mapped window.
+        unsafe { probe::write_in(Slot::Console, self.base + data, self.width(), u64::from(b)) }
     }
 }
 
@@ -107,6 +111,12 @@ pub fn is_installed() -> bool {
     CONSOLE.lock().is_some()
 }
 
+/// Reads the UART's status register through its registered window: whether the
+/// console's page still answers.
+pub fn ping() -> Option<Result<u64, Fault>> {
+    CONSOLE.lock().as_ref().map(Uart::status)
+}
+
 pub fn write_fmt(args: fmt::Arguments) {
     let mut console = CONSOLE.lock();
     let Some(uart) = console.as_mut() else { return };
@@ -119,10 +129,12 @@ pub fn write_fmt(args: fmt::Arguments) {
     static TOLD: AtomicBool = AtomicBool::new(false);
     if !TOLD.swap(true, Ordering::Relaxed) {
         if let Some(f) = broken() {
-            power::semihosting_write(&alloc::format!("ioguard: the console's registered window aborted ({f}); continuing on the semihosting console\n"));
+            semihosting::write(&alloc::format!(
+                "ioguard: the console's registered window aborted ({f}); continuing on the semihosting console\n"
+            ));
         }
     }
-    power::semihosting_write(&alloc::format!("{args}"));
+    semihosting::write(&alloc::format!("{args}"));
 }
 
 /// Output from exception and panic context: if the interrupted code held the console,

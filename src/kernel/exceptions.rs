@@ -1,20 +1,26 @@
-//! Exception handling: expected faults at probe sites are recorded and stepped over;
-//! anything else is reported in full and fails the running check, which is abandoned
-//! through its recovery point so that the run still ends with a summary.
+//! Exception handling: the mechanism, no policy. A fault at an armed probe site is
+//! recorded in the probe slot that armed it and stepped over. Anything else is handed to
+//! the handlers the binary installed (aarch64-rt's `ExceptionHandlers` is the model):
+//! `unexpected` reports it, and then the guarded call in progress, if any, is abandoned
+//! through its recovery point; with none, `unrecoverable` ends the run.
 
+use crate::cpus::MAX_CPUS;
 use crate::esr::Esr;
+use crate::fault::Fault;
+use alloc::vec::Vec;
+use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use spin::Once;
 
-use super::cpu;
-
-pub const MAX_CPUS: usize = crate::smp::MAX_CPUS;
+use super::arch::sysreg;
+use super::trace;
 
 extern "C" {
     /// probes.S: resumes the guarded call whose JmpBuf is `buf`, returning 1 from it.
-    pub fn ioguard_recover(buf: u64) -> !;
+    fn ioguard_recover(buf: u64) -> !;
 }
 
-/// The register frame vectors.S saves.
+/// The register frame vectors.S saves (`FRAME_SIZE` there).
 #[repr(C)]
 pub struct Frame {
     pub x: [u64; 31],
@@ -23,36 +29,57 @@ pub struct Frame {
     _pad: u64,
 }
 
-/// A fault the handler recorded.
+const _: () = assert!(core::mem::size_of::<Frame>() == 272);
+
+/// SPSR for resuming at EL1h with D, A, I and F masked: where ioguard_recover runs.
+const SPSR_EL1H_MASKED: u64 = 0x3c5;
+
+/// Independent expected-fault slots per CPU. The console reaches its UART through probes
+/// too, and it may print while a check's probe result is still unread (a trace line from
+/// the handler itself): with a slot of its own it can never overwrite that result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Fault {
-    pub esr: Esr,
-    pub far: u64,
-    pub elr: u64,
+pub enum Slot {
+    Main = 0,
+    Console = 1,
 }
 
-impl core::fmt::Display for Fault {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{} FAR={:#x} ELR={:#x}", self.esr, self.far, self.elr)
-    }
-}
+const SLOTS: usize = 2;
 
-/// Per-CPU state shared between the code that runs checks and the handler.
-pub struct CpuState {
-    probe_armed: AtomicBool,
-    probe_faulted: AtomicBool,
+struct ProbeSlot {
+    armed: AtomicBool,
+    faulted: AtomicBool,
     esr: AtomicU64,
     far: AtomicU64,
     elr: AtomicU64,
+}
+
+impl ProbeSlot {
+    const fn new() -> Self {
+        Self {
+            armed: AtomicBool::new(false),
+            faulted: AtomicBool::new(false),
+            esr: AtomicU64::new(0),
+            far: AtomicU64::new(0),
+            elr: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, f: Fault) {
+        self.esr.store(f.esr.0, Ordering::Relaxed);
+        self.far.store(f.far, Ordering::Relaxed);
+        self.elr.store(f.elr, Ordering::Relaxed);
+        self.faulted.store(true, Ordering::Release);
+        self.armed.store(false, Ordering::Release);
+    }
+}
+
+/// Per-CPU state shared between the code that arms probes and the handler.
+struct CpuState {
+    probes: [ProbeSlot; SLOTS],
     /// Address of the JmpBuf of the guarded call in progress, or 0.
     jmpbuf: AtomicU64,
-    /// The running check's name, as (pointer, length) of a `&'static str`.
-    check_ptr: AtomicUsize,
-    check_len: AtomicUsize,
-    /// Unexpected exceptions taken on this CPU.
-    unexpected: AtomicUsize,
-    /// The last unexpected exception (vector index, ESR, FAR, ELR), kept for a secondary
-    /// CPU to hand to the boot CPU, which prints it; `last_valid` says it is unread.
+    /// The last unexpected exception (vector index, ESR, FAR, ELR); `last_valid` says it
+    /// is unread. A secondary CPU hands it to the boot CPU this way.
     last_valid: AtomicBool,
     last: [AtomicU64; 4],
     /// Expected faults a secondary took while tracing (ESR, FAR, ELR each), for the boot
@@ -67,15 +94,8 @@ const DEFERRED: usize = 8;
 impl CpuState {
     const fn new() -> Self {
         Self {
-            probe_armed: AtomicBool::new(false),
-            probe_faulted: AtomicBool::new(false),
-            esr: AtomicU64::new(0),
-            far: AtomicU64::new(0),
-            elr: AtomicU64::new(0),
+            probes: [const { ProbeSlot::new() }; SLOTS],
             jmpbuf: AtomicU64::new(0),
-            check_ptr: AtomicUsize::new(0),
-            check_len: AtomicUsize::new(0),
-            unexpected: AtomicUsize::new(0),
             last_valid: AtomicBool::new(false),
             last: [const { AtomicU64::new(0) }; 4],
             deferred: [const { [const { AtomicU64::new(0) }; 3] }; DEFERRED],
@@ -86,71 +106,49 @@ impl CpuState {
 
 static CPUS: [CpuState; MAX_CPUS] = [const { CpuState::new() }; MAX_CPUS];
 
-/// `trace` on the command line: print every fault as it happens.
-pub static TRACE: AtomicBool = AtomicBool::new(false);
-
-pub fn this_cpu() -> &'static CpuState {
-    // An index out of range would be a bug in CPU bring-up; fall back to slot 0 rather
-    // than fault inside the fault handler.
-    CPUS.get(cpu::index()).unwrap_or(&CPUS[0])
+/// This CPU's state; None for a CPU whose index bring-up got wrong, which then has no
+/// probes and no guarded calls (its first fault is unrecoverable) instead of silently
+/// sharing another CPU's.
+fn this_cpu() -> Option<&'static CpuState> {
+    CPUS.get(sysreg::cpu_index())
 }
 
-/// Arms the probe machinery on this CPU for one expected-fault site.
-pub fn arm_probe() {
-    let c = this_cpu();
-    c.probe_faulted.store(false, Ordering::Relaxed);
-    c.probe_armed.store(true, Ordering::Release);
+/// Arms `slot` on this CPU for one expected-fault site.
+pub fn arm_probe(slot: Slot) {
+    if let Some(c) = this_cpu() {
+        let p = &c.probes[slot as usize];
+        p.faulted.store(false, Ordering::Relaxed);
+        p.armed.store(true, Ordering::Release);
+    }
 }
 
-/// Disarms it and returns the fault taken at the site, if any.
-pub fn disarm_probe() -> Option<Fault> {
-    let c = this_cpu();
-    c.probe_armed.store(false, Ordering::Release);
-    c.probe_faulted.load(Ordering::Acquire).then(|| Fault {
-        esr: Esr(c.esr.load(Ordering::Relaxed)),
-        far: c.far.load(Ordering::Relaxed),
-        elr: c.elr.load(Ordering::Relaxed),
+/// Disarms `slot` and returns the fault taken at the site, if any.
+pub fn disarm_probe(slot: Slot) -> Option<Fault> {
+    let p = &this_cpu()?.probes[slot as usize];
+    p.armed.store(false, Ordering::Release);
+    p.faulted.load(Ordering::Acquire).then(|| Fault {
+        esr: Esr(p.esr.load(Ordering::Relaxed)),
+        far: p.far.load(Ordering::Relaxed),
+        elr: p.elr.load(Ordering::Relaxed),
     })
 }
 
-pub fn set_current_check(name: Option<&'static str>) {
-    let c = this_cpu();
-    let (p, l) = name.map_or((0, 0), |n| (n.as_ptr() as usize, n.len()));
-    c.check_len.store(l, Ordering::Relaxed);
-    c.check_ptr.store(p, Ordering::Release);
+fn set_jmpbuf(addr: u64) -> u64 {
+    this_cpu().map_or(0, |c| c.jmpbuf.swap(addr, Ordering::AcqRel))
 }
 
-fn current_check(c: &CpuState) -> &'static str {
-    let p = c.check_ptr.load(Ordering::Acquire);
-    let l = c.check_len.load(Ordering::Relaxed);
-    if p == 0 {
-        return "(none)";
-    }
-    // SAFETY: (p, l) were taken from a `&'static str` by set_current_check.
-    unsafe { core::str::from_utf8_unchecked(core::slice::from_raw_parts(p as *const u8, l)) }
-}
-
-pub fn set_jmpbuf(addr: u64) {
-    this_cpu().jmpbuf.store(addr, Ordering::Release);
-}
-
-pub fn jmpbuf() -> u64 {
-    this_cpu().jmpbuf.load(Ordering::Acquire)
-}
-
-pub fn unexpected_count() -> usize {
-    this_cpu().unexpected.load(Ordering::Relaxed)
-}
-
-/// An unexpected exception taken on a secondary CPU, for the boot CPU to report.
+/// An exception that no probe expected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Unexpected {
+    /// The vector index (0..16).
     pub vector: u64,
     pub fault: Fault,
+    pub spsr: u64,
+    pub cpu: usize,
 }
 
-impl core::fmt::Display for Unexpected {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl fmt::Display for Unexpected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (kind, from) = vector_name(self.vector);
         write!(
             f,
@@ -163,9 +161,25 @@ impl core::fmt::Display for Unexpected {
     }
 }
 
+/// The policy for exceptions no probe expected, supplied by the binary.
+pub struct Handlers {
+    /// Reports the exception (on whichever CPU took it). When it returns, the guarded
+    /// call in progress on that CPU is abandoned.
+    pub unexpected: fn(&Unexpected),
+    /// No guarded call is in progress on that CPU: nothing to resume.
+    pub unrecoverable: fn(&Unexpected) -> !,
+}
+
+static HANDLERS: Once<Handlers> = Once::new();
+
+/// Installs the policy (once, before anything can fault).
+pub fn install(handlers: Handlers) {
+    HANDLERS.call_once(|| handlers);
+}
+
 /// Takes the unexpected exception this CPU recorded since the last call, if any.
 pub fn take_unexpected() -> Option<Unexpected> {
-    let c = this_cpu();
+    let c = this_cpu()?;
     if !c.last_valid.swap(false, Ordering::Acquire) {
         return None;
     }
@@ -177,15 +191,17 @@ pub fn take_unexpected() -> Option<Unexpected> {
             far,
             elr,
         },
+        spsr: 0,
+        cpu: sysreg::cpu_index(),
     })
 }
 
 /// The trace of expected faults CPU slot `cpu` took since the last call (none unless
 /// `trace` is on), and how many did not fit. For the boot CPU, once that CPU's job is
 /// over: the job's end was published with Release after the faults were recorded.
-pub fn take_deferred_trace(cpu: usize) -> (alloc::vec::Vec<Fault>, usize) {
+pub fn take_deferred_trace(cpu: usize) -> (Vec<Fault>, usize) {
     let Some(c) = CPUS.get(cpu) else {
-        return (alloc::vec::Vec::new(), 0);
+        return (Vec::new(), 0);
     };
     let n = c.deferred_len.swap(0, Ordering::Acquire);
     let kept = c.deferred[..n.min(DEFERRED)]
@@ -209,18 +225,11 @@ fn defer_trace(c: &CpuState, f: Fault) {
     c.deferred_len.store(i + 1, Ordering::Release);
 }
 
-/// Only the boot CPU prints. A secondary runs checks against a hypervisor that may be
-/// buggy exactly in what it allows other CPUs (the `guard: other-cpu` check): there the
-/// console's page, registered by CPU 0, may abort, which would mark the console broken
-/// for the rest of the run. Secondaries hand what they saw to CPU 0 instead.
-fn may_print() -> bool {
-    cpu::index() == 0
-}
-
 fn is_probe_site(elr: u64) -> bool {
     let start = crate::sym_addr!(ioguard_probe_sites) as *const u64;
     let end = crate::sym_addr!(ioguard_probe_sites_end) as *const u64;
-    // SAFETY: [start, end) is the table of site addresses in probes.S, 8-byte aligned.
+    // SAFETY: [start, end) is the table of site addresses in probes.S, 8-byte aligned, in
+    // one object (the probes section).
     let sites = unsafe { core::slice::from_raw_parts(start, end.offset_from(start) as usize) };
     sites.contains(&elr)
 }
@@ -236,67 +245,79 @@ fn vector_name(index: u64) -> (&'static str, &'static str) {
     (kind, from)
 }
 
+/// An armed slot, innermost first: the console arms its slot only while it prints, which
+/// may happen inside the handling of a main-slot fault.
+fn armed_slot(c: &CpuState) -> Option<&ProbeSlot> {
+    [Slot::Console, Slot::Main]
+        .into_iter()
+        .map(|s| &c.probes[s as usize])
+        .find(|p| p.armed.load(Ordering::Acquire))
+}
+
+/// Records an expected fault and steps over the probe site (all sites are 4 bytes). Only
+/// the boot CPU traces as it goes: a secondary's console page may be exactly what a
+/// buggy hypervisor refuses there (guard: other-cpu), so it keeps its faults for CPU 0.
+fn expected(c: &CpuState, slot: &ProbeSlot, frame: &mut Frame, f: Fault) {
+    slot.record(f);
+    if trace::enabled() {
+        if sysreg::cpu_index() == 0 {
+            trace::line(format_args!(
+                "trace: fault (expected) {} FAR={:#x} ELR={:#x}",
+                f.esr, f.far, f.elr
+            ));
+        } else {
+            defer_trace(c, f);
+        }
+    }
+    frame.elr = f.elr + 4;
+}
+
 /// Called by vectors.S with the saved frame and the vector index (0..16).
 #[no_mangle]
 extern "C" fn ioguard_exception(frame: &mut Frame, vector: u64) {
-    let esr = Esr(cpu::read_esr_el1());
-    let far = cpu::read_far_el1();
-    let elr = frame.elr;
-    let c = this_cpu();
+    let fault = Fault {
+        esr: Esr(sysreg::esr_el1()),
+        far: sysreg::far_el1(),
+        elr: frame.elr,
+    };
+    let u = Unexpected {
+        vector,
+        fault,
+        spsr: frame.spsr,
+        cpu: sysreg::cpu_index(),
+    };
+    let Some(c) = this_cpu() else {
+        unrecoverable(&u)
+    };
     let synchronous = vector & 3 == 0;
-
-    if synchronous && c.probe_armed.load(Ordering::Acquire) && is_probe_site(elr) {
-        if TRACE.load(Ordering::Relaxed) && !may_print() {
-            defer_trace(c, Fault { esr, far, elr });
-        } else if TRACE.load(Ordering::Relaxed) {
-            // Before recording: the console reaches its UART through probes too, which
-            // re-arm and disarm this CPU's probe state.
-            super::console::write_fmt_emergency(format_args!(
-                "trace: fault (expected) {esr} FAR={far:#x} ELR={elr:#x}\n"
-            ));
-        }
-        c.esr.store(esr.0, Ordering::Relaxed);
-        c.far.store(far, Ordering::Relaxed);
-        c.elr.store(elr, Ordering::Relaxed);
-        c.probe_faulted.store(true, Ordering::Release);
-        c.probe_armed.store(false, Ordering::Release);
-        // Resume after the faulting instruction (all probe sites are 4 bytes).
-        frame.elr = elr + 4;
+    if let Some(slot) = armed_slot(c).filter(|_| synchronous && is_probe_site(fault.elr)) {
+        expected(c, slot, frame, fault);
         return;
     }
-
-    c.unexpected.fetch_add(1, Ordering::Relaxed);
-    if may_print() {
-        let (kind, from) = vector_name(vector);
-        let check = current_check(c);
-        super::console::write_fmt_emergency(format_args!(
-            "UNEXPECTED EXCEPTION: vector {vector} ({kind} from {from}): EC {:#04x} ({}) {esr} FAR={far:#x} ELR={elr:#x} SPSR={:#x} in check '{check}'\n",
-            esr.ec(),
-            esr.ec_name(),
-            frame.spsr,
-        ));
-        super::suite::note_unexpected(Fault { esr, far, elr });
-    } else {
-        for (slot, v) in c.last.iter().zip([vector, esr.0, far, elr]) {
-            slot.store(v, Ordering::Relaxed);
-        }
-        c.last_valid.store(true, Ordering::Release);
+    for (slot, v) in c.last.iter().zip([vector, fault.esr.0, fault.far, fault.elr]) {
+        slot.store(v, Ordering::Relaxed);
     }
-
+    c.last_valid.store(true, Ordering::Release);
+    if let Some(h) = HANDLERS.get() {
+        (h.unexpected)(&u);
+    }
     let jb = c.jmpbuf.load(Ordering::Acquire);
-    if jb != 0 {
-        // Abandon the check (or a secondary's job): return into ioguard_recover with
-        // x0 = its JmpBuf, at EL1h with everything masked.
-        frame.x[0] = jb;
-        frame.elr = ioguard_recover as *const () as u64;
-        frame.spsr = 0x3c5;
-        return;
+    if jb == 0 {
+        unrecoverable(&u)
     }
-    if !may_print() {
-        // A secondary outside its job: nothing to resume; tell the boot CPU and power off.
-        super::smp::secondary_failed();
+    // Abandon the guarded call: return into ioguard_recover with x0 = its JmpBuf.
+    frame.x[0] = jb;
+    frame.elr = ioguard_recover as *const () as u64;
+    frame.spsr = SPSR_EL1H_MASKED;
+}
+
+fn unrecoverable(u: &Unexpected) -> ! {
+    match HANDLERS.get() {
+        Some(h) => (h.unrecoverable)(u),
+        None => loop {
+            aarch64_cpu::asm::wfe();
+        },
     }
-    super::suite::abort_run("unexpected exception outside any check");
 }
 
 extern "C" {
@@ -309,13 +330,16 @@ extern "C" {
     ) -> u64;
 }
 
-/// Callee-saved state for abandoning a call (layout in probes.S).
+/// Callee-saved state for abandoning a call: x19..x30, SP, d8..d15 at the offsets
+/// probes.S uses (the last pair at 152..168).
 #[repr(C, align(16))]
 struct JmpBuf([u64; 22]);
 
+const _: () = assert!(core::mem::size_of::<JmpBuf>() >= 168);
+
 /// Runs `f` so that an unexpected exception or a panic inside it abandons `f` instead of
 /// the run. Returns false when `f` was abandoned (its destructors do not run: what it
-/// owned leaks). Used for each check, and for each job a secondary CPU runs.
+/// owned leaks; the caller's clean-up must stop whatever it left running).
 pub fn run_abandonable<F: FnMut()>(mut f: F) -> bool {
     extern "C" fn trampoline<F: FnMut()>(arg: *mut core::ffi::c_void) {
         // SAFETY: `arg` is the `F` that run_abandonable passed, alive for the whole call.
@@ -323,8 +347,7 @@ pub fn run_abandonable<F: FnMut()>(mut f: F) -> bool {
         f();
     }
     let mut buf = JmpBuf([0; 22]);
-    let outer = jmpbuf();
-    set_jmpbuf(&mut buf as *mut JmpBuf as u64);
+    let outer = set_jmpbuf(&mut buf as *mut JmpBuf as u64);
     // SAFETY: the trampoline receives `f`, which outlives the call; `buf` stays on this
     // frame until the outer JmpBuf is put back, so a recovery always lands in a live frame.
     let abandoned = unsafe {
@@ -336,4 +359,15 @@ pub fn run_abandonable<F: FnMut()>(mut f: F) -> bool {
     };
     set_jmpbuf(outer);
     abandoned == 0
+}
+
+/// Abandons the guarded call in progress on this CPU (from the panic handler); returns
+/// if there is none.
+pub fn abandon_guarded_call() {
+    let jb = this_cpu().map_or(0, |c| c.jmpbuf.load(Ordering::Acquire));
+    if jb != 0 {
+        // SAFETY: jb is the JmpBuf of the guarded call in progress on this CPU, whose
+        // frame is still live below us on this stack.
+        unsafe { ioguard_recover(jb) }
+    }
 }

@@ -4,7 +4,9 @@
 //! probe hands back is what that register held afterwards, so a check can prove that the
 //! faulting load did not write it.
 
-use super::exceptions::{arm_probe, disarm_probe, Fault};
+pub use super::exceptions::Slot;
+use super::exceptions::{arm_probe, disarm_probe};
+use crate::fault::Fault;
 
 /// What a faulting load's destination register holds if the load did not touch it.
 pub const POISON: u64 = 0x5afe_c0de_dead_beef;
@@ -112,7 +114,16 @@ pub fn udf_site() -> u64 {
 /// Reading `addr` must have no effect that breaks memory safety (reading a device register
 /// with read side effects is the caller's business; a fault is not a problem).
 pub unsafe fn read(addr: u64, width: Width) -> Result<u64, LoadFault> {
-    arm_probe();
+    // SAFETY: the caller's promise, passed on.
+    unsafe { read_in(Slot::Main, addr, width) }
+}
+
+/// `read` through the probe slot `slot` (the console has its own).
+///
+/// # Safety
+/// As for `read`.
+pub unsafe fn read_in(slot: Slot, addr: u64, width: Width) -> Result<u64, LoadFault> {
+    arm_probe(slot);
     // SAFETY: the probe functions perform one load at `addr`; a fault there is caught and
     // stepped over by the exception handler because the probe is armed.
     let v = unsafe {
@@ -123,7 +134,7 @@ pub unsafe fn read(addr: u64, width: Width) -> Result<u64, LoadFault> {
             Width::W64 => ioguard_probe_ld64(addr, POISON),
         }
     };
-    match disarm_probe() {
+    match disarm_probe(slot) {
         None => Ok(v),
         Some(fault) => Err(LoadFault { fault, dest: v }),
     }
@@ -135,7 +146,7 @@ pub unsafe fn read(addr: u64, width: Width) -> Result<u64, LoadFault> {
 /// # Safety
 /// As for `read`.
 pub unsafe fn read_signed(addr: u64, width: Width) -> Result<u64, LoadFault> {
-    arm_probe();
+    arm_probe(Slot::Main);
     // SAFETY: as for `read`: one load at `addr`, a fault is caught by the armed handler.
     let v = unsafe {
         match width {
@@ -145,7 +156,7 @@ pub unsafe fn read_signed(addr: u64, width: Width) -> Result<u64, LoadFault> {
             Width::W64 => ioguard_probe_ld64(addr, POISON),
         }
     };
-    match disarm_probe() {
+    match disarm_probe(Slot::Main) {
         None => Ok(v),
         Some(fault) => Err(LoadFault { fault, dest: v }),
     }
@@ -156,8 +167,18 @@ pub unsafe fn read_signed(addr: u64, width: Width) -> Result<u64, LoadFault> {
 /// # Safety
 /// Writing `addr` must not break memory safety: it must not be memory Rust uses.
 pub unsafe fn write(addr: u64, width: Width, value: u64) -> Result<(), Fault> {
-    arm_probe();
-    // SAFETY: as for `read`; the caller vouches for the write itself.
+    // SAFETY: the caller's promise, passed on.
+    unsafe { write_in(Slot::Main, addr, width, value) }
+}
+
+/// `write` through the probe slot `slot`.
+///
+/// # Safety
+/// As for `write`.
+pub unsafe fn write_in(slot: Slot, addr: u64, width: Width, value: u64) -> Result<(), Fault> {
+    arm_probe(slot);
+    // SAFETY: one store at `addr`, caught like the loads; the caller vouches for the
+    // write itself.
     unsafe {
         match width {
             Width::W8 => ioguard_probe_st8(addr, value),
@@ -166,7 +187,7 @@ pub unsafe fn write(addr: u64, width: Width, value: u64) -> Result<(), Fault> {
             Width::W64 => ioguard_probe_st64(addr, value),
         }
     }
-    disarm_probe().map_or(Ok(()), Err)
+    disarm_probe(slot).map_or(Ok(()), Err)
 }
 
 /// A load pair (no valid syndrome) of two doublewords at `addr`.
@@ -175,10 +196,10 @@ pub unsafe fn write(addr: u64, width: Width, value: u64) -> Result<(), Fault> {
 /// As for `read`.
 pub unsafe fn read_pair(addr: u64) -> Result<(u64, u64), (LoadFault, u64)> {
     let mut second = 0u64;
-    arm_probe();
+    arm_probe(Slot::Main);
     // SAFETY: one ldp at `addr`, caught like the other probes; `second` is a local.
     let first = unsafe { ioguard_probe_ldp(addr, POISON, &mut second) };
-    match disarm_probe() {
+    match disarm_probe(Slot::Main) {
         None => Ok((first, second)),
         Some(fault) => Err((LoadFault { fault, dest: first }, second)),
     }
@@ -186,33 +207,35 @@ pub unsafe fn read_pair(addr: u64) -> Result<(u64, u64), (LoadFault, u64)> {
 
 /// Executes `brk #0x10a`; returns the fault it raised (None would mean BRK did nothing).
 pub fn brk() -> Option<Fault> {
-    arm_probe();
+    arm_probe(Slot::Main);
     // SAFETY: the site raises a debug exception that the armed handler steps over.
     unsafe { ioguard_probe_brk() };
-    disarm_probe()
+    disarm_probe(Slot::Main)
 }
 
 /// Executes `udf #0x10b` (permanently undefined).
 pub fn udf() -> Option<Fault> {
-    arm_probe();
+    arm_probe(Slot::Main);
     // SAFETY: the site raises an undefined-instruction exception that the armed handler
     // steps over.
     unsafe { ioguard_probe_udf() };
-    disarm_probe()
+    disarm_probe(Slot::Main)
 }
 
 /// A semihosting call; Err when semihosting is not enabled (HLT is undefined then).
+/// Through the console's slot: semihosting is the console of last resort, used from the
+/// exception and panic paths too.
 pub fn semihost(op: u64, param: u64) -> Result<u64, Fault> {
-    arm_probe();
+    arm_probe(Slot::Console);
     // SAFETY: HLT #0xf000 either performs the semihosting operation, whose parameter block
     // the caller provides, or is an undefined instruction the armed handler steps over.
     let r = unsafe { ioguard_probe_semihost(op, param) };
-    disarm_probe().map_or(Ok(r), Err)
+    disarm_probe(Slot::Console).map_or(Ok(r), Err)
 }
 
 /// A bare HVC or SMC with function ID `fid` and no arguments, tolerating its absence.
 pub fn conduit_call(smc: bool, fid: u32) -> Result<u64, Fault> {
-    arm_probe();
+    arm_probe(Slot::Main);
     // SAFETY: the call is made only for PSCI functions that take no argument (SYSTEM_OFF);
     // where the conduit does not exist the instruction is undefined and stepped over.
     let r = unsafe {
@@ -222,5 +245,5 @@ pub fn conduit_call(smc: bool, fid: u32) -> Result<u64, Fault> {
             ioguard_probe_hvc(u64::from(fid))
         }
     };
-    disarm_probe().map_or(Ok(r), Err)
+    disarm_probe(Slot::Main).map_or(Ok(r), Err)
 }

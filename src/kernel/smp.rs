@@ -7,12 +7,12 @@
 //! writes the outcome, and powers itself off with CPU_OFF; `run_on` returns once
 //! AFFINITY_INFO says the CPU is OFF, so the next `run_on` can start it again.
 //!
-//! Secondaries never print (exceptions::may_print): all they saw comes back as data.
+//! Secondaries never print: all they saw comes back as data.
 //! One job at a time per slot; the boot CPU waits for it (no scheduler, no interrupts).
 
-use super::cpu::{counter, frequency};
+use crate::cpus::{stack_range, ticks, Power, PsciError, MAX_CPUS, STACK_SIZE};
+use crate::fault::Fault;
 use crate::hyp::abi;
-use crate::smp::{stack_range, ticks, Power, PsciError, MAX_CPUS, STACK_SIZE};
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::arch::asm;
@@ -20,8 +20,11 @@ use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use spin::Mutex;
 
-use super::exceptions::{self, Fault, Unexpected, TRACE};
-use super::{console, mmu, power, smccc};
+use super::arch::sysreg::{self, counter, frequency};
+use super::exceptions::{self, Unexpected};
+use super::hyp::conduit;
+use super::mm::mmu;
+use super::{power, trace};
 
 /// From CPU_ON to the job's end. TCG on a loaded 2-core host starts a CPU in well under
 /// 10 ms; 2 s only bounds a CPU that never comes.
@@ -92,6 +95,8 @@ impl Mailbox {
                 far,
                 elr,
             },
+            spsr: 0,
+            cpu: 0,
         })
     }
 }
@@ -103,7 +108,7 @@ static MAILBOXES: [Mailbox; MAX_CPUS] = [const { Mailbox::new() }; MAX_CPUS];
 pub enum SmpError {
     /// Slot 0 is the boot CPU's; slots end at MAX_CPUS.
     NotASecondarySlot(usize),
-    /// linker.ld's stack area is not `STACK_SIZE * MAX_CPUS` (crate::smp disagrees).
+    /// linker.ld's stack area is not `STACK_SIZE * MAX_CPUS` (crate::cpus disagrees).
     StackArea {
         have: u64,
         want: u64,
@@ -161,7 +166,7 @@ impl fmt::Display for SmpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotASecondarySlot(i) => write!(f, "CPU slot {i} is not a secondary slot (1..{MAX_CPUS})"),
-            Self::StackArea { have, want } => write!(f, "linker.ld reserves {have:#x} bytes of stacks, crate::smp expects {want:#x}"),
+            Self::StackArea { have, want } => write!(f, "linker.ld reserves {have:#x} bytes of stacks, crate::cpus expects {want:#x}"),
             Self::NoMmu => write!(f, "the boot CPU's MMU is not on: nothing for a secondary CPU to copy"),
             Self::Busy(i) => write!(f, "CPU slot {i} still holds a job that never finished"),
             Self::CpuOn { mpidr, error } => write!(f, "PSCI CPU_ON of MPIDR {mpidr:#x} answered {error}"),
@@ -181,10 +186,7 @@ impl fmt::Display for SmpError {
 
 /// The running CPU's MPIDR_EL1.
 pub fn this_mpidr() -> u64 {
-    let v: u64;
-    // SAFETY: reading MPIDR_EL1 has no side effects.
-    unsafe { asm!("mrs {}, mpidr_el1", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
+    sysreg::mpidr()
 }
 
 /// A point on the generic counter.
@@ -244,7 +246,7 @@ fn wait_off(mpidr: u64, ms: u64) -> Result<u32, SmpError> {
     let args = [mpidr, 0, 0];
     let mut polls = 0;
     loop {
-        let answer = smccc::call_untraced(abi::PSCI_AFFINITY_INFO_64, args);
+        let answer = conduit::call_untraced(abi::PSCI_AFFINITY_INFO_64, args);
         polls += 1;
         let power = match answer {
             Err(fault) => Err(SmpError::AffinityInfoAborted { mpidr, fault }),
@@ -252,8 +254,8 @@ fn wait_off(mpidr: u64, ms: u64) -> Result<u32, SmpError> {
         };
         let done = !matches!(power, Ok(Power::On | Power::OnPending)) || deadline.passed();
         if done {
-            if TRACE.load(Ordering::Relaxed) {
-                smccc::trace_call(abi::PSCI_AFFINITY_INFO_64, args, &answer);
+            if trace::enabled() {
+                conduit::trace_call(abi::PSCI_AFFINITY_INFO_64, args, &answer);
             }
             return match power? {
                 Power::Off => Ok(polls),
@@ -277,6 +279,38 @@ where
     R: Send + 'static,
     F: FnOnce() -> R + Send + 'static,
 {
+    let mb = ready_mailbox(index, mpidr)?;
+    let result: Arc<Mutex<Option<R>>> = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&result);
+    post(
+        mb,
+        Box::new(move || {
+            let r = job();
+            *slot.lock() = Some(r);
+        }),
+    );
+    let started = counter();
+    start(mb, index, mpidr)?;
+    let end = wait_job(mb, mpidr)?;
+    let ran_us = (counter() - started).saturating_mul(1_000_000) / frequency().max(1);
+    // The job's expected faults, which the secondary could not print itself.
+    let (faults, untold) = exceptions::take_deferred_trace(index);
+    let off = wait_off(mpidr, OFF_TIMEOUT_MS);
+    // A CPU still on leaves the slot finished, so that the next run_on waits for OFF.
+    if off.is_ok() {
+        mb.state.store(IDLE, Ordering::Release);
+    }
+    if trace::enabled() {
+        trace_job(index, mpidr, end, ran_us, &off, &faults, untold);
+    }
+    off?;
+    judge_job(mb, index, mpidr, end)?;
+    let r = result.lock().take();
+    r.ok_or(SmpError::NoResult { mpidr })
+}
+
+/// The slot's mailbox, once it can take a job.
+fn ready_mailbox(index: usize, mpidr: u64) -> Result<&'static Mailbox, SmpError> {
     let mb = mailbox(index)?;
     check_stack_area()?;
     if !mmu::config_recorded() {
@@ -291,36 +325,39 @@ where
         }
         _ => return Err(SmpError::Busy(index)),
     }
+    Ok(mb)
+}
 
-    let result: Arc<Mutex<Option<R>>> = Arc::new(Mutex::new(None));
-    let slot = Arc::clone(&result);
-    let boxed: Box<Job> = Box::new(Box::new(move || {
-        let r = job();
-        *slot.lock() = Some(r);
-    }));
+fn post(mb: &Mailbox, job: Job) {
+    let boxed: Box<Job> = Box::new(job);
     mb.job.store(Box::into_raw(boxed) as u64, Ordering::Relaxed);
     mb.sp.store(0, Ordering::Relaxed);
     mb.has_exception.store(false, Ordering::Relaxed);
     mb.state.store(POSTED, Ordering::Release);
+}
 
+/// PSCI CPU_ON at secondary.S's entry, context id = the slot.
+fn start(mb: &Mailbox, index: usize, mpidr: u64) -> Result<(), SmpError> {
     // The physical address of the entry: the image runs identity mapped.
     let entry = crate::sym_addr!(ioguard_secondary_entry);
-    let started = counter();
-    let on = match smccc::call(abi::PSCI_CPU_ON_64, [mpidr, entry, index as u64]) {
+    let on = match conduit::call(abi::PSCI_CPU_ON_64, [mpidr, entry, index as u64]) {
         Err(fault) => Err(SmpError::CpuOnAborted { mpidr, fault }),
         Ok(r) => PsciError::status(r[0]).map_err(|error| SmpError::CpuOn { mpidr, error }),
     };
-    if let Err(e) = on {
+    if on.is_err() {
         // No CPU was started, so nothing can have claimed the job.
         revoke(mb);
         mb.state.store(IDLE, Ordering::Release);
-        return Err(e);
     }
+    on
+}
 
+/// Waits, bounded, for the job to end: DONE or ABANDONED.
+fn wait_job(mb: &Mailbox, mpidr: u64) -> Result<u32, SmpError> {
     let deadline = Deadline::after_ms(JOB_TIMEOUT_MS);
-    let end = loop {
+    loop {
         match mb.state.load(Ordering::Acquire) {
-            s @ (DONE | ABANDONED) => break s,
+            s @ (DONE | ABANDONED) => return Ok(s),
             s if deadline.passed() => {
                 let ms = JOB_TIMEOUT_MS;
                 return Err(if s == POSTED && revoke(mb) {
@@ -332,52 +369,54 @@ where
             }
             _ => core::hint::spin_loop(),
         }
-    };
-    let ran_us = (counter() - started).saturating_mul(1_000_000) / frequency().max(1);
-    // The job's expected faults, which the secondary could not print itself.
-    let (faults, untold) = exceptions::take_deferred_trace(index);
-    let off = wait_off(mpidr, OFF_TIMEOUT_MS);
-    // A CPU still on leaves the slot finished, so that the next run_on waits for OFF.
-    if off.is_ok() {
-        mb.state.store(IDLE, Ordering::Release);
     }
-    if TRACE.load(Ordering::Relaxed) {
-        for f in faults {
-            console::write_fmt(format_args!(
-                "trace: fault (expected) {f} on cpu slot {index}\n"
-            ));
-        }
-        if untold > 0 {
-            console::write_fmt(format_args!(
-                "trace: {untold} more expected fault(s) on cpu slot {index}\n"
-            ));
-        }
-        let job = if end == DONE { "done" } else { "abandoned" };
-        match &off {
-            Ok(polls) => console::write_fmt(format_args!(
-                "trace: cpu slot {index} (MPIDR {mpidr:#x}): up, job {job} in {ran_us} us, off after {polls} AFFINITY_INFO call(s)\n"
-            )),
-            Err(_) => console::write_fmt(format_args!(
-                "trace: cpu slot {index} (MPIDR {mpidr:#x}): up, job {job} in {ran_us} us, not off\n"
-            )),
-        }
-    }
-    off?;
+}
 
-    let sp = mb.sp.load(Ordering::Relaxed);
-    let on_its_stack = stack_range(crate::sym_addr!(__stacks_start), index)
-        .is_some_and(|(bottom, top)| sp > bottom && sp <= top);
+fn trace_job(
+    index: usize,
+    mpidr: u64,
+    end: u32,
+    ran_us: u64,
+    off: &Result<u32, SmpError>,
+    faults: &[Fault],
+    untold: usize,
+) {
+    for f in faults {
+        trace::line(format_args!(
+            "trace: fault (expected) {f} on cpu slot {index}"
+        ));
+    }
+    if untold > 0 {
+        trace::line(format_args!(
+            "trace: {untold} more expected fault(s) on cpu slot {index}"
+        ));
+    }
+    let job = if end == DONE { "done" } else { "abandoned" };
+    match off {
+        Ok(polls) => trace::line(format_args!(
+            "trace: cpu slot {index} (MPIDR {mpidr:#x}): up, job {job} in {ran_us} us, off after {polls} AFFINITY_INFO call(s)"
+        )),
+        Err(_) => trace::line(format_args!(
+            "trace: cpu slot {index} (MPIDR {mpidr:#x}): up, job {job} in {ran_us} us, not off"
+        )),
+    }
+}
+
+/// How the job ended, and whether it ran where it should.
+fn judge_job(mb: &Mailbox, index: usize, mpidr: u64, end: u32) -> Result<(), SmpError> {
     if end == ABANDONED {
         return Err(match mb.exception() {
             Some(what) => SmpError::Exception { mpidr, what },
             None => SmpError::Panic { mpidr },
         });
     }
+    let sp = mb.sp.load(Ordering::Relaxed);
+    let on_its_stack = stack_range(crate::sym_addr!(__stacks_start), index)
+        .is_some_and(|(bottom, top)| sp > bottom && sp <= top);
     if !on_its_stack {
         return Err(SmpError::WrongStack { index, sp });
     }
-    let r = result.lock().take();
-    r.ok_or(SmpError::NoResult { mpidr })
+    Ok(())
 }
 
 /// secondary.S's call into Rust, on the slot's own stack with the MMU on.
@@ -421,17 +460,17 @@ fn finish(mb: &Mailbox, abandoned: bool) -> ! {
     power_off()
 }
 
-/// An unexpected exception on a secondary outside its job (exceptions.rs): report it as
-/// the end of the job, if one is running, and power off.
+/// An unexpected exception on a secondary outside its job: report it as the end of the
+/// job, if one is running, and power off.
 pub fn secondary_failed() -> ! {
-    match MAILBOXES.get(super::cpu::index()) {
+    match MAILBOXES.get(sysreg::cpu_index()) {
         Some(mb) if mb.state.load(Ordering::Acquire) == RUNNING => finish(mb, true),
         _ => power_off(),
     }
 }
 
 fn power_off() -> ! {
-    let _ = smccc::call_untraced(abi::PSCI_CPU_OFF, [0; 3]);
+    let _ = conduit::call_untraced(abi::PSCI_CPU_OFF, [0; 3]);
     // CPU_OFF came back, so it failed: run_on's AFFINITY_INFO wait reports the CPU on.
     power::park()
 }

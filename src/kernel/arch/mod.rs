@@ -1,14 +1,17 @@
 //! Hand-written assembly: the Image header and entry, the exception vectors, and the
 //! expected-fault probe sites. These are assembly because they run before relocation,
 //! own the exception frame, or must be single, known instructions at known addresses.
+//! `sysreg` reads the system registers.
+
+pub mod sysreg;
 
 core::arch::global_asm!(include_str!("head.S"));
 core::arch::global_asm!(include_str!("vectors.S"));
 core::arch::global_asm!(include_str!("probes.S"));
 core::arch::global_asm!(
     include_str!("secondary.S"),
-    STACK_SIZE = const crate::smp::STACK_SIZE,
-    MAX_CPUS = const crate::smp::MAX_CPUS,
+    STACK_SIZE = const crate::cpus::STACK_SIZE,
+    MAX_CPUS = const crate::cpus::MAX_CPUS,
 );
 
 /// Symbols defined by linker.ld and the assembly.

@@ -1,22 +1,24 @@
-//! `boot:` checks: the guest itself (CHECKS.md).
+//! `boot:` checks: the guest itself.
 
-use super::{Ctx, Outcome};
+use super::Ctx;
 use crate::esr::ec;
-use crate::kernel::cpu::{self, Translation};
-use crate::kernel::ioremap as layer;
-use crate::kernel::mmu::{self, ATTR_DEVICE, ATTR_NORMAL, PAGE_SIZE};
+use crate::kernel::arch::sysreg::{self, Translation};
+use crate::kernel::mm::mmu::{self, ATTR_DEVICE, ATTR_NORMAL, PAGE_SIZE};
 use crate::kernel::probe::{self, Width};
+use crate::report::Outcome;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+
+checks!("boot": device_tree, relocated, mmu, vectors, probe_fault);
 
 /// The tree from x0 parses; memory, console and PSCI method are found.
 pub fn device_tree(ctx: &Ctx) -> Outcome {
     let p = ctx.platform;
     let b = ctx.boot;
     if p.ram_containing(b.dtb).is_none() {
-        return Outcome::Fail(format!(
+        return Outcome::fail(format_args!(
             "device tree at {:#x} lies outside the memory it describes",
             b.dtb
         ));
@@ -32,7 +34,7 @@ pub fn device_tree(ctx: &Ctx) -> Outcome {
         p.pci.len(),
         p.model
     ));
-    Outcome::Pass(format!(
+    Outcome::pass(format_args!(
         "tree at {:#x} ({} bytes); memory {} MiB in {} range(s); console {} ({}, from {}); psci {}; {} cpu(s)",
         b.dtb,
         b.dtb_size,
@@ -64,38 +66,34 @@ pub fn relocated(ctx: &Ctx) -> Outcome {
     // SAFETY: as above, for the function pointer.
     let f = unsafe { core::ptr::read_volatile(&ANSWER) };
     if b.load_base == 0 {
-        return Outcome::Fail(String::from(
-            "loaded at 0, its link address: relocation not exercised",
-        ));
+        return Outcome::fail("loaded at 0, its link address: relocation not exercised");
     }
     if b.relocations == 0 {
-        return Outcome::Fail(String::from("no relocation applied"));
+        return Outcome::fail("no relocation applied");
     }
     if stored != actual {
-        return Outcome::Fail(format!(
+        return Outcome::fail(format_args!(
             "pointer in data is {stored:#x}, object is at {actual:#x}"
         ));
     }
     if f() != 42 {
-        return Outcome::Fail(String::from(
-            "call through a function pointer in data went wrong",
-        ));
+        return Outcome::fail("call through a function pointer in data went wrong");
     }
     if crate::sym_addr!(__image_start) != b.load_base {
-        return Outcome::Fail(format!(
+        return Outcome::fail(format_args!(
             "image start {:#x} != load base {:#x}",
             crate::sym_addr!(__image_start),
             b.load_base
         ));
     }
-    Outcome::Pass(format!(
+    Outcome::pass(format_args!(
         "running at {:#x}, linked at 0x0, {} relocations applied",
         b.load_base, b.relocations
     ))
 }
 
 fn expect_ram(what: &str, va: u64, bad: &mut Vec<String>) {
-    match cpu::translate(va) {
+    match sysreg::translate(va) {
         Translation::Mapped { pa, attr } if pa == va && attr == ATTR_NORMAL => {}
         t => bad.push(format!("{what} {va:#x}: {t}")),
     }
@@ -103,9 +101,9 @@ fn expect_ram(what: &str, va: u64, bad: &mut Vec<String>) {
 
 /// MMU on; RAM cached and identity mapped; no device page mapped before ioremap.
 pub fn mmu(ctx: &Ctx) -> Outcome {
-    let sctlr = mmu::sctlr();
+    let sctlr = sysreg::sctlr_el1();
     if sctlr & 1 == 0 || sctlr & (1 << 2) == 0 || sctlr & (1 << 12) == 0 {
-        return Outcome::Fail(format!("SCTLR_EL1={sctlr:#x}: MMU or caches off"));
+        return Outcome::fail(format_args!("SCTLR_EL1={sctlr:#x}: MMU or caches off"));
     }
     let mut bad = Vec::new();
     let local = 0u64;
@@ -121,63 +119,64 @@ pub fn mmu(ctx: &Ctx) -> Outcome {
         ram_pages += 2;
         let after = r.end();
         if ctx.platform.ram_containing(after).is_none()
-            && cpu::translate(after) != Translation::Fault
+            && sysreg::translate(after) != Translation::Fault
         {
             bad.push(format!("page after RAM {after:#x} is mapped"));
         }
     }
-    let console_page = ctx.boot.console_window & !(PAGE_SIZE - 1);
+    let held = ctx.devices.pages();
     let mut unmapped = 0;
     for d in &ctx.platform.devices {
         for r in &d.regs {
             let page = r.base & !(PAGE_SIZE - 1);
-            match cpu::translate(page) {
-                Translation::Mapped { attr, .. } if page == console_page => {
+            match sysreg::translate(page) {
+                Translation::Mapped { attr, .. } if held.contains(&page) => {
                     if attr != ATTR_DEVICE {
-                        bad.push(format!("console page {page:#x} has attribute {attr:#x}"));
+                        bad.push(format!("held device page {page:#x} has attribute {attr:#x}"));
                     }
                 }
-                Translation::Fault if page != console_page => unmapped += 1,
+                Translation::Fault if !held.contains(&page) => unmapped += 1,
                 t => bad.push(format!("{} page {page:#x}: {t}", d.path)),
             }
         }
     }
-    if mmu::device_pages() != 1 {
+    if mmu::device_pages() != held.len() {
         bad.push(format!(
-            "{} device pages mapped, expected only the console's",
-            mmu::device_pages()
+            "{} device pages mapped, expected only the {} the devices hold",
+            mmu::device_pages(),
+            held.len()
         ));
     }
     if bad.is_empty() {
-        Outcome::Pass(format!(
+        Outcome::pass(format_args!(
             "SCTLR_EL1={sctlr:#x}; {ram_pages} RAM pages normal write-back and identity mapped; {unmapped} device pages unmapped; console nGnRE"
         ))
     } else {
-        Outcome::Fail(bad.join("; "))
+        Outcome::fail(bad.join("; "))
     }
 }
 
 /// A deliberate `brk` and an undefined instruction are caught, reported and survived.
 pub fn vectors(_: &Ctx) -> Outcome {
     let Some(b) = probe::brk() else {
-        return Outcome::Fail(String::from("brk raised no exception"));
+        return Outcome::fail("brk raised no exception");
     };
     if b.esr.ec() != ec::BRK64 || b.esr.brk_imm() != 0x10a || b.elr != probe::brk_site() {
-        return Outcome::Fail(format!(
+        return Outcome::fail(format_args!(
             "brk: {b}, expected EC 0x3c imm 0x10a at {:#x}",
             probe::brk_site()
         ));
     }
     let Some(u) = probe::udf() else {
-        return Outcome::Fail(String::from("udf raised no exception"));
+        return Outcome::fail("udf raised no exception");
     };
     if u.esr.ec() != ec::UNKNOWN || u.elr != probe::udf_site() {
-        return Outcome::Fail(format!(
+        return Outcome::fail(format_args!(
             "udf: {u}, expected EC 0x0 at {:#x}",
             probe::udf_site()
         ));
     }
-    Outcome::Pass(format!(
+    Outcome::pass(format_args!(
         "brk ESR={:#x}, udf ESR={:#x}, both resumed",
         b.esr.0, u.esr.0
     ))
@@ -186,13 +185,16 @@ pub fn vectors(_: &Ctx) -> Outcome {
 /// The expected-fault API reports an access to an unmapped page exactly: a translation
 /// fault with FAR = the address, ELR = the access, and the destination register untouched.
 pub fn probe_fault(ctx: &Ctx) -> Outcome {
-    let addr = ctx.platform.memory[0].base.wrapping_sub(PAGE_SIZE) + 0x7c;
-    if cpu::translate(addr) != Translation::Fault {
-        return Outcome::Skip(format!("{addr:#x} is mapped; no unmapped page to probe"));
+    let Some(ram) = ctx.platform.first_ram() else {
+        return Outcome::skip("no RAM in the device tree");
+    };
+    let addr = ram.base.wrapping_sub(PAGE_SIZE) + 0x7c;
+    if sysreg::translate(addr) != Translation::Fault {
+        return Outcome::skip(format_args!("{addr:#x} is mapped; no unmapped page to probe"));
     }
     // SAFETY: the address is unmapped in stage 1, so nothing is read; the fault is expected.
     let load = match unsafe { probe::read(addr, Width::W32) } {
-        Ok(v) => return Outcome::Fail(format!("read of unmapped {addr:#x} returned {v:#x}")),
+        Ok(v) => return Outcome::fail(format_args!("read of unmapped {addr:#x} returned {v:#x}")),
         Err(f) => f,
     };
     let f = load.fault;
@@ -201,17 +203,17 @@ pub fn probe_fault(ctx: &Ctx) -> Outcome {
         || f.far != addr
         || f.elr != probe::load_site(Width::W32)
     {
-        return Outcome::Fail(format!(
+        return Outcome::fail(format_args!(
             "load: {f}; expected a read translation fault at FAR={addr:#x} ELR={:#x}",
             probe::load_site(Width::W32)
         ));
     }
     if !load.dest_untouched() {
-        return Outcome::Fail(format!("destination register changed to {:#x}", load.dest));
+        return Outcome::fail(format_args!("destination register changed to {:#x}", load.dest));
     }
     // SAFETY: as above, for a write: nothing is written to an unmapped page.
     let w = match unsafe { probe::write(addr, Width::W64, 0x1234) } {
-        Ok(()) => return Outcome::Fail(format!("write to unmapped {addr:#x} did not fault")),
+        Ok(()) => return Outcome::fail(format_args!("write to unmapped {addr:#x} did not fault")),
         Err(f) => f,
     };
     if !w.esr.is_translation_fault()
@@ -219,120 +221,10 @@ pub fn probe_fault(ctx: &Ctx) -> Outcome {
         || w.far != addr
         || w.elr != probe::store_site(Width::W64)
     {
-        return Outcome::Fail(format!(
+        return Outcome::fail(format_args!(
             "store: {w}; expected a write translation fault at FAR={addr:#x}"
         ));
     }
-    Outcome::Pass(format!("load {}; store ESR={:#x}", f, w.esr.0))
+    Outcome::pass(format_args!("load {}; store ESR={:#x}", f, w.esr.0))
 }
 
-const VIRTIO_MMIO_MAGIC: u32 = 0x7472_6976; // "virt"
-
-/// ioremap maps device windows in stage 1, one mapping per page however many windows
-/// share it, and unmaps a page when its last window goes. Shown on the virtio-mmio
-/// transports: every window answers the virtio magic through its mapping.
-pub fn ioremap(ctx: &Ctx) -> Outcome {
-    let windows = &ctx.platform.virtio_mmio;
-    if windows.is_empty() {
-        return Outcome::Skip(String::from("no virtio-mmio node in the device tree"));
-    }
-    let before = mmu::device_pages();
-    let calls_before = layer::counters();
-    let mut maps = Vec::new();
-    for w in windows {
-        match layer::ioremap(w.base, w.size) {
-            Ok(m) => maps.push(m),
-            Err(e) => return Outcome::Fail(format!("ioremap({}): {e}", w)),
-        }
-    }
-    let mut pages: Vec<u64> = windows.iter().map(|w| w.base & !(PAGE_SIZE - 1)).collect();
-    pages.sort_unstable();
-    pages.dedup();
-    let mapped = mmu::device_pages() - before;
-    if mapped != pages.len() {
-        return Outcome::Fail(format!(
-            "{} windows in {} distinct pages mapped {mapped} pages",
-            windows.len(),
-            pages.len()
-        ));
-    }
-    let mut attached = Vec::new();
-    for m in &maps {
-        // SAFETY: magic and device ID are read-only registers of a mapped virtio-mmio window.
-        let magic = unsafe { probe::read(m.addr(), Width::W32) };
-        // SAFETY: as above.
-        let id = unsafe { probe::read(m.addr() + 8, Width::W32) };
-        match (magic, id) {
-            (Ok(magic), _) if magic as u32 != VIRTIO_MMIO_MAGIC => {
-                return Outcome::Fail(format!("window {:#x}: magic {magic:#x}", m.addr()))
-            }
-            (Ok(_), Ok(id)) => {
-                if id != 0 {
-                    attached.push((m.addr(), id));
-                }
-            }
-            (Err(f), _) | (_, Err(f)) => {
-                return Outcome::Fail(format!("window {:#x}: {}", m.addr(), f.fault))
-            }
-        }
-    }
-    for (addr, id) in &attached {
-        ctx.info(format_args!("virtio-mmio {addr:#x}: device ID {id}"));
-    }
-    // The guard's share: one MAP per distinct granule, one UNMAP per granule's last release.
-    let granule = layer::guard_granule();
-    let mut granules: Vec<u64> = windows
-        .iter()
-        .filter_map(|w| granule.map(|g| w.base & !(g - 1)))
-        .collect();
-    granules.sort_unstable();
-    granules.dedup();
-    let new_maps = layer::counters().maps - calls_before.maps;
-    drop(maps);
-    let unmaps = layer::counters().unmaps - calls_before.unmaps;
-    let guard_calls = match granule {
-        None => String::from("no guard"),
-        Some(g) => {
-            let want_unmaps = if ctx.hv.profile.has_unmap() {
-                granules.len() as u64
-            } else {
-                0
-            };
-            if new_maps != granules.len() as u64 || unmaps != want_unmaps {
-                return Outcome::Fail(format!(
-                    "{} distinct {g:#x} granules took {new_maps} MAPs and {unmaps} UNMAPs (expected {} and {want_unmaps})",
-                    granules.len(),
-                    granules.len()
-                ));
-            }
-            ctx.info(format_args!(
-                "guard calls: {} distinct granules, {new_maps} MAPs, {unmaps} UNMAPs",
-                granules.len()
-            ));
-            format!(
-                "{new_maps} MAPs for {} granules, {unmaps} UNMAPs",
-                granules.len()
-            )
-        }
-    };
-    let after = mmu::device_pages();
-    if after != before {
-        return Outcome::Fail(format!(
-            "{after} device pages mapped after release, {before} before"
-        ));
-    }
-    if let Some(p) = pages
-        .iter()
-        .find(|p| cpu::translate(**p) != Translation::Fault)
-    {
-        return Outcome::Fail(format!(
-            "page {p:#x} still mapped after its last window was released"
-        ));
-    }
-    Outcome::Pass(format!(
-        "{} windows in {} pages: magic ok, {} with a device attached; all unmapped again; {guard_calls}",
-        windows.len(),
-        pages.len(),
-        attached.len()
-    ))
-}

@@ -1,6 +1,6 @@
 //! Stage 1: an identity map with RAM as normal write-back memory and nothing else, and
-//! `ioremap` for device windows (Device-nGnRE, execute-never), refcounted per page.
-//! The guard hypercalls are layered on `ioremap` by the hypervisor module.
+//! device windows (Device-nGnRE, execute-never) mapped on request, refcounted per page.
+//! No hypervisor is involved here: `ioremap` layers the guard's registration on top.
 
 use crate::platform::Region;
 use aarch64_paging::descriptor::El1Attributes;
@@ -13,6 +13,8 @@ use core::arch::asm;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
+
+use crate::kernel::arch::sysreg;
 
 pub const PAGE_SIZE: u64 = 4096;
 
@@ -35,6 +37,8 @@ const DEVICE: El1Attributes = El1Attributes::ATTRIBUTE_INDEX_0
 /// Root level 0 with 4 KiB pages: a 48-bit VA space, enough for every IPA a VMM hands out.
 const ROOT_LEVEL: usize = 0;
 const T0SZ: u64 = 16;
+/// TCR_EL1.IPS is capped at 48 bits: 52 needs LPA2 descriptors.
+const PARANGE_48_BITS: u64 = 5;
 const ASID: usize = 1;
 
 struct State {
@@ -62,14 +66,12 @@ pub fn config_recorded() -> bool {
 }
 
 fn record_config(mair: u64, tcr: u64) {
-    let ttbr0: u64;
-    // SAFETY: reading TTBR0_EL1 has no side effects.
-    unsafe { asm!("mrs {}, ttbr0_el1", out(reg) ttbr0, options(nomem, nostack, preserves_flags)) };
-    for (slot, v) in MMU_CONFIG.0.iter().zip([mair, tcr, ttbr0, sctlr()]) {
+    let config = [mair, tcr, sysreg::ttbr0_el1(), sysreg::sctlr_el1()];
+    for (slot, v) in MMU_CONFIG.0.iter().zip(config) {
         slot.store(v, Ordering::Release);
     }
     let start = MMU_CONFIG.0.as_ptr() as u64;
-    crate::kernel::cpu::dcache_clean_inval_poc(start, start + 32);
+    sysreg::dcache_clean_inval_poc(start, start + 32);
 }
 
 #[derive(Debug)]
@@ -129,22 +131,13 @@ pub fn map_normal(r: Region) -> Result<(), MmuError> {
         .map_err(MmuError::Map)
 }
 
-fn id_aa64mmfr0() -> u64 {
-    let v: u64;
-    // SAFETY: reading an ID register has no side effects.
-    unsafe {
-        asm!("mrs {}, id_aa64mmfr0_el1", out(reg) v, options(nomem, nostack, preserves_flags))
-    };
-    v
-}
-
 /// Turns the MMU and caches on with the tables built by `init`.
 pub fn enable() -> Result<(), MmuError> {
     let mut guard = STATE.lock();
     let st = guard.as_mut().ok_or(MmuError::NotInitialised)?;
     let mair = MAIR_DEVICE_NGNRE | (MAIR_NORMAL_WB << 8);
-    // IPS: the CPU's physical range, capped at 48 bits (52 needs LPA2 descriptors).
-    let ips = (id_aa64mmfr0() & 0xf).min(5);
+    // IPS: the CPU's physical range.
+    let ips = sysreg::pa_range().min(PARANGE_48_BITS);
     let tcr = T0SZ
         | (1 << 8)   // IRGN0: write-back
         | (1 << 10)  // ORGN0: write-back
@@ -153,7 +146,7 @@ pub fn enable() -> Result<(), MmuError> {
         | (ips << 32);
     // Everything written with the MMU off went straight to memory; make sure no stale
     // cache line over the image (tables, stacks, heap) survives into the cached world.
-    crate::kernel::cpu::dcache_clean_inval_poc(
+    sysreg::dcache_clean_inval_poc(
         crate::sym_addr!(__image_start),
         crate::sym_addr!(__image_end),
     );
@@ -193,13 +186,6 @@ pub fn enable() -> Result<(), MmuError> {
     Ok(())
 }
 
-pub fn sctlr() -> u64 {
-    let v: u64;
-    // SAFETY: reading SCTLR_EL1 has no side effects.
-    unsafe { asm!("mrs {}, sctlr_el1", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
-}
-
 fn tlb_flush_all() {
     // SAFETY: TLB maintenance does not change memory contents.
     unsafe {
@@ -229,6 +215,12 @@ impl DeviceMapping {
     pub fn size(&self) -> u64 {
         self.size
     }
+}
+
+/// The pages `[base, base + size)` covers.
+pub fn pages_of(base: u64, size: u64) -> impl Iterator<Item = u64> {
+    let (start, end) = page_range(base, size);
+    (start..end).step_by(PAGE_SIZE as usize)
 }
 
 /// Maps `[base, base + size)` as device memory in stage 1.

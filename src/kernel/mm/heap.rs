@@ -48,11 +48,6 @@ impl GuestHeap {
         }
         r
     }
-
-    /// Free bytes, for reports.
-    pub fn free(&self) -> usize {
-        self.with(|h| h.free())
-    }
 }
 
 // SAFETY: allocation and deallocation are delegated to linked_list_allocator under `with`.

@@ -1,20 +1,22 @@
-//! From the first Rust instruction to the suite: heap, device tree, page tables, console,
-//! command line. Anything wrong on the way ends the run with a clear message on whatever
-//! console is reachable and a failure status, never a hang.
+//! From the first Rust instruction to the suite: heap, device tree, page tables,
+//! discovery and enrolment, console, command line. Anything wrong on the way ends the run
+//! with a clear message on whatever console is reachable and a failure status, never a
+//! hang.
 
-use crate::cmdline;
+use crate::cmdline::{self, CmdlineError, Options};
+use crate::devices::{DeviceKind, Devices};
 use crate::platform::{self, Platform, Region};
 use crate::report;
 use alloc::format;
 use alloc::string::String;
-use core::sync::atomic::Ordering;
 
+use super::arch::sysreg;
 use super::console::{self, Uart};
-use super::exceptions::TRACE;
+use super::hyp::{self, conduit, discovery, Hypervisor};
+use super::mm::{heap, ioremap, mmu};
 use super::probe::{self, Width};
 use super::suite::{self, BootInfo};
-use super::{heap, hypervisor, ioremap, mmu, power, smccc};
-use crate::hyp::profile::Profile;
+use super::{power, semihosting, trace};
 use crate::println;
 
 const FDT_MAGIC: u32 = 0xd00d_feed;
@@ -32,7 +34,7 @@ pub fn fatal(msg: &str) -> ! {
     if console::is_installed() {
         console::write_fmt(format_args!("{line}"));
     } else {
-        power::semihosting_write(&line);
+        semihosting::write(&line);
     }
     power::exit(report::code::FATAL)
 }
@@ -117,7 +119,8 @@ extern "C" fn ioguard_main(
     bad_relocations: u64,
     entry_el: u64,
 ) -> ! {
-    let entered = super::cpu::counter();
+    suite::install_handlers();
+    let entered = sysreg::counter();
     heap::init();
     if bad_relocations != 0 {
         fatal(&format!(
@@ -126,80 +129,95 @@ extern "C" fn ioguard_main(
     }
     let blob = device_tree_blob(dtb).unwrap_or_else(|e| fatal(&e));
     let platform = platform::parse(blob).unwrap_or_else(|e| fatal(&format!("device tree: {e}")));
-    power::set_conduit(platform.psci);
+    conduit::set(platform.psci);
     let dtb_region = Region::new(dtb, blob.len() as u64);
     check_placement(&platform, dtb_region).unwrap_or_else(|e| fatal(&e));
-
     let opts = cmdline::parse(&platform.bootargs);
     if let Ok(o) = &opts {
         power::set_exit_method(o.exit);
         // Set early so that discovery's hypercalls are traced too.
-        TRACE.store(o.trace, Ordering::Relaxed);
+        trace::enable(o.trace);
     }
-
-    let tree_parsed = super::cpu::counter();
-    mmu::init(&platform.memory).unwrap_or_else(|e| fatal(&format!("page tables: {e}")));
-    if platform.ram_containing(dtb).is_none() {
-        mmu::map_normal(dtb_region)
-            .unwrap_or_else(|e| fatal(&format!("mapping the device tree: {e}")));
-    }
-
+    let tree_parsed = sysreg::counter();
+    map_memory(&platform, dtb_region);
     // Who is below us, before any device is touched: under an enrolled guard even the
     // console's first access must come after its MAP.
-    let forced = match &opts {
-        Ok(o) => o.profile.clone().map(|p| Profile::parse(&p).ok_or(p)),
-        Err(_) => None,
-    };
-    let hv = hypervisor::discover(forced.as_ref().and_then(|f| f.as_ref().ok().copied()));
-    if let Some(granule) = hv.guard() {
-        ioremap::enable_guard(hv.profile, granule);
-    }
-
-    let c = &platform.console;
-    let console_map = ioremap::ioremap(c.region.base, c.region.size)
-        .unwrap_or_else(|e| fatal(&format!("console {}: {e}", c.path)));
-    // SAFETY: the window covers the UART's registers, is mapped as device memory (live
-    // once the MMU is on, below), and stays mapped: `console_map` is leaked for the run.
-    console::install(unsafe { Uart::new(console_map.addr(), c.kind) });
-    let console_window = console_map.addr();
-    core::mem::forget(console_map);
+    let hv = hypervisor(opts.as_ref().ok().and_then(|o| o.profile));
+    let devices = console_up(&platform);
     mmu::enable().unwrap_or_else(|e| fatal(&format!("MMU: {e}")));
     heap::enable_smp_lock();
-
-    let opts = opts.unwrap_or_else(|e| fatal(&format!("command line: {e}")));
-    if let Some(Err(name)) = forced {
-        fatal(&format!("command line: unknown profile '{name}' (known: none, kvm, pkvm, android13, android14, android16, upstream)"));
-    }
+    let opts = opts.unwrap_or_else(|e: CmdlineError| fatal(&format!("command line: {e}")));
     console::init_log(opts.log);
-    let us = |ticks: u64| ticks.saturating_mul(1_000_000) / super::cpu::frequency().max(1);
+    let us = |ticks: u64| ticks.saturating_mul(1_000_000) / sysreg::frequency().max(1);
     log::debug!(
         "boot took {} us: {} us to read the device tree, {} us for discovery, the console and the MMU",
-        super::cpu::micros_since(entered),
+        sysreg::micros_since(entered),
         us(tree_parsed - entered),
-        super::cpu::micros_since(tree_parsed),
+        sysreg::micros_since(tree_parsed),
     );
-    smccc::flush_trace();
+    trace::install_sink(console::write_fmt);
+    let boot = BootInfo {
+        dtb,
+        dtb_size: blob.len() as u64,
+        load_base,
+        relocations,
+    };
+    announce(hv, &platform, &opts, &boot, entry_el);
+    suite::run(hv, &platform, &opts, &boot, &devices)
+}
 
+/// The identity map of RAM, and of the device tree where a VMM put it outside RAM.
+fn map_memory(platform: &Platform, dtb: Region) {
+    mmu::init(&platform.memory).unwrap_or_else(|e| fatal(&format!("page tables: {e}")));
+    if platform.ram_containing(dtb.base).is_none() {
+        mmu::map_normal(dtb).unwrap_or_else(|e| fatal(&format!("mapping the device tree: {e}")));
+    }
+}
+
+/// Discovery, then ENROLL where the guard's ABI has it, then the guard handed to ioremap.
+fn hypervisor(forced: Option<crate::hyp::profile::Profile>) -> &'static Hypervisor {
+    let mut hv = discovery::discover(forced);
+    hv.enroll_guard();
+    let hv = hyp::install(hv);
+    suite::watch_guard(hv.profile);
+    ioremap::init(hv.mmio_guard());
+    hv
+}
+
+/// The console's window, registered before its first byte, and the UART behind it.
+fn console_up(platform: &Platform) -> Devices {
+    let c = &platform.console;
+    let window = ioremap::ioremap(c.region.base, c.region.size)
+        .unwrap_or_else(|e| fatal(&format!("console {}: {e}", c.path)));
+    // SAFETY: the window covers the UART's registers, is mapped as device memory (live
+    // once the MMU is on), and stays mapped: `window` is leaked for the run.
+    console::install(unsafe { Uart::new(window.addr(), c.kind) });
+    let mut devices = Devices::default();
+    devices.hold(DeviceKind::Console, c.region, window.addr());
+    core::mem::forget(window);
+    devices
+}
+
+/// The header line and what the reader needs to know before the first check.
+fn announce(hv: &Hypervisor, platform: &Platform, opts: &Options, boot: &BootInfo, entry_el: u64) {
+    let c = &platform.console;
     println!(
         "ioguard {}: hypervisor={} profile={} granule={} entered-el={} cpus={} memory={}MiB console={}@{:#x} psci={} load={:#x}",
         env!("CARGO_PKG_VERSION"),
         hv.name(),
         hv.profile,
-        hv.guard().unwrap_or(0),
+        hv.mmio_guard().map_or(0, |g| g.granule()),
         entry_el,
         platform.cpus.len(),
         platform.memory.iter().map(|r| r.size).sum::<u64>() >> 20,
-        match c.kind {
-            platform::UartKind::Pl011 => "pl011",
-            platform::UartKind::Ns16550 { .. } => "ns16550a",
-        },
+        c.kind.name(),
         c.region.base,
         platform.psci,
-        load_base,
+        boot.load_base,
     );
     println!("INFO: profile {}: {}", hv.profile, hv.reason);
-    if let Some(p) = &hv.guard_problem {
-        println!("INFO: the guard of profile {} is unusable: {p}", hv.profile);
+    if let Some(why) = hv.guard_unusable() {
+        println!("INFO: the guard of profile {} is unusable: {why}", hv.profile);
     }
     if !opts.unknown.is_empty() {
         println!(
@@ -207,14 +225,6 @@ extern "C" fn ioguard_main(
             opts.unknown.join(" ")
         );
     }
-    let boot = BootInfo {
-        dtb,
-        dtb_size: blob.len() as u64,
-        load_base,
-        relocations,
-        console_window,
-    };
-    suite::run(hv, &platform, &opts, &boot)
 }
 
 #[panic_handler]
@@ -224,15 +234,9 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
         .location()
         .map(|l| format!(" at {}:{}", l.file(), l.line()))
         .unwrap_or_default();
-    if console::is_installed() {
-        console::write_fmt_emergency(format_args!("PANIC: {msg}{location}\n"));
-    } else {
-        power::semihosting_write(&format!("ioguard: PANIC: {msg}{location}\n"));
+    if !console::is_installed() {
+        semihosting::write(&format!("ioguard: PANIC: {msg}{location}\n"));
+        fatal("panic before the console was up")
     }
-    suite::note_panic(msg);
-    suite::abandon_check();
-    if console::is_installed() {
-        suite::abort_run("panic outside any check")
-    }
-    fatal("panic before the console was up")
+    suite::panicked(msg, &location)
 }

@@ -1,17 +1,58 @@
-//! Small register accessors that no crate offers in the shape needed here.
+//! System registers the kernel reads: plain reads through aarch64-cpu's accessors; what
+//! that crate has no accessor for (an address translation, cache maintenance by VA) is a
+//! few lines of inline assembly here, each with its reason.
 
+use aarch64_cpu::registers::{
+    Readable, CNTFRQ_EL0, CNTPCT_EL0, ESR_EL1, FAR_EL1, ID_AA64MMFR0_EL1, MPIDR_EL1, SCTLR_EL1,
+    TPIDR_EL1, TTBR0_EL1,
+};
 use core::arch::asm;
 
 /// The index of the running CPU (set in TPIDR_EL1 at its entry).
-pub fn index() -> usize {
-    let v: u64;
-    // SAFETY: reading TPIDR_EL1 has no side effects.
-    unsafe { asm!("mrs {}, tpidr_el1", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v as usize
+pub fn cpu_index() -> usize {
+    TPIDR_EL1.get() as usize
+}
+
+pub fn mpidr() -> u64 {
+    MPIDR_EL1.get()
+}
+
+pub fn esr_el1() -> u64 {
+    ESR_EL1.get()
+}
+
+pub fn far_el1() -> u64 {
+    FAR_EL1.get()
+}
+
+pub fn sctlr_el1() -> u64 {
+    SCTLR_EL1.get()
+}
+
+pub fn ttbr0_el1() -> u64 {
+    TTBR0_EL1.get()
+}
+
+/// ID_AA64MMFR0_EL1.PARange: the CPU's physical (and so the VM's IPA) address size code.
+pub fn pa_range() -> u64 {
+    ID_AA64MMFR0_EL1.get() & 0xf
+}
+
+/// The physical address size in bits that PARange `code` stands for (Arm ARM D19.2.64).
+pub fn pa_bits(code: u64) -> u32 {
+    match code {
+        0 => 32,
+        1 => 36,
+        2 => 40,
+        3 => 42,
+        4 => 44,
+        5 => 48,
+        _ => 52,
+    }
 }
 
 /// Translates `va` with the current stage-1 tables as a read at EL1 (`AT S1E1R`).
-/// Returns PAR_EL1: bit 0 set means the translation faulted.
+/// Returns PAR_EL1: bit 0 set means the translation faulted. aarch64-cpu has no AT.
 pub fn translate_read(va: u64) -> u64 {
     let par: u64;
     // SAFETY: AT only updates PAR_EL1, which nothing else in ioguard keeps live; the ISB
@@ -61,21 +102,8 @@ pub fn translate(va: u64) -> Translation {
     }
 }
 
-pub fn read_esr_el1() -> u64 {
-    let v: u64;
-    // SAFETY: reading ESR_EL1 has no side effects.
-    unsafe { asm!("mrs {}, esr_el1", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
-}
-
-pub fn read_far_el1() -> u64 {
-    let v: u64;
-    // SAFETY: reading FAR_EL1 has no side effects.
-    unsafe { asm!("mrs {}, far_el1", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
-}
-
-/// Clean and invalidate data cache lines covering [start, end) to the point of coherency.
+/// Clean and invalidate data cache lines covering [start, end) to the point of coherency
+/// (DC CIVAC by address: no accessor in aarch64-cpu).
 pub fn dcache_clean_inval_poc(start: u64, end: u64) {
     let ctr: u64;
     // SAFETY: reading CTR_EL0 has no side effects.
@@ -88,28 +116,20 @@ pub fn dcache_clean_inval_poc(start: u64, end: u64) {
         unsafe { asm!("dc civac, {}", in(reg) addr, options(nostack, preserves_flags)) };
         addr += line;
     }
-    // SAFETY: a barrier has no effect on program state.
-    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
 }
 
 /// The generic counter (CNTPCT_EL0), readable at EL1 wherever ioguard runs (a hypervisor
 /// that hid it would trap the read; none of those ioguard meets does).
 pub fn counter() -> u64 {
-    let v: u64;
-    // SAFETY: reading the physical counter has no side effects; the ISB keeps the read
-    // after the code before it.
-    unsafe {
-        asm!("isb", "mrs {}, cntpct_el0", out(reg) v, options(nomem, nostack, preserves_flags))
-    };
-    v
+    // The ISB keeps the read after the code before it.
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+    CNTPCT_EL0.get()
 }
 
 /// The counter's frequency in Hz (CNTFRQ_EL0).
 pub fn frequency() -> u64 {
-    let v: u64;
-    // SAFETY: reading CNTFRQ_EL0 has no side effects.
-    unsafe { asm!("mrs {}, cntfrq_el0", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
+    CNTFRQ_EL0.get()
 }
 
 /// Microseconds since `start` (a `counter()` value).

@@ -1,0 +1,251 @@
+//! The MMIO guard as a capability (vmbase's `MmioGuardedHypervisor` is the model): the
+//! granule, ENROLL, and MAP/UNMAP of a run of granules. Every ABI generation's quirks
+//! live here and nowhere else, so the ioremap layer above calls `map`/`unmap` and never
+//! asks which generation it runs on:
+//! - android13: MAP returns its error 32 bits wide (0x00000000fffffffd for -3), and UNMAP
+//!   answers NOT_SUPPORTED on success and SUCCESS on failure (b/277860860).
+//! - android14: INFO, ENROLL, MAP, UNMAP, one granule per call.
+//! - android16: also MMIO_RGUARD_MAP/UNMAP (func 10/11) over a run of granules; UNMAP
+//!   answers success but the page stays forwarded (which is the checks' business).
+//! - upstream: MAP (func 7) only; registration needs no ENROLL and cannot be undone.
+//!
+//! Each call is reported to an observer, if one is installed, so that the code that
+//! needs to know which pages may be registered (the suite's probe bookkeeping) learns it
+//! without this layer knowing that code.
+
+use crate::fault::Fault;
+use crate::hyp::abi::{self, Ret};
+use core::fmt;
+use spin::Once;
+
+use super::conduit;
+
+/// Which ABI generation of the guard the hypervisor speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Generation {
+    Android13,
+    Android14,
+    Android16,
+    Upstream,
+}
+
+/// The guard of a hypervisor that offers one, with a usable granule.
+#[derive(Debug)]
+pub struct MmioGuard {
+    generation: Generation,
+    granule: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuardOp {
+    Map,
+    Unmap,
+}
+
+/// One guard hypercall and its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuardCall {
+    pub op: GuardOp,
+    /// The first granule and how many the call covered.
+    pub base: u64,
+    pub count: u64,
+    /// The guard granule.
+    pub granule: u64,
+    pub answer: Result<Ret, Fault>,
+    /// Whether the answer means success in this generation's ABI.
+    pub succeeded: bool,
+}
+
+/// A guard call that did not succeed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuardError {
+    pub op: GuardOp,
+    pub granule: u64,
+    pub answer: Result<Ret, Fault>,
+}
+
+impl fmt::Display for GuardError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let call = match self.op {
+            GuardOp::Map => "MMIO_GUARD_MAP",
+            GuardOp::Unmap => "MMIO_GUARD_UNMAP",
+        };
+        match self.answer {
+            Ok(r) => write!(f, "{call}({:#x}) answered {r}", self.granule),
+            Err(fault) => write!(f, "{call}({:#x}) aborted: {fault}", self.granule),
+        }
+    }
+}
+
+static OBSERVER: Once<fn(&GuardCall)> = Once::new();
+
+/// Installs the one observer of guard calls.
+pub fn observe(f: fn(&GuardCall)) {
+    OBSERVER.call_once(|| f);
+}
+
+fn report(call: GuardCall) -> GuardCall {
+    if let Some(f) = OBSERVER.get() {
+        f(&call);
+    }
+    call
+}
+
+impl MmioGuard {
+    /// The guard of `generation` with `granule`, which discovery checked.
+    pub(super) fn new(generation: Generation, granule: u64) -> Self {
+        Self {
+            generation,
+            granule,
+        }
+    }
+
+    pub fn granule(&self) -> u64 {
+        self.granule
+    }
+
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+
+    /// ENROLL exists (the Android generations); upstream's guard needs none.
+    pub fn has_enroll(&self) -> bool {
+        self.generation != Generation::Upstream
+    }
+
+    /// UNMAP exists (the Android generations).
+    pub fn has_unmap(&self) -> bool {
+        self.generation != Generation::Upstream
+    }
+
+    /// One call registers a run of granules (android16's range calls).
+    pub fn has_range(&self) -> bool {
+        self.generation == Generation::Android16
+    }
+
+    /// MMIO_GUARD_ENROLL, as answered.
+    pub fn enroll(&self) -> Result<Ret, Fault> {
+        conduit::status(abi::MMIO_GUARD_ENROLL, [0; 3], false)
+    }
+
+    /// MMIO_GUARD_INFO's x0 (the Android generations).
+    pub fn info(&self) -> Result<u64, Fault> {
+        conduit::call(abi::MMIO_GUARD_INFO, [0; 3]).map(|r| r[0])
+    }
+
+    /// One MMIO_GUARD_MAP (func 7) of `ipa`, as answered (read as android13 writes it
+    /// there): for checks that judge the answer themselves.
+    pub fn map_granule(&self, ipa: u64) -> Result<Ret, Fault> {
+        let narrow = self.generation == Generation::Android13;
+        let answer = conduit::status(abi::MMIO_GUARD_MAP, [ipa, 0, 0], narrow);
+        report(GuardCall {
+            op: GuardOp::Map,
+            base: ipa,
+            count: 1,
+            granule: self.granule,
+            answer,
+            succeeded: answer == Ok(Ret::Success),
+        })
+        .answer
+    }
+
+    /// One MMIO_GUARD_UNMAP (func 8) of `ipa`, as answered (android13's inverted answer
+    /// is the caller's to judge).
+    pub fn unmap_granule(&self, ipa: u64) -> Result<Ret, Fault> {
+        let answer = conduit::status(abi::MMIO_GUARD_UNMAP, [ipa, 0, 0], false);
+        report(GuardCall {
+            op: GuardOp::Unmap,
+            base: ipa,
+            count: 1,
+            granule: self.granule,
+            answer,
+            succeeded: self.unmap_succeeded(answer),
+        })
+        .answer
+    }
+
+    fn unmap_succeeded(&self, answer: Result<Ret, Fault>) -> bool {
+        let success = if self.generation == Generation::Android13 {
+            Ret::NotSupported
+        } else {
+            Ret::Success
+        };
+        answer == Ok(success)
+    }
+
+    /// Registers `count` granules from `base`: one range call where the ABI has them,
+    /// else one MAP per granule. On a refusal the granules this call registered are
+    /// unregistered again, so the run is registered as a whole or not at all.
+    pub fn map(&self, base: u64, count: u64) -> Result<(), GuardError> {
+        if self.has_range() {
+            let answer = conduit::status(abi::MMIO_RGUARD_MAP, [base, count, 0], false);
+            let call = report(GuardCall {
+                op: GuardOp::Map,
+                base,
+                count,
+                granule: self.granule,
+                answer,
+                succeeded: answer == Ok(Ret::Success),
+            });
+            return ok_or(call, base);
+        }
+        for i in 0..count {
+            let ipa = base + i * self.granule;
+            let answer = self.map_granule(ipa);
+            if answer != Ok(Ret::Success) {
+                let _ = self.unmap(base, i);
+                return Err(GuardError {
+                    op: GuardOp::Map,
+                    granule: ipa,
+                    answer,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Unregisters `count` granules from `base` (nothing to do where the ABI has no
+    /// UNMAP). Every granule is tried; the first refusal is returned.
+    pub fn unmap(&self, base: u64, count: u64) -> Result<(), GuardError> {
+        if !self.has_unmap() || count == 0 {
+            return Ok(());
+        }
+        if self.has_range() {
+            let answer = conduit::status(abi::MMIO_RGUARD_UNMAP, [base, count, 0], false);
+            let call = report(GuardCall {
+                op: GuardOp::Unmap,
+                base,
+                count,
+                granule: self.granule,
+                answer,
+                succeeded: answer == Ok(Ret::Success),
+            });
+            return ok_or(call, base);
+        }
+        let mut first = Ok(());
+        for i in 0..count {
+            let ipa = base + i * self.granule;
+            let answer = self.unmap_granule(ipa);
+            if !self.unmap_succeeded(answer) && first.is_ok() {
+                first = Err(GuardError {
+                    op: GuardOp::Unmap,
+                    granule: ipa,
+                    answer,
+                });
+            }
+        }
+        first
+    }
+}
+
+fn ok_or(call: GuardCall, base: u64) -> Result<(), GuardError> {
+    if call.succeeded {
+        Ok(())
+    } else {
+        Err(GuardError {
+            op: call.op,
+            granule: base,
+            answer: call.answer,
+        })
+    }
+}

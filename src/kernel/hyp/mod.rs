@@ -1,0 +1,165 @@
+//! The hypervisor below: the SMCCC conduit, discovery, and the capabilities it offers,
+//! each present or absent (`mmio_guard()`, `mem_sharer()`), so that code that needs one
+//! asks for it and an absent one turns its checks into SKIP lines that say why.
+
+pub mod conduit;
+pub mod discovery;
+pub mod mem_sharer;
+pub mod mmio_guard;
+
+use crate::fault::Fault;
+use crate::hyp::abi::Ret;
+use crate::hyp::profile::{Discovery, Features, Profile};
+use core::fmt;
+use spin::Once;
+
+pub use mem_sharer::MemSharer;
+pub use mmio_guard::MmioGuard;
+
+/// Why the profile was chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Detected(&'static str),
+    /// `ioguard.profile=` chose another profile than the one detected.
+    Forced {
+        forced: Profile,
+        detected: Profile,
+        why: &'static str,
+    },
+}
+
+/// Why a profile that has a guard cannot use it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuardUnusable {
+    BadGranule(u64),
+    NoMeminfo,
+    Enroll(Result<Ret, Fault>),
+}
+
+impl fmt::Display for GuardUnusable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadGranule(g) => {
+                write!(f, "HYP_MEMINFO gave {g:#x}, not a granule of 4..64 KiB")
+            }
+            Self::NoMeminfo => write!(f, "HYP_MEMINFO not advertised or not answered"),
+            Self::Enroll(Ok(r)) => write!(f, "MMIO_GUARD_ENROLL answered {r}"),
+            Self::Enroll(Err(fault)) => write!(f, "MMIO_GUARD_ENROLL aborted: {fault}"),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum GuardState {
+    Absent,
+    Unusable(GuardUnusable),
+    Usable {
+        guard: MmioGuard,
+        /// ENROLL's answer at boot, where the ABI has ENROLL.
+        enrolled: Option<Result<Ret, Fault>>,
+    },
+}
+
+/// What discovery saw, call by call, and the capabilities it found.
+#[derive(Debug)]
+pub struct Hypervisor {
+    pub psci_version: Option<u32>,
+    /// PSCI_FEATURES(SMCCC_VERSION), when PSCI >= 1.0.
+    pub smccc_version_feature: Option<u64>,
+    pub smccc_version: Option<u32>,
+    /// CALL_UID's w0..w3, or the fault it raised.
+    pub uid: Result<[u32; 4], Fault>,
+    pub discovery: Discovery,
+    pub profile: Profile,
+    pub reason: Reason,
+    /// HYP_MEMINFO's answer (x0) when feature 2 is advertised.
+    pub meminfo: Option<u64>,
+    guard: GuardState,
+    sharer: Option<MemSharer>,
+}
+
+impl Hypervisor {
+    pub fn features(&self) -> Features {
+        self.discovery.features.unwrap_or_default()
+    }
+
+    /// The MMIO guard, when the hypervisor offers one that can be used.
+    pub fn mmio_guard(&self) -> Option<&MmioGuard> {
+        match &self.guard {
+            GuardState::Usable { guard, .. } => Some(guard),
+            _ => None,
+        }
+    }
+
+    /// Why the profile's guard cannot be used, when it has one.
+    pub fn guard_unusable(&self) -> Option<GuardUnusable> {
+        match &self.guard {
+            GuardState::Unusable(why) => Some(*why),
+            _ => None,
+        }
+    }
+
+    /// ENROLL's answer at boot.
+    pub fn boot_enroll(&self) -> Option<Result<Ret, Fault>> {
+        match &self.guard {
+            GuardState::Usable { enrolled, .. } => *enrolled,
+            GuardState::Unusable(GuardUnusable::Enroll(answer)) => Some(*answer),
+            _ => None,
+        }
+    }
+
+    /// Memory sharing, when MEM_SHARE and MEM_UNSHARE are advertised.
+    pub fn mem_sharer(&self) -> Option<&MemSharer> {
+        self.sharer.as_ref()
+    }
+
+    /// Enrolls in the guard, where its ABI asks for that: a refusal makes it unusable.
+    /// A step of its own, after discovery: enrolling changes what the hypervisor does
+    /// with every later device access.
+    pub fn enroll_guard(&mut self) {
+        let GuardState::Usable { guard, enrolled } = &mut self.guard else {
+            return;
+        };
+        if !guard.has_enroll() {
+            return;
+        }
+        let answer = guard.enroll();
+        *enrolled = Some(answer);
+        if answer != Ok(Ret::Success) {
+            self.guard = GuardState::Unusable(GuardUnusable::Enroll(answer));
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        if self.discovery.kvm_uid {
+            "kvm"
+        } else {
+            match self.uid {
+                Ok(w) if w[0] as i32 == -1 => "unknown",
+                Ok(_) => "other",
+                Err(_) => "none",
+            }
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Detected(why) => f.write_str(why),
+            Self::Forced {
+                forced,
+                detected,
+                why,
+            } => write!(f, "ioguard.profile={forced} (detected {detected}: {why})"),
+        }
+    }
+}
+
+static HYPERVISOR: Once<Hypervisor> = Once::new();
+
+/// Keeps the hypervisor's description for the rest of the run (the guard must outlive
+/// every mapping registered with it).
+pub fn install(hv: Hypervisor) -> &'static Hypervisor {
+    HYPERVISOR.call_once(|| hv)
+}

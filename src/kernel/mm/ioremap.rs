@@ -1,0 +1,169 @@
+//! `ioremap`: a device window mapped in stage 1 and, where the hypervisor has a guard,
+//! registered with it (MAP per guard granule, refcounted, UNMAP when the last window of a
+//! granule goes). Registration is eager, never from the fault handler: lazy registration
+//! would forward every stray access, which is what the guard exists to stop.
+//!
+//! The layer is handed the guard capability once (`init`) and never asks which ABI
+//! generation is below: `MmioGuard::map`/`unmap` carry the quirks.
+
+use crate::granules::{runs, Registry};
+use crate::kernel::hyp::mmio_guard::{GuardError, MmioGuard};
+use core::fmt;
+use spin::Mutex;
+
+use super::mmu::{self, MmuError};
+
+/// The guard as the layer uses it: the capability and who holds each granule.
+struct Guarded {
+    guard: &'static MmioGuard,
+    registry: Registry,
+}
+
+struct Layer {
+    guarded: Option<Guarded>,
+    counters: Counters,
+}
+
+/// Hypercalls the layer made, for checks and the benchmark.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Granules passed to MAP (one per MMIO_GUARD_MAP, or a run per MMIO_RGUARD_MAP).
+    pub maps: u64,
+    /// Granules passed to UNMAP.
+    pub unmaps: u64,
+    /// Range calls made (android16).
+    pub range_calls: u64,
+    pub failures: u64,
+}
+
+static LAYER: Mutex<Layer> = Mutex::new(Layer {
+    guarded: None,
+    counters: Counters {
+        maps: 0,
+        unmaps: 0,
+        range_calls: 0,
+        failures: 0,
+    },
+});
+
+/// Hands the layer the guard: from now on every ioremap registers its granules. Without
+/// a guard (None, or a granule the registry cannot use) windows are mapped in stage 1
+/// only.
+pub fn init(guard: Option<&'static MmioGuard>) {
+    let guarded = guard.and_then(|guard| {
+        Registry::new(guard.granule()).map(|registry| Guarded { guard, registry })
+    });
+    LAYER.lock().guarded = guarded;
+}
+
+pub fn counters() -> Counters {
+    LAYER.lock().counters
+}
+
+/// The guard granule windows are registered in, when there is a guard.
+pub fn guard_granule() -> Option<u64> {
+    LAYER.lock().guarded.as_ref().map(|g| g.registry.granule())
+}
+
+#[derive(Debug)]
+pub enum IoremapError {
+    Mmu(MmuError),
+    /// The hypervisor refused (or aborted) a MAP: the window is not usable.
+    Map(GuardError),
+}
+
+impl fmt::Display for IoremapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Mmu(e) => write!(f, "{e}"),
+            Self::Map(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl Layer {
+    fn map_run(&mut self, g: &Guarded, start: u64, count: u64) -> Result<(), GuardError> {
+        self.counters.maps += count;
+        self.counters.range_calls += u64::from(g.guard.has_range());
+        let r = g.guard.map(start, count);
+        self.counters.failures += u64::from(r.is_err());
+        r
+    }
+
+    fn unmap_run(&mut self, g: &Guarded, start: u64, count: u64) {
+        if !g.guard.has_unmap() {
+            return;
+        }
+        self.counters.unmaps += count;
+        self.counters.range_calls += u64::from(g.guard.has_range());
+        // A refused UNMAP is the checks' business (guard: unmap-return); the layer forgets
+        // the granule either way.
+        let _ = g.guard.unmap(start, count);
+    }
+}
+
+/// Registers the granules of a window (those no other window holds yet).
+fn register(base: u64, size: u64) -> Result<(), IoremapError> {
+    let mut lock = LAYER.lock();
+    let Some(mut g) = lock.guarded.take() else {
+        return Ok(());
+    };
+    let fresh = runs(&g.registry.acquire(base, size), g.registry.granule());
+    let mut result = Ok(());
+    for (i, &(start, count)) in fresh.iter().enumerate() {
+        if let Err(e) = lock.map_run(&g, start, count) {
+            // The window is refused as a whole.
+            for &(s, c) in &fresh[..i] {
+                lock.unmap_run(&g, s, c);
+            }
+            g.registry.release(base, size);
+            result = Err(IoremapError::Map(e));
+            break;
+        }
+    }
+    lock.guarded = Some(g);
+    result
+}
+
+fn unregister(base: u64, size: u64) {
+    let mut lock = LAYER.lock();
+    let Some(mut g) = lock.guarded.take() else {
+        return;
+    };
+    for (start, count) in runs(&g.registry.release(base, size), g.registry.granule()) {
+        lock.unmap_run(&g, start, count);
+    }
+    lock.guarded = Some(g);
+}
+
+/// A registered device window. Dropping it is iounmap.
+#[derive(Debug)]
+pub struct IoMapping {
+    stage1: mmu::DeviceMapping,
+}
+
+impl IoMapping {
+    pub fn addr(&self) -> u64 {
+        self.stage1.addr()
+    }
+}
+
+impl Drop for IoMapping {
+    fn drop(&mut self) {
+        // stage1 is unmapped after this, by its own Drop; the order does not matter to the
+        // hypervisor, and nothing accesses the window any more.
+        unregister(self.stage1.addr(), self.stage1.size());
+    }
+}
+
+/// Maps `[base, base + size)` as device memory and registers it with the guard.
+pub fn ioremap(base: u64, size: u64) -> Result<IoMapping, IoremapError> {
+    register(base, size)?;
+    match mmu::map_device(base, size) {
+        Ok(stage1) => Ok(IoMapping { stage1 }),
+        Err(e) => {
+            unregister(base, size);
+            Err(IoremapError::Mmu(e))
+        }
+    }
+}

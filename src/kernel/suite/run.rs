@@ -1,0 +1,175 @@
+//! Running the checks: each under a recovery point, so that an unexpected exception or a
+//! panic inside one becomes its FAIL line and the run goes on; then the summary and the
+//! exit status. Also the policy behind the exception layer's hooks.
+
+use crate::cmdline::Options;
+use crate::devices::Devices;
+use crate::kernel::exceptions::{self, Handlers, Unexpected};
+use crate::kernel::hyp::Hypervisor;
+use crate::kernel::{arch::sysreg, console, power, semihosting, smp};
+use crate::platform::Platform;
+use crate::println;
+use crate::report::{self, result_line, Outcome, Tally};
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use spin::Mutex;
+
+use super::{all, BootInfo, Check, Ctx};
+
+static TALLY: Mutex<Tally> = Mutex::new(Tally {
+    pass: 0,
+    fail: 0,
+    skip: 0,
+    kfail: 0,
+});
+/// The check running on the boot CPU, for the report of an unexpected exception.
+static CURRENT: Mutex<Option<&'static str>> = Mutex::new(None);
+static PANIC_MESSAGE: Mutex<Option<String>> = Mutex::new(None);
+type Cleanup = Box<dyn FnOnce() + Send>;
+/// What the running check asked to be done if it is abandoned.
+static CLEANUPS: Mutex<Vec<Cleanup>> = Mutex::new(Vec::new());
+
+pub(super) fn on_abandon(f: Cleanup) {
+    CLEANUPS.lock().push(f);
+}
+
+/// The exception policy: installed first thing at boot.
+pub fn install_handlers() {
+    exceptions::install(Handlers {
+        unexpected,
+        unrecoverable,
+    });
+}
+
+/// Only the boot CPU prints: a secondary's job hands its exception back as data (smp),
+/// because its console page may be exactly what a buggy hypervisor refuses there.
+fn unexpected(u: &Unexpected) {
+    if u.cpu != 0 {
+        return;
+    }
+    let check = CURRENT.try_lock().and_then(|c| *c).unwrap_or("(none)");
+    console::write_fmt_emergency(format_args!(
+        "UNEXPECTED EXCEPTION: {u} SPSR={:#x} in check '{check}'\n",
+        u.spsr
+    ));
+}
+
+fn unrecoverable(u: &Unexpected) -> ! {
+    if u.cpu != 0 {
+        // A secondary outside its job: nothing to resume; tell the boot CPU, power off.
+        smp::secondary_failed();
+    }
+    if !console::is_installed() {
+        semihosting::write(&format!("ioguard: fatal: unexpected exception during boot: {u}\n"));
+        power::exit(report::code::FATAL)
+    }
+    abort_run("unexpected exception outside any check")
+}
+
+/// The panic policy: the running check fails, or the run ends if none is running.
+pub fn panicked(msg: String, location: &str) -> ! {
+    console::write_fmt_emergency(format_args!("PANIC: {msg}{location}\n"));
+    if let Some(mut g) = PANIC_MESSAGE.try_lock() {
+        *g = Some(msg);
+    }
+    exceptions::abandon_guarded_call();
+    abort_run("panic outside any check")
+}
+
+fn record(o: &Outcome, name: &str) {
+    println!("{}", result_line(o.verdict, name, &o.detail));
+    TALLY.lock().record(o.verdict);
+}
+
+/// Runs one check; an unexpected exception or a panic inside it becomes its FAIL line,
+/// after the clean-ups it registered have run.
+fn run_guarded(check: &Check, ctx: &Ctx) -> Outcome {
+    let mut outcome = None;
+    let _ = exceptions::take_unexpected();
+    *PANIC_MESSAGE.lock() = None;
+    *CURRENT.lock() = Some(check.name);
+    let finished = exceptions::run_abandonable(|| outcome = Some((check.run)(ctx)));
+    *CURRENT.lock() = None;
+    let cleanups = core::mem::take(&mut *CLEANUPS.lock());
+    if let (true, Some(o)) = (finished, outcome) {
+        return o;
+    }
+    for f in cleanups {
+        f();
+    }
+    if let Some(msg) = PANIC_MESSAGE.lock().take() {
+        return Outcome::fail(format_args!("panic: {msg}"));
+    }
+    match exceptions::take_unexpected() {
+        Some(u) => Outcome::fail(format_args!(
+            "unexpected exception: {} {}",
+            u.fault.esr.ec_name(),
+            u.fault
+        )),
+        None => Outcome::fail("check abandoned for an unknown reason"),
+    }
+}
+
+/// Runs the selected checks and ends the run.
+pub fn run(
+    hv: &'static Hypervisor,
+    platform: &Platform,
+    opts: &Options,
+    boot: &BootInfo,
+    devices: &Devices,
+) -> ! {
+    let selected = || all().filter(|c| opts.selects(c.name, c.default));
+    if opts.list {
+        for c in selected() {
+            println!("LIST: {}", c.name);
+        }
+        finish(None);
+    }
+    if selected().next().is_none() {
+        println!(
+            "ioguard: fatal: only={} matches no check (see `list`)",
+            opts.only.join(",")
+        );
+        finish(Some(report::code::FATAL));
+    }
+    for c in selected() {
+        let ctx = Ctx {
+            name: c.name,
+            hv,
+            platform,
+            opts,
+            boot,
+            devices,
+        };
+        let started = sysreg::counter();
+        let outcome = run_guarded(c, &ctx);
+        log::debug!("{} took {} us", c.name, sysreg::micros_since(started));
+        record(&outcome, c.name);
+    }
+    finish(None)
+}
+
+/// Prints the summary and the status and powers off. `force` overrides the code the
+/// tally gives (for runs that could not run their checks).
+pub fn finish(force: Option<u8>) -> ! {
+    let t = *TALLY.lock();
+    println!("{}", t.summary_line());
+    println!("{}", t.totals_line());
+    let mut code = force.unwrap_or(t.exit_code());
+    if let Some(f) = console::broken() {
+        // Output was lost or moved: the run cannot count as clean.
+        println!("ioguard: the console aborted during the run ({f}): failing the run");
+        code = code.max(report::code::CHECK_FAILED);
+    }
+    println!("{}", report::exit_line(code));
+    power::exit(code)
+}
+
+/// Ends the run from a place where no check can be failed (an exception outside any
+/// check, a panic during boot).
+pub fn abort_run(reason: &str) -> ! {
+    println!("ioguard: fatal: {reason}");
+    finish(Some(report::code::FATAL))
+}
