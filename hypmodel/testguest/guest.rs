@@ -5,7 +5,10 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use hypmodel::fdt::Fdt;
 
 // QEMU virt devices (hw/arm/virt.c).
-const UART: u64 = 0x0900_0000;
+const UART: u64 = 0x0900_0000; // PL011: data register at 0
+const UART_FR: u64 = 0x18;
+/// UART_FR.TXFF: the transmit FIFO is full.
+const UART_FR_TXFF: u64 = 1 << 5;
 const RTC: u64 = 0x0901_0000; // PL031: PeriphID0 at 0xfe0 = 0x31, PCellID3 at 0xffc = 0xb1, MR at 0x004 (r/w)
 const GPIO: u64 = 0x0903_0000; // PL061
 const VIRTIO: u64 = 0x0a00_0000; // 32 virtio-mmio slots of 0x200; magic "virt" at offset 0
@@ -30,10 +33,49 @@ const SYSTEM_OFF: u32 = 0x8400_0008;
 
 const SENTINEL: u64 = 0xdead_beef_dead_beef;
 const MAX_CPUS: usize = 8;
+/// One 16 KiB stack per CPU (linker.ld reserves `MAX_CPUS` of them); the boot CPU uses the
+/// first, a secondary with context id i the one at `(i % MAX_CPUS) + 1`.
+const STACK_SHIFT: u32 = 14;
+/// CPACR_EL1.FPEN = 0b11: FP/SIMD does not trap (Rust code uses the registers for copies).
+const CPACR_FPEN: u64 = 3 << 20;
 
-/// Per-CPU exception record written by the vector code: ESR, FAR, ELR, slot, count.
+/// The last exception a CPU took, written by `tg_exc` (offsets there) and read here.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FaultRecord {
+    esr: u64,
+    far: u64,
+    elr: u64,
+    /// Vector slot (0..16).
+    slot: u64,
+    /// Exceptions taken so far: a probe faulted when this moved.
+    count: u64,
+    _pad: [u64; 3],
+}
+/// `tg_exc` indexes the records with MPIDR_EL1.Aff0 & 0xf.
+const FAULT_RECORDS: usize = 16;
+// `tg_exc` finds a CPU's record at `index << 6` and its fields at 0, 8, 16, 24, 32.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<FaultRecord>() == 1 << 6);
+    assert!(offset_of!(FaultRecord, esr) == 0);
+    assert!(offset_of!(FaultRecord, far) == 8);
+    assert!(offset_of!(FaultRecord, elr) == 16);
+    assert!(offset_of!(FaultRecord, slot) == 24);
+    assert!(offset_of!(FaultRecord, count) == 32);
+};
+
+/// Written by the vector code only (assembly), so it stays a `static mut`: Rust reads it
+/// with volatile loads of the current CPU's own record.
 #[no_mangle]
-static mut TG_FAULTS: [[u64; 8]; 16] = [[0; 8]; 16];
+static mut TG_FAULTS: [FaultRecord; FAULT_RECORDS] = [FaultRecord {
+    esr: 0,
+    far: 0,
+    elr: 0,
+    slot: 0,
+    count: 0,
+    _pad: [0; 3],
+}; FAULT_RECORDS];
 
 global_asm!(
     r#"
@@ -51,7 +93,7 @@ _start:
 
 tg_entry:
     mov x19, x0
-    mov x1, #(3 << 20)
+    mov x1, #{cpacr}
     msr cpacr_el1, x1
     adrp x1, tg_vectors
     add x1, x1, :lo12:tg_vectors
@@ -67,7 +109,7 @@ tg_entry:
     b 1b
 2:  adrp x1, __stacks_start
     add x1, x1, :lo12:__stacks_start
-    add x1, x1, #0x4000
+    add x1, x1, #(1 << {stack_shift})
     mov sp, x1
     mov x0, x19
     bl tg_main
@@ -76,17 +118,17 @@ tg_entry:
     .global tg_secondary
 tg_secondary:
     mov x19, x0
-    mov x1, #(3 << 20)
+    mov x1, #{cpacr}
     msr cpacr_el1, x1
     adrp x1, tg_vectors
     add x1, x1, :lo12:tg_vectors
     msr vbar_el1, x1
     isb
-    and x2, x0, #7
+    and x2, x0, #({max_cpus} - 1)
     add x2, x2, #1
     adrp x1, __stacks_start
     add x1, x1, :lo12:__stacks_start
-    add x1, x1, x2, lsl #14
+    add x1, x1, x2, lsl #{stack_shift}
     mov sp, x1
     mov x0, x19
     bl tg_secondary_main
@@ -176,11 +218,16 @@ tg_ldp_insn:
     mov x0, x9
     mov x1, x10
     ret
-"#
+"#,
+    cpacr = const CPACR_FPEN,
+    stack_shift = const STACK_SHIFT,
+    max_cpus = const MAX_CPUS,
 );
 
+/// `tg_ldp` returns the two loaded words in x0/x1: AAPCS64's 16-byte composite return.
 #[repr(C)]
 struct Pair(u64, u64);
+const _: () = assert!(core::mem::size_of::<Pair>() == 16);
 
 extern "C" {
     fn tg_secondary();
@@ -205,7 +252,7 @@ fn cpu() -> usize {
     (m & 0xf) as usize
 }
 
-fn fault_record(c: usize) -> [u64; 8] {
+fn fault_record(c: usize) -> FaultRecord {
     // SAFETY: the record is written by this CPU's exception vector only.
     unsafe { read_volatile(addr_of!(TG_FAULTS[c])) }
 }
@@ -243,10 +290,10 @@ static mut ACCESSES: [[u64; 2]; MAX_CPUS] = [[0; 2]; MAX_CPUS];
 
 fn probe(insn: *const u8, f: impl FnOnce() -> (u64, u64), count: bool) -> Probe {
     let c = cpu();
-    let before = fault_record(c)[4];
+    let before = fault_record(c).count;
     let (value, value2) = f();
     let r = fault_record(c);
-    let fault = r[4] != before;
+    let fault = r.count != before;
     if count {
         // SAFETY: each CPU writes only its own row.
         unsafe {
@@ -258,41 +305,49 @@ fn probe(insn: *const u8, f: impl FnOnce() -> (u64, u64), count: bool) -> Probe 
         value,
         value2,
         fault,
-        esr: r[0],
-        far: r[1],
-        elr_ok: r[2] == insn as u64,
+        esr: r.esr,
+        far: r.far,
+        elr_ok: r.elr == insn as u64,
     }
 }
 
 fn read32(a: u64) -> Probe {
-    // SAFETY: a single aligned load; an abort is taken by tg_exc and stepped over.
     probe(
         addr_of!(tg_read32_insn),
-        || (unsafe { tg_read32(a) }, 0),
+        || {
+            // SAFETY: a single aligned load; an abort is taken by tg_exc and stepped over.
+            (unsafe { tg_read32(a) }, 0)
+        },
         true,
     )
 }
 fn read8(a: u64) -> Probe {
-    // SAFETY: as read32.
     probe(
         addr_of!(tg_read8_insn),
-        || (unsafe { tg_read8(a) }, 0),
+        || {
+            // SAFETY: as read32.
+            (unsafe { tg_read8(a) }, 0)
+        },
         true,
     )
 }
 fn read_sx8(a: u64) -> Probe {
-    // SAFETY: as read32.
     probe(
         addr_of!(tg_read_sx8_insn),
-        || (unsafe { tg_read_sx8(a) }, 0),
+        || {
+            // SAFETY: as read32.
+            (unsafe { tg_read_sx8(a) }, 0)
+        },
         true,
     )
 }
 fn read64(a: u64) -> Probe {
-    // SAFETY: as read32.
     probe(
         addr_of!(tg_read64_insn),
-        || (unsafe { tg_read64(a) }, 0),
+        || {
+            // SAFETY: as read32.
+            (unsafe { tg_read64(a) }, 0)
+        },
         true,
     )
 }
@@ -325,10 +380,12 @@ static mut CONSOLE_ACCESSES: u64 = 0;
 
 fn putc(c: u8) {
     for _ in 0..100_000 {
-        // SAFETY: a single aligned load of the PL011 flag register, probed.
         let fr = probe(
             addr_of!(tg_read32_insn),
-            || (unsafe { tg_read32(UART + 0x18) }, 0),
+            || {
+                // SAFETY: a single aligned load of the PL011 flag register, probed.
+                (unsafe { tg_read32(UART + UART_FR) }, 0)
+            },
             false,
         );
         // SAFETY: counter of this (boot) CPU only; secondaries do not print.
@@ -336,7 +393,7 @@ fn putc(c: u8) {
         if fr.fault {
             return;
         }
-        if fr.value & (1 << 5) == 0 {
+        if fr.value & UART_FR_TXFF == 0 {
             break;
         }
     }
