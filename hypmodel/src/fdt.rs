@@ -12,7 +12,8 @@ const END_NODE: u32 = 2;
 const PROP: u32 = 3;
 const NOP: u32 = 4;
 const END: u32 = 9;
-const HEADER_SIZE: usize = 40;
+/// The header's size: enough to read `totalsize` before the whole tree is mapped.
+pub const HEADER_SIZE: usize = 40;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FdtError {

@@ -5,6 +5,7 @@
 
 use crate::abi::*;
 use crate::guard::{GuardError, Registry};
+use crate::layout::PAGE_SIZE;
 use crate::memshare::ShareMap;
 use crate::options::{Mutant, Options, Profile};
 use crate::profile;
@@ -13,6 +14,9 @@ use core::fmt::{self, Write};
 
 pub const MAX_CPUS: usize = 8;
 pub const MAX_RAM_RANGES: usize = 8;
+/// `granule-mismatch`: the granule hypmodel reports, and the page it really registers.
+const MISMATCH_REPORTED: u64 = 16384;
+const MISMATCH_PAGE: u64 = 4096;
 
 /// Physical memory as the device tree gave it, hypmodel's own part of it, the IPA size.
 #[derive(Clone, Copy, Debug)]
@@ -49,6 +53,10 @@ impl Layout {
     }
     pub fn ipa_limit(&self) -> u64 {
         1u64 << self.ipa_bits
+    }
+    /// Is `ipa` on the console UART's page?
+    pub fn on_console_page(&self, ipa: u64) -> bool {
+        ipa & !(PAGE_SIZE - 1) == self.console_page
     }
 }
 
@@ -373,7 +381,7 @@ impl Vm {
     /// The hypervisor's real page size: what one MAP registers and one share moves.
     pub fn page(&self) -> u64 {
         if self.mutant(Mutant::GranuleMismatch) {
-            4096
+            MISMATCH_PAGE
         } else {
             self.opts.granule
         }
@@ -382,7 +390,7 @@ impl Vm {
     /// What HYP_MEMINFO and MMIO_GUARD_INFO report.
     pub fn reported_granule(&self) -> u64 {
         if self.mutant(Mutant::GranuleMismatch) {
-            16384
+            MISMATCH_REPORTED
         } else {
             self.opts.granule
         }
@@ -713,7 +721,7 @@ impl Vm {
         }
         if registered || self.mutant(Mutant::GuardOff) {
             self.stats.forwarded += 1;
-            if ipa & !0xfff == self.layout.console_page {
+            if self.layout.on_console_page(ipa) {
                 self.stats.console += 1;
             }
             return Access::Forward;
