@@ -78,6 +78,8 @@ pub const DFSC_EXTABT: u32 = 0x10;
 /// DFSC of a level-3 translation fault (the `wrong-dfsc` mutant's choice).
 pub const DFSC_TRANSLATION_L3: u32 = 0x07;
 pub const ESR_IL: u32 = 1 << 25;
+/// ESR.EC, bits [31:26].
+pub const ESR_EC_SHIFT: u32 = 26;
 /// The abort pKVM injects for a refused access from EL1: EC 0x25, IL, DFSC 0x10.
-pub const ESR_EL1_REFUSED: u32 = (EC_DABT_CUR << 26) | ESR_IL | DFSC_EXTABT;
+pub const ESR_EL1_REFUSED: u32 = (EC_DABT_CUR << ESR_EC_SHIFT) | ESR_IL | DFSC_EXTABT;
 const _: () = assert!(ESR_EL1_REFUSED == 0x9600_0010);
