@@ -12,7 +12,11 @@ const END_NODE: u32 = 2;
 const PROP: u32 = 3;
 const NOP: u32 = 4;
 const END: u32 = 9;
-const HEADER_SIZE: usize = 40;
+/// The version the rewritten tree declares, and the oldest it is compatible with.
+const VERSION: u32 = 17;
+const LAST_COMP_VERSION: u32 = 16;
+/// The header's size: enough to read `totalsize` before the whole tree is mapped.
+pub const HEADER_SIZE: usize = 40;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FdtError {
@@ -402,119 +406,32 @@ fn find_string(strings: &[u8], s: &[u8]) -> Option<u32> {
 
 /// Writes the guest's tree into `out`; returns its size.
 pub fn rewrite(src: &Fdt<'_>, e: &Edits<'_>, out: &mut [u8]) -> Result<usize, FdtError> {
-    let (ac, sc) = src.root_cells();
     let mut o = Out {
         buf: out,
         pos: HEADER_SIZE,
     };
-    // Memory reservation block: the old entries, then ours.
     let rsv_off = o.pos;
-    let mut p = src.rsv_off;
-    loop {
-        let (a, s) = (be64(src.data, p)?, be64(src.data, p + 8)?);
-        p += 16;
-        if a == 0 && s == 0 {
-            break;
-        }
-        o.u64(a)?;
-        o.u64(s)?;
-    }
-    for &(a, s) in e.reserve {
-        o.u64(a)?;
-        o.u64(s)?;
-    }
-    o.u64(0)?;
-    o.u64(0)?;
-    // Strings we may have to add.
-    let mut extra_strings = 0usize;
-    let bootargs_off = match find_string(src.strings, b"bootargs") {
-        Some(off) => off,
-        None => {
-            extra_strings = b"bootargs\0".len();
-            src.strings.len() as u32
-        }
-    };
-    // Structure block.
+    write_reservations(&mut o, src, e.reserve)?;
+    // A tree without `bootargs` anywhere gets the name at the end of its strings.
+    let bootargs_name = find_string(src.strings, b"bootargs");
     let st_off = o.pos;
-    let mut depth = 0usize;
-    let (mut in_chosen, mut in_psci, mut in_mem) = (false, false, false);
-    let (mut chosen_seen, mut bootargs_done) = (false, false);
+    let mut copy = StructCopy::new(src, e, bootargs_name.unwrap_or(src.strings.len() as u32));
     for t in src.tokens() {
         match t? {
-            Token::Begin(name) => {
-                depth += 1;
-                if depth == 2 {
-                    in_chosen = name == b"chosen";
-                    in_psci = name_matches(name, b"psci");
-                    in_mem = is_memory_node(name);
-                    chosen_seen |= in_chosen;
-                }
-                o.u32(BEGIN_NODE)?;
-                o.bytes(name)?;
-                o.bytes(&[0])?;
-                o.align4()?;
-            }
-            Token::End => {
-                if depth == 2 && in_chosen && !bootargs_done {
-                    o.prop(bootargs_off, e.bootargs, true)?;
-                    bootargs_done = true;
-                }
-                if depth == 1 && !chosen_seen {
-                    o.u32(BEGIN_NODE)?;
-                    o.bytes(b"chosen\0\0")?;
-                    o.prop(bootargs_off, e.bootargs, true)?;
-                    o.u32(END_NODE)?;
-                }
-                if depth == 2 {
-                    (in_chosen, in_psci, in_mem) = (false, false, false);
-                }
-                depth = depth.checked_sub(1).ok_or(FdtError::BadToken(END_NODE))?;
-                o.u32(END_NODE)?;
-            }
+            Token::Begin(name) => copy.begin(&mut o, name)?,
+            Token::End => copy.end(&mut o)?,
             Token::Prop {
                 name,
                 nameoff,
                 value,
-            } => {
-                if depth == 2 && in_chosen && name == b"bootargs" {
-                    o.prop(nameoff, e.bootargs, true)?;
-                    bootargs_done = true;
-                } else if depth == 2 && in_psci && name == b"method" {
-                    o.prop(nameoff, e.psci_method, true)?;
-                } else if depth == 2 && in_mem && name == b"reg" {
-                    let step = 4 * (ac + sc) as usize;
-                    let mut n = 0usize;
-                    for ent in value.chunks_exact(step) {
-                        let (b, s) = (
-                            read_cells(ent, 0, ac)?,
-                            read_cells(ent, 4 * ac as usize, sc)?,
-                        );
-                        n += subtract(b, s, e.hole).iter().flatten().count();
-                    }
-                    o.u32(PROP)?;
-                    o.u32((n * step) as u32)?;
-                    o.u32(nameoff)?;
-                    for ent in value.chunks_exact(step) {
-                        let (b, s) = (
-                            read_cells(ent, 0, ac)?,
-                            read_cells(ent, 4 * ac as usize, sc)?,
-                        );
-                        for (rb, rs) in subtract(b, s, e.hole).into_iter().flatten() {
-                            o.cells(rb, ac)?;
-                            o.cells(rs, sc)?;
-                        }
-                    }
-                } else {
-                    o.prop(nameoff, value, false)?;
-                }
-            }
+            } => copy.prop(&mut o, name, nameoff, value)?,
         }
     }
     o.u32(END)?;
     let st_size = o.pos - st_off;
     let str_off = o.pos;
     o.bytes(src.strings)?;
-    if extra_strings > 0 {
+    if bootargs_name.is_none() {
         o.bytes(b"bootargs\0")?;
     }
     let str_size = o.pos - str_off;
@@ -528,8 +445,8 @@ pub fn rewrite(src: &Fdt<'_>, e: &Edits<'_>, out: &mut [u8]) -> Result<usize, Fd
         st_off as u32,
         str_off as u32,
         rsv_off as u32,
-        17,
-        16,
+        VERSION,
+        LAST_COMP_VERSION,
         src.boot_cpuid,
         str_size as u32,
         st_size as u32,
@@ -538,6 +455,167 @@ pub fn rewrite(src: &Fdt<'_>, e: &Edits<'_>, out: &mut [u8]) -> Result<usize, Fd
         o.buf[i * 4..i * 4 + 4].copy_from_slice(&w.to_be_bytes());
     }
     Ok(total)
+}
+
+/// The memory reservation block: the source's entries, `extra`, the terminating empty entry.
+fn write_reservations(
+    o: &mut Out<'_>,
+    src: &Fdt<'_>,
+    extra: &[(u64, u64)],
+) -> Result<(), FdtError> {
+    let mut p = src.rsv_off;
+    loop {
+        let (a, s) = (be64(src.data, p)?, be64(src.data, p + 8)?);
+        p += 16;
+        if a == 0 && s == 0 {
+            break;
+        }
+        o.u64(a)?;
+        o.u64(s)?;
+    }
+    for &(a, s) in extra {
+        o.u64(a)?;
+        o.u64(s)?;
+    }
+    o.u64(0)?;
+    o.u64(0)
+}
+
+/// The root's children whose properties the guest's tree changes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Edited {
+    Chosen,
+    Psci,
+    Memory,
+    None,
+}
+
+/// Copies the structure block token by token, applying the edits to the root's children
+/// (depth 2; their own children are copied as they are).
+struct StructCopy<'e> {
+    e: &'e Edits<'e>,
+    /// The root's #address-cells and #size-cells, for the memory nodes' `reg`.
+    cells: (u32, u32),
+    /// Where `bootargs` is (or will be) in the strings block.
+    bootargs_name: u32,
+    depth: usize,
+    /// The depth-2 node being copied.
+    node: Edited,
+    chosen_seen: bool,
+    bootargs_done: bool,
+}
+
+impl<'e> StructCopy<'e> {
+    fn new(src: &Fdt<'_>, e: &'e Edits<'e>, bootargs_name: u32) -> Self {
+        StructCopy {
+            e,
+            cells: src.root_cells(),
+            bootargs_name,
+            depth: 0,
+            node: Edited::None,
+            chosen_seen: false,
+            bootargs_done: false,
+        }
+    }
+
+    fn begin(&mut self, o: &mut Out<'_>, name: &[u8]) -> Result<(), FdtError> {
+        self.depth += 1;
+        if self.depth == 2 {
+            self.node = if name == b"chosen" {
+                Edited::Chosen
+            } else if name_matches(name, b"psci") {
+                Edited::Psci
+            } else if is_memory_node(name) {
+                Edited::Memory
+            } else {
+                Edited::None
+            };
+            self.chosen_seen |= self.node == Edited::Chosen;
+        }
+        o.u32(BEGIN_NODE)?;
+        o.bytes(name)?;
+        o.bytes(&[0])?;
+        o.align4()
+    }
+
+    fn end(&mut self, o: &mut Out<'_>) -> Result<(), FdtError> {
+        // A /chosen without bootargs gets them last; a tree without /chosen gets one last.
+        if self.depth == 2 && self.node == Edited::Chosen && !self.bootargs_done {
+            o.prop(self.bootargs_name, self.e.bootargs, true)?;
+            self.bootargs_done = true;
+        }
+        if self.depth == 1 && !self.chosen_seen {
+            o.u32(BEGIN_NODE)?;
+            o.bytes(b"chosen\0\0")?;
+            o.prop(self.bootargs_name, self.e.bootargs, true)?;
+            o.u32(END_NODE)?;
+        }
+        if self.depth == 2 {
+            self.node = Edited::None;
+        }
+        self.depth = self
+            .depth
+            .checked_sub(1)
+            .ok_or(FdtError::BadToken(END_NODE))?;
+        o.u32(END_NODE)
+    }
+
+    fn prop(
+        &mut self,
+        o: &mut Out<'_>,
+        name: &[u8],
+        nameoff: u32,
+        value: &[u8],
+    ) -> Result<(), FdtError> {
+        let node = if self.depth == 2 {
+            self.node
+        } else {
+            Edited::None
+        };
+        match node {
+            Edited::Chosen if name == b"bootargs" => {
+                self.bootargs_done = true;
+                o.prop(nameoff, self.e.bootargs, true)
+            }
+            Edited::Psci if name == b"method" => o.prop(nameoff, self.e.psci_method, true),
+            Edited::Memory if name == b"reg" => {
+                write_memory_reg(o, nameoff, value, self.cells, self.e.hole)
+            }
+            _ => o.prop(nameoff, value, false),
+        }
+    }
+}
+
+/// A memory node's `reg` with `hole` cut out of each range (which leaves 0, 1 or 2 ranges).
+fn write_memory_reg(
+    o: &mut Out<'_>,
+    nameoff: u32,
+    value: &[u8],
+    (ac, sc): (u32, u32),
+    hole: (u64, u64),
+) -> Result<(), FdtError> {
+    let step = 4 * (ac + sc) as usize;
+    let pieces = |ent: &[u8]| -> Result<[Option<(u64, u64)>; 2], FdtError> {
+        let (base, size) = (
+            read_cells(ent, 0, ac)?,
+            read_cells(ent, 4 * ac as usize, sc)?,
+        );
+        Ok(subtract(base, size, hole))
+    };
+    let mut n = 0usize;
+    for ent in value.chunks_exact(step) {
+        n += pieces(ent)?.iter().flatten().count();
+    }
+    o.u32(PROP)?;
+    o.u32((n * step) as u32)?;
+    o.u32(nameoff)?;
+    for ent in value.chunks_exact(step) {
+        for (rb, rs) in pieces(ent)?.into_iter().flatten() {
+            o.cells(rb, ac)?;
+            o.cells(rs, sc)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,6 +21,14 @@ pub enum GuardError {
     Full,
 }
 
+impl core::fmt::Display for GuardError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            GuardError::Full => write!(f, "the registry's {CAPACITY} ranges are in use"),
+        }
+    }
+}
+
 pub struct Registry {
     entries: [Entry; CAPACITY],
     len: usize,

@@ -28,13 +28,16 @@ impl core::fmt::Display for ImageError {
     }
 }
 
-fn le64(h: &[u8; 64], off: usize) -> u64 {
+/// The header's size: what must be read before the Image can be placed.
+pub const HEADER_SIZE: usize = 64;
+
+fn le64(h: &[u8; HEADER_SIZE], off: usize) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&h[off..off + 8]);
     u64::from_le_bytes(b)
 }
 
-pub fn parse(h: &[u8; 64]) -> Result<ImageHeader, ImageError> {
+pub fn parse(h: &[u8; HEADER_SIZE]) -> Result<ImageHeader, ImageError> {
     if &h[0x38..0x3c] != b"ARM\x64" {
         return Err(ImageError::NoMagic);
     }

@@ -11,6 +11,11 @@
 //! its memory `reg` split around it. The staging copy is guest RAM again after the move.
 
 pub const RAM_BASE: u64 = 0x4000_0000;
+/// QEMU `virt`'s first PL011: the console until the tree names one (and for the fatal
+/// messages about a missing or broken tree).
+pub const DEFAULT_UART: u64 = 0x0900_0000;
+/// The 4 KiB page: stage 2's granule, the console's page, the guest Image's alignment.
+pub const PAGE_SIZE: u64 = 0x1000;
 /// Where QEMU puts its tree for an ELF kernel linked above RAM base + 2 MiB.
 pub const QEMU_DTB: u64 = RAM_BASE;
 /// QEMU's tree claims 1 MiB.

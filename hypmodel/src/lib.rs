@@ -1,6 +1,9 @@
 //! hypmodel's pure logic: everything that decides, none of what touches registers. Built
 //! and unit-tested on the host; the EL2 binary (`main.rs`) is a thin layer over it.
 #![cfg_attr(not(test), no_std)]
+// Every unsafe block says why it is sound, and an unsafe fn's body is not one unsafe block.
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod abi;
 pub mod console;

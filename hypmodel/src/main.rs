@@ -3,6 +3,9 @@
 //! the forwarded accesses themselves and PSCI calls to QEMU. Every decision is made by the
 //! library (`hypmodel::vm`), which is unit-tested on the host.
 #![cfg_attr(target_os = "none", no_std, no_main)]
+// Every unsafe block says why it is sound, and an unsafe fn's body is not one unsafe block.
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 #[cfg(not(target_os = "none"))]
 fn main() {}

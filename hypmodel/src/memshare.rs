@@ -16,6 +16,17 @@ pub enum ShareError {
     NotShared,
 }
 
+impl core::fmt::Display for ShareError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ShareError::Misaligned => "not aligned to the granule",
+            ShareError::NotRam => "not guest RAM",
+            ShareError::AlreadyShared => "already shared",
+            ShareError::NotShared => "not shared",
+        })
+    }
+}
+
 pub struct ShareMap {
     base: u64,
     frames: u64,

@@ -22,6 +22,15 @@ pub enum Stage2Error {
     Misaligned,
 }
 
+impl core::fmt::Display for Stage2Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Stage2Error::OutOfTables => "out of stage-2 tables",
+            Stage2Error::Misaligned => "not 4 KiB aligned",
+        })
+    }
+}
+
 pub struct Builder<'t> {
     pool: &'t mut [Table],
     pool_pa: u64,

@@ -139,7 +139,7 @@ pub fn injected_dabt_esr(src: Source, dfsc: u32) -> u32 {
     } else {
         EC_DABT_LOW
     };
-    (ec << 26) | ESR_IL | dfsc
+    (ec << ESR_EC_SHIFT) | ESR_IL | dfsc
 }
 
 /// ESR_EL1 of an injected instruction abort (external abort on fetch).
@@ -149,26 +149,31 @@ pub fn injected_iabt_esr(src: Source) -> u32 {
     } else {
         EC_IABT_LOW
     };
-    (ec << 26) | ESR_IL | DFSC_EXTABT
+    (ec << ESR_EC_SHIFT) | ESR_IL | DFSC_EXTABT
 }
 
 /// ESR_EL1 for an undefined instruction (EC 0).
 pub fn injected_undef_esr() -> u32 {
-    (EC_UNKNOWN << 26) | ESR_IL
+    (EC_UNKNOWN << ESR_EC_SHIFT) | ESR_IL
 }
 
 /// PSTATE on entry to EL1h for an injected exception: D, A, I, F masked; PAN set unless
 /// SCTLR_EL1.SPAN; SSBS from SCTLR_EL1.DSSBS; everything else clear.
 pub fn injected_spsr(old_spsr: u64, sctlr_el1: u64) -> u64 {
-    let mut n = 0x3c5u64;
+    /// M = EL1h (0b0101) with D, A, I, F set.
+    const EL1H_DAIF_MASKED: u64 = 0x3c5;
     const PAN: u64 = 1 << 22;
-    if sctlr_el1 & (1 << 23) == 0 {
+    const SSBS: u64 = 1 << 12;
+    const SCTLR_SPAN: u64 = 1 << 23;
+    const SCTLR_DSSBS: u64 = 1 << 44;
+    let mut n = EL1H_DAIF_MASKED;
+    if sctlr_el1 & SCTLR_SPAN == 0 {
         n |= PAN;
     } else {
         n |= old_spsr & PAN;
     }
-    if sctlr_el1 & (1 << 44) != 0 {
-        n |= 1 << 12;
+    if sctlr_el1 & SCTLR_DSSBS != 0 {
+        n |= SSBS;
     }
     n
 }

@@ -4,7 +4,8 @@
 //! returned decision.
 
 use crate::abi::*;
-use crate::guard::Registry;
+use crate::guard::{GuardError, Registry};
+use crate::layout::PAGE_SIZE;
 use crate::memshare::ShareMap;
 use crate::options::{Mutant, Options, Profile};
 use crate::profile;
@@ -13,6 +14,9 @@ use core::fmt::{self, Write};
 
 pub const MAX_CPUS: usize = 8;
 pub const MAX_RAM_RANGES: usize = 8;
+/// `granule-mismatch`: the granule hypmodel reports, and the page it really registers.
+const MISMATCH_REPORTED: u64 = 16384;
+const MISMATCH_PAGE: u64 = 4096;
 
 /// Physical memory as the device tree gave it, hypmodel's own part of it, the IPA size.
 #[derive(Clone, Copy, Debug)]
@@ -49,6 +53,10 @@ impl Layout {
     }
     pub fn ipa_limit(&self) -> u64 {
         1u64 << self.ipa_bits
+    }
+    /// Is `ipa` on the console UART's page?
+    pub fn on_console_page(&self, ipa: u64) -> bool {
+        ipa & !(PAGE_SIZE - 1) == self.console_page
     }
 }
 
@@ -122,8 +130,8 @@ impl Call {
             PSCI_AFFINITY_INFO | PSCI_AFFINITY_INFO_64 => Call::PsciAffinityInfo,
             PSCI_SYSTEM_OFF => Call::PsciSystemOff,
             PSCI_SYSTEM_RESET => Call::PsciSystemReset,
-            f if f & 0xbfff_ffe0 == 0x8400_0000 => Call::PsciOther,
-            f if f & 0xffff_0000 == VENDOR_HYP_SMC64_BASE => match f & 0xffff {
+            f if f & PSCI_FID_MASK == PSCI_FID_BASE => Call::PsciOther,
+            f if f & !FUNC_MASK == VENDOR_HYP_SMC64_BASE => match f & FUNC_MASK {
                 FUNC_HYP_MEMINFO => Call::HypMeminfo,
                 FUNC_MEM_SHARE => Call::MemShare,
                 FUNC_MEM_UNSHARE => Call::MemUnshare,
@@ -135,7 +143,7 @@ impl Call {
                 FUNC_MMIO_RGUARD_UNMAP => Call::RguardUnmap,
                 _ => Call::VendorOther,
             },
-            f if f & 0xbfff_0000 == VENDOR_HYP_SMC32_BASE => Call::VendorOther,
+            f if f & OWNER_MASK == VENDOR_HYP_SMC32_BASE => Call::VendorOther,
             _ => Call::Unknown,
         }
     }
@@ -260,6 +268,30 @@ impl Refusal {
     }
 }
 
+/// Why a MAP (or one page of an RGUARD_MAP) is refused. The guest sees only the error code;
+/// the reason is for whoever reads hypmodel's code or tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    NotEnrolled,
+    Misaligned,
+    BeyondIpa,
+    /// Guest RAM or hypmodel's own memory.
+    Memory,
+    Registry(GuardError),
+}
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MapError::NotEnrolled => f.write_str("not enrolled"),
+            MapError::Misaligned => f.write_str("not aligned to the granule"),
+            MapError::BeyondIpa => f.write_str("beyond the IPA size"),
+            MapError::Memory => f.write_str("memory, not a device"),
+            MapError::Registry(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 /// The decision for a trapped data access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -293,6 +325,34 @@ fn ret1(x0: u64) -> Hvc {
     Hvc::Ret([x0, 0, 0, 0])
 }
 
+/// Runs `op` on `n` consecutive pages from `start` until it fails (or the next address would
+/// overflow); returns how many pages it did. The range calls (MEM_SHARE/UNSHARE on android16,
+/// RGUARD_MAP) answer with that count, and fail only when it is 0.
+fn for_pages(start: u64, n: u64, page: u64, mut op: impl FnMut(u64) -> bool) -> u64 {
+    let mut done = 0u64;
+    while done < n {
+        let Some(ipa) = done.checked_mul(page).and_then(|o| start.checked_add(o)) else {
+            break;
+        };
+        if !op(ipa) {
+            break;
+        }
+        done += 1;
+    }
+    done
+}
+
+/// The pages a MEM_SHARE/UNSHARE asks for, or `None` for arguments that must be 0 and are
+/// not: android16 takes a count in x2 (0 means 1) with x3 = 0, the others one page with
+/// x2 = x3 = 0.
+fn share_page_count(a16: bool, x: [u64; 4]) -> Option<u64> {
+    if a16 {
+        (x[3] == 0).then_some(x[2].max(1))
+    } else {
+        (x[2] | x[3] == 0).then_some(1)
+    }
+}
+
 impl Vm {
     pub fn new(opts: Options, layout: Layout, share: ShareMap, cpus: &[u64]) -> Vm {
         let mut c = [u64::MAX; MAX_CPUS];
@@ -321,7 +381,7 @@ impl Vm {
     /// The hypervisor's real page size: what one MAP registers and one share moves.
     pub fn page(&self) -> u64 {
         if self.mutant(Mutant::GranuleMismatch) {
-            4096
+            MISMATCH_PAGE
         } else {
             self.opts.granule
         }
@@ -330,7 +390,7 @@ impl Vm {
     /// What HYP_MEMINFO and MMIO_GUARD_INFO report.
     pub fn reported_granule(&self) -> u64 {
         if self.mutant(Mutant::GranuleMismatch) {
-            16384
+            MISMATCH_REPORTED
         } else {
             self.opts.granule
         }
@@ -391,7 +451,7 @@ impl Vm {
             Call::PsciSystemOff => Hvc::SystemOff,
             Call::PsciSystemReset => Hvc::SystemReset,
             _ => {
-                let func = fid & 0xffff;
+                let func = fid & FUNC_MASK;
                 if !profile::implements(p, func) {
                     return ret1(NOT_SUPPORTED);
                 }
@@ -407,12 +467,12 @@ impl Vm {
         }
         let Some(idx) = self.cpus[..self.ncpus]
             .iter()
-            .position(|&m| m == target & 0xff_00ff_ffff)
+            .position(|&m| m == target & MPIDR_AFFINITY_MASK)
         else {
             return ret1(PSCI_INVALID_PARAMETERS);
         };
         if !self.layout.is_guest_ram(entry, 4) {
-            return ret1(-9i64 as u64); // INVALID_ADDRESS
+            return ret1(PSCI_INVALID_ADDRESS);
         }
         match self.power[idx] {
             CpuPower::On => ret1(PSCI_ALREADY_ON),
@@ -445,8 +505,7 @@ impl Vm {
     }
 
     fn pkvm(&mut self, cpu: usize, call: Call, x: [u64; 4]) -> Hvc {
-        let p = self.opts.profile;
-        let a16 = p == Profile::Android16;
+        let a16 = self.opts.profile == Profile::Android16;
         match call {
             Call::HypMeminfo | Call::GuardInfo => {
                 if x[1] | x[2] | x[3] != 0 {
@@ -454,56 +513,7 @@ impl Vm {
                 }
                 Hvc::Ret([self.reported_granule(), u64::from(a16), 0, 0])
             }
-            Call::MemShare | Call::MemUnshare => {
-                let share = call == Call::MemShare;
-                let n = if a16 {
-                    if x[3] != 0 {
-                        return ret1(self.share_failed(share));
-                    }
-                    x[2].max(1)
-                } else {
-                    if x[2] | x[3] != 0 {
-                        return ret1(self.share_failed(share));
-                    }
-                    1
-                };
-                let page = self.page();
-                if share
-                    && profile::share_of_non_ram_aborts(p)
-                    && !self.layout.is_guest_ram(x[1], page)
-                    && x[1] < self.layout.ipa_limit()
-                    && x[1].is_multiple_of(page)
-                {
-                    self.stats.share_failed += 1;
-                    self.stats.refused += 1;
-                    return Hvc::AbortAtCall;
-                }
-                let mut done = 0u64;
-                while done < n {
-                    let Some(ipa) = done.checked_mul(page).and_then(|o| x[1].checked_add(o)) else {
-                        break;
-                    };
-                    let ram = self.layout.is_guest_ram(ipa, page);
-                    let r = if share {
-                        self.share.share(ipa, page, ram)
-                    } else {
-                        self.share.unshare(ipa, page, ram)
-                    };
-                    if r.is_err() {
-                        break;
-                    }
-                    done += 1;
-                }
-                if done == 0 {
-                    return ret1(self.share_failed(share));
-                }
-                if share {
-                    self.stats.share_ok += 1;
-                } else {
-                    self.stats.unshare_ok += 1;
-                }
-                Hvc::Ret([SUCCESS, if a16 { done } else { 0 }, 0, 0])
-            }
+            Call::MemShare | Call::MemUnshare => self.mem_share(call == Call::MemShare, x),
             Call::GuardEnroll => {
                 self.enrolled = true;
                 ret1(SUCCESS)
@@ -513,39 +523,73 @@ impl Vm {
                     self.stats.map_ok += 1;
                     Hvc::Ret([SUCCESS, u64::from(a16), 0, 0])
                 }
-                Err(()) => {
+                Err(_) => {
                     self.stats.map_failed += 1;
                     ret1(self.einval())
                 }
             },
-            Call::RguardMap => {
-                if x[3] != 0 || x[2] == 0 || !self.enrolled {
-                    self.stats.map_failed += 1;
-                    return ret1(INVALID_PARAMETER);
-                }
-                let mut done = 0u64;
-                while done < x[2] {
-                    let Some(ipa) = done
-                        .checked_mul(self.page())
-                        .and_then(|o| x[1].checked_add(o))
-                    else {
-                        break;
-                    };
-                    if self.map_one(cpu, ipa).is_err() {
-                        break;
-                    }
-                    done += 1;
-                }
-                if done == 0 {
-                    self.stats.map_failed += 1;
-                    return ret1(INVALID_PARAMETER);
-                }
-                self.stats.map_ok += 1;
-                Hvc::Ret([SUCCESS, done, 0, 0])
-            }
+            Call::RguardMap => self.rguard_map(cpu, x),
             Call::GuardUnmap | Call::RguardUnmap => self.unmap(cpu, call, x),
             _ => ret1(NOT_SUPPORTED),
         }
+    }
+
+    /// MEM_SHARE (`share`) or MEM_UNSHARE of the pages from x1.
+    fn mem_share(&mut self, share: bool, x: [u64; 4]) -> Hvc {
+        let a16 = self.opts.profile == Profile::Android16;
+        let Some(n) = share_page_count(a16, x) else {
+            return ret1(self.share_failed(share));
+        };
+        let page = self.page();
+        if share && self.share_aborts_at_call(x[1], page) {
+            self.stats.share_failed += 1;
+            self.stats.refused += 1;
+            return Hvc::AbortAtCall;
+        }
+        let (layout, map) = (&self.layout, &mut self.share);
+        let done = for_pages(x[1], n, page, |ipa| {
+            let ram = layout.is_guest_ram(ipa, page);
+            let r = if share {
+                map.share(ipa, page, ram)
+            } else {
+                map.unshare(ipa, page, ram)
+            };
+            r.is_ok()
+        });
+        if done == 0 {
+            return ret1(self.share_failed(share));
+        }
+        if share {
+            self.stats.share_ok += 1;
+        } else {
+            self.stats.unshare_ok += 1;
+        }
+        Hvc::Ret([SUCCESS, if a16 { done } else { 0 }, 0, 0])
+    }
+
+    /// Upstream pKVM does not answer a MEM_SHARE of an aligned device IPA: the host's
+    /// stage 2 has no page there and the guest takes an abort at the HVC instead.
+    fn share_aborts_at_call(&self, ipa: u64, page: u64) -> bool {
+        profile::share_of_non_ram_aborts(self.opts.profile)
+            && !self.layout.is_guest_ram(ipa, page)
+            && ipa < self.layout.ipa_limit()
+            && ipa.is_multiple_of(page)
+    }
+
+    /// MMIO_RGUARD_MAP (android16): x2 pages from x1, as many MAPs; x1 = pages done.
+    fn rguard_map(&mut self, cpu: usize, x: [u64; 4]) -> Hvc {
+        if x[3] != 0 || x[2] == 0 || !self.enrolled {
+            self.stats.map_failed += 1;
+            return ret1(INVALID_PARAMETER);
+        }
+        let page = self.page();
+        let done = for_pages(x[1], x[2], page, |ipa| self.map_one(cpu, ipa).is_ok());
+        if done == 0 {
+            self.stats.map_failed += 1;
+            return ret1(INVALID_PARAMETER);
+        }
+        self.stats.map_ok += 1;
+        Hvc::Ret([SUCCESS, done, 0, 0])
     }
 
     fn share_failed(&mut self, share: bool) -> u64 {
@@ -558,20 +602,20 @@ impl Vm {
     }
 
     /// Registers one page at `ipa` (pkvm-abi.md section 3 semantics, plus the mutants).
-    fn map_one(&mut self, cpu: usize, ipa: u64) -> Result<(), ()> {
+    fn map_one(&mut self, cpu: usize, ipa: u64) -> Result<(), MapError> {
         let page = self.page();
         if !self.enrolled {
-            return Err(());
+            return Err(MapError::NotEnrolled);
         }
         let base = ipa & !(page - 1);
         if base != ipa && !self.mutant(Mutant::MapAcceptsMisaligned) {
-            return Err(());
+            return Err(MapError::Misaligned);
         }
         if base
             .checked_add(page)
             .is_none_or(|e| e > self.layout.ipa_limit())
         {
-            return Err(());
+            return Err(MapError::BeyondIpa);
         }
         if self.layout.touches_memory(base, page) {
             // Never register hypmodel's own memory, whatever the mutant: a forwarded access
@@ -579,12 +623,14 @@ impl Vm {
             if self.mutant(Mutant::MapAcceptsRam) && !self.layout.touches_hyp(base, page) {
                 return Ok(());
             }
-            return Err(());
+            return Err(MapError::Memory);
         }
         if self.mutant(Mutant::MapNoop) {
             return Ok(());
         }
-        self.guard.map(base, page, cpu).map_err(|_| ())?;
+        self.guard
+            .map(base, page, cpu)
+            .map_err(MapError::Registry)?;
         if self.mutant(Mutant::MapNeighbour) {
             let next = base + page;
             if next + page <= self.layout.ipa_limit() && !self.layout.touches_memory(next, page) {
@@ -675,7 +721,7 @@ impl Vm {
         }
         if registered || self.mutant(Mutant::GuardOff) {
             self.stats.forwarded += 1;
-            if ipa & !0xfff == self.layout.console_page {
+            if self.layout.on_console_page(ipa) {
                 self.stats.console += 1;
             }
             return Access::Forward;
@@ -1309,5 +1355,48 @@ mod tests {
         assert!(s.contains("hypmodel: guard registered=1 map_ok=1 map_failed=0"));
         assert!(s.contains("hypmodel: memshare shared_pages=1 shared_bytes=4096 share_ok=1"));
         assert!(s.ends_with("hypmodel: end\n"));
+    }
+
+    #[test]
+    fn for_pages_steps_by_the_page_and_stops_at_the_first_failure() {
+        let mut seen = Vec::new();
+        let done = for_pages(0x9000_0000, 3, 0x4000, |ipa| {
+            seen.push(ipa);
+            true
+        });
+        assert_eq!(
+            (done, seen),
+            (3, vec![0x9000_0000, 0x9000_4000, 0x9000_8000])
+        );
+        assert_eq!(for_pages(0x1000, 5, 0x1000, |ipa| ipa < 0x3000), 2);
+        assert_eq!(for_pages(0x1000, 5, 0x1000, |_| false), 0);
+        assert_eq!(for_pages(0x1000, 0, 0x1000, |_| true), 0);
+        // The page after the last one of the address space does not exist.
+        assert_eq!(for_pages(u64::MAX - 0xfff, 3, 0x1000, |_| true), 1);
+    }
+
+    #[test]
+    fn share_page_count_per_generation() {
+        assert_eq!(share_page_count(false, [0, 0x4000_0000, 0, 0]), Some(1));
+        assert_eq!(share_page_count(false, [0, 0x4000_0000, 2, 0]), None);
+        assert_eq!(share_page_count(false, [0, 0x4000_0000, 0, 1]), None);
+        assert_eq!(share_page_count(true, [0, 0x4000_0000, 0, 0]), Some(1));
+        assert_eq!(share_page_count(true, [0, 0x4000_0000, 3, 0]), Some(3));
+        assert_eq!(share_page_count(true, [0, 0x4000_0000, 3, 1]), None);
+    }
+
+    #[test]
+    fn map_refusals_say_why() {
+        let mut v = vm(Profile::Android14, None);
+        assert_eq!(v.map_one(0, RTC), Err(MapError::NotEnrolled));
+        v.enrolled = true;
+        assert_eq!(v.map_one(0, RTC + 8), Err(MapError::Misaligned));
+        assert_eq!(v.map_one(0, 1 << 48), Err(MapError::BeyondIpa));
+        assert_eq!(v.map_one(0, 0x4000_0000), Err(MapError::Memory));
+        assert_eq!(v.map_one(0, RTC), Ok(()));
+        assert_eq!(
+            MapError::Registry(GuardError::Full).to_string(),
+            "the registry's 512 ranges are in use"
+        );
     }
 }

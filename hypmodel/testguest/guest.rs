@@ -2,13 +2,21 @@ use core::arch::{asm, global_asm};
 use core::fmt::{self, Write};
 use core::panic::PanicInfo;
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
-use hypmodel::fdt::Fdt;
+use hypmodel::fdt::{self, Fdt};
 
 // QEMU virt devices (hw/arm/virt.c).
-const UART: u64 = 0x0900_0000;
-const RTC: u64 = 0x0901_0000; // PL031: PeriphID0 at 0xfe0 = 0x31, PCellID3 at 0xffc = 0xb1, MR at 0x004 (r/w)
+const UART: u64 = 0x0900_0000; // PL011: data register at 0
+const UART_FR: u64 = 0x18;
+/// UART_FR.TXFF: the transmit FIFO is full.
+const UART_FR_TXFF: u64 = 1 << 5;
+const RTC: u64 = 0x0901_0000; // PL031
+/// PL031 registers: the match register (read/write), PeriphID0 (reads 0x31), PCellID3 (0xb1).
+const PL031_MR: u64 = 0x004;
+const PL031_PERIPH_ID0: u64 = 0xfe0;
+const PL031_PCELL_ID3: u64 = 0xffc;
 const GPIO: u64 = 0x0903_0000; // PL061
-const VIRTIO: u64 = 0x0a00_0000; // 32 virtio-mmio slots of 0x200; magic "virt" at offset 0
+const VIRTIO: u64 = 0x0a00_0000; // 32 virtio-mmio slots; magic "virt" at offset 0
+const VIRTIO_SLOT: u64 = 0x200;
 
 // ABI numbers, written here once more for the test guest.
 const KVM_FEATURES: u32 = 0x8600_0000;
@@ -30,10 +38,49 @@ const SYSTEM_OFF: u32 = 0x8400_0008;
 
 const SENTINEL: u64 = 0xdead_beef_dead_beef;
 const MAX_CPUS: usize = 8;
+/// One 16 KiB stack per CPU (linker.ld reserves `MAX_CPUS` of them); the boot CPU uses the
+/// first, a secondary with context id i the one at `(i % MAX_CPUS) + 1`.
+const STACK_SHIFT: u32 = 14;
+/// CPACR_EL1.FPEN = 0b11: FP/SIMD does not trap (Rust code uses the registers for copies).
+const CPACR_FPEN: u64 = 3 << 20;
 
-/// Per-CPU exception record written by the vector code: ESR, FAR, ELR, slot, count.
+/// The last exception a CPU took, written by `tg_exc` (offsets there) and read here.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FaultRecord {
+    esr: u64,
+    far: u64,
+    elr: u64,
+    /// Vector slot (0..16).
+    slot: u64,
+    /// Exceptions taken so far: a probe faulted when this moved.
+    count: u64,
+    _pad: [u64; 3],
+}
+/// `tg_exc` indexes the records with MPIDR_EL1.Aff0 & 0xf.
+const FAULT_RECORDS: usize = 16;
+// `tg_exc` finds a CPU's record at `index << 6` and its fields at 0, 8, 16, 24, 32.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<FaultRecord>() == 1 << 6);
+    assert!(offset_of!(FaultRecord, esr) == 0);
+    assert!(offset_of!(FaultRecord, far) == 8);
+    assert!(offset_of!(FaultRecord, elr) == 16);
+    assert!(offset_of!(FaultRecord, slot) == 24);
+    assert!(offset_of!(FaultRecord, count) == 32);
+};
+
+/// Written by the vector code only (assembly), so it stays a `static mut`: Rust reads it
+/// with volatile loads of the current CPU's own record.
 #[no_mangle]
-static mut TG_FAULTS: [[u64; 8]; 16] = [[0; 8]; 16];
+static mut TG_FAULTS: [FaultRecord; FAULT_RECORDS] = [FaultRecord {
+    esr: 0,
+    far: 0,
+    elr: 0,
+    slot: 0,
+    count: 0,
+    _pad: [0; 3],
+}; FAULT_RECORDS];
 
 global_asm!(
     r#"
@@ -51,7 +98,7 @@ _start:
 
 tg_entry:
     mov x19, x0
-    mov x1, #(3 << 20)
+    mov x1, #{cpacr}
     msr cpacr_el1, x1
     adrp x1, tg_vectors
     add x1, x1, :lo12:tg_vectors
@@ -67,7 +114,7 @@ tg_entry:
     b 1b
 2:  adrp x1, __stacks_start
     add x1, x1, :lo12:__stacks_start
-    add x1, x1, #0x4000
+    add x1, x1, #(1 << {stack_shift})
     mov sp, x1
     mov x0, x19
     bl tg_main
@@ -76,17 +123,17 @@ tg_entry:
     .global tg_secondary
 tg_secondary:
     mov x19, x0
-    mov x1, #(3 << 20)
+    mov x1, #{cpacr}
     msr cpacr_el1, x1
     adrp x1, tg_vectors
     add x1, x1, :lo12:tg_vectors
     msr vbar_el1, x1
     isb
-    and x2, x0, #7
+    and x2, x0, #({max_cpus} - 1)
     add x2, x2, #1
     adrp x1, __stacks_start
     add x1, x1, :lo12:__stacks_start
-    add x1, x1, x2, lsl #14
+    add x1, x1, x2, lsl #{stack_shift}
     mov sp, x1
     mov x0, x19
     bl tg_secondary_main
@@ -176,11 +223,16 @@ tg_ldp_insn:
     mov x0, x9
     mov x1, x10
     ret
-"#
+"#,
+    cpacr = const CPACR_FPEN,
+    stack_shift = const STACK_SHIFT,
+    max_cpus = const MAX_CPUS,
 );
 
+/// `tg_ldp` returns the two loaded words in x0/x1: AAPCS64's 16-byte composite return.
 #[repr(C)]
 struct Pair(u64, u64);
+const _: () = assert!(core::mem::size_of::<Pair>() == 16);
 
 extern "C" {
     fn tg_secondary();
@@ -205,7 +257,7 @@ fn cpu() -> usize {
     (m & 0xf) as usize
 }
 
-fn fault_record(c: usize) -> [u64; 8] {
+fn fault_record(c: usize) -> FaultRecord {
     // SAFETY: the record is written by this CPU's exception vector only.
     unsafe { read_volatile(addr_of!(TG_FAULTS[c])) }
 }
@@ -243,10 +295,10 @@ static mut ACCESSES: [[u64; 2]; MAX_CPUS] = [[0; 2]; MAX_CPUS];
 
 fn probe(insn: *const u8, f: impl FnOnce() -> (u64, u64), count: bool) -> Probe {
     let c = cpu();
-    let before = fault_record(c)[4];
+    let before = fault_record(c).count;
     let (value, value2) = f();
     let r = fault_record(c);
-    let fault = r[4] != before;
+    let fault = r.count != before;
     if count {
         // SAFETY: each CPU writes only its own row.
         unsafe {
@@ -258,41 +310,49 @@ fn probe(insn: *const u8, f: impl FnOnce() -> (u64, u64), count: bool) -> Probe 
         value,
         value2,
         fault,
-        esr: r[0],
-        far: r[1],
-        elr_ok: r[2] == insn as u64,
+        esr: r.esr,
+        far: r.far,
+        elr_ok: r.elr == insn as u64,
     }
 }
 
 fn read32(a: u64) -> Probe {
-    // SAFETY: a single aligned load; an abort is taken by tg_exc and stepped over.
     probe(
         addr_of!(tg_read32_insn),
-        || (unsafe { tg_read32(a) }, 0),
+        || {
+            // SAFETY: a single aligned load; an abort is taken by tg_exc and stepped over.
+            (unsafe { tg_read32(a) }, 0)
+        },
         true,
     )
 }
 fn read8(a: u64) -> Probe {
-    // SAFETY: as read32.
     probe(
         addr_of!(tg_read8_insn),
-        || (unsafe { tg_read8(a) }, 0),
+        || {
+            // SAFETY: as read32.
+            (unsafe { tg_read8(a) }, 0)
+        },
         true,
     )
 }
 fn read_sx8(a: u64) -> Probe {
-    // SAFETY: as read32.
     probe(
         addr_of!(tg_read_sx8_insn),
-        || (unsafe { tg_read_sx8(a) }, 0),
+        || {
+            // SAFETY: as read32.
+            (unsafe { tg_read_sx8(a) }, 0)
+        },
         true,
     )
 }
 fn read64(a: u64) -> Probe {
-    // SAFETY: as read32.
     probe(
         addr_of!(tg_read64_insn),
-        || (unsafe { tg_read64(a) }, 0),
+        || {
+            // SAFETY: as read32.
+            (unsafe { tg_read64(a) }, 0)
+        },
         true,
     )
 }
@@ -321,22 +381,20 @@ fn ldp(a: u64) -> Probe {
 
 // ---- console ----
 
-static mut CONSOLE_ACCESSES: u64 = 0;
-
 fn putc(c: u8) {
     for _ in 0..100_000 {
-        // SAFETY: a single aligned load of the PL011 flag register, probed.
         let fr = probe(
             addr_of!(tg_read32_insn),
-            || (unsafe { tg_read32(UART + 0x18) }, 0),
+            || {
+                // SAFETY: a single aligned load of the PL011 flag register, probed.
+                (unsafe { tg_read32(UART + UART_FR) }, 0)
+            },
             false,
         );
-        // SAFETY: counter of this (boot) CPU only; secondaries do not print.
-        unsafe { *addr_of_mut!(CONSOLE_ACCESSES) += 1 };
         if fr.fault {
             return;
         }
-        if fr.value & (1 << 5) == 0 {
+        if fr.value & UART_FR_TXFF == 0 {
             break;
         }
     }
@@ -349,8 +407,6 @@ fn putc(c: u8) {
         },
         false,
     );
-    // SAFETY: as above.
-    unsafe { *addr_of_mut!(CONSOLE_ACCESSES) += 1 };
 }
 
 struct Console;
@@ -416,7 +472,7 @@ static mut DONE: [u64; MAX_CPUS] = [0; MAX_CPUS];
 #[no_mangle]
 extern "C" fn tg_secondary_main(idx: u64) -> ! {
     let i = (idx as usize) % MAX_CPUS;
-    let rtc = read32(RTC + 0xfe0);
+    let rtc = read32(RTC + PL031_PERIPH_ID0);
     let stray = read32(GPIO);
     // SAFETY: each secondary writes only its own slot; the boot CPU reads it after `done`.
     unsafe {
@@ -440,10 +496,27 @@ fn ret(v: u64) -> i64 {
 
 #[no_mangle]
 extern "C" fn tg_main(dtb: u64) -> ! {
-    // Before any output: discover, probe once unenrolled, enroll, register the console.
+    let granule = discover(dtb);
+    let Some(t) = read_tree(dtb) else {
+        say!("TG: dt bad");
+        finish()
+    };
+    stray_then_registered();
+    let ram_page = addr_of!(SHARE_PAGE) as u64;
+    map_edges(granule, ram_page, t.hole);
+    other_cpus(&t);
+    unmap();
+    memshare(granule, ram_page, t.hole);
+    finish()
+}
+
+/// Discovery, one probe before enrolling, enrolment and the console's MAP come before any
+/// output (so that the console is registered when the first line goes out); then their
+/// results. Returns the granule (4 KiB when HYP_MEMINFO's answer is not one).
+fn discover(dtb: u64) -> u64 {
     let feats = hvc(KVM_FEATURES, 0, 0, 0);
     let uid = hvc(CALL_UID, 0, 0, 0);
-    let pre = read32(RTC + 0xfe0);
+    let pre = read32(RTC + PL031_PERIPH_ID0);
     let enroll = hvc(ENROLL, 0, 0, 0)[0];
     let meminfo = hvc(MEMINFO, 0, 0, 0);
     let granule = if (4096..=65536).contains(&meminfo[0]) && meminfo[0].is_power_of_two() {
@@ -476,32 +549,43 @@ extern "C" fn tg_main(dtb: u64) -> ! {
     say!("TG: pre-enroll-read {}", pre);
     say!("TG: enroll={} uart-map={}", ret(enroll), ret(uart_map));
     say!("TG: meminfo-args={}", ret(hvc(MEMINFO, 1, 0, 0)[0]));
+    granule
+}
 
-    // The device tree hypmodel gave us.
+/// What the tree hypmodel gave says.
+struct GuestTree {
+    mpidrs: [u64; MAX_CPUS],
+    ncpus: usize,
+    /// hypmodel's memory: the gap between the first two memory ranges ((0, 0) if none).
+    hole: (u64, u64),
+}
+
+/// Reads (and prints) the tree at `dtb`.
+fn read_tree(dtb: u64) -> Option<GuestTree> {
     // SAFETY: x0 at entry is the tree's address, in our RAM; the header bounds it.
     let tree = unsafe {
-        let hdr = core::slice::from_raw_parts(dtb as *const u8, 40);
-        let n = hypmodel::fdt::total_size(hdr).unwrap_or(40);
+        let hdr = core::slice::from_raw_parts(dtb as *const u8, fdt::HEADER_SIZE);
+        let n = fdt::total_size(hdr).unwrap_or(fdt::HEADER_SIZE);
         Fdt::new(core::slice::from_raw_parts(dtb as *const u8, n))
     };
-    let Ok(tree) = tree else {
-        say!("TG: dt bad");
-        finish()
-    };
+    let tree = tree.ok()?;
     let mut ranges = [(0u64, 0u64); 8];
     let mut n = 0;
     let _ = tree.for_each_memory(|b, s| {
-        if n < 8 {
+        if n < ranges.len() {
             ranges[n] = (b, s);
             n += 1;
         }
     });
-    let mut mpidrs = [0u64; MAX_CPUS];
-    let mut ncpus = 0;
+    let mut t = GuestTree {
+        mpidrs: [0; MAX_CPUS],
+        ncpus: 0,
+        hole: (0, 0),
+    };
     let _ = tree.for_each_cpu(|m| {
-        if ncpus < MAX_CPUS {
-            mpidrs[ncpus] = m;
-            ncpus += 1;
+        if t.ncpus < MAX_CPUS {
+            t.mpidrs[t.ncpus] = m;
+            t.ncpus += 1;
         }
     });
     let _ = write!(
@@ -509,44 +593,50 @@ extern "C" fn tg_main(dtb: u64) -> ! {
         "TG: dt psci-method={} bootargs=[{}] cpus={} memory=",
         tree.prop_str("/psci", "method").unwrap_or("?"),
         tree.prop_str("/chosen", "bootargs").unwrap_or("?"),
-        ncpus
+        t.ncpus
     );
     for (i, (b, s)) in ranges[..n].iter().enumerate() {
         let _ = write!(Console, "{}{b:#x}+{s:#x}", if i > 0 { "," } else { "" });
     }
     say!("");
-    // hypmodel's memory is the gap between the first two ranges.
-    let hole = if n >= 2 {
-        (
-            ranges[0].0 + ranges[0].1,
-            ranges[1].0 - (ranges[0].0 + ranges[0].1),
-        )
-    } else {
-        (0, 0)
-    };
+    if n >= 2 {
+        let end0 = ranges[0].0 + ranges[0].1;
+        t.hole = (end0, ranges[1].0 - end0);
+    }
+    Some(t)
+}
 
-    // Stray accesses, then registration.
-    say!("TG: stray-read {}", read32(RTC + 0xfe0));
-    say!("TG: stray-write {}", write32(RTC + 4, 0x1234));
+/// The PL031 unregistered (refused), then registered: forwarded, every access size.
+fn stray_then_registered() {
+    say!("TG: stray-read {}", read32(RTC + PL031_PERIPH_ID0));
+    say!("TG: stray-write {}", write32(RTC + PL031_MR, 0x1234));
     say!("TG: map-rtc={}", ret(hvc(MAP, RTC, 0, 0)[0]));
-    say!("TG: registered-read {}", read32(RTC + 0xfe0));
-    let mr = read32(RTC + 4);
+    say!("TG: registered-read {}", read32(RTC + PL031_PERIPH_ID0));
+    let mr = read32(RTC + PL031_MR);
     say!(
         "TG: stray-write-arrived={} ({})",
         u8::from(!mr.fault && mr.value == 0x1234),
         mr
     );
-    let w = write32(RTC + 4, 0x5678);
-    say!("TG: registered-write {} readback {}", w, read32(RTC + 4));
-    say!("TG: read8 {}", read8(RTC + 0xfe0));
-    say!("TG: read-sx8 {}", read_sx8(RTC + 0xffc));
-    say!("TG: read64 {}", read64(RTC + 0xfe0));
-    let p = ldp(RTC + 0xfe0);
+    let w = write32(RTC + PL031_MR, 0x5678);
+    say!(
+        "TG: registered-write {} readback {}",
+        w,
+        read32(RTC + PL031_MR)
+    );
+    say!("TG: read8 {}", read8(RTC + PL031_PERIPH_ID0));
+    say!("TG: read-sx8 {}", read_sx8(RTC + PL031_PCELL_ID3));
+    say!("TG: read64 {}", read64(RTC + PL031_PERIPH_ID0));
+    let p = ldp(RTC + PL031_PERIPH_ID0);
     say!("TG: ldp {} value2={:#x}", p, p.value2);
+}
 
+/// Where one MAP's registration ends, and what MAP refuses: a misaligned address, RAM, an
+/// IPA beyond the IPA size, hypmodel's memory; then a second ENROLL keeps what was mapped.
+fn map_edges(granule: u64, ram_page: u64, hole: (u64, u64)) {
     // The granule: its last virtio slot is forwarded, the next granule is not.
     say!("TG: map-virtio={}", ret(hvc(MAP, VIRTIO, 0, 0)[0]));
-    let last = VIRTIO + granule.min(0x4000) - 0x200;
+    let last = VIRTIO + granule.min(0x4000) - VIRTIO_SLOT;
     say!("TG: granule-last {:#x} {}", last, read32(last));
     say!(
         "TG: neighbour {:#x} {}",
@@ -558,7 +648,6 @@ extern "C" fn tg_main(dtb: u64) -> ! {
         ret(hvc(MAP, GPIO + 0x100, 0, 0)[0]),
         read32(GPIO)
     );
-    let ram_page = addr_of!(SHARE_PAGE) as u64;
     say!("TG: map-ram={}", ret(hvc(MAP, ram_page, 0, 0)[0]));
     say!("TG: map-outside-ipa={}", ret(hvc(MAP, 1 << 52, 0, 0)[0]));
     say!("TG: hole {:#x}+{:#x}", hole.0, hole.1);
@@ -571,37 +660,20 @@ extern "C" fn tg_main(dtb: u64) -> ! {
     say!(
         "TG: enroll-again={} then {}",
         ret(hvc(ENROLL, 0, 0, 0)[0]),
-        read32(RTC + 0xfe0)
+        read32(RTC + PL031_PERIPH_ID0)
     );
+}
 
-    // Every other CPU: registered page forwarded there too, stray access aborts there.
-    for i in 1..ncpus {
-        let r = hvc(
-            CPU_ON,
-            mpidrs[i],
-            tg_secondary as *const () as u64,
-            i as u64,
-        )[0];
-        let (t0, f) = counter();
-        let mut res = None;
-        while r == 0 && counter().0 - t0 < 2 * f {
-            // SAFETY: written by CPU i once, before DONE[i]; read here after it.
-            if unsafe { read_volatile(addr_of!(DONE[i])) } != 0 {
-                // SAFETY: as above; the barrier orders the result before the flag.
-                res = unsafe {
-                    asm!("dmb ish", options(nostack));
-                    read_volatile(addr_of!(RESULTS[i]))
-                };
-                break;
-            }
-        }
-        let mut off = 0;
-        while r == 0 && counter().0 - t0 < 4 * f {
-            off = hvc(AFFINITY_INFO, mpidrs[i], 0, 0)[0];
-            if off == 1 {
-                break;
-            }
-        }
+/// Every other CPU: the registered page is forwarded there too, a stray access aborts there.
+/// Then a CPU_ON of an MPIDR that is not in the tree.
+fn other_cpus(t: &GuestTree) {
+    for (i, &mpidr) in t.mpidrs.iter().enumerate().take(t.ncpus).skip(1) {
+        let r = hvc(CPU_ON, mpidr, tg_secondary as *const () as u64, i as u64)[0];
+        let (res, off) = if r == 0 {
+            await_secondary(i, mpidr)
+        } else {
+            (None, 0)
+        };
         match res {
             Some(c) => say!(
                 "TG: cpu{} on={} rtc {} stray {} off={}",
@@ -618,10 +690,38 @@ extern "C" fn tg_main(dtb: u64) -> ! {
         "TG: cpu-on-bad={}",
         ret(hvc(CPU_ON, 0xff, tg_secondary as *const () as u64, 0)[0])
     );
+}
 
-    // UNMAP: the page is refused again (android14), stays forwarded (android16).
+/// Waits (2 s) for CPU `i`'s result, then (until 4 s) for AFFINITY_INFO to say it is off.
+fn await_secondary(i: usize, mpidr: u64) -> (Option<CpuResult>, u64) {
+    let (t0, f) = counter();
+    let mut res = None;
+    while counter().0 - t0 < 2 * f {
+        // SAFETY: written by CPU i once, before DONE[i]; read here after it.
+        if unsafe { read_volatile(addr_of!(DONE[i])) } != 0 {
+            // SAFETY: as above; the barrier orders the result before the flag.
+            res = unsafe {
+                asm!("dmb ish", options(nostack));
+                read_volatile(addr_of!(RESULTS[i]))
+            };
+            break;
+        }
+    }
+    let mut off = 0;
+    while counter().0 - t0 < 4 * f {
+        off = hvc(AFFINITY_INFO, mpidr, 0, 0)[0];
+        if off == 1 {
+            break;
+        }
+    }
+    (res, off)
+}
+
+/// UNMAP: the page is refused again (android14), stays forwarded (android16); then the
+/// range MAP (android16 only).
+fn unmap() {
     let u1 = hvc(UNMAP, RTC, 0, 0)[0];
-    let after = read32(RTC + 0xfe0);
+    let after = read32(RTC + PL031_PERIPH_ID0);
     let u2 = hvc(UNMAP, RTC, 0, 0)[0];
     say!(
         "TG: unmap={} after-unmap {} unmap-again={}",
@@ -631,9 +731,10 @@ extern "C" fn tg_main(dtb: u64) -> ! {
     );
     let r = hvc(RMAP, GPIO, 2, 0);
     say!("TG: rguard-map={} pages={}", ret(r[0]), r[1]);
+}
 
-    // Memory sharing.
-    let g = granule;
+/// MEM_SHARE/UNSHARE: the state machine of one page, what is refused, the count argument.
+fn memshare(granule: u64, ram_page: u64, hole: (u64, u64)) {
     let s = [
         hvc(SHARE, ram_page, 0, 0)[0],
         hvc(SHARE, ram_page, 0, 0)[0],
@@ -645,14 +746,12 @@ extern "C" fn tg_main(dtb: u64) -> ! {
     ];
     say!("TG: memshare share={} share-twice={} unshare={} unshare-twice={} share-mmio={} misaligned={} hypmem={}",
          ret(s[0]), ret(s[1]), ret(s[2]), ret(s[3]), ret(s[4]), ret(s[5]), ret(s[6]));
-    let r = hvc(SHARE, ram_page + g, 1, 0);
+    let r = hvc(SHARE, ram_page + granule, 1, 0);
     if r[0] == 0 {
-        hvc(UNSHARE, ram_page + g, 0, 0);
+        hvc(UNSHARE, ram_page + granule, 0, 0);
     }
     say!("TG: memshare x2=1 -> {} x1={}", ret(r[0]), r[1]);
     say!("TG: memshare final={}", ret(hvc(SHARE, ram_page, 0, 0)[0]));
-
-    finish()
 }
 
 fn finish() -> ! {

@@ -9,6 +9,9 @@
 //! aligned load or store) and hard-codes QEMU `virt` device addresses: it is a fixture for
 //! hypmodel on QEMU, not a portable guest (that is `ioguard`).
 #![cfg_attr(target_os = "none", no_std, no_main)]
+// Every unsafe block says why it is sound, and an unsafe fn's body is not one unsafe block.
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 #[cfg(not(target_os = "none"))]
 fn main() {}

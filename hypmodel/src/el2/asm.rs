@@ -15,8 +15,25 @@ pub struct Frame {
 }
 
 pub const FRAME_SIZE: usize = 800;
-const _: () = assert!(core::mem::size_of::<Frame>() == FRAME_SIZE);
+// The offsets `hm_trap` saves to and restores from: a field moved here without the assembly
+// (or the reverse) would hand the guest another register's value.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<Frame>() == FRAME_SIZE);
+    assert!(offset_of!(Frame, x) == 0);
+    assert!(offset_of!(Frame, elr) == 248);
+    assert!(offset_of!(Frame, spsr) == 256);
+    assert!(offset_of!(Frame, fpsr) == 264);
+    assert!(offset_of!(Frame, fpcr) == 272);
+    assert!(offset_of!(Frame, q) == 288);
+};
+/// One EL2 stack per vCPU; linker.ld reserves `MAX_CPUS * STACK_SIZE` (8 * 0x10000).
 pub const STACK_SIZE: u64 = 0x10000;
+/// CPTR_EL2 with TFP = 0 (FP/SIMD not trapped) and the RES1 bits (0x32ff) set: Rust code uses
+/// FP/SIMD registers for copies, so this comes before any of it runs.
+const CPTR_EL2_NO_TRAPS: u64 = 0x32ff;
+/// SPSR_EL2 for the first entry into the guest: EL1h (M = 0b0101) with D, A, I, F masked.
+const SPSR_EL1H_DAIF_MASKED: u64 = 0x3c5;
 
 impl Frame {
     /// Register `r` as an instruction sees it (31 = XZR).
@@ -34,12 +51,20 @@ impl Frame {
     }
 }
 
+/// What the `hm_mmio_*` helpers return in x0 (value) and x1 (fault): AAPCS64 returns a
+/// 16-byte composite in x0/x1, so the struct must stay exactly two u64s in this order.
 #[repr(C)]
 pub struct MmioResult {
     pub value: u64,
     /// Non-zero when the bus answered with an abort.
     pub fault: u64,
 }
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<MmioResult>() == 16);
+    assert!(offset_of!(MmioResult, value) == 0);
+    assert!(offset_of!(MmioResult, fault) == 8);
+};
 
 extern "C" {
     pub fn hm_secondary_entry();
@@ -56,15 +81,15 @@ extern "C" {
 
 // Boot CPU: QEMU starts the ELF entry at EL2h with the MMU off and no x0.
 // Secondaries: started by QEMU's PSCI CPU_ON at `hm_secondary_entry`, x0 = vCPU index.
-// CPTR_EL2 = 0x32ff (FP/SIMD not trapped) comes before any Rust code, which uses FP/SIMD
-// registers for copies.
+// CPTR_EL2 (FP/SIMD not trapped) is set before any Rust code runs. A secondary with an index
+// beyond the stacks parks.
 global_asm!(
     r#"
     .section .text.boot, "ax"
     .global _start
 _start:
     msr daifset, #0xf
-    mov x0, #0x32ff
+    mov x0, #{cptr}
     msr cptr_el2, x0
     isb
     adrp x1, __bss_start
@@ -82,10 +107,10 @@ _start:
     .global hm_secondary_entry
 hm_secondary_entry:
     msr daifset, #0xf
-    mov x1, #0x32ff
+    mov x1, #{cptr}
     msr cptr_el2, x1
     isb
-    cmp x0, #8
+    cmp x0, #{max_cpus}
     b.hs 9f
     mov x1, #0
     b hm_common_entry
@@ -112,7 +137,7 @@ hm_common_entry:
     .global hm_enter_guest
 hm_enter_guest:
     msr elr_el2, x0
-    mov x2, #0x3c5
+    mov x2, #{spsr}
     msr spsr_el2, x2
     mov x0, x1
     .irp n,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30
@@ -121,6 +146,9 @@ hm_enter_guest:
     eret
 "#,
     stack = const STACK_SIZE,
+    cptr = const CPTR_EL2_NO_TRAPS,
+    max_cpus = const hypmodel::vm::MAX_CPUS,
+    spsr = const SPSR_EL1H_DAIF_MASKED,
 );
 
 // Vector table. Each slot is 0x80 bytes: keep it to "make room, save two registers, record

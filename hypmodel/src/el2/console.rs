@@ -4,9 +4,15 @@ use super::asm::MmioResult;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU64, Ordering};
 use hypmodel::console::LineGate;
+use hypmodel::layout::DEFAULT_UART;
 use spin::Mutex;
 
-static UART: AtomicU64 = AtomicU64::new(0x0900_0000);
+/// PL011 registers: data, and flags with TXFF (transmit FIFO full).
+pub const UART_DR: u64 = 0x00;
+const UART_FR: u64 = 0x18;
+const UART_FR_TXFF: u32 = 1 << 5;
+
+static UART: AtomicU64 = AtomicU64::new(DEFAULT_UART);
 static GATE: Mutex<LineGate<16384>> = Mutex::new(LineGate::new());
 
 pub fn set_uart(base: u64) {
@@ -15,13 +21,13 @@ pub fn set_uart(base: u64) {
 
 fn putc(c: u8) {
     let base = UART.load(Ordering::Relaxed);
-    // SAFETY: PL011 registers at the console base from the device tree: FR at 0x18 (bit 5 =
-    // TX FIFO full), DR at 0. EL2's MMU is off, so these are Device-nGnRnE accesses.
+    // SAFETY: PL011 registers at the console base from the device tree. EL2's MMU is off,
+    // so these are Device-nGnRnE accesses.
     unsafe {
-        while core::ptr::read_volatile((base + 0x18) as *const u32) & (1 << 5) != 0 {
+        while core::ptr::read_volatile((base + UART_FR) as *const u32) & UART_FR_TXFF != 0 {
             core::hint::spin_loop();
         }
-        core::ptr::write_volatile(base as *mut u32, u32::from(c));
+        core::ptr::write_volatile((base + UART_DR) as *mut u32, u32::from(c));
     }
 }
 

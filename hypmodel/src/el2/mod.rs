@@ -8,33 +8,49 @@ use asm::{Frame, MmioResult};
 use console::{hyp_line, raw_line};
 use core::fmt::Write;
 use core::panic::PanicInfo;
+use core::sync::atomic::{AtomicBool, Ordering};
 use hypmodel::abi::*;
-use hypmodel::fdt::{self, Edits, Fdt};
-use hypmodel::layout::*;
-use hypmodel::memshare::ShareMap;
-use hypmodel::options;
-use hypmodel::stage2::{self, Table};
+use hypmodel::layout::PAGE_SIZE;
 use hypmodel::syndrome::{self, decode_dabt, decode_esr, DataAbort, PairMode};
-use hypmodel::vm::{Access, Call, Hvc, Layout, Vm, MAX_CPUS, MAX_RAM_RANGES};
+use hypmodel::vm::{Access, Call, Hvc, Refusal, Vm};
 use spin::Mutex;
 
-static VM: Mutex<Option<Vm>> = Mutex::new(None);
-/// Set once at boot, read on every trap.
-static mut TRACE: bool = false;
-static mut STAGE2: (u64, u64) = (0, 0); // (VTTBR_EL2, VTCR_EL2)
+macro_rules! fatal {
+    ($($a:tt)*) => {{
+        $crate::el2::console::hyp_line(format_args!("hypmodel: FATAL: {}", format_args!($($a)*)));
+        $crate::el2::console::flush();
+        $crate::el2::power_off()
+    }};
+}
 
-const S2_TABLES: usize = 32;
-#[repr(C, align(4096))]
-struct S2Pool([Table; S2_TABLES]);
-static mut S2_POOL: S2Pool = S2Pool([[0; stage2::ENTRIES]; S2_TABLES]);
-/// Share state of up to 8 GiB of RAM, one bit per 4 KiB frame.
-static mut SHARE_BITS: [u64; 32768] = [0; 32768];
-static mut DTB_OUT: [u8; 0x10000] = [0; 0x10000];
-static mut GUEST_ARGS: [u8; 2048] = [0; 2048];
+// After `fatal!`, which it uses.
+mod boot;
+
+// Shared state. Every vCPU reaches the VM through its lock; the rest is written once by the
+// boot CPU before it enters the guest, so before any trap or CPU_ON can read it.
+static VM: Mutex<Option<Vm>> = Mutex::new(None);
+static TRACE: AtomicBool = AtomicBool::new(false);
+static STAGE2: Mutex<Option<Stage2Regs>> = Mutex::new(None);
+
+/// The VM's one stage 2, as every vCPU loads it.
+#[derive(Clone, Copy)]
+struct Stage2Regs {
+    vttbr: u64,
+    vtcr: u64,
+}
+
+/// Hands out one of the boot CPU's buffers for the rest of the run. Its lock is never
+/// released (the guard is leaked), so no second reference to it can exist; a second take
+/// would be a hypmodel bug and stops the run.
+fn take_once<T>(buf: &'static Mutex<T>) -> &'static mut T {
+    match buf.try_lock() {
+        Some(g) => spin::MutexGuard::leak(g),
+        None => fatal!("a boot buffer taken twice"),
+    }
+}
 
 fn trace_on() -> bool {
-    // SAFETY: TRACE is written once by the boot CPU before any other vCPU or trap exists.
-    unsafe { core::ptr::addr_of!(TRACE).read() }
+    TRACE.load(Ordering::Relaxed)
 }
 
 fn cpu_index() -> usize {
@@ -46,14 +62,6 @@ fn power_off() -> ! {
     loop {
         psci_smc([u64::from(PSCI_SYSTEM_OFF), 0, 0, 0]);
     }
-}
-
-macro_rules! fatal {
-    ($($a:tt)*) => {{
-        hyp_line(format_args!("hypmodel: FATAL: {}", format_args!($($a)*)));
-        console::flush();
-        power_off()
-    }};
 }
 
 /// A PSCI call to QEMU's firmware (smc from EL2; QEMU answers it itself).
@@ -74,259 +82,19 @@ fn psci_smc(a: [u64; 4]) -> u64 {
 #[no_mangle]
 extern "C" fn hm_rust_entry(idx: u64, boot: u64) -> ! {
     if boot != 0 {
-        boot_main()
+        boot::boot_main()
     } else {
         secondary_main(idx as usize)
     }
 }
 
-fn boot_main() -> ! {
-    // The tree QEMU wrote at RAM base for an ELF kernel.
-    // SAFETY: QEMU's tree occupies [QEMU_DTB, QEMU_DTB + 1 MiB), RAM that nothing else uses
-    // until the rewritten tree is copied back below; the header is read first to bound it.
-    let dtb: &[u8] = unsafe {
-        let hdr = core::slice::from_raw_parts(QEMU_DTB as *const u8, 40);
-        let size = match fdt::total_size(hdr) {
-            Ok(s) if s as u64 <= DTB_MAX => s,
-            _ => {
-                console::set_uart(0x0900_0000);
-                fatal!("no device tree at {QEMU_DTB:#x} (is hypmodel given with -kernel?)")
-            }
-        };
-        core::slice::from_raw_parts(QEMU_DTB as *const u8, size)
-    };
-    let tree = match Fdt::new(dtb) {
-        Ok(t) => t,
-        Err(e) => {
-            console::set_uart(0x0900_0000);
-            fatal!("device tree: {e}")
-        }
-    };
-    let console_base = find_uart(&tree).unwrap_or(0x0900_0000);
-    console::set_uart(console_base);
-    hyp_line(format_args!(
-        "hypmodel {}: EL{} reference hypervisor (pKVM MMIO guard model)",
-        env!("CARGO_PKG_VERSION"),
-        sysreg::current_el()
-    ));
-    if sysreg::current_el() != 2 {
-        fatal!("not started at EL2 (QEMU needs -M virt,virtualization=on)");
-    }
-
-    // Options and the guest's command line (copied out: the old tree is overwritten below).
-    let bootargs = tree.prop_str("/chosen", "bootargs").unwrap_or("");
-    // SAFETY: GUEST_ARGS is used by the boot CPU only, before any other vCPU runs.
-    let args_buf = unsafe { &mut *core::ptr::addr_of_mut!(GUEST_ARGS) };
-    let (opts, args_len) = match options::parse(bootargs, args_buf) {
-        Ok(v) => v,
-        Err(e) => fatal!("{e}"),
-    };
-    // SAFETY: written once, before any trap can read it.
-    unsafe { core::ptr::addr_of_mut!(TRACE).write(opts.trace) };
-
-    // Memory, CPUs, IPA size.
-    let mut ram = [(0u64, 0u64); MAX_RAM_RANGES];
-    let mut nram = 0;
-    let mut too_many = false;
-    let r = tree.for_each_memory(|b, s| {
-        if nram < MAX_RAM_RANGES {
-            ram[nram] = (b, s);
-            nram += 1;
-        } else {
-            too_many = true;
-        }
-    });
-    if r.is_err() || nram == 0 || too_many {
-        fatal!("cannot read the memory nodes of the device tree");
-    }
-    let hyp = (HYP_BASE, HYP_SIZE);
-    let Some(&(ram0, ram0_size)) = ram[..nram]
-        .iter()
-        .find(|&&(b, s)| b <= HYP_BASE && HYP_BASE + HYP_SIZE <= b + s)
-    else {
-        fatal!("hypmodel's memory {HYP_BASE:#x}+{HYP_SIZE:#x} is not inside RAM")
-    };
-    let ram_end = ram0 + ram0_size;
-    let mut cpus = [0u64; MAX_CPUS];
-    let mut ncpus = 0;
-    let _ = tree.for_each_cpu(|m| {
-        if ncpus < MAX_CPUS {
-            cpus[ncpus] = m;
-            ncpus += 1;
-        }
-    });
-    let me = sysreg::read_mpidr() & 0xff_00ff_ffff;
-    match cpus[..ncpus].iter().position(|&m| m == me) {
-        Some(0) => {}
-        Some(i) => cpus.swap(0, i), // the boot CPU is vCPU index 0
-        None => fatal!("boot CPU MPIDR {me:#x} not in /cpus"),
-    }
-    let (ipa_bits, ps) = stage2::parange_bits(sysreg::read_id_aa64mmfr0() & 0xf);
-    if ipa_bits < 40 {
-        fatal!("physical address size of {ipa_bits} bits is too small");
-    }
-
-    // The guest Image, staged by `-device loader` at GUEST_STAGING.
-    if GUEST_STAGING + 64 > ram_end {
-        fatal!("RAM too small: the guest is staged at {GUEST_STAGING:#x}");
-    }
-    // SAFETY: [GUEST_STAGING, +64) is RAM (checked above) that only the loader wrote.
-    let hdr: [u8; 64] = unsafe { core::ptr::read_volatile(GUEST_STAGING as *const [u8; 64]) };
-    let img = match hypmodel::image::parse(&hdr) {
-        Ok(h) => h,
-        Err(e) => fatal!("guest image at {GUEST_STAGING:#x}: {e} (load it with -device loader,file=Image,addr={GUEST_STAGING:#x},force-raw=on)"),
-    };
-    let load = guest_load_address(img.text_offset);
-    let img_end = load.checked_add(img.image_size);
-    let stage_end = GUEST_STAGING.checked_add(img.image_size);
-    if img.text_offset % 4096 != 0
-        || img_end.is_none_or(|e| e > ram_end)
-        || stage_end.is_none_or(|e| e > ram_end)
-    {
-        fatal!(
-            "guest image ({:#x} bytes, text_offset {:#x}) does not fit in RAM",
-            img.image_size,
-            img.text_offset
-        );
-    }
-
-    // The guest's tree: psci via hvc, its own command line, hypmodel's memory removed.
-    // SAFETY: DTB_OUT is used by the boot CPU only, here.
-    let out = unsafe { &mut *core::ptr::addr_of_mut!(DTB_OUT) };
-    let reserve = [(GUEST_DTB, out.len() as u64)];
-    let edits = Edits {
-        bootargs: &args_buf[..args_len],
-        psci_method: b"hvc",
-        hole: hyp,
-        reserve: &reserve,
-    };
-    let n = match fdt::rewrite(&tree, &edits, out) {
-        Ok(n) => n,
-        Err(e) => fatal!("rewriting the device tree: {e}"),
-    };
-    let reserve_fixed = [(GUEST_DTB, n as u64)];
-    // Redo with the exact size in the reservation (the size does not change).
-    let edits = Edits {
-        reserve: &reserve_fixed,
-        ..edits
-    };
-    let n2 = fdt::rewrite(&tree, &edits, out).unwrap_or(0);
-    if n2 != n {
-        fatal!("device tree size changed between passes");
-    }
-    // `tree` and `bootargs` point into the old tree: not used after this copy.
-    // SAFETY: [GUEST_DTB, GUEST_DTB + n) lies in QEMU's old tree area (n <= 64 KiB < 1 MiB),
-    // RAM below hypmodel; `out` is hypmodel's own buffer, so the ranges do not overlap.
-    unsafe { core::ptr::copy_nonoverlapping(out.as_ptr(), GUEST_DTB as *mut u8, n) };
-    // SAFETY: both ranges are inside RAM (checked above) and outside hypmodel; `copy` is a
-    // memmove, correct for the overlap of staging and load ranges.
-    unsafe {
-        core::ptr::copy(
-            GUEST_STAGING as *const u8,
-            load as *mut u8,
-            img.image_size as usize,
-        )
-    };
-
-    // Stage 2: guest RAM only.
-    // SAFETY: S2_POOL is used by the boot CPU only, here; the tables stay in place for the
-    // whole run and the MMU walks them through their physical address (MMU off at EL2).
-    let pool = unsafe { &mut (*core::ptr::addr_of_mut!(S2_POOL)).0 };
-    let pool_pa = pool.as_ptr() as u64;
-    let mut b = match stage2::Builder::new(pool, pool_pa) {
-        Ok(b) => b,
-        Err(_) => fatal!("no stage-2 tables"),
-    };
-    let mut gram = [(0u64, 0u64); 2 * MAX_RAM_RANGES];
-    let mut ng = 0;
-    for &(base, size) in &ram[..nram] {
-        for (gb, gs) in fdt::subtract(base, size, hyp).into_iter().flatten() {
-            if b.map_ram(gb, gs).is_err() {
-                fatal!("cannot map guest RAM {gb:#x}+{gs:#x} in stage 2");
-            }
-            gram[ng] = (gb, gs);
-            ng += 1;
-        }
-    }
-    let vttbr = b.root_pa() | (1 << 48);
-    let vtcr = stage2::vtcr(ipa_bits, ps);
-    // SAFETY: written once before any secondary starts.
-    unsafe { core::ptr::addr_of_mut!(STAGE2).write((vttbr, vtcr)) };
-
-    let layout = Layout {
-        ram,
-        nram,
-        hyp,
-        ipa_bits,
-        console_page: console_base & !0xfff,
-    };
-    let span = ram[..nram]
-        .iter()
-        .map(|&(b, s)| b + s)
-        .max()
-        .unwrap_or(ram_end)
-        - RAM_BASE;
-    // SAFETY: SHARE_BITS is handed out once, here, and then owned by the VM.
-    let bits: &'static mut [u64] = unsafe { &mut *core::ptr::addr_of_mut!(SHARE_BITS) };
-    let share = ShareMap::new(RAM_BASE, span / 4096, bits);
-    *VM.lock() = Some(Vm::new(opts, layout, share, &cpus[..ncpus]));
-
-    let mut line = console::Line::new();
-    let _ = write!(
-        line,
-        "hypmodel: profile={} granule={} mutant={} enrolled={} trace={} ipa_bits={} cpus={} guest={:#x}+{:#x} dtb={:#x}+{:#x} ram=",
-        opts.profile.name(),
-        opts.granule,
-        opts.mutant.map_or("none", |m| m.name()),
-        if opts.enrolled_at_boot || hypmodel::profile::enrolled_from_boot(opts.profile) { "boot" } else { "guest" },
-        if opts.trace { "on" } else { "off" },
-        ipa_bits,
-        ncpus,
-        load,
-        img.image_size,
-        GUEST_DTB,
-        n
-    );
-    for (i, &(gb, gs)) in gram[..ng].iter().enumerate() {
-        let _ = write!(line, "{}{gb:#x}+{gs:#x}", if i > 0 { "," } else { "" });
-    }
-    line.emit();
-
-    setup_el2();
-    // SAFETY: the guest image is in place, stage 2 maps it, EL2 is set up; x0 = its tree.
-    unsafe { asm::hm_enter_guest(load, GUEST_DTB) }
-}
-
-/// `/chosen/stdout-path` (a path or an alias, maybe with ":options") to its first `reg`.
-fn find_uart(t: &Fdt<'_>) -> Option<u64> {
-    let sp = t.prop_str("/chosen", "stdout-path")?;
-    let sp = sp.split(':').next()?;
-    let path = if sp.starts_with('/') {
-        sp
-    } else {
-        t.prop_str("/aliases", sp)?
-    };
-    let reg = t.prop(path, "reg")?;
-    let ac = t
-        .prop("/", "#address-cells")
-        .map_or(2, |v| v.get(3).copied().unwrap_or(2));
-    let w = |i: usize| {
-        reg.get(i * 4..i * 4 + 4)
-            .map(|b| u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])))
-    };
-    if ac == 2 {
-        Some((w(0)? << 32) | w(1)?)
-    } else {
-        w(0)
-    }
-}
-
 fn setup_el2() {
-    // SAFETY: STAGE2 was written by the boot CPU before this vCPU could start.
-    let (vttbr, vtcr) = unsafe { core::ptr::addr_of!(STAGE2).read() };
+    let Some(s2) = *STAGE2.lock() else {
+        fatal!("EL2 set-up before stage 2 exists")
+    };
     // SAFETY: configures this CPU's EL2 for the guest: nothing of hypmodel's own execution
-    // depends on these registers (EL2 runs with its MMU off).
-    unsafe { sysreg::setup_el2(vttbr, vtcr) };
+    // depends on these registers (EL2 runs with its MMU off); STAGE2 maps only guest RAM.
+    unsafe { sysreg::setup_el2(s2.vttbr, s2.vtcr) };
 }
 
 fn secondary_main(idx: usize) -> ! {
@@ -523,111 +291,165 @@ fn mmio_write(addr: u64, size: u8, v: u64) -> MmioResult {
     }
 }
 
+/// A trapped data access, with what its trace line says about it.
+struct Dabt {
+    cpu: usize,
+    ipa: u64,
+    /// The guest's VA (FAR_EL2).
+    far: u64,
+    pc: u64,
+    d: DataAbort,
+    /// The instruction's size (ESR_EL2.IL), to step over it.
+    step: u64,
+}
+
+impl Dabt {
+    fn dir(&self) -> &'static str {
+        if self.d.write {
+            "write"
+        } else {
+            "read"
+        }
+    }
+}
+
 fn data_abort(f: &mut Frame, iss: u32, il: bool) {
-    let cpu = cpu_index();
     let far = sysreg::read_far_el2();
-    let ipa = syndrome::fault_ipa(sysreg::read_hpfar_el2(), far);
-    let d = decode_dabt(iss);
-    let (action, console_page) =
-        with_vm(|vm| (vm.data_abort(cpu, ipa, far, &d), vm.layout.console_page));
-    let step = if il { 4 } else { 2 };
-    let dir = if d.write { "write" } else { "read" };
-    let pc = f.elr;
-    let is_console = ipa & !0xfff == console_page;
+    let t = Dabt {
+        cpu: cpu_index(),
+        ipa: syndrome::fault_ipa(sysreg::read_hpfar_el2(), far),
+        far,
+        pc: f.elr,
+        d: decode_dabt(iss),
+        step: if il { 4 } else { 2 },
+    };
+    let (action, is_console) = with_vm(|vm| {
+        (
+            vm.data_abort(t.cpu, t.ipa, far, &t.d),
+            vm.layout.on_console_page(t.ipa),
+        )
+    });
     match action {
-        Access::Forward => {
-            let r = if d.write {
-                let v = syndrome::store_value(f.reg(d.reg), d.size);
-                if is_console && ipa & 0xfff == 0 {
-                    // The guest's console output: keep hypmodel's lines out of its lines.
-                    console::guest_write(|| mmio_write(ipa, d.size, v), v as u8)
-                } else {
-                    mmio_write(ipa, d.size, v)
-                }
-            } else {
-                mmio_read(ipa, d.size)
-            };
-            if r.fault != 0 {
-                with_vm(|vm| vm.bus_error());
-                let esr = syndrome::injected_dabt_esr(syndrome::source_of(f.spsr), DFSC_EXTABT);
-                if trace_on() {
-                    hyp_line(format_args!(
-                        "hypmodel: trace cpu{cpu} dabt {dir} {}B ipa={ipa:#x} pc={pc:#x} -> forwarded, bus error: injected ESR_EL1={esr:#x} FAR_EL1={far:#x}",
-                        d.size
-                    ));
-                }
-                inject(f, esr, far);
-                return;
-            }
-            let val = if d.write {
-                syndrome::store_value(f.reg(d.reg), d.size)
-            } else {
-                syndrome::load_result(r.value, &d)
-            };
-            if !d.write {
-                f.set_reg(d.reg, val);
-            }
-            f.elr += step;
-            if trace_on() && !is_console {
-                hyp_line(format_args!(
-                    "hypmodel: trace cpu{cpu} dabt {dir} {}B ipa={ipa:#x} x{} pc={pc:#x} -> forwarded {val:#x}",
-                    d.size, d.reg
-                ));
-            }
-        }
-        Access::Emulate => {
-            let ok = emulate_pair(f, ipa, far);
-            let a = with_vm(|vm| vm.emulated(ok, far));
-            if trace_on() {
-                hyp_line(format_args!(
-                    "hypmodel: trace cpu{cpu} dabt no-syndrome ipa={ipa:#x} pc={pc:#x} -> {}",
-                    if ok {
-                        "emulated from the instruction (mutant no-syndrome-forward)"
-                    } else {
-                        "not decodable: refused"
-                    }
-                ));
-            }
-            if let Access::Inject { dfsc, far, .. } = a {
-                inject(
-                    f,
-                    syndrome::injected_dabt_esr(syndrome::source_of(f.spsr), dfsc),
-                    far,
-                );
-            }
-        }
-        Access::Inject {
-            dfsc,
-            far: far1,
-            why,
-        } => {
-            let esr = syndrome::injected_dabt_esr(syndrome::source_of(f.spsr), dfsc);
-            if trace_on() {
-                hyp_line(format_args!(
-                    "hypmodel: trace cpu{cpu} dabt {} {}B ipa={ipa:#x} pc={pc:#x} -> refused ({}): injected ESR_EL1={esr:#x} FAR_EL1={far1:#x}",
-                    if d.isv { dir } else { "no-syndrome" }, if d.isv { d.size } else { 0 }, why.name()
-                ));
-            }
-            inject(f, esr, far1);
-        }
-        Access::Drop => {
-            if !d.write {
-                f.set_reg(d.reg, 0);
-            }
-            f.elr += step;
-            if trace_on() {
-                hyp_line(format_args!(
-                    "hypmodel: trace cpu{cpu} dabt {dir} {}B ipa={ipa:#x} pc={pc:#x} -> dropped, reads 0 (mutant silent-drop)",
-                    d.size
-                ));
-            }
-        }
+        Access::Forward => forward(f, &t, is_console),
+        Access::Emulate => emulate(f, &t),
+        Access::Inject { dfsc, far, why } => refuse(f, &t, dfsc, far, why),
+        Access::Drop => drop_access(f, &t),
         Access::Skip => {
-            f.elr += step;
+            f.elr += t.step;
             if trace_on() {
-                hyp_line(format_args!("hypmodel: trace cpu{cpu} dabt cache-maintenance ipa={ipa:#x} pc={pc:#x} -> skipped"));
+                hyp_line(format_args!(
+                    "hypmodel: trace cpu{} dabt cache-maintenance ipa={:#x} pc={:#x} -> skipped",
+                    t.cpu, t.ipa, t.pc
+                ));
             }
         }
+    }
+}
+
+/// Performs the access at EL2 as the syndrome describes it and writes a load's result back.
+/// Accesses to the console's page are counted, not traced (one line per character).
+fn forward(f: &mut Frame, t: &Dabt, is_console: bool) {
+    let (d, ipa) = (&t.d, t.ipa);
+    let stored = d.write.then(|| syndrome::store_value(f.reg(d.reg), d.size));
+    let r = match stored {
+        // The guest's console output: keep hypmodel's lines out of its lines.
+        Some(v) if is_console && ipa & (PAGE_SIZE - 1) == console::UART_DR => {
+            console::guest_write(|| mmio_write(ipa, d.size, v), v as u8)
+        }
+        Some(v) => mmio_write(ipa, d.size, v),
+        None => mmio_read(ipa, d.size),
+    };
+    if r.fault != 0 {
+        return bus_error(f, t);
+    }
+    let val = match stored {
+        Some(v) => v,
+        None => {
+            let v = syndrome::load_result(r.value, d);
+            f.set_reg(d.reg, v);
+            v
+        }
+    };
+    f.elr += t.step;
+    if trace_on() && !is_console {
+        hyp_line(format_args!(
+            "hypmodel: trace cpu{} dabt {} {}B ipa={ipa:#x} x{} pc={:#x} -> forwarded {val:#x}",
+            t.cpu,
+            t.dir(),
+            d.size,
+            d.reg,
+            t.pc
+        ));
+    }
+}
+
+/// The bus answered a forwarded access with an abort: the guest gets the same abort.
+fn bus_error(f: &mut Frame, t: &Dabt) {
+    with_vm(|vm| vm.bus_error());
+    let esr = syndrome::injected_dabt_esr(syndrome::source_of(f.spsr), DFSC_EXTABT);
+    if trace_on() {
+        hyp_line(format_args!(
+            "hypmodel: trace cpu{} dabt {} {}B ipa={:#x} pc={:#x} -> forwarded, bus error: injected ESR_EL1={esr:#x} FAR_EL1={:#x}",
+            t.cpu, t.dir(), t.d.size, t.ipa, t.pc, t.far
+        ));
+    }
+    inject(f, esr, t.far);
+}
+
+/// `no-syndrome-forward`: performs the access from the instruction, or refuses it.
+fn emulate(f: &mut Frame, t: &Dabt) {
+    let ok = emulate_pair(f, t.ipa, t.far);
+    let a = with_vm(|vm| vm.emulated(ok, t.far));
+    if trace_on() {
+        hyp_line(format_args!(
+            "hypmodel: trace cpu{} dabt no-syndrome ipa={:#x} pc={:#x} -> {}",
+            t.cpu,
+            t.ipa,
+            t.pc,
+            if ok {
+                "emulated from the instruction (mutant no-syndrome-forward)"
+            } else {
+                "not decodable: refused"
+            }
+        ));
+    }
+    if let Access::Inject { dfsc, far, .. } = a {
+        inject(
+            f,
+            syndrome::injected_dabt_esr(syndrome::source_of(f.spsr), dfsc),
+            far,
+        );
+    }
+}
+
+/// Injects the abort the VM decided on (`far1` is what FAR_EL1 gets, mutants included).
+fn refuse(f: &mut Frame, t: &Dabt, dfsc: u32, far1: u64, why: Refusal) {
+    let esr = syndrome::injected_dabt_esr(syndrome::source_of(f.spsr), dfsc);
+    if trace_on() {
+        let (what, size) = if t.d.isv {
+            (t.dir(), t.d.size)
+        } else {
+            ("no-syndrome", 0)
+        };
+        hyp_line(format_args!(
+            "hypmodel: trace cpu{} dabt {what} {size}B ipa={:#x} pc={:#x} -> refused ({}): injected ESR_EL1={esr:#x} FAR_EL1={far1:#x}",
+            t.cpu, t.ipa, t.pc, why.name()
+        ));
+    }
+    inject(f, esr, far1);
+}
+
+/// `silent-drop`: the access is skipped and a load reads 0.
+fn drop_access(f: &mut Frame, t: &Dabt) {
+    if !t.d.write {
+        f.set_reg(t.d.reg, 0);
+    }
+    f.elr += t.step;
+    if trace_on() {
+        hyp_line(format_args!(
+            "hypmodel: trace cpu{} dabt {} {}B ipa={:#x} pc={:#x} -> dropped, reads 0 (mutant silent-drop)",
+            t.cpu, t.dir(), t.d.size, t.ipa, t.pc
+        ));
     }
 }
 
@@ -662,7 +484,8 @@ fn emulate_pair(f: &mut Frame, ipa: u64, far: u64) -> bool {
         base.wrapping_add(p.offset as u64)
     };
     let size = u64::from(p.size);
-    if va != far || (ipa & 0xfff) + 2 * size > 0x1000 {
+    // Both accesses must be on the trapped page (the other one may not be a device).
+    if va != far || (ipa & (PAGE_SIZE - 1)) + 2 * size > PAGE_SIZE {
         return false;
     }
     let dab = DataAbort {

@@ -66,6 +66,16 @@ pub fn wfe() {
 /// HCR_EL2: VM, SWIO, TSC (guest SMCs trap), RW (EL1 is AArch64), APK and API (pointer
 /// authentication does not trap). IMO/FMO/AMO = 0: interrupts go straight to EL1.
 const HCR: u64 = (1 << 0) | (1 << 1) | (1 << 19) | (1 << 31) | (1 << 40) | (1 << 41);
+/// CNTHCTL_EL2: EL1PCTEN and EL1PCEN, so the guest reads the physical counter and uses the
+/// physical timer without trapping.
+const CNTHCTL: u64 = 0b11;
+/// ICC_SRE_EL2: SRE, DFB, DIB and Enable (lower ELs may use the GICv3 system registers).
+const ICC_SRE: u64 = 0xf;
+/// SCTLR_EL1 as out of reset with its RES1 bits (MMU, caches off): the guest starts from a
+/// known state whatever QEMU left there.
+const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
+/// ID_AA64PFR0_EL1.GIC, bits [27:24]: non-zero when the GIC system registers exist.
+const PFR0_GIC_SHIFT: u32 = 24;
 
 /// Per-vCPU EL2 set-up before the first entry into the guest.
 ///
@@ -79,18 +89,20 @@ pub unsafe fn setup_el2(vttbr: u64, vtcr: u64) {
         write_vttbr_el2(vttbr);
         write_hcr_el2(HCR);
         write_hstr_el2(0);
-        write_cnthctl_el2(3);
+        write_cnthctl_el2(CNTHCTL);
         write_cntvoff_el2(0);
         write_vpidr_el2(read_midr());
         write_vmpidr_el2(read_mpidr());
-        if (read_id_aa64pfr0() >> 24) & 0xf != 0 {
-            // GICv3 system registers: let EL1 use them.
-            write_icc_sre_el2(0xf);
+        if (read_id_aa64pfr0() >> PFR0_GIC_SHIFT) & 0xf != 0 {
+            write_icc_sre_el2(ICC_SRE);
         }
-        write_sctlr_el1(0x30d0_0800);
+        write_sctlr_el1(SCTLR_EL1_RESET);
         core::arch::asm!("isb", "tlbi vmalls12e1", "dsb ish", "isb", options(nostack));
     }
 }
+
+/// PAR_EL1.PA, bits [47:12], of a successful translation.
+const PAR_PA: u64 = 0x0000_FFFF_FFFF_F000;
 
 /// Stage 1+2 translation of a guest VA for a read, as the guest's EL1 sees it.
 pub fn translate_el1_read(va: u64) -> Option<u64> {
@@ -105,5 +117,5 @@ pub fn translate_el1_read(va: u64) -> Option<u64> {
     if par & 1 != 0 {
         return None;
     }
-    Some((par & 0x0000_FFFF_FFFF_F000) | (va & 0xfff))
+    Some((par & PAR_PA) | (va & 0xfff))
 }
