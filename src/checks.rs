@@ -33,7 +33,10 @@ mod tests {
     #[test]
     fn names_come_from_identifiers() {
         assert_eq!(crate::check_name!("guard", stray_read), "guard: stray-read");
-        assert_eq!(crate::check_name!("guard", granule_16k), "guard: granule-16k");
+        assert_eq!(
+            crate::check_name!("guard", granule_16k),
+            "guard: granule-16k"
+        );
         assert_eq!(crate::check_name!("ioremap", windows), "ioremap: windows");
     }
 }

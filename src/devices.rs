@@ -86,7 +86,11 @@ mod tests {
     fn pages_and_granules_of_held_windows() {
         let mut d = Devices::default();
         assert!(d.pages().is_empty());
-        d.hold(DeviceKind::Console, Region::new(0x900_0000, 0x1000), 0x900_0000);
+        d.hold(
+            DeviceKind::Console,
+            Region::new(0x900_0000, 0x1000),
+            0x900_0000,
+        );
         assert_eq!(d.pages().into_iter().collect::<Vec<_>>(), [0x900_0000]);
         assert!(d.holds(0x900_0ffc, PAGE));
         assert!(!d.holds(0x901_0000, PAGE));
@@ -94,7 +98,11 @@ mod tests {
         assert!(d.holds(0x900_f000, 0x10000));
         assert_eq!(d.get(DeviceKind::Console).map(|h| h.addr), Some(0x900_0000));
         // A window that straddles pages holds both.
-        d.hold(DeviceKind::Console, Region::new(0xa00_0f00, 0x200), 0xa00_0f00);
+        d.hold(
+            DeviceKind::Console,
+            Region::new(0xa00_0f00, 0x200),
+            0xa00_0f00,
+        );
         assert_eq!(d.pages().len(), 3);
     }
 }

@@ -45,9 +45,6 @@ impl Esr {
     pub fn il(self) -> bool {
         self.0 & (1 << 25) != 0
     }
-    pub fn iss(self) -> u32 {
-        (self.0 & 0x01ff_ffff) as u32
-    }
     pub fn is_data_abort(self) -> bool {
         matches!(self.ec(), ec::DABT_LOWER | ec::DABT_CURRENT)
     }

@@ -43,20 +43,38 @@ pub enum Observed {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Deviation {
     /// The read reached the device: it returned the device's own answer.
-    Forwarded { value: u64 },
+    Forwarded {
+        value: u64,
+    },
     /// The read completed without an abort, but not with the device's answer: it was
     /// dropped (or answered by someone else), silently.
-    Dropped { value: u64, device: Option<u64> },
+    Dropped {
+        value: u64,
+        device: Option<u64>,
+    },
     /// The write completed without an abort.
     StoreCompleted,
     /// A data abort, but with another fault status code than 0x10.
-    WrongDfsc { dfsc: u8, esr: u64 },
+    WrongDfsc {
+        dfsc: u8,
+        esr: u64,
+    },
     /// Another exception than pKVM's injected data abort.
-    WrongEsr { esr: u64 },
-    WrongFar { far: u64, addr: u64 },
-    WrongElr { elr: u64, site: u64 },
+    WrongEsr {
+        esr: u64,
+    },
+    WrongFar {
+        far: u64,
+        addr: u64,
+    },
+    WrongElr {
+        elr: u64,
+        site: u64,
+    },
     /// The faulting load wrote its destination register.
-    DestClobbered { dest: u64 },
+    DestClobbered {
+        dest: u64,
+    },
 }
 
 impl fmt::Display for Deviation {
@@ -269,7 +287,13 @@ mod tests {
 
     #[test]
     fn deviations_read_as_sentences() {
-        let s = alloc::format!("{}", Deviation::WrongDfsc { dfsc: 7, esr: 0x9600_0007 });
+        let s = alloc::format!(
+            "{}",
+            Deviation::WrongDfsc {
+                dfsc: 7,
+                esr: 0x9600_0007
+            }
+        );
         assert!(s.contains("DFSC 0x7") && s.contains("not 0x10"), "{s}");
         let s = alloc::format!("{}", Deviation::WrongFar { far: 1, addr: 2 });
         assert_eq!(s, "FAR=0x1 is not the faulting address 0x2");

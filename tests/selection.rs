@@ -110,6 +110,7 @@ fn unexpected_exception_fails_its_check_and_the_run_goes_on() {
     // The check after it still ran, and the run ended with a summary.
     assert_eq!(out.result("boot: mmu").unwrap().kind, Kind::Pass, "{t}");
     assert_eq!(out.report.summary.as_ref().unwrap().unexpected_failures, 1);
+    assert_cleanup_ran_before(&out, "FAIL: selftest: unexpected-exception");
 }
 
 #[test]
@@ -127,6 +128,17 @@ fn panic_fails_its_check_and_the_run_goes_on() {
         .contains("deliberate panic"));
     assert_eq!(out.result("boot: mmu").unwrap().kind, Kind::Pass, "{t}");
     assert_eq!(out.result("boot: vectors").unwrap().kind, Kind::Pass, "{t}");
+    assert_cleanup_ran_before(&out, "FAIL: selftest: panic");
+}
+
+/// The clean-up the abandoned check registered ran once, before its FAIL line.
+fn assert_cleanup_ran_before(out: &ioguard_runner::Outcome, fail: &str) {
+    let t = out.transcript();
+    let at = |prefix: &str| out.report.lines.iter().position(|l| l.starts_with(prefix));
+    let cleanup = "INFO: selftest: clean-up ran after the check was abandoned";
+    let runs = out.report.lines.iter().filter(|l| *l == cleanup).count();
+    assert_eq!(runs, 1, "{t}");
+    assert!(at(cleanup) < at(fail), "{t}");
 }
 
 #[test]

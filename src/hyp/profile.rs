@@ -337,11 +337,19 @@ mod tests {
         assert!(Profile::Pkvm.has_bug(KnownBug::ShareMmioAborts));
         assert!(!Profile::Android16.has_bug(KnownBug::ShareMmioAborts));
         assert!(Profile::Android14.unmap_takes_effect());
-        assert!(!Profile::Android16.unmap_takes_effect() && !Profile::Upstream.unmap_takes_effect());
+        assert!(
+            !Profile::Android16.unmap_takes_effect() && !Profile::Upstream.unmap_takes_effect()
+        );
         assert_eq!(Profile::Android16.unmap_of_unmapped(), Ret::Success);
-        assert_eq!(Profile::Android14.unmap_of_unmapped(), Ret::InvalidParameter);
+        assert_eq!(
+            Profile::Android14.unmap_of_unmapped(),
+            Ret::InvalidParameter
+        );
         assert_eq!(Profile::Pkvm.required_features(), &[2, 3, 4]);
-        assert_eq!(Profile::Android16.required_features(), &[2, 5, 6, 7, 8, 10, 11]);
+        assert_eq!(
+            Profile::Android16.required_features(),
+            &[2, 5, 6, 7, 8, 10, 11]
+        );
         assert_eq!(Profile::Upstream.required_features(), &[2, 7]);
         assert_eq!(Profile::Kvm.no_syndrome(), NoSyndrome::VmmDecides);
         assert_eq!(Profile::None.no_syndrome(), NoSyndrome::Forwarded);

@@ -294,7 +294,11 @@ extern "C" fn ioguard_exception(frame: &mut Frame, vector: u64) {
         expected(c, slot, frame, fault);
         return;
     }
-    for (slot, v) in c.last.iter().zip([vector, fault.esr.0, fault.far, fault.elr]) {
+    for (slot, v) in c
+        .last
+        .iter()
+        .zip([vector, fault.esr.0, fault.far, fault.elr])
+    {
         slot.store(v, Ordering::Relaxed);
     }
     c.last_valid.store(true, Ordering::Release);

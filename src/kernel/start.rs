@@ -5,10 +5,11 @@
 
 use crate::cmdline::{self, CmdlineError, Options};
 use crate::devices::{DeviceKind, Devices};
+use crate::fault::Fault;
 use crate::platform::{self, Platform, Region};
 use crate::report;
 use alloc::format;
-use alloc::string::String;
+use core::fmt;
 
 use super::arch::sysreg;
 use super::console::{self, Uart};
@@ -39,56 +40,99 @@ pub fn fatal(msg: &str) -> ! {
     power::exit(report::code::FATAL)
 }
 
+/// Why boot cannot go on.
+#[derive(Debug)]
+enum BootError {
+    NoTree,
+    Misaligned(u64),
+    Unreadable { at: u64, fault: Fault },
+    BadMagic { at: u64, magic: u32 },
+    BadSize { at: u64, size: u32 },
+    EndUnreadable { at: u64, size: u32, fault: Fault },
+    ImageOutsideRam(Region),
+    TreeOverlapsImage { tree: Region, image: Region },
+}
+
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoTree => write!(
+                f,
+                "no device tree: x0 = 0 (boot ioguard as a Linux Image, not as an ELF)"
+            ),
+            Self::Misaligned(at) => {
+                write!(f, "device tree address x0={at:#x} is not 8-byte aligned")
+            }
+            Self::Unreadable { at, fault } => {
+                write!(f, "device tree at x0={at:#x} is not readable: {fault}")
+            }
+            Self::BadMagic { at, magic } => write!(
+                f,
+                "no device tree at x0={at:#x}: magic {magic:#010x}, expected {FDT_MAGIC:#010x}"
+            ),
+            Self::BadSize { at, size } => {
+                write!(f, "device tree at {at:#x} claims {size} bytes")
+            }
+            Self::EndUnreadable { at, size, fault } => write!(
+                f,
+                "device tree at {at:#x} claims {size} bytes, but its end is not readable: {fault}"
+            ),
+            Self::ImageOutsideRam(image) => write!(
+                f,
+                "the image at {image} is not inside the memory the device tree describes"
+            ),
+            Self::TreeOverlapsImage { tree, image } => {
+                write!(f, "the device tree at {tree} overlaps the image at {image}")
+            }
+        }
+    }
+}
+
 /// Reads a big-endian u32 of the tree through the probe API: x0 comes from whoever booted
 /// us and may point anywhere.
-fn read_be32(addr: u64) -> Result<u32, String> {
+fn read_be32(addr: u64) -> Result<u32, BootError> {
     // SAFETY: a read of the location the boot protocol says holds the device tree; a fault
     // is caught and reported.
     match unsafe { probe::read(addr, Width::W32) } {
         Ok(v) => Ok(u32::from_be(v as u32)),
-        Err(f) => Err(format!(
-            "device tree at x0={addr:#x} is not readable: {}",
-            f.fault
-        )),
+        Err(l) => Err(BootError::Unreadable {
+            at: addr,
+            fault: l.fault,
+        }),
     }
 }
 
 /// Finds the device tree blob x0 points at.
-fn device_tree_blob(dtb: u64) -> Result<&'static [u8], String> {
+fn device_tree_blob(dtb: u64) -> Result<&'static [u8], BootError> {
     if dtb == 0 {
-        return Err(String::from(
-            "no device tree: x0 = 0 (boot ioguard as a Linux Image, not as an ELF)",
-        ));
+        return Err(BootError::NoTree);
     }
     if !dtb.is_multiple_of(8) {
-        return Err(format!(
-            "device tree address x0={dtb:#x} is not 8-byte aligned"
-        ));
+        return Err(BootError::Misaligned(dtb));
     }
     let magic = read_be32(dtb)?;
     if magic != FDT_MAGIC {
-        return Err(format!(
-            "no device tree at x0={dtb:#x}: magic {magic:#010x}, expected {FDT_MAGIC:#010x}"
-        ));
+        return Err(BootError::BadMagic { at: dtb, magic });
     }
     let size = read_be32(dtb + 4)?;
     if !(FDT_HEADER_SIZE..=FDT_MAX_SIZE).contains(&size) {
-        return Err(format!("device tree at {dtb:#x} claims {size} bytes"));
+        return Err(BootError::BadSize { at: dtb, size });
     }
     // The last byte must be readable too before a slice may cover it.
     // SAFETY: as in read_be32.
-    if let Err(f) = unsafe { probe::read(dtb + u64::from(size) - 1, Width::W8) } {
-        return Err(format!(
-            "device tree at {dtb:#x} claims {size} bytes, but its end is not readable: {}",
-            f.fault
-        ));
+    if let Err(l) = unsafe { probe::read(dtb + u64::from(size) - 1, Width::W8) } {
+        return Err(BootError::EndUnreadable {
+            at: dtb,
+            size,
+            fault: l.fault,
+        });
     }
     // SAFETY: [dtb, dtb + size) was just shown readable (first and last byte; RAM in
     // between), and nothing writes the tree for the rest of the run.
     Ok(unsafe { core::slice::from_raw_parts(dtb as *const u8, size as usize) })
 }
 
-fn check_placement(p: &Platform, dtb: Region) -> Result<(), String> {
+fn check_placement(p: &Platform, tree: Region) -> Result<(), BootError> {
     let image = Region::new(
         crate::sym_addr!(__image_start),
         crate::sym_addr!(__image_end) - crate::sym_addr!(__image_start),
@@ -97,14 +141,10 @@ fn check_placement(p: &Platform, dtb: Region) -> Result<(), String> {
         .ram_containing(image.base)
         .filter(|r| r.end() >= image.end());
     if ram.is_none() {
-        return Err(format!(
-            "the image at {image} is not inside the memory the device tree describes"
-        ));
+        return Err(BootError::ImageOutsideRam(image));
     }
-    if image.overlaps(&dtb) {
-        return Err(format!(
-            "the device tree at {dtb} overlaps the image at {image}"
-        ));
+    if image.overlaps(&tree) {
+        return Err(BootError::TreeOverlapsImage { tree, image });
     }
     Ok(())
 }
@@ -127,11 +167,11 @@ extern "C" fn ioguard_main(
             "{bad_relocations} relocations of a type other than R_AARCH64_RELATIVE"
         ));
     }
-    let blob = device_tree_blob(dtb).unwrap_or_else(|e| fatal(&e));
+    let blob = device_tree_blob(dtb).unwrap_or_else(|e| fatal(&format!("{e}")));
     let platform = platform::parse(blob).unwrap_or_else(|e| fatal(&format!("device tree: {e}")));
     conduit::set(platform.psci);
     let dtb_region = Region::new(dtb, blob.len() as u64);
-    check_placement(&platform, dtb_region).unwrap_or_else(|e| fatal(&e));
+    check_placement(&platform, dtb_region).unwrap_or_else(|e| fatal(&format!("{e}")));
     let opts = cmdline::parse(&platform.bootargs);
     if let Ok(o) = &opts {
         power::set_exit_method(o.exit);
@@ -217,7 +257,10 @@ fn announce(hv: &Hypervisor, platform: &Platform, opts: &Options, boot: &BootInf
     );
     println!("INFO: profile {}: {}", hv.profile, hv.reason);
     if let Some(why) = hv.guard_unusable() {
-        println!("INFO: the guard of profile {} is unusable: {why}", hv.profile);
+        println!(
+            "INFO: the guard of profile {} is unusable: {why}",
+            hv.profile
+        );
     }
     if !opts.unknown.is_empty() {
         println!(

@@ -113,7 +113,13 @@ fn qemu_virt_tree() {
     assert!(p.pci[0].ecam);
     // The PCI node's 3-cell children never reach the device list, the bridge does.
     assert!(p.devices.iter().any(|d| d.compatible == "arm,pl031"));
-    assert_eq!(p.devices.iter().filter(|d| d.compatible == "arm,pl031").count(), 1);
+    assert_eq!(
+        p.devices
+            .iter()
+            .filter(|d| d.compatible == "arm,pl031")
+            .count(),
+        1
+    );
     assert_eq!(p.first_ram().map(|r| r.base), Some(0x4000_0000));
     assert!(p.ram_containing(0x4800_0000).is_some());
     assert!(p.ram_containing(0x5000_0000).is_none());

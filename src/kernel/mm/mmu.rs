@@ -60,6 +60,11 @@ pub struct MmuConfig([AtomicU64; 4]);
 #[export_name = "ioguard_mmu_config"]
 static MMU_CONFIG: MmuConfig = MmuConfig([const { AtomicU64::new(0) }; 4]);
 
+// secondary.S reads MAIR, TCR, TTBR0 and SCTLR at offsets 0, 8, 16 and 24, and cleans
+// one 64-byte line.
+const _: () = assert!(core::mem::size_of::<MmuConfig>() == 64);
+const _: () = assert!(core::mem::align_of::<MmuConfig>() == 64);
+
 /// Whether secondary CPUs can turn their MMU on (the boot CPU's set-up is recorded).
 pub fn config_recorded() -> bool {
     MMU_CONFIG.0[3].load(Ordering::Acquire) != 0

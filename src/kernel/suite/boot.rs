@@ -132,7 +132,9 @@ pub fn mmu(ctx: &Ctx) -> Outcome {
             match sysreg::translate(page) {
                 Translation::Mapped { attr, .. } if held.contains(&page) => {
                     if attr != ATTR_DEVICE {
-                        bad.push(format!("held device page {page:#x} has attribute {attr:#x}"));
+                        bad.push(format!(
+                            "held device page {page:#x} has attribute {attr:#x}"
+                        ));
                     }
                 }
                 Translation::Fault if !held.contains(&page) => unmapped += 1,
@@ -190,7 +192,9 @@ pub fn probe_fault(ctx: &Ctx) -> Outcome {
     };
     let addr = ram.base.wrapping_sub(PAGE_SIZE) + 0x7c;
     if sysreg::translate(addr) != Translation::Fault {
-        return Outcome::skip(format_args!("{addr:#x} is mapped; no unmapped page to probe"));
+        return Outcome::skip(format_args!(
+            "{addr:#x} is mapped; no unmapped page to probe"
+        ));
     }
     // SAFETY: the address is unmapped in stage 1, so nothing is read; the fault is expected.
     let load = match unsafe { probe::read(addr, Width::W32) } {
@@ -209,7 +213,10 @@ pub fn probe_fault(ctx: &Ctx) -> Outcome {
         ));
     }
     if !load.dest_untouched() {
-        return Outcome::fail(format_args!("destination register changed to {:#x}", load.dest));
+        return Outcome::fail(format_args!(
+            "destination register changed to {:#x}",
+            load.dest
+        ));
     }
     // SAFETY: as above, for a write: nothing is written to an unmapped page.
     let w = match unsafe { probe::write(addr, Width::W64, 0x1234) } {
@@ -227,4 +234,3 @@ pub fn probe_fault(ctx: &Ctx) -> Outcome {
     }
     Outcome::pass(format_args!("load {}; store ESR={:#x}", f, w.esr.0))
 }
-

@@ -56,7 +56,9 @@ pub fn info(ctx: &Ctx) -> Outcome {
     }
     match guard.info() {
         Ok(x0) if x0 == g => Outcome::pass(format_args!("INFO = HYP_MEMINFO = {g:#x}")),
-        Ok(x0) => Outcome::fail(format_args!("MMIO_GUARD_INFO {x0:#x} != HYP_MEMINFO {g:#x}")),
+        Ok(x0) => Outcome::fail(format_args!(
+            "MMIO_GUARD_INFO {x0:#x} != HYP_MEMINFO {g:#x}"
+        )),
         Err(f) => Outcome::fail(format_args!("MMIO_GUARD_INFO aborted: {f}")),
     }
 }
@@ -273,7 +275,9 @@ pub fn neighbour(ctx: &Ctx) -> Outcome {
             b.device,
             b.page()
         )),
-        Err(why) => Outcome::fail(format_args!("with {ga:#x} registered, the next granule: {why}")),
+        Err(why) => Outcome::fail(format_args!(
+            "with {ga:#x} registered, the next granule: {why}"
+        )),
     }
 }
 
@@ -438,7 +442,9 @@ fn other_cpu_verdict(
     };
     let seen = forwarded.as_ref().map_or(0, |(who, _)| *who);
     match &forwarded {
-        Err(e) => wrong.push(format!("could not run the registered-page read on {other}: {e}")),
+        Err(e) => wrong.push(format!(
+            "could not run the registered-page read on {other}: {e}"
+        )),
         Ok((who, r)) => {
             wrong.extend(misplaced(*who, "registered-page"));
             if let Err(why) = r {
@@ -594,7 +600,10 @@ pub fn registered_read(ctx: &Ctx) -> Outcome {
             t.device,
             t.expected()
         )),
-        Err(l) => Outcome::fail(format_args!("registered {} page aborted: {}", t.device, l.fault)),
+        Err(l) => Outcome::fail(format_args!(
+            "registered {} page aborted: {}",
+            t.device, l.fault
+        )),
     }
 }
 
@@ -618,7 +627,10 @@ pub fn registered_write(ctx: &Ctx) -> Outcome {
             Ok(back) if back == v => seen.push(format!("{back:#x}")),
             Ok(back) => return Outcome::fail(format_args!("wrote {v:#x}, read back {back:#x}")),
             Err(f) => {
-                return Outcome::fail(format_args!("registered {} register aborted: {f}", t.device))
+                return Outcome::fail(format_args!(
+                    "registered {} register aborted: {f}",
+                    t.device
+                ))
             }
         }
     }
@@ -682,9 +694,27 @@ pub fn widths(ctx: &Ctx) -> Outcome {
         ("8-bit", 0, Width::W8, false, words[0] & 0xff),
         ("16-bit", 0, Width::W16, false, words[0] & 0xffff),
         ("64-bit", 0, Width::W64, false, words[0] | (words[1] << 32)),
-        ("ldrsb", off, Width::W8, true, word as u8 as i8 as i64 as u64),
-        ("ldrsh", off, Width::W16, true, word as u16 as i16 as i64 as u64),
-        ("ldrsw", off, Width::W32, true, word as u32 as i32 as i64 as u64),
+        (
+            "ldrsb",
+            off,
+            Width::W8,
+            true,
+            word as u8 as i8 as i64 as u64,
+        ),
+        (
+            "ldrsh",
+            off,
+            Width::W16,
+            true,
+            word as u16 as i16 as i64 as u64,
+        ),
+        (
+            "ldrsw",
+            off,
+            Width::W32,
+            true,
+            word as u32 as i32 as i64 as u64,
+        ),
     ];
     let mut bad = Vec::new();
     for (what, o, w, signed, want) in loads {
@@ -736,7 +766,9 @@ pub fn no_syndrome(ctx: &Ctx) -> Outcome {
         (NoSyndrome::Aborts, Ok((x, y))) => Outcome::fail(format_args!(
             "an ldp (no valid syndrome) at {addr:#x} was forwarded: read {x:#x}, {y:#x}"
         )),
-        (_, Ok((x, _))) => Outcome::pass(format_args!("profile {profile}: ldp forwarded, read {x:#x}")),
+        (_, Ok((x, _))) => Outcome::pass(format_args!(
+            "profile {profile}: ldp forwarded, read {x:#x}"
+        )),
         (_, Err((l, _))) => Outcome::fail(format_args!(
             "profile {profile}: ldp at {addr:#x} aborted: {}",
             l.fault

@@ -62,7 +62,9 @@ fn unrecoverable(u: &Unexpected) -> ! {
         smp::secondary_failed();
     }
     if !console::is_installed() {
-        semihosting::write(&format!("ioguard: fatal: unexpected exception during boot: {u}\n"));
+        semihosting::write(&format!(
+            "ioguard: fatal: unexpected exception during boot: {u}\n"
+        ));
         power::exit(report::code::FATAL)
     }
     abort_run("unexpected exception outside any check")
