@@ -182,7 +182,7 @@ mod tests {
     }
 
     #[test]
-    fn isv_access_fields() {
+    fn isv_and_class_of_a_stage2_data_abort() {
         // ldr w1, [x0] through a stage-2 fault as an EL2 sees it: ISV, SAS=2, SRT=1.
         let e = Esr(0x9382_0007 | (1 << 16));
         assert!(e.isv());

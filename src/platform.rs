@@ -103,14 +103,32 @@ pub struct PciHost {
     pub config: Region,
 }
 
+/// How the console was chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsoleSource {
+    /// `/chosen/stdout-path` (possibly through an alias).
+    StdoutPath,
+    /// No `stdout-path`: the first UART node of the tree.
+    FirstUart,
+}
+
+impl fmt::Display for ConsoleSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::StdoutPath => "stdout-path",
+            Self::FirstUart => "first UART node",
+        })
+    }
+}
+
 /// What the device tree tells ioguard.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Platform {
     pub model: String,
     pub memory: Vec<Region>,
     pub console: Console,
-    /// Where the console choice came from: `stdout-path` or a fallback.
-    pub console_source: &'static str,
+    /// Where the console choice came from.
+    pub console_source: ConsoleSource,
     pub psci: Conduit,
     pub bootargs: String,
     /// MPIDR of each CPU node.
@@ -498,9 +516,12 @@ pub fn from_fdt(fdt: &Fdt<'_>) -> Result<Platform, PlatformError> {
     w.virtio_mmio.sort_unstable_by_key(|r| r.base);
 
     let (console, console_source) = match stdout_node(fdt)? {
-        Some(path) => (console_at(fdt, &path, &identity)?, "stdout-path"),
+        Some(path) => (
+            console_at(fdt, &path, &identity)?,
+            ConsoleSource::StdoutPath,
+        ),
         None => match w.uarts.first() {
-            Some(path) => (console_at(fdt, path, &identity)?, "first UART node"),
+            Some(path) => (console_at(fdt, path, &identity)?, ConsoleSource::FirstUart),
             None => return Err(PlatformError::NoConsole),
         },
     };

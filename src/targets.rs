@@ -8,11 +8,50 @@ use alloc::vec::Vec;
 
 pub const PAGE: u64 = 0x1000;
 
+/// What answers at a probe target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TargetKind {
+    Pl011,
+    Pl031,
+    Pl061,
+    VirtioMmio,
+    PciConfig,
+}
+
+impl TargetKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pl011 => "pl011",
+            Self::Pl031 => "pl031",
+            Self::Pl061 => "pl061",
+            Self::VirtioMmio => "virtio-mmio",
+            Self::PciConfig => "pci-config",
+        }
+    }
+
+    /// Preference when picking a target: devices with a page of their own and a known ID
+    /// first, then virtio-mmio windows (which share pages), then PCI configuration space
+    /// (whose answer is not known in advance).
+    fn rank(self) -> u8 {
+        match self {
+            Self::VirtioMmio => 1,
+            Self::PciConfig => 2,
+            Self::Pl011 | Self::Pl031 | Self::Pl061 => 0,
+        }
+    }
+}
+
+impl core::fmt::Display for TargetKind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A device register with a known value, on a page the guest may probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Target {
     /// What answers there, for result lines.
-    pub device: &'static str,
+    pub device: TargetKind,
     /// Base of the device's registers (page aligned for every device listed here).
     pub base: u64,
     /// Offset and expected value of a read-only identification register (32 bits); no
@@ -50,14 +89,14 @@ impl Target {
 const PCI_CONFIG_OFFSETS: [u64; 6] = [0, 0x1000, 0x4000, 0x8000, 0x10000, 0x20000];
 
 /// The devices ioguard knows an identification register of.
-fn known(compatible: &str) -> Option<(&'static str, u64, u32, Option<u64>)> {
+fn known(compatible: &str) -> Option<(TargetKind, u64, u32, Option<u64>)> {
     Some(match compatible {
         // PrimeCell peripheral ID0 at 0xfe0; PL031's match register (0x004) is read/write.
-        "arm,pl031" => ("pl031", 0xfe0, 0x31, Some(0x004)),
-        "arm,pl061" => ("pl061", 0xfe0, 0x61, None),
-        "arm,pl011" => ("pl011", 0xfe0, 0x11, None),
+        "arm,pl031" => (TargetKind::Pl031, 0xfe0, 0x31, Some(0x004)),
+        "arm,pl061" => (TargetKind::Pl061, 0xfe0, 0x61, None),
+        "arm,pl011" => (TargetKind::Pl011, 0xfe0, 0x11, None),
         // Magic "virt".
-        "virtio,mmio" => ("virtio-mmio", 0x000, 0x7472_6976, None),
+        "virtio,mmio" => (TargetKind::VirtioMmio, 0x000, 0x7472_6976, None),
         _ => return None,
     })
 }
@@ -92,7 +131,7 @@ pub fn targets(p: &Platform, held: &BTreeSet<u64>) -> Vec<Target> {
             let page = host.config.base + off;
             if off + PAGE <= host.config.size && !held.contains(&page) {
                 out.push(Target {
-                    device: "pci-config",
+                    device: TargetKind::PciConfig,
                     base: page,
                     id_offset: 0,
                     id_value: None,
@@ -110,19 +149,13 @@ pub fn writable(ts: &[Target]) -> Option<Target> {
     ts.iter().copied().find(|t| t.rw_offset.is_some())
 }
 
-/// A target other than those in `avoid`'s granules (granule `g`), preferring devices with a
-/// page of their own and a known ID, then virtio-mmio windows (which share pages), then PCI
-/// configuration space (whose answer is not known in advance).
+/// A target other than those in `avoid`'s granules (granule `g`), in the order of
+/// `TargetKind::rank`, then by address.
 pub fn pick(ts: &[Target], g: u64, avoid: &[u64]) -> Option<Target> {
     let free = |t: &&Target| !avoid.iter().any(|a| a & !(g - 1) == t.base & !(g - 1));
-    let rank = |t: &Target| match t.device {
-        "virtio-mmio" => 1,
-        "pci-config" => 2,
-        _ => 0,
-    };
     ts.iter()
         .filter(free)
-        .min_by_key(|t| (rank(t), t.base))
+        .min_by_key(|t| (t.device.rank(), t.base))
         .copied()
 }
 
@@ -180,7 +213,7 @@ mod tests {
                 kind: UartKind::Pl011,
                 region: Region::new(0x0900_0000, 0x1000),
             },
-            console_source: "stdout-path",
+            console_source: crate::platform::ConsoleSource::StdoutPath,
             psci: Conduit::Hvc,
             bootargs: String::new(),
             cpus: vec![0],
@@ -202,18 +235,28 @@ mod tests {
     fn qemu_virt_targets() {
         let ts = targets(&virt(), &console());
         // The console's PL011 is left out; fw_cfg has no known ID register.
-        assert_eq!(ts[0].device, "pl031");
+        assert_eq!(ts[0].device, TargetKind::Pl031);
         assert_eq!(ts[0].id_addr(), 0x0901_0fe0);
-        assert_eq!(ts[1].device, "pl061");
-        assert_eq!(ts.iter().filter(|t| t.device == "virtio-mmio").count(), 32);
-        assert_eq!(ts.iter().filter(|t| t.device == "pci-config").count(), 6);
-        assert_eq!(writable(&ts).unwrap().device, "pl031");
+        assert_eq!(ts[1].device, TargetKind::Pl061);
+        assert_eq!(
+            ts.iter()
+                .filter(|t| t.device == TargetKind::VirtioMmio)
+                .count(),
+            32
+        );
+        assert_eq!(
+            ts.iter()
+                .filter(|t| t.device == TargetKind::PciConfig)
+                .count(),
+            6
+        );
+        assert_eq!(writable(&ts).unwrap().device, TargetKind::Pl031);
     }
 
     #[test]
     fn held_pages_are_not_targets() {
         let all = targets(&virt(), &BTreeSet::new());
-        assert_eq!(all[0].device, "pl011");
+        assert_eq!(all[0].device, TargetKind::Pl011);
         let held = BTreeSet::from([0x0901_0000, 0x3f00_1000]);
         let ts = targets(&virt(), &held);
         assert!(ts.iter().all(|t| !held.contains(&t.page())));
@@ -223,14 +266,17 @@ mod tests {
     #[test]
     fn picking() {
         let ts = targets(&virt(), &console());
-        assert_eq!(pick(&ts, 0x1000, &[]).unwrap().device, "pl031");
-        assert_eq!(pick(&ts, 0x1000, &[0x0901_0000]).unwrap().device, "pl061");
+        assert_eq!(pick(&ts, 0x1000, &[]).unwrap().device, TargetKind::Pl031);
+        assert_eq!(
+            pick(&ts, 0x1000, &[0x0901_0000]).unwrap().device,
+            TargetKind::Pl061
+        );
         // With 64 KiB granules the PL031 and PL061 granules differ, the PL011's is avoided.
         assert_eq!(
             pick(&ts, 0x10000, &[0x0901_0000, 0x0903_0000])
                 .unwrap()
                 .device,
-            "virtio-mmio"
+            TargetKind::VirtioMmio
         );
         let (a, b) = neighbours(&ts, 0x1000).unwrap();
         assert_eq!((a.base, b.base), (0x0a00_0000, 0x0a00_1000));
@@ -243,7 +289,7 @@ mod tests {
         let only_pci: Vec<Target> = ts
             .iter()
             .copied()
-            .filter(|t| t.device == "pci-config")
+            .filter(|t| t.device == TargetKind::PciConfig)
             .collect();
         assert_eq!(
             pick(&only_pci, 0x1000, &[0x3f00_0000]).unwrap().base,
@@ -251,7 +297,7 @@ mod tests {
         );
         assert!(ts
             .iter()
-            .find(|t| t.device == "pci-config")
+            .find(|t| t.device == TargetKind::PciConfig)
             .unwrap()
             .answers(0xffff_ffff));
         assert!(!ts[0].answers(0));

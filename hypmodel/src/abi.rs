@@ -1,4 +1,4 @@
-//! ABI numbers, written from `shared/pkvm-abi.md` (sections 0-3) on this side only: the
+//! ABI numbers, written from the pKVM guest ABI (docs/DESIGN.md) on this side only: the
 //! guest has its own copy, so that a wrong value on one side is caught by the other.
 
 // SMCCC architecture calls (fast, SMC32, owner 0).

@@ -15,7 +15,7 @@ pub enum Profile {
     Android16,
     Upstream,
     Kvm,
-    /// Upstream pKVM (7.2+) as measured with a protected VM (shared/pkvm-host.md): memory
+    /// Upstream pKVM (7.2+) as measured with a protected VM on a real host under emulation: memory
     /// sharing, no MMIO guard, MEM_SHARE of a device IPA answered with an abort.
     Pkvm,
 }
@@ -44,7 +44,7 @@ impl Profile {
     }
 }
 
-/// One realistic bug each; see the table at the end of `shared/CHECKS.md`.
+/// One realistic bug each; see the table in hypmodel/README.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mutant {
     GuardOff,

@@ -14,7 +14,7 @@ pub const MODEL_PROFILES: &[&str] = &[
 ];
 /// hypmodel's granules.
 pub const MODEL_GRANULES: &[&str] = &["4k", "16k", "64k"];
-/// hypmodel's mutants: one realistic bug each (shared/CHECKS.md).
+/// hypmodel's mutants: one realistic bug each (hypmodel/README.md).
 pub const MODEL_MUTANTS: &[&str] = &[
     "guard-off",
     "silent-drop",

@@ -1,5 +1,5 @@
 //! The SMCCC and pKVM function IDs and return codes ioguard calls, written from
-//! shared/pkvm-abi.md (sections 0-2). hypmodel has its own copy on purpose: a wrong value
+//! the pKVM guest ABI (docs/DESIGN.md). hypmodel has its own copy on purpose: a wrong value
 //! on one side is then caught by the other instead of being agreed on by both.
 
 /// Arm architecture calls (owner 0, fast, SMC32).

@@ -242,13 +242,14 @@ fn console_up(platform: &Platform) -> Devices {
 fn announce(hv: &Hypervisor, platform: &Platform, opts: &Options, boot: &BootInfo, entry_el: u64) {
     let c = &platform.console;
     println!(
-        "ioguard {}: hypervisor={} profile={} granule={} entered-el={} cpus={} memory={}MiB console={}@{:#x} psci={} load={:#x}",
+        "ioguard {}: hypervisor={} profile={} granule={} entered-el={} cpus={} midr={:#x} memory={}MiB console={}@{:#x} psci={} load={:#x}",
         env!("CARGO_PKG_VERSION"),
         hv.name(),
         hv.profile,
         hv.mmio_guard().map_or(0, |g| g.granule()),
         entry_el,
         platform.cpus.len(),
+        sysreg::midr(),
         platform.memory.iter().map(|r| r.size).sum::<u64>() >> 20,
         c.kind.name(),
         c.region.base,

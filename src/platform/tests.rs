@@ -103,7 +103,7 @@ fn qemu_virt_tree() {
     assert_eq!(p.memory, [Region::new(0x4000_0000, 0x1000_0000)]);
     assert_eq!(p.console.kind, UartKind::Pl011);
     assert_eq!(p.console.region, Region::new(0x0900_0000, 0x1000));
-    assert_eq!(p.console_source, "stdout-path");
+    assert_eq!(p.console_source, ConsoleSource::StdoutPath);
     assert_eq!(p.psci, Conduit::Hvc);
     assert_eq!(p.bootargs, "only=boot:* log=debug");
     assert_eq!(p.cpus, [0, 1]);
@@ -193,7 +193,7 @@ fn no_stdout_path_falls_back_to_first_uart() {
         .remove_property("stdout-path");
     let p = parse_tree(&t).unwrap();
     assert_eq!(p.console.path, "/pl011@9000000");
-    assert_eq!(p.console_source, "first UART node");
+    assert_eq!(p.console_source, ConsoleSource::FirstUart);
 }
 
 #[test]

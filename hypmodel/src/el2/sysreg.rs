@@ -83,7 +83,7 @@ const PFR0_GIC_SHIFT: u32 = 24;
 /// `vttbr` must point at valid stage-2 tables that map only guest RAM.
 pub unsafe fn setup_el2(vttbr: u64, vtcr: u64) {
     // SAFETY: the caller's contract for the tables; the other values are the documented
-    // non-VHE configuration (shared/el2-on-qemu.md section 3).
+    // non-VHE configuration, which QEMU TCG accepts from an EL2 program.
     unsafe {
         write_vtcr_el2(vtcr);
         write_vttbr_el2(vttbr);

@@ -3,8 +3,8 @@
 //! few lines of inline assembly here, each with its reason.
 
 use aarch64_cpu::registers::{
-    Readable, CNTFRQ_EL0, CNTPCT_EL0, ESR_EL1, FAR_EL1, ID_AA64MMFR0_EL1, MPIDR_EL1, SCTLR_EL1,
-    TPIDR_EL1, TTBR0_EL1,
+    Readable, CNTFRQ_EL0, CNTPCT_EL0, ESR_EL1, FAR_EL1, ID_AA64MMFR0_EL1, MIDR_EL1, MPIDR_EL1,
+    SCTLR_EL1, TPIDR_EL1, TTBR0_EL1,
 };
 use core::arch::asm;
 
@@ -15,6 +15,11 @@ pub fn cpu_index() -> usize {
 
 pub fn mpidr() -> u64 {
     MPIDR_EL1.get()
+}
+
+/// MIDR_EL1: implementer, part number and revision of the CPU.
+pub fn midr() -> u64 {
+    MIDR_EL1.get()
 }
 
 pub fn esr_el1() -> u64 {

@@ -27,6 +27,12 @@ pub fn device_tree(ctx: &Ctx) -> Outcome {
     for r in &p.memory {
         ctx.info(format_args!("memory {r}"));
     }
+    for gic in p.devices.iter().filter(|d| d.compatible.contains("gic")) {
+        ctx.info(format_args!(
+            "interrupt controller {} ({})",
+            gic.path, gic.compatible
+        ));
+    }
     ctx.info(format_args!(
         "{} device nodes, {} virtio-mmio, {} PCI host bridges, model '{}'",
         p.devices.len(),

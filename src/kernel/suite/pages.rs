@@ -12,7 +12,7 @@ use crate::kernel::mm::{ioremap, mmu};
 use crate::kernel::probe::{self, LoadFault, Width};
 use crate::refusal::{judge_stray, Deviation, Observed, StrayAccess};
 use crate::report::Outcome;
-use crate::targets::{self, Target};
+use crate::targets::{self, Target, TargetKind};
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 use core::fmt;
@@ -113,7 +113,7 @@ pub fn stray_read(
 pub enum NotRefused {
     Unmapped(mmu::MmuError),
     Deviation {
-        device: &'static str,
+        device: TargetKind,
         addr: u64,
         deviation: Deviation,
     },
@@ -168,13 +168,13 @@ pub fn expect_refused(t: &Target) -> Result<Fault, NotRefused> {
 pub enum NotForwarded {
     Unmapped(mmu::MmuError),
     Value {
-        device: &'static str,
+        device: TargetKind,
         page: u64,
         value: u64,
         expected: alloc::string::String,
     },
     Aborted {
-        device: &'static str,
+        device: TargetKind,
         page: u64,
         fault: Fault,
     },
