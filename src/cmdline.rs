@@ -57,6 +57,8 @@ pub struct Options {
     pub exit: ExitMethod,
     /// `ioguard.profile=NAME`: overrides the detected hypervisor profile.
     pub profile: Option<Profile>,
+    /// `repeat=N`: run the selection N times (1..=1000), to shake out flaky verdicts.
+    pub repeat: u32,
     /// Tokens that are not ours (kept for a warning line).
     pub unknown: Vec<String>,
 }
@@ -70,6 +72,7 @@ impl Default for Options {
             trace: false,
             exit: ExitMethod::Psci,
             profile: None,
+            repeat: 1,
             unknown: Vec::new(),
         }
     }
@@ -101,6 +104,9 @@ impl fmt::Display for CmdlineError {
         }
     }
 }
+
+/// The most `repeat=` allows.
+pub const MAX_REPEAT: u32 = 1000;
 
 /// Parses the command line. Tokens that are not ioguard's (a VMM's `console=`, say) are
 /// collected in `unknown`; a malformed value of one of ours is an error.
@@ -142,6 +148,16 @@ pub fn parse(line: &str) -> Result<Options, CmdlineError> {
                         })
                     }
                 }
+            }
+            ("repeat", Some(v)) => {
+                o.repeat = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_REPEAT).contains(n))
+                    .ok_or(CmdlineError::BadValue {
+                        option: "repeat",
+                        value: v.to_string(),
+                    })?
             }
             ("ioguard.profile", Some(v)) if !v.is_empty() => {
                 o.profile = Some(
@@ -225,6 +241,10 @@ mod tests {
         assert_eq!(parse("only="), Err(CmdlineError::EmptyOnly));
         assert_eq!(parse("only=,,"), Err(CmdlineError::EmptyOnly));
         assert!(parse("ioguard.profile=").is_err());
+        assert_eq!(parse("repeat=8").unwrap().repeat, 8);
+        for bad in ["repeat=0", "repeat=1001", "repeat=x", "repeat="] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
         let e = parse("ioguard.profile=android15").unwrap_err();
         assert_eq!(
             alloc::format!("{e}"),

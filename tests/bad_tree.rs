@@ -156,3 +156,33 @@ fn console_named_through_an_alias_with_options() {
         "names '/nowhere@0', which is not in the tree",
     );
 }
+
+/// Boots with the console's UART moved to `base` (its node and `reg`), and returns what
+/// the guest printed, on whatever console it could use.
+fn console_moved_to(base: u64, name: &str) -> (i32, String, Duration) {
+    let mut t = qemu_tree();
+    let uart = t.root.child_mut("pl011@9000000").expect("pl011 node");
+    uart.property_mut("reg")
+        .unwrap()
+        .set_value([(base >> 32) as u32, base as u32, 0, 0x1000]);
+    boot_with(&t, name)
+}
+
+#[test]
+fn console_on_flash_or_pci_space_gives_up_the_uart_and_still_reports() {
+    // Flash reads back as memory (not a PL011's ID); unassigned PCI space reads all ones.
+    for (base, name) in [(0x0, "flash"), (0x1000_0000, "pci-mmio")] {
+        let (status, all, elapsed) = console_moved_to(base, name);
+        assert!(
+            elapsed < Duration::from_secs(10),
+            "{name}: took {elapsed:?}"
+        );
+        assert_eq!(status, 1, "{name}: status {status}\n{all}");
+        assert!(
+            all.contains("does not answer as the UART the device tree names"),
+            "{name}:\n{all}"
+        );
+        assert!(all.contains("FAIL: guard: console: "), "{name}:\n{all}");
+        assert!(all.contains("SUMMARY: "), "{name}:\n{all}");
+    }
+}

@@ -43,6 +43,7 @@ pub const DEFAULT_CHECKS: &[&str] = &[
     "guard: registered-write",
     "guard: widths",
     "guard: no-syndrome",
+    "guard: console",
     "control: stray-forwarded",
     "ioremap: windows",
 ];
@@ -56,7 +57,8 @@ pub fn plain_qemu_expectation(name: &str) -> Kind {
         || name == "psci: cpu-on"
         || name.starts_with("meminfo:")
         || name.starts_with("memshare:")
-        || (name.starts_with("guard:") && name != "guard: no-syndrome" && name != "guard: widths");
+        || (name.starts_with("guard:")
+            && !["guard: no-syndrome", "guard: widths", "guard: console"].contains(&name));
     if needs_hypervisor {
         Kind::Skip
     } else {

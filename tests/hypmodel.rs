@@ -46,7 +46,7 @@ fn expected(profile: &str, granule: &str, name: &str) -> Kind {
         "guard: no-syndrome" => pass_or_skip(profile != "kvm"),
         // Forwarding of every access width is checked with or without a guard, and the
         // runs here have two CPUs.
-        "guard: widths" | "psci: cpu-on" => Kind::Pass,
+        "guard: widths" | "psci: cpu-on" | "guard: console" => Kind::Pass,
         "control: stray-forwarded" => pass_or_skip(!guard),
         n if n.starts_with("guard:") => pass_or_skip(guard),
         _ => Kind::Pass,

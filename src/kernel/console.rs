@@ -2,18 +2,19 @@
 //! window; and the `log` backend on top of it.
 
 use crate::cmdline::LogLevel;
+use crate::fault::Fault;
+use crate::hyp::abi::Ret;
 use crate::platform::UartKind;
 use core::fmt::{self, Write};
-use spin::Mutex;
+use spin::{Mutex, Once};
 
-use crate::fault::Fault;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use super::probe::{self, Slot, Width};
 use super::semihosting;
 
 /// Bounded wait for transmit space: a UART that never drains (or a hypervisor that
-/// returns garbage for its status register) loses characters instead of hanging the run.
+/// returns garbage for its status register) is given up, not spun on.
 const TX_SPIN_LIMIT: u32 = 100_000;
 
 pub struct Uart {
@@ -21,14 +22,141 @@ pub struct Uart {
     kind: UartKind,
 }
 
-/// The UART stopped answering: an access to its registered window aborted (a hypervisor
-/// that refuses the console's registered page, for instance). From then on output goes to
-/// the semihosting console, and the run cannot end with status 0.
-static BROKEN: Mutex<Option<Fault>> = Mutex::new(None);
+/// What went wrong with the UART.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trouble {
+    /// An access to its window aborted (a hypervisor that dropped or refused the
+    /// console's registration, for instance).
+    Aborted(Fault),
+    /// The transmitter never became ready: the status register read this every time.
+    Stuck { status: u64 },
+    /// The window could not be registered at boot: MAP answered this.
+    NotRegistered(Result<Ret, Fault>),
+    /// What answers at the window is not the UART the tree names (flash, an empty bus):
+    /// its identification read this.
+    NotAUart { id: u64 },
+}
 
-/// The fault that broke the console, if one did.
-pub fn broken() -> Option<Fault> {
+impl fmt::Display for Trouble {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Aborted(fault) => write!(f, "an access to the console's window aborted ({fault})"),
+            Self::Stuck { status } => write!(
+                f,
+                "the UART never became ready to transmit (status {status:#x} for {TX_SPIN_LIMIT} reads)"
+            ),
+            Self::NotRegistered(Ok(r)) => {
+                write!(f, "registering the console's window at boot: MAP answered {r}")
+            }
+            Self::NotRegistered(Err(fault)) => {
+                write!(f, "registering the console's window at boot: MAP aborted ({fault})")
+            }
+            Self::NotAUart { id } => write!(
+                f,
+                "the console's window does not answer as the UART the device tree names (identification {id:#x})"
+            ),
+        }
+    }
+}
+
+/// What re-registering the console's window did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Repair {
+    /// MAP answered 0 again.
+    Registered,
+    /// There is no guard to register with.
+    NoGuard,
+    Refused(Result<Ret, Fault>),
+}
+
+impl fmt::Display for Repair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Registered => write!(f, "re-registered (MAP answered 0)"),
+            Self::NoGuard => write!(f, "no guard to re-register with"),
+            Self::Refused(Ok(r)) => write!(f, "re-registering failed (MAP answered {r})"),
+            Self::Refused(Err(fault)) => write!(f, "re-registering failed (MAP aborted: {fault})"),
+        }
+    }
+}
+
+/// Something that happened to the console during the run: the trouble, the one repair
+/// tried, and whether output then went through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Incident {
+    pub trouble: Trouble,
+    pub repair: Option<Repair>,
+    pub recovered: bool,
+}
+
+impl fmt::Display for Incident {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.trouble)?;
+        if let Some(r) = self.repair {
+            write!(f, "; {r}")?;
+        }
+        if self.recovered {
+            write!(f, "; output went on through the UART")
+        } else {
+            write!(f, "; output moved to the semihosting console")
+        }
+    }
+}
+
+/// Incidents kept for the `guard: console` check (a fixed array: they may be recorded
+/// from exception context, where allocating could deadlock on the heap's lock).
+const KEPT: usize = 4;
+static INCIDENTS: Mutex<([Option<Incident>; KEPT], usize)> = Mutex::new(([None; KEPT], 0));
+
+fn note(i: Incident) {
+    if let Some(mut log) = INCIDENTS.try_lock() {
+        let (kept, n) = &mut *log;
+        if let Some(slot) = kept.get_mut(*n) {
+            *slot = Some(i);
+        }
+        *n += 1;
+    }
+}
+
+/// Whether an incident already says output moved to semihosting.
+fn any_unrecovered() -> bool {
+    INCIDENTS
+        .try_lock()
+        .is_some_and(|log| log.0.iter().flatten().any(|i| !i.recovered))
+}
+
+/// The incidents so far, and how many there were in all.
+pub fn incidents() -> (alloc::vec::Vec<Incident>, usize) {
+    let log = INCIDENTS.lock();
+    (log.0.iter().flatten().copied().collect(), log.1)
+}
+
+/// The UART was given up: output goes to the semihosting console from then on, and the
+/// run cannot end with status 0.
+static BROKEN: Mutex<Option<Trouble>> = Mutex::new(None);
+
+/// What made the console give the UART up, if anything did.
+pub fn broken() -> Option<Trouble> {
     BROKEN.try_lock().and_then(|b| *b)
+}
+
+/// The one re-registration the console may try (installed by the boot code, which owns
+/// the guard), and whether it was tried.
+static REPAIR: Once<fn() -> Repair> = Once::new();
+static REPAIRED: AtomicBool = AtomicBool::new(false);
+
+pub fn set_repair(f: fn() -> Repair) {
+    REPAIR.call_once(|| f);
+}
+
+/// Records that the window could not be registered at boot (the UART is used anyway: if
+/// the hypervisor refuses its accesses, output moves to semihosting).
+pub fn not_registered(answer: Result<Ret, Fault>) {
+    note(Incident {
+        trouble: Trouble::NotRegistered(answer),
+        repair: None,
+        recovered: false,
+    });
 }
 
 impl Uart {
@@ -59,6 +187,36 @@ impl Uart {
         }
     }
 
+    /// Whether a UART of the kind the tree names answers at the window: a PL011's
+    /// PrimeCell ID (0xB105F00D at 0xff0..0xfff, one byte per word); a 16550 whose line
+    /// status reads all ones is an empty bus. Err with what was read otherwise.
+    fn identify(&self) -> Result<(), Trouble> {
+        const PRIMECELL: u32 = 0xb105_f00d;
+        match self.kind {
+            UartKind::Pl011 => {
+                let mut id = 0u32;
+                for i in 0..4u64 {
+                    // SAFETY: the PrimeCell ID registers of the window, read-only, no side
+                    // effect; a fault is caught.
+                    let b = unsafe {
+                        probe::read_in(Slot::Console, self.base + 0xff0 + 4 * i, Width::W32)
+                    }
+                    .map_err(|l| Trouble::Aborted(l.fault))?;
+                    id |= (b as u32 & 0xff) << (8 * i);
+                }
+                if id == PRIMECELL {
+                    Ok(())
+                } else {
+                    Err(Trouble::NotAUart { id: u64::from(id) })
+                }
+            }
+            UartKind::Ns16550 { .. } => match self.status().map_err(Trouble::Aborted)? {
+                lsr if lsr & 0xff == 0xff => Err(Trouble::NotAUart { id: lsr }),
+                _ => Ok(()),
+            },
+        }
+    }
+
     /// Reads the status register (no side effect on either UART).
     fn status(&self) -> Result<u64, Fault> {
         let (_, status, _) = self.layout();
@@ -69,15 +227,40 @@ impl Uart {
             .map_err(|l| l.fault)
     }
 
-    fn put(&mut self, b: u8) -> Result<(), Fault> {
+    fn put(&mut self, b: u8) -> Result<(), Trouble> {
         let (data, _, ready) = self.layout();
+        let mut status = 0;
+        let mut ok = false;
         for _ in 0..TX_SPIN_LIMIT {
-            if ready(self.status()?) {
+            status = self.status().map_err(Trouble::Aborted)?;
+            if ready(status) {
+                ok = true;
                 break;
             }
         }
+        if !ok {
+            return Err(Trouble::Stuck { status });
+        }
         // SAFETY: the transmit register inside the mapped window.
         unsafe { probe::write_in(Slot::Console, self.base + data, self.width(), u64::from(b)) }
+            .map_err(Trouble::Aborted)
+    }
+
+    /// `put`, and on an abort one re-registration of the window (once per run) and one
+    /// retry: a hypervisor that dropped the registration loses one incident, not the run.
+    fn put_repairing(&mut self, b: u8) -> Result<(), Trouble> {
+        let trouble = match self.put(b) {
+            Err(t @ Trouble::Aborted(_)) if !REPAIRED.swap(true, Ordering::AcqRel) => t,
+            other => return other,
+        };
+        let repair = REPAIR.get().map_or(Repair::NoGuard, |f| f());
+        let retry = self.put(b);
+        note(Incident {
+            trouble,
+            repair: Some(repair),
+            recovered: retry.is_ok(),
+        });
+        retry
     }
 }
 
@@ -85,13 +268,14 @@ impl Write for Uart {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for b in s.bytes() {
             let r = if b == b'\n' {
-                self.put(b'\r').and_then(|()| self.put(b))
+                self.put_repairing(b'\r')
+                    .and_then(|()| self.put_repairing(b))
             } else {
-                self.put(b)
+                self.put_repairing(b)
             };
-            if let Err(f) = r {
+            if let Err(t) = r {
                 if let Some(mut slot) = BROKEN.try_lock() {
-                    *slot = Some(f);
+                    *slot = Some(t);
                 }
                 return Err(fmt::Error);
             }
@@ -103,7 +287,13 @@ impl Write for Uart {
 static CONSOLE: Mutex<Option<Uart>> = Mutex::new(None);
 
 /// Installs the console. Until then output goes nowhere (the fatal path has its own).
+/// A window where no such UART answers is given up at once (output then goes to the
+/// semihosting console), rather than written into and lost.
 pub fn install(uart: Uart) {
+    // An abort here is left to the first write, which tries the one repair.
+    if let Err(t @ Trouble::NotAUart { .. }) = uart.identify() {
+        *BROKEN.lock() = Some(t);
+    }
     *CONSOLE.lock() = Some(uart);
 }
 
@@ -124,13 +314,18 @@ pub fn write_fmt(args: fmt::Arguments) {
         return;
     }
     drop(console);
-    // The UART aborted (now or before): say so once, then keep reporting through
+    // The UART was given up (now or before): say so once, then keep reporting through
     // semihosting, where there is one.
     static TOLD: AtomicBool = AtomicBool::new(false);
     if !TOLD.swap(true, Ordering::Relaxed) {
-        if let Some(f) = broken() {
+        if let Some(t) = broken().filter(|_| !any_unrecovered()) {
+            note(Incident {
+                trouble: t,
+                repair: None,
+                recovered: false,
+            });
             semihosting::write(&alloc::format!(
-                "ioguard: the console's registered window aborted ({f}); continuing on the semihosting console\n"
+                "ioguard: the console gave up its UART ({t}); continuing on the semihosting console\n"
             ));
         }
     }

@@ -9,7 +9,7 @@ use crate::esr::Esr;
 use crate::fault::Fault;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use spin::Once;
 
 use super::arch::sysreg;
@@ -86,6 +86,11 @@ struct CpuState {
     /// CPU to print after the job; `deferred_len` counts them all, kept or not.
     deferred: [[AtomicU64; 3]; DEFERRED],
     deferred_len: AtomicUsize,
+    /// The previous unexpected exception (as `last`, but never taken away) and how many
+    /// times in a row it came; whether one is being reported now.
+    prev: [AtomicU64; 4],
+    repeats: AtomicU32,
+    reporting: AtomicBool,
 }
 
 /// Expected faults a secondary keeps for the trace per job (a job makes a few).
@@ -100,6 +105,9 @@ impl CpuState {
             last: [const { AtomicU64::new(0) }; 4],
             deferred: [const { [const { AtomicU64::new(0) }; 3] }; DEFERRED],
             deferred_len: AtomicUsize::new(0),
+            prev: [const { AtomicU64::new(0) }; 4],
+            repeats: AtomicU32::new(0),
+            reporting: AtomicBool::new(false),
         }
     }
 }
@@ -147,6 +155,31 @@ pub struct Unexpected {
     pub cpu: usize,
 }
 
+/// Why nothing can be resumed after an unexpected exception.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unrecoverable {
+    /// No guarded call is in progress on that CPU.
+    NoGuardedCall,
+    /// The same exception (ESR, FAR, ELR) came this many times in a row: resuming would
+    /// only take it again.
+    Repeated(u32),
+    /// An exception was taken while the previous one was being reported.
+    Nested,
+}
+
+impl fmt::Display for Unrecoverable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoGuardedCall => write!(f, "unexpected exception outside any check"),
+            Self::Repeated(n) => write!(f, "the same exception {n} times in a row"),
+            Self::Nested => write!(f, "an exception while reporting an exception"),
+        }
+    }
+}
+
+/// Identical unexpected exceptions in a row after which the run stops.
+const REPEAT_LIMIT: u32 = 8;
+
 impl fmt::Display for Unexpected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (kind, from) = vector_name(self.vector);
@@ -166,8 +199,8 @@ pub struct Handlers {
     /// Reports the exception (on whichever CPU took it). When it returns, the guarded
     /// call in progress on that CPU is abandoned.
     pub unexpected: fn(&Unexpected),
-    /// No guarded call is in progress on that CPU: nothing to resume.
-    pub unrecoverable: fn(&Unexpected) -> !,
+    /// Nothing to resume on that CPU.
+    pub unrecoverable: fn(&Unexpected, Unrecoverable) -> !,
 }
 
 static HANDLERS: Once<Handlers> = Once::new();
@@ -287,27 +320,27 @@ extern "C" fn ioguard_exception(frame: &mut Frame, vector: u64) {
         cpu: sysreg::cpu_index(),
     };
     let Some(c) = this_cpu() else {
-        unrecoverable(&u)
+        unrecoverable(&u, Unrecoverable::NoGuardedCall)
     };
     let synchronous = vector & 3 == 0;
     if let Some(slot) = armed_slot(c).filter(|_| synchronous && is_probe_site(fault.elr)) {
         expected(c, slot, frame, fault);
         return;
     }
-    for (slot, v) in c
-        .last
-        .iter()
-        .zip([vector, fault.esr.0, fault.far, fault.elr])
-    {
-        slot.store(v, Ordering::Relaxed);
+    if c.reporting.swap(true, Ordering::AcqRel) {
+        unrecoverable(&u, Unrecoverable::Nested)
     }
-    c.last_valid.store(true, Ordering::Release);
+    let repeats = record_unexpected(c, &u);
+    if repeats >= REPEAT_LIMIT {
+        unrecoverable(&u, Unrecoverable::Repeated(repeats))
+    }
     if let Some(h) = HANDLERS.get() {
         (h.unexpected)(&u);
     }
+    c.reporting.store(false, Ordering::Release);
     let jb = c.jmpbuf.load(Ordering::Acquire);
     if jb == 0 {
-        unrecoverable(&u)
+        unrecoverable(&u, Unrecoverable::NoGuardedCall)
     }
     // Abandon the guarded call: return into ioguard_recover with x0 = its JmpBuf.
     frame.x[0] = jb;
@@ -315,10 +348,44 @@ extern "C" fn ioguard_exception(frame: &mut Frame, vector: u64) {
     frame.spsr = SPSR_EL1H_MASKED;
 }
 
-fn unrecoverable(u: &Unexpected) -> ! {
+/// Keeps `u` as this CPU's last unexpected exception; returns how many times in a row it
+/// came.
+fn record_unexpected(c: &CpuState, u: &Unexpected) -> u32 {
+    let f = u.fault;
+    let values = [u.vector, f.esr.0, f.far, f.elr];
+    let same = c
+        .prev
+        .iter()
+        .zip(values)
+        .all(|(s, v)| s.load(Ordering::Relaxed) == v);
+    for (slot, v) in c.last.iter().zip(values) {
+        slot.store(v, Ordering::Relaxed);
+    }
+    for (slot, v) in c.prev.iter().zip(values) {
+        slot.store(v, Ordering::Relaxed);
+    }
+    c.last_valid.store(true, Ordering::Release);
+    if same {
+        c.repeats.fetch_add(1, Ordering::Relaxed) + 1
+    } else {
+        c.repeats.store(1, Ordering::Relaxed);
+        1
+    }
+}
+
+/// Set once the boot CPU is past saving: a fault in the `unrecoverable` handler itself
+/// parks it instead of recursing (the runner's timeout reports it).
+static DYING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+fn unrecoverable(u: &Unexpected, why: Unrecoverable) -> ! {
+    // A secondary powers itself off from the handler and may be started again later.
+    let first = u.cpu != 0
+        || DYING
+            .get(u.cpu)
+            .is_some_and(|d| !d.swap(true, Ordering::AcqRel));
     match HANDLERS.get() {
-        Some(h) => (h.unrecoverable)(u),
-        None => loop {
+        Some(h) if first => (h.unrecoverable)(u, why),
+        _ => loop {
             aarch64_cpu::asm::wfe();
         },
     }

@@ -10,6 +10,7 @@ use crate::platform::{self, Platform, Region};
 use crate::report;
 use alloc::format;
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::arch::sysreg;
 use super::console::{self, Uart};
@@ -224,11 +225,34 @@ fn hypervisor(forced: Option<crate::hyp::profile::Profile>) -> &'static Hypervis
     hv
 }
 
-/// The console's window, registered before its first byte, and the UART behind it.
+/// The console's window: its base, for `repair_console`.
+static CONSOLE_BASE: AtomicU64 = AtomicU64::new(0);
+
+/// The console's window, registered before its first byte, and the UART behind it. A
+/// refused registration is tried once more; if it is refused again the UART is used from
+/// a stage-1 mapping alone (the refusal is recorded for `guard: console`, and if the
+/// hypervisor then refuses the UART's accesses, output moves to semihosting).
 fn console_up(platform: &Platform) -> Devices {
     let c = &platform.console;
-    let window = ioremap::ioremap(c.region.base, c.region.size)
-        .unwrap_or_else(|e| fatal(&format!("console {}: {e}", c.path)));
+    let window = match ioremap::ioremap(c.region.base, c.region.size) {
+        Ok(w) => w,
+        Err(first) => {
+            let refused = |e: &ioremap::IoremapError| match e {
+                ioremap::IoremapError::Map(g) => Some(g.answer),
+                ioremap::IoremapError::Mmu(_) => None,
+            };
+            let Some(answer) = refused(&first) else {
+                fatal(&format!("console {}: {first}", c.path))
+            };
+            console::not_registered(answer);
+            match ioremap::ioremap(c.region.base, c.region.size) {
+                Ok(w) => w,
+                Err(_) => return console_unregistered(platform),
+            }
+        }
+    };
+    CONSOLE_BASE.store(c.region.base, Ordering::Relaxed);
+    console::set_repair(repair_console);
     // SAFETY: the window covers the UART's registers, is mapped as device memory (live
     // once the MMU is on), and stays mapped: `window` is leaked for the run.
     console::install(unsafe { Uart::new(window.addr(), c.kind) });
@@ -236,6 +260,32 @@ fn console_up(platform: &Platform) -> Devices {
     devices.hold(DeviceKind::Console, c.region, window.addr());
     core::mem::forget(window);
     devices
+}
+
+/// The console mapped in stage 1 only, after the hypervisor refused to register it.
+fn console_unregistered(platform: &Platform) -> Devices {
+    let c = &platform.console;
+    let window = mmu::map_device(c.region.base, c.region.size)
+        .unwrap_or_else(|e| fatal(&format!("console {}: {e}", c.path)));
+    // SAFETY: as in console_up; `window` is leaked for the run.
+    console::install(unsafe { Uart::new(window.addr(), c.kind) });
+    let mut devices = Devices::default();
+    devices.hold(DeviceKind::Console, c.region, window.addr());
+    core::mem::forget(window);
+    devices
+}
+
+/// Registers the console's granule again (the console tries this once, when its window
+/// starts to abort).
+fn repair_console() -> console::Repair {
+    let Some(guard) = hyp::get().and_then(|hv| hv.mmio_guard()) else {
+        return console::Repair::NoGuard;
+    };
+    let granule = CONSOLE_BASE.load(Ordering::Relaxed) & !(guard.granule() - 1);
+    match guard.map_granule(granule) {
+        Ok(crate::hyp::abi::Ret::Success) => console::Repair::Registered,
+        other => console::Repair::Refused(other),
+    }
 }
 
 /// The header line and what the reader needs to know before the first check.

@@ -163,3 +163,8 @@ static HYPERVISOR: Once<Hypervisor> = Once::new();
 pub fn install(hv: Hypervisor) -> &'static Hypervisor {
     HYPERVISOR.call_once(|| hv)
 }
+
+/// The hypervisor's description, once installed.
+pub fn get() -> Option<&'static Hypervisor> {
+    HYPERVISOR.get()
+}

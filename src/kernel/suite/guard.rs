@@ -3,8 +3,8 @@
 //! proves the *hypervisor* refused the access.
 
 use super::pages::{
-    all_targets, expect_forwarded, expect_refused, fresh, guard, unregistered_targets,
-    unregistered_window, Answer, NotRefused,
+    all_targets, expect_forwarded, expect_refused, fresh, guard, pick_refused,
+    unregistered_targets, unregistered_window, Answer, NotRefused,
 };
 use super::Ctx;
 use crate::esr::PKVM_INJECTED_DABT;
@@ -20,6 +20,7 @@ use crate::targets::{self, Target};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 checks!("guard":
     info,
@@ -41,6 +42,7 @@ checks!("guard":
     registered_write,
     widths,
     no_syndrome,
+    console,
 );
 
 fn map(base: u64, size: u64) -> Result<IoMapping, Outcome> {
@@ -100,7 +102,8 @@ pub fn stray_read(ctx: &Ctx) -> Outcome {
     let ts = unregistered_targets(ctx);
     // Keep the writable device for stray-write.
     let w: Vec<u64> = targets::writable(&ts).map(|t| t.base).into_iter().collect();
-    let Some(t) = targets::pick(&ts, g, &w).or_else(|| targets::pick(&ts, g, &[])) else {
+    let Some(t) = pick_refused(ctx, ts.clone(), g, &w).or_else(|| pick_refused(ctx, ts, g, &[]))
+    else {
         return Outcome::skip("no unregistered device page with a known ID register");
     };
     match expect_refused(&t) {
@@ -773,5 +776,42 @@ pub fn no_syndrome(ctx: &Ctx) -> Outcome {
             "profile {profile}: ldp at {addr:#x} aborted: {}",
             l.fault
         )),
+    }
+}
+
+/// Console incidents the `console` check has reported (the run's end reports the rest).
+static CONSOLE_REPORTED: AtomicUsize = AtomicUsize::new(0);
+
+pub(super) fn console_incidents_reported() -> usize {
+    CONSOLE_REPORTED.load(Ordering::Relaxed)
+}
+
+/// The console's page stays registered through every check (ENROLL again, UNMAPs of other
+/// pages); if it is lost, ioguard re-registers it, FAILs this check naming what happened,
+/// and goes on.
+pub fn console(ctx: &Ctx) -> Outcome {
+    let now = console::ping();
+    let (incidents, total) = console::incidents();
+    CONSOLE_REPORTED.store(total, Ordering::Relaxed);
+    let registered = if ctx.hv.mmio_guard().is_some() {
+        "registered "
+    } else {
+        ""
+    };
+    let mut what: Vec<String> = incidents.iter().map(|i| format!("{i}")).collect();
+    if total > incidents.len() {
+        what.push(format!("{} more", total - incidents.len()));
+    }
+    match now {
+        Some(Err(f)) => what.push(format!("the console's page aborts now: {f}")),
+        None => what.push(String::from("there is no console")),
+        Some(Ok(_)) => {}
+    }
+    if what.is_empty() {
+        Outcome::pass(format_args!(
+            "the console's {registered}page answered through every check so far"
+        ))
+    } else {
+        Outcome::fail(what.join("; "))
     }
 }

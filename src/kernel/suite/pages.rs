@@ -23,6 +23,9 @@ use super::Ctx;
 /// Granules that may still be registered: MAPped (by ioremap or by a check's own call)
 /// and not since UNMAPped by a profile whose UNMAP takes effect.
 static TAINTED: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
+/// Granules that were MAPped at some point: a check that needs one of them refused
+/// proves it first (an UNMAP that did not take effect leaves a leftover).
+static EVER: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
 static PROFILE: Once<Profile> = Once::new();
 
 /// Starts watching the guard's calls (before the first one, the console's MAP).
@@ -36,7 +39,13 @@ fn on_guard_call(c: &GuardCall) {
     let mut tainted = TAINTED.lock();
     match c.op {
         // Whatever else the answer, the hypervisor may have registered something.
-        GuardOp::Map if c.answer != Ok(Ret::InvalidParameter) => tainted.extend(granules),
+        GuardOp::Map if c.answer != Ok(Ret::InvalidParameter) => {
+            let granules: Vec<u64> = granules.collect();
+            if let Some(mut ever) = EVER.try_lock() {
+                ever.extend(granules.iter().copied());
+            }
+            tainted.extend(granules)
+        }
         GuardOp::Map => {}
         GuardOp::Unmap if c.succeeded && PROFILE.get().is_some_and(|p| p.unmap_takes_effect()) => {
             for g in granules {
@@ -82,10 +91,51 @@ pub fn unregistered_targets(ctx: &Ctx) -> Vec<Target> {
         .collect()
 }
 
+fn granule_of(addr: u64) -> u64 {
+    addr & !(ioremap::guard_granule().unwrap_or(targets::PAGE) - 1)
+}
+
+/// Whether `addr`'s granule was ever MAPped.
+fn was_registered(addr: u64) -> bool {
+    EVER.lock().contains(&granule_of(addr))
+}
+
+/// The first of `ts` (as `targets::pick` orders them, avoiding the granules in `avoid`)
+/// whose granule the hypervisor refuses now. A granule an earlier check registered and
+/// unregistered is proven refused first: if it is still forwarded (that check's UNMAP did
+/// not take effect), an INFO line says so, it counts as registered from then on, and the
+/// next candidate is tried. So a check's verdict does not depend on what ran before it.
+pub fn pick_refused(ctx: &Ctx, mut ts: Vec<Target>, g: u64, avoid: &[u64]) -> Option<Target> {
+    loop {
+        let t = targets::pick(&ts, g, avoid)?;
+        if !was_registered(t.base) {
+            return Some(t);
+        }
+        match expect_refused(&t) {
+            Err(NotRefused::Deviation {
+                deviation: Deviation::Forwarded { .. },
+                ..
+            }) => {
+                ctx.info(format_args!(
+                    "{} page {:#x} is still forwarded although it was unregistered by an earlier check: a leftover, not used here",
+                    t.device,
+                    t.page()
+                ));
+                let leftover = granule_of(t.base);
+                TAINTED.lock().insert(leftover);
+                ts.retain(|x| granule_of(x.base) != leftover);
+            }
+            // Refused (as it must be), or refused in some other wrong way the check
+            // itself will report.
+            _ => return Some(t),
+        }
+    }
+}
+
 /// A probe target no check has registered (so the hypervisor must refuse it), avoiding
 /// the granules in `avoid`.
 pub fn fresh(ctx: &Ctx, g: u64, avoid: &[u64]) -> Result<Target, Outcome> {
-    targets::pick(&unregistered_targets(ctx), g, avoid).ok_or_else(|| {
+    pick_refused(ctx, unregistered_targets(ctx), g, avoid).ok_or_else(|| {
         Outcome::skip("no unregistered device page with a known ID register is left to probe")
     })
 }

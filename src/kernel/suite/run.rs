@@ -4,7 +4,7 @@
 
 use crate::cmdline::Options;
 use crate::devices::Devices;
-use crate::kernel::exceptions::{self, Handlers, Unexpected};
+use crate::kernel::exceptions::{self, Handlers, Unexpected, Unrecoverable};
 use crate::kernel::hyp::Hypervisor;
 use crate::kernel::{arch::sysreg, console, power, semihosting, smp};
 use crate::platform::Platform;
@@ -56,18 +56,23 @@ fn unexpected(u: &Unexpected) {
     ));
 }
 
-fn unrecoverable(u: &Unexpected) -> ! {
+fn unrecoverable(u: &Unexpected, why: Unrecoverable) -> ! {
     if u.cpu != 0 {
-        // A secondary outside its job: nothing to resume; tell the boot CPU, power off.
+        // A secondary: nothing to resume; tell the boot CPU, power off.
         smp::secondary_failed();
     }
-    if !console::is_installed() {
-        semihosting::write(&format!(
-            "ioguard: fatal: unexpected exception during boot: {u}\n"
-        ));
+    if !console::is_installed() || why == Unrecoverable::Nested {
+        // Reporting itself faulted (the console, most likely): semihosting only.
+        semihosting::write(&format!("ioguard: fatal: {why}: {u}\n"));
         power::exit(report::code::FATAL)
     }
-    abort_run("unexpected exception outside any check")
+    if why != Unrecoverable::NoGuardedCall {
+        if let Some(check) = CURRENT.try_lock().and_then(|c| *c) {
+            let o = Outcome::fail(format_args!("{why}: {u}; the run cannot go on"));
+            record(&o, check);
+        }
+    }
+    abort_run(&format!("{why}"))
 }
 
 /// The panic policy: the running check fails, or the run ends if none is running.
@@ -136,7 +141,7 @@ pub fn run(
         );
         finish(Some(report::code::FATAL));
     }
-    for c in selected() {
+    for c in (0..opts.repeat).flat_map(|_| selected()) {
         let ctx = Ctx {
             name: c.name,
             hv,
@@ -160,9 +165,17 @@ pub fn finish(force: Option<u8>) -> ! {
     println!("{}", t.summary_line());
     println!("{}", t.totals_line());
     let mut code = force.unwrap_or(t.exit_code());
-    if let Some(f) = console::broken() {
-        // Output was lost or moved: the run cannot count as clean.
-        println!("ioguard: the console aborted during the run ({f}): failing the run");
+    let (incidents, total) = console::incidents();
+    let unreported = total.saturating_sub(super::guard::console_incidents_reported());
+    if unreported > 0 {
+        // Output was lost or moved, and no check said so: the run cannot count as clean.
+        let last = incidents
+            .last()
+            .map(|i| format!(": {i}"))
+            .unwrap_or_default();
+        println!(
+            "ioguard: {unreported} console incident(s) no check reported{last}: failing the run"
+        );
         code = code.max(report::code::CHECK_FAILED);
     }
     println!("{}", report::exit_line(code));
