@@ -274,4 +274,30 @@ mod tests {
         let exact = parse("only=selftest:panic").unwrap();
         assert!(exact.selects("selftest: panic", false));
     }
+
+    #[test]
+    fn every_value_of_every_option_parses() {
+        for (v, l) in [
+            ("off", LogLevel::Off),
+            ("error", LogLevel::Error),
+            ("warn", LogLevel::Warn),
+            ("info", LogLevel::Info),
+            ("debug", LogLevel::Debug),
+            ("trace", LogLevel::Trace),
+        ] {
+            assert_eq!(parse(&alloc::format!("log={v}")).unwrap().log, l, "{v}");
+        }
+        assert_eq!(
+            parse("exit=semihosting exit=psci").unwrap().exit,
+            ExitMethod::Psci
+        );
+        // An empty profile is a bad value, not an unknown profile called "".
+        assert!(matches!(
+            parse("ioguard.profile="),
+            Err(CmdlineError::BadValue {
+                option: "ioguard.profile",
+                ..
+            })
+        ));
+    }
 }

@@ -105,4 +105,12 @@ mod tests {
         );
         assert_eq!(d.pages().len(), 3);
     }
+
+    #[test]
+    fn held_windows_are_listed_with_their_kind() {
+        let mut d = Devices::default();
+        d.hold(DeviceKind::Console, Region::new(0x1000, 0x100), 0x1000);
+        assert_eq!(d.iter().count(), 1);
+        assert_eq!(d.iter().next().map(|h| h.kind.name()), Some("console"));
+    }
 }

@@ -207,4 +207,14 @@ mod tests {
         assert_eq!(exit_line(t.exit_code()), "EXIT: STATUS=3");
         assert_eq!(exit_line(code::FATAL), "EXIT: STATUS=5");
     }
+
+    #[test]
+    fn every_verdict_counts_in_the_total() {
+        let mut t = Tally::default();
+        for v in [Verdict::Pass, Verdict::Fail, Verdict::Skip, Verdict::KFail] {
+            t.record(v);
+        }
+        assert_eq!(t.total(), 4);
+        assert_eq!(t.unexpected(), 1);
+    }
 }

@@ -315,4 +315,65 @@ mod tests {
         ];
         assert!(targets(&p, &console()).is_empty());
     }
+
+    #[test]
+    fn kinds_and_pages() {
+        let names: Vec<String> = [
+            TargetKind::Pl011,
+            TargetKind::Pl031,
+            TargetKind::Pl061,
+            TargetKind::VirtioMmio,
+            TargetKind::PciConfig,
+        ]
+        .iter()
+        .map(|k| alloc::format!("{k}"))
+        .collect();
+        assert_eq!(
+            names,
+            ["pl011", "pl031", "pl061", "virtio-mmio", "pci-config"]
+        );
+        assert!(TargetKind::Pl061.rank() < TargetKind::VirtioMmio.rank());
+        assert!(TargetKind::VirtioMmio.rank() < TargetKind::PciConfig.rank());
+        let t = Target {
+            device: TargetKind::VirtioMmio,
+            base: 0x0a00_0e00,
+            id_offset: 0,
+            id_value: Some(0x7472_6976),
+            rw_offset: None,
+        };
+        assert_eq!(t.page(), 0x0a00_0000);
+        assert_eq!(t.expected(), "0x74726976");
+        let any = Target {
+            id_value: None,
+            ..t
+        };
+        assert_eq!(any.expected(), "any answer");
+    }
+
+    #[test]
+    fn windows_that_do_not_start_a_page_are_targets_of_their_page() {
+        let mut p = virt();
+        p.pci = vec![];
+        // A device whose registers start inside a page, next to RAM's end.
+        p.devices = vec![dev("arm,pl031", 0x0901_0800, 0x1000)];
+        let held = BTreeSet::from([0x0901_0000]);
+        assert!(targets(&p, &held).is_empty(), "its page is held");
+        let ts = targets(&p, &BTreeSet::new());
+        assert_eq!(ts.len(), 1);
+        // Two windows in one 4 KiB page, not at its start, share the granule.
+        let a = Target {
+            base: 0x0a00_0200,
+            ..ts[0]
+        };
+        let b = Target {
+            base: 0x0a00_0400,
+            ..ts[0]
+        };
+        assert!(same_granule(&[a, b], 0x1000).is_some());
+        let c = Target {
+            base: 0x0a00_1400,
+            ..ts[0]
+        };
+        assert!(same_granule(&[a, c], 0x1000).is_none());
+    }
 }

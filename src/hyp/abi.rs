@@ -210,4 +210,54 @@ mod tests {
         assert_eq!(KVM_UID[0] & 0xff, 0x28);
         assert_eq!(KVM_UID[3] >> 24, 0x74);
     }
+
+    #[test]
+    fn names_of_the_calls_for_trace_lines() {
+        for (fid, n) in [
+            (SMCCC_VERSION, "SMCCC_VERSION"),
+            (SMCCC_ARCH_FEATURES, "SMCCC_ARCH_FEATURES"),
+            (PSCI_VERSION, "PSCI_VERSION"),
+            (PSCI_FEATURES, "PSCI_FEATURES"),
+            (PSCI_CPU_OFF, "PSCI_CPU_OFF"),
+            (PSCI_CPU_ON_64, "PSCI_CPU_ON"),
+            (PSCI_AFFINITY_INFO_64, "PSCI_AFFINITY_INFO"),
+            (PSCI_SYSTEM_OFF, "PSCI_SYSTEM_OFF"),
+            (VENDOR_HYP_CALL_UID, "VENDOR_HYP_CALL_UID"),
+            (KVM_FEATURES, "KVM_FEATURES"),
+            (HYP_MEMINFO, "HYP_MEMINFO"),
+            (MEM_SHARE, "MEM_SHARE"),
+            (MEM_UNSHARE, "MEM_UNSHARE"),
+            (MMIO_GUARD_INFO, "MMIO_GUARD_INFO"),
+            (MMIO_GUARD_ENROLL, "MMIO_GUARD_ENROLL"),
+            (MMIO_GUARD_MAP, "MMIO_GUARD_MAP"),
+            (MMIO_GUARD_UNMAP, "MMIO_GUARD_UNMAP"),
+            (MEM_RELINQUISH, "MEM_RELINQUISH"),
+            (MMIO_RGUARD_MAP, "MMIO_RGUARD_MAP"),
+            (MMIO_RGUARD_UNMAP, "MMIO_RGUARD_UNMAP"),
+            (0x8600_0042, "?"),
+        ] {
+            assert_eq!(name(fid), n);
+        }
+        let shown: alloc::vec::Vec<alloc::string::String> = [
+            Ret::Success,
+            Ret::NotSupported,
+            Ret::InvalidParameter,
+            Ret::Other(0x10),
+        ]
+        .iter()
+        .map(|r| alloc::format!("{r}"))
+        .collect();
+        assert_eq!(
+            shown,
+            ["SUCCESS", "NOT_SUPPORTED", "INVALID_PARAMETER", "0x10"]
+        );
+    }
+
+    #[test]
+    fn the_uuid_version_is_read_from_byte_6() {
+        // Version nibble 1 in byte 4, 0 in byte 6: not a UUID.
+        let mut w = KVM_UID;
+        w[1] = 0x0000_0010;
+        assert!(!is_rfc4122(w));
+    }
 }

@@ -367,4 +367,18 @@ mod tests {
             assert!(p.required_features().iter().all(|b| f.has(*b)), "{p}");
         }
     }
+
+    #[test]
+    fn abi_facts_per_profile() {
+        for p in ALL {
+            let android = matches!(
+                p,
+                Profile::Android13 | Profile::Android14 | Profile::Android16
+            );
+            assert_eq!(p.has_enroll(), android, "{p}");
+            assert_eq!(p.has_range(), p == Profile::Android16, "{p}");
+            assert_eq!(p.map_error_is_narrow(), p == Profile::Android13, "{p}");
+            assert_eq!(alloc::format!("{p}"), p.name());
+        }
+    }
 }
