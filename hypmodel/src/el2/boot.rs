@@ -29,7 +29,8 @@ const SHARE_MAX_RAM: u64 = 8 << 30;
 // The boot CPU's buffers. Each is taken once (`take_once`) and then owned for the rest of
 // the run: the stage-2 tables by the MMU, the share bitmap by the VM.
 const S2_TABLES: usize = 32;
-#[repr(C, align(4096))]
+/// Aligned for the largest concatenated root (`stage2::MAX_ROOT_TABLES` tables).
+#[repr(C, align(32768))]
 struct S2Pool([Table; S2_TABLES]);
 static S2_POOL: Mutex<S2Pool> = Mutex::new(S2Pool([[0; stage2::ENTRIES]; S2_TABLES]));
 static SHARE_BITS: Mutex<[u64; (SHARE_MAX_RAM / memshare::FRAME / 64) as usize]> =
@@ -48,9 +49,8 @@ struct Platform {
     /// MPIDRs from `/cpus`, the boot CPU first (it is vCPU 0).
     cpus: [u64; MAX_CPUS],
     ncpus: usize,
-    ipa_bits: u32,
-    /// VTCR_EL2.PS for `ipa_bits`.
-    ps: u64,
+    /// The stage-2 walk for this CPU's PA size (IPA bits, PS, first level).
+    geo: stage2::Geometry,
 }
 
 impl Platform {
@@ -187,9 +187,12 @@ fn platform(tree: &Fdt<'_>) -> Platform {
     let (ram, nram) = memory(tree);
     let ram_end = hyp_range_end(&ram[..nram]);
     let (cpus, ncpus) = cpus_boot_first(tree);
-    let (ipa_bits, ps) = stage2::parange_bits(sysreg::read_id_aa64mmfr0() & PARANGE_MASK);
-    if ipa_bits < MIN_IPA_BITS {
-        fatal!("physical address size of {ipa_bits} bits is too small");
+    let geo = stage2::Geometry::of_parange(sysreg::read_id_aa64mmfr0() & PARANGE_MASK);
+    if geo.ipa_bits < MIN_IPA_BITS {
+        fatal!(
+            "physical address size of {} bits is too small",
+            geo.ipa_bits
+        );
     }
     Platform {
         ram,
@@ -197,8 +200,7 @@ fn platform(tree: &Fdt<'_>) -> Platform {
         ram_end,
         cpus,
         ncpus,
-        ipa_bits,
-        ps,
+        geo,
     }
 }
 
@@ -323,18 +325,18 @@ fn build_stage2(plat: &Platform, gram: &GuestRam) {
     // address (EL2 runs with its MMU off, so that is their address here).
     let pool = &mut take_once(&S2_POOL).0;
     let pool_pa = pool.as_ptr() as u64;
-    let mut b = match stage2::Builder::new(pool, pool_pa) {
+    let mut b = match stage2::Builder::new(pool, pool_pa, plat.geo) {
         Ok(b) => b,
-        Err(_) => fatal!("no stage-2 tables"),
+        Err(e) => fatal!("no stage-2 tables: {e}"),
     };
     for &(gb, gs) in gram.ranges() {
-        if b.map_ram(gb, gs).is_err() {
-            fatal!("cannot map guest RAM {gb:#x}+{gs:#x} in stage 2");
+        if let Err(e) = b.map_ram(gb, gs) {
+            fatal!("cannot map guest RAM {gb:#x}+{gs:#x} in stage 2: {e}");
         }
     }
     *STAGE2.lock() = Some(Stage2Regs {
         vttbr: b.root_pa() | VTTBR_VMID,
-        vtcr: stage2::vtcr(plat.ipa_bits, plat.ps),
+        vtcr: plat.geo.vtcr(),
     });
 }
 
@@ -343,7 +345,7 @@ fn create_vm(opts: Options, plat: &Platform, console_base: u64) {
         ram: plat.ram,
         nram: plat.nram,
         hyp: HYP,
-        ipa_bits: plat.ipa_bits,
+        ipa_bits: plat.geo.ipa_bits,
         console_page: console_base & !(PAGE_SIZE - 1),
     };
     let span = plat
@@ -378,7 +380,7 @@ fn print_config(
         opts.mutant.map_or("none", |m| m.name()),
         if enrolled_at_boot { "boot" } else { "guest" },
         if opts.trace { "on" } else { "off" },
-        plat.ipa_bits,
+        plat.geo.ipa_bits,
         plat.ncpus,
         load,
         img.image_size,
@@ -390,3 +392,6 @@ fn print_config(
     }
     line.emit();
 }
+
+const _: () =
+    assert!(core::mem::align_of::<S2Pool>() as u64 >= stage2::MAX_ROOT_TABLES as u64 * 4096);
