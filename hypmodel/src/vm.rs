@@ -13,6 +13,9 @@ use crate::syndrome::DataAbort;
 use core::fmt::{self, Write};
 
 pub const MAX_CPUS: usize = 8;
+/// Identical injected aborts in a row (same ESR, FAR and PC, nothing else trapped on that
+/// vCPU in between) after which the guest is looping and the run ends.
+pub const REPEAT_LIMIT: u32 = 8;
 pub const MAX_RAM_RANGES: usize = 8;
 /// `granule-mismatch`: the granule hypmodel reports, and the page it really registers.
 const MISMATCH_REPORTED: u64 = 16384;
@@ -319,6 +322,8 @@ pub struct Vm {
     pub power: [CpuPower; MAX_CPUS],
     /// Guest entry and context for a vCPU being started.
     pub boot: [(u64, u64); MAX_CPUS],
+    /// Per vCPU: the last abort injected (ESR, FAR, PC) and how often in a row.
+    last_abort: [(u32, u64, u64, u32); MAX_CPUS],
 }
 
 fn ret1(x0: u64) -> Hvc {
@@ -371,6 +376,28 @@ impl Vm {
             ncpus,
             power,
             boot: [(0, 0); MAX_CPUS],
+            last_abort: [(0, 0, 0, 0); MAX_CPUS],
+        }
+    }
+
+    /// hypmodel injects an abort (`esr`, `far`) into `cpu` at `pc`: true when it is the
+    /// `REPEAT_LIMIT`-th identical one in a row, i.e. the guest will never get past it.
+    pub fn injected(&mut self, cpu: usize, esr: u32, far: u64, pc: u64) -> bool {
+        let Some(last) = self.last_abort.get_mut(cpu) else {
+            return false;
+        };
+        if (last.0, last.1, last.2) == (esr, far, pc) {
+            last.3 += 1;
+        } else {
+            *last = (esr, far, pc, 1);
+        }
+        last.3 >= REPEAT_LIMIT
+    }
+
+    /// `cpu` trapped for something else than an injected abort: it is not stuck.
+    fn progressed(&mut self, cpu: usize) {
+        if let Some(last) = self.last_abort.get_mut(cpu) {
+            *last = (0, 0, 0, 0);
         }
     }
 
@@ -410,6 +437,7 @@ impl Vm {
     }
 
     pub fn hvc(&mut self, cpu: usize, x: [u64; 4]) -> Hvc {
+        self.progressed(cpu);
         let fid = x[0] as u32;
         let call = Call::of(fid);
         self.stats.calls[call.index()] += 1;
@@ -678,6 +706,14 @@ impl Vm {
 
     /// Decides a stage-2 data abort at `ipa` (guest VA `far`).
     pub fn data_abort(&mut self, cpu: usize, ipa: u64, far: u64, d: &DataAbort) -> Access {
+        let a = self.decide_access(cpu, ipa, far, d);
+        if !matches!(a, Access::Inject { .. }) {
+            self.progressed(cpu);
+        }
+        a
+    }
+
+    fn decide_access(&mut self, cpu: usize, ipa: u64, far: u64, d: &DataAbort) -> Access {
         let size = if d.isv { u64::from(d.size) } else { 1 };
         let refuse = |vm: &mut Vm, why: Refusal| {
             vm.stats.refused += 1;
@@ -865,6 +901,34 @@ mod tests {
     }
 
     const EINVAL: u64 = INVALID_PARAMETER;
+
+    #[test]
+    fn the_same_abort_eight_times_in_a_row_is_a_loop() {
+        let mut v = vm(Profile::Android14, None);
+        for i in 1..REPEAT_LIMIT {
+            assert!(!v.injected(0, 0x8600_0010, 0x200, 0x200), "{i}");
+        }
+        assert!(
+            !v.injected(1, 0x8600_0010, 0x200, 0x200),
+            "counted per vCPU"
+        );
+        assert!(v.injected(0, 0x8600_0010, 0x200, 0x200));
+        // Anything else trapped in between (a hypercall, a forwarded access) starts again.
+        let mut v = vm(Profile::Android14, None);
+        for _ in 1..REPEAT_LIMIT {
+            v.injected(0, 0x9600_0010, 0x9010fe0, 0x4060_1000);
+        }
+        call(&mut v, 0, SMCCC_VERSION, 0, 0, 0);
+        assert!(!v.injected(0, 0x9600_0010, 0x9010fe0, 0x4060_1000));
+        for _ in 2..REPEAT_LIMIT {
+            v.injected(0, 0x9600_0010, 0x9010fe0, 0x4060_1000);
+        }
+        assert!(
+            !v.injected(0, 0x9600_0010, 0x9010fe4, 0x4060_1000),
+            "another FAR"
+        );
+        assert!(!v.injected(7, 1, 1, 1) && !v.injected(99, 1, 1, 1));
+    }
 
     #[test]
     fn discovery_answers() {

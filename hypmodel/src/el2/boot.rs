@@ -109,14 +109,25 @@ pub(super) fn boot_main() -> ! {
 /// The tree QEMU wrote at RAM base for an ELF kernel. Its memory becomes the guest's tree
 /// in `write_guest_tree`: nothing borrowed from it may be used after that.
 fn qemu_tree() -> Fdt<'static> {
-    // SAFETY: QEMU's tree occupies [QEMU_DTB, QEMU_DTB + 1 MiB), RAM that nothing else uses
+    // SAFETY: QEMU's tree occupies [QEMU_DTB, QEMU_DTB + DTB_MAX), RAM that nothing else uses
     // until the rewritten tree is copied back; the header comes first, to bound the rest.
     let hdr = unsafe { core::slice::from_raw_parts(QEMU_DTB as *const u8, fdt::HEADER_SIZE) };
     let size = match fdt::total_size(hdr) {
         Ok(s) if s as u64 <= DTB_MAX => s,
-        _ => {
+        Ok(s) => {
             console::set_uart(DEFAULT_UART);
-            fatal!("no device tree at {QEMU_DTB:#x} (is hypmodel given with -kernel?)")
+            fatal!(
+                "the device tree at {QEMU_DTB:#x} is {s:#x} bytes, more than the {DTB_MAX:#x} \
+                 below hypmodel (a -dtb file is limited to that size)"
+            )
+        }
+        Err(e) => {
+            console::set_uart(DEFAULT_UART);
+            fatal!(
+                "{e} at {QEMU_DTB:#x}: QEMU puts the tree there for an ELF given with -kernel, \
+                 and leaves it out without a word when a -dtb file is over {DTB_FILE_MAX} bytes \
+                 (it needs twice the file's size plus 20000 below hypmodel)"
+            )
         }
     };
     // SAFETY: as above; `size` is the header's own total size, at most DTB_MAX.
@@ -139,8 +150,22 @@ fn start_console(tree: &Fdt<'_>) -> u64 {
         env!("CARGO_PKG_VERSION"),
         sysreg::current_el()
     ));
-    if sysreg::current_el() != 2 {
-        fatal!("not started at EL2 (QEMU needs -M virt,virtualization=on)");
+    match sysreg::current_el() {
+        2 => {}
+        3 => {
+            // QEMU has no PSCI of its own when it emulates EL3 (it expects firmware there).
+            super::PSCI_OK.store(false, Ordering::Relaxed);
+            fatal!(
+                "started at EL3, not EL2: QEMU runs firmware at EL3 with -M virt,secure=on and \
+                 then offers no PSCI; use -M virt,virtualization=on without secure=on"
+            )
+        }
+        el => fatal!("started at EL{el}, not EL2 (QEMU needs -M virt,virtualization=on)"),
+    }
+    if tree.prop("/psci", "compatible").is_none() {
+        fatal!(
+            "the device tree has no /psci node: the guest could neither start CPUs nor power off"
+        );
     }
     base
 }
@@ -306,7 +331,7 @@ fn write_guest_tree(tree: &Fdt<'_>, guest_args: &[u8]) -> usize {
     if fdt::rewrite(tree, &edits, out).unwrap_or(0) != n {
         fatal!("device tree size changed between passes");
     }
-    // SAFETY: [GUEST_DTB, GUEST_DTB + n) lies in QEMU's old tree area (n <= 64 KiB < 1 MiB),
+    // SAFETY: [GUEST_DTB, GUEST_DTB + n) lies in QEMU's old tree area (n <= 64 KiB < DTB_MAX),
     // RAM below hypmodel; `out` is hypmodel's own buffer, so the ranges do not overlap.
     unsafe { core::ptr::copy_nonoverlapping(out.as_ptr(), GUEST_DTB as *mut u8, n) };
     n
