@@ -4,12 +4,13 @@
 //! returned decision.
 
 use crate::abi::*;
+use crate::chaos::{self, CallChaos, Chaos};
 use crate::guard::{GuardError, Registry};
 use crate::layout::PAGE_SIZE;
-use crate::memshare::ShareMap;
+use crate::memshare::{ShareError, ShareMap};
 use crate::options::{Mutant, Options, Profile};
 use crate::profile;
-use crate::syndrome::DataAbort;
+use crate::syndrome::{load_result, DataAbort};
 use core::fmt::{self, Write};
 
 pub const MAX_CPUS: usize = 8;
@@ -20,6 +21,14 @@ pub const MAX_RAM_RANGES: usize = 8;
 /// `granule-mismatch`: the granule hypmodel reports, and the page it really registers.
 const MISMATCH_REPORTED: u64 = 16384;
 const MISMATCH_PAGE: u64 = 4096;
+/// `info-host-page`: what MMIO_GUARD_INFO reports (a 64 KiB host's PAGE_SIZE).
+const HOST_PAGE: u64 = 65536;
+/// `console-dropped`: forwarded console accesses after which its registration is lost.
+pub const CONSOLE_DROP_AFTER: u64 = 1000;
+/// ESR ISS bits of a data abort that describe the access: ISV, SAS, SSE, SRT, SF, AR.
+const ISS_SYNDROME: u32 = 0x01ff_c000;
+/// ESR ISS WnR (bit 6): the access was a write.
+const ISS_WNR: u32 = 1 << 6;
 
 /// Physical memory as the device tree gave it, hypmodel's own part of it, the IPA size.
 #[derive(Clone, Copy, Debug)]
@@ -281,6 +290,8 @@ pub enum MapError {
     /// Guest RAM or hypmodel's own memory.
     Memory,
     Registry(GuardError),
+    /// `map-twice-einval`: the page is registered already.
+    AlreadyMapped,
 }
 
 impl fmt::Display for MapError {
@@ -291,8 +302,19 @@ impl fmt::Display for MapError {
             MapError::BeyondIpa => f.write_str("beyond the IPA size"),
             MapError::Memory => f.write_str("memory, not a device"),
             MapError::Registry(e) => write!(f, "{e}"),
+            MapError::AlreadyMapped => f.write_str("already registered"),
         }
     }
+}
+
+/// How an injected abort differs from pKVM's beyond its DFSC and FAR (all zero in the
+/// correct model, pkvm-abi.md section 3(b)): ESR bits added, how far ELR_EL1 is past the
+/// access, what a refused load's destination register gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InjectQuirks {
+    pub esr_bits: u32,
+    pub elr_skip: u64,
+    pub clobber: Option<u64>,
 }
 
 /// The decision for a trapped data access.
@@ -324,6 +346,10 @@ pub struct Vm {
     pub boot: [(u64, u64); MAX_CPUS],
     /// Per vCPU: the last abort injected (ESR, FAR, PC) and how often in a row.
     last_abort: [(u32, u64, u64, u32); MAX_CPUS],
+    /// `hypmodel.chaos=SEED`: the random misbehaviour, if asked for.
+    pub chaos: Option<Chaos>,
+    /// Forwarded accesses to the console's page so far (`console-dropped`).
+    console_seen: u64,
 }
 
 fn ret1(x0: u64) -> Hvc {
@@ -358,6 +384,37 @@ fn share_page_count(a16: bool, x: [u64; 4]) -> Option<u64> {
     }
 }
 
+/// One granule of a MEM_SHARE (`share`) or MEM_UNSHARE; true when done. The memshare
+/// mutants accept what pKVM refuses: a second share, a device page, a misaligned IPA
+/// (aligned down), an unshare of a private page.
+fn share_page(
+    map: &mut ShareMap,
+    layout: &Layout,
+    m: Option<Mutant>,
+    share: bool,
+    ipa: u64,
+    page: u64,
+) -> bool {
+    let op = |map: &mut ShareMap, ipa: u64| {
+        let ram = layout.is_guest_ram(ipa, page);
+        if share {
+            map.share(ipa, page, ram)
+        } else {
+            map.unshare(ipa, page, ram)
+        }
+    };
+    match (op(map, ipa), m) {
+        (Ok(()), _) => true,
+        (Err(ShareError::AlreadyShared), Some(Mutant::ShareTwiceOk)) => true,
+        (Err(ShareError::NotRam), Some(Mutant::ShareMmioOk)) => share,
+        (Err(ShareError::NotShared), Some(Mutant::UnsharePrivateOk)) => !share,
+        (Err(ShareError::Misaligned), Some(Mutant::ShareMisalignedOk)) => {
+            op(map, ipa & !(page - 1)).is_ok()
+        }
+        (Err(_), _) => false,
+    }
+}
+
 impl Vm {
     pub fn new(opts: Options, layout: Layout, share: ShareMap, cpus: &[u64]) -> Vm {
         let mut c = [u64::MAX; MAX_CPUS];
@@ -377,6 +434,8 @@ impl Vm {
             power,
             boot: [(0, 0); MAX_CPUS],
             last_abort: [(0, 0, 0, 0); MAX_CPUS],
+            chaos: opts.chaos.map(Chaos::new),
+            console_seen: 0,
         }
     }
 
@@ -483,7 +542,8 @@ impl Vm {
                 if !profile::implements(p, func) {
                     return ret1(NOT_SUPPORTED);
                 }
-                self.pkvm(cpu, call, x)
+                let out = self.pkvm(cpu, call, x);
+                self.garble(out)
             }
         }
     }
@@ -532,24 +592,56 @@ impl Vm {
         Some(self.boot[idx])
     }
 
+    /// Chaos: maybe replace a pKVM call's answer with garbage.
+    fn garble(&mut self, out: Hvc) -> Hvc {
+        let (Some(c), Hvc::Ret(r)) = (self.chaos.as_mut(), out) else {
+            return out;
+        };
+        match c.call() {
+            None => out,
+            Some(CallChaos::Random(x)) => Hvc::Ret(x),
+            Some(CallChaos::Truncated) => Hvc::Ret([r[0] & 0xffff_ffff, r[1], r[2], r[3]]),
+            Some(CallChaos::Abort) => Hvc::AbortAtCall,
+            Some(CallChaos::Code(code)) => Hvc::Ret([code, r[1], r[2], r[3]]),
+        }
+    }
+
+    /// HYP_MEMINFO and MMIO_GUARD_INFO: the granule (x1 = 1 on android16: range calls).
+    fn meminfo(&self, call: Call, x: [u64; 4]) -> Hvc {
+        let ignores_args = call == Call::HypMeminfo && self.mutant(Mutant::MeminfoIgnoresArgs);
+        if x[1] | x[2] | x[3] != 0 && !ignores_args {
+            return ret1(INVALID_PARAMETER);
+        }
+        let granule = if call == Call::GuardInfo && self.mutant(Mutant::InfoHostPage) {
+            HOST_PAGE
+        } else {
+            self.reported_granule()
+        };
+        let a16 = self.opts.profile == Profile::Android16;
+        Hvc::Ret([granule, u64::from(a16), 0, 0])
+    }
+
     fn pkvm(&mut self, cpu: usize, call: Call, x: [u64; 4]) -> Hvc {
         let a16 = self.opts.profile == Profile::Android16;
         match call {
-            Call::HypMeminfo | Call::GuardInfo => {
-                if x[1] | x[2] | x[3] != 0 {
-                    return ret1(INVALID_PARAMETER);
-                }
-                Hvc::Ret([self.reported_granule(), u64::from(a16), 0, 0])
-            }
+            Call::HypMeminfo | Call::GuardInfo => self.meminfo(call, x),
             Call::MemShare | Call::MemUnshare => self.mem_share(call == Call::MemShare, x),
             Call::GuardEnroll => {
+                if self.enrolled && self.mutant(Mutant::EnrollResets) {
+                    self.guard.clear();
+                }
                 self.enrolled = true;
                 ret1(SUCCESS)
             }
             Call::GuardMap => match self.map_one(cpu, x[1]) {
                 Ok(()) => {
                     self.stats.map_ok += 1;
-                    Hvc::Ret([SUCCESS, u64::from(a16), 0, 0])
+                    let x0 = if self.mutant(Mutant::MapReturnsOne) {
+                        1
+                    } else {
+                        SUCCESS
+                    };
+                    Hvc::Ret([x0, u64::from(a16), 0, 0])
                 }
                 Err(_) => {
                     self.stats.map_failed += 1;
@@ -574,15 +666,9 @@ impl Vm {
             self.stats.refused += 1;
             return Hvc::AbortAtCall;
         }
-        let (layout, map) = (&self.layout, &mut self.share);
+        let (layout, map, m) = (&self.layout, &mut self.share, self.opts.mutant);
         let done = for_pages(x[1], n, page, |ipa| {
-            let ram = layout.is_guest_ram(ipa, page);
-            let r = if share {
-                map.share(ipa, page, ram)
-            } else {
-                map.unshare(ipa, page, ram)
-            };
-            r.is_ok()
+            share_page(map, layout, m, share, ipa, page)
         });
         if done == 0 {
             return ret1(self.share_failed(share));
@@ -611,7 +697,10 @@ impl Vm {
             return ret1(INVALID_PARAMETER);
         }
         let page = self.page();
-        let done = for_pages(x[1], x[2], page, |ipa| self.map_one(cpu, ipa).is_ok());
+        let first_only = self.mutant(Mutant::RguardFirstOnly);
+        let done = for_pages(x[1], x[2], page, |ipa| {
+            (first_only && ipa != x[1]) || self.map_one(cpu, ipa).is_ok()
+        });
         if done == 0 {
             self.stats.map_failed += 1;
             return ret1(INVALID_PARAMETER);
@@ -642,6 +731,7 @@ impl Vm {
         if base
             .checked_add(page)
             .is_none_or(|e| e > self.layout.ipa_limit())
+            && !self.mutant(Mutant::MapBeyondIpa)
         {
             return Err(MapError::BeyondIpa);
         }
@@ -655,6 +745,9 @@ impl Vm {
         }
         if self.mutant(Mutant::MapNoop) {
             return Ok(());
+        }
+        if self.mutant(Mutant::MapTwiceEinval) && self.guard.is_registered(base) {
+            return Err(MapError::AlreadyMapped);
         }
         self.guard
             .map(base, page, cpu)
@@ -686,7 +779,7 @@ impl Vm {
         } else if self.mutant(Mutant::UnmapNoop) {
             true
         } else {
-            self.guard.unmap(x[1], cpu, self.per_cpu())
+            self.guard.unmap(x[1], cpu, self.per_cpu()) || self.mutant(Mutant::UnmapUnmappedOk)
         };
         if ok {
             self.stats.unmap_ok += 1;
@@ -747,18 +840,21 @@ impl Vm {
             self.stats.cm_skipped += 1;
             return Access::Skip;
         }
-        let guarded = profile::has_guard(self.opts.profile) && self.enrolled;
-        let registered = !guarded || self.guard.allows(ipa, size, cpu, self.per_cpu());
+        let registered = self.allowed(cpu, ipa, size);
         if !d.isv {
             if self.mutant(Mutant::NoSyndromeForward) && registered {
                 return Access::Emulate;
             }
             return refuse(self, Refusal::NoSyndrome);
         }
+        if self.chaos_refuses() {
+            return refuse(self, Refusal::Unregistered);
+        }
         if registered || self.mutant(Mutant::GuardOff) {
             self.stats.forwarded += 1;
             if self.layout.on_console_page(ipa) {
                 self.stats.console += 1;
+                self.console_forwarded();
             }
             return Access::Forward;
         }
@@ -767,6 +863,81 @@ impl Vm {
             return Access::Drop;
         }
         refuse(self, Refusal::Unregistered)
+    }
+
+    /// Does the guard let `cpu` access `size` bytes at `ipa`? pKVM checks the pages of the
+    /// first and the last byte, for every vCPU alike (pkvm-abi.md section 3).
+    fn allowed(&self, cpu: usize, ipa: u64, size: u64) -> bool {
+        let guarded = profile::has_guard(self.opts.profile) && self.enrolled;
+        if !guarded || (cpu != 0 && self.mutant(Mutant::SecondaryUnguarded)) {
+            return true;
+        }
+        if self.mutant(Mutant::LastByteUnchecked) {
+            return self.guard.covers(ipa, cpu, self.per_cpu());
+        }
+        self.guard.allows(ipa, size, cpu, self.per_cpu())
+    }
+
+    /// `console-dropped`: the console's registration is lost after some accesses.
+    fn console_forwarded(&mut self) {
+        self.console_seen += 1;
+        if self.console_seen == CONSOLE_DROP_AFTER && self.mutant(Mutant::ConsoleDropped) {
+            let page = self.layout.console_page & !(self.page() - 1);
+            self.guard.unmap(page, 0, false);
+        }
+    }
+
+    /// Chaos, at a trapped access with a valid syndrome: maybe drop a registration, maybe
+    /// refuse the access whatever the guard says.
+    fn chaos_refuses(&mut self) -> bool {
+        let Some(c) = self.chaos.as_mut() else {
+            return false;
+        };
+        if c.one_in(chaos::ACCESS_ONE_IN) && !self.guard.is_empty() {
+            c.stats.drops += 1;
+            let i = (c.next_u64() % self.guard.len() as u64) as usize;
+            if let Some(base) = self.guard.base_at(i) {
+                self.guard.unmap(base, 0, false);
+            }
+        }
+        let refuse = c.one_in(chaos::ACCESS_ONE_IN);
+        c.stats.aborts += u64::from(refuse);
+        refuse
+    }
+
+    /// The value a forwarded load writes into its register, from what the bus answered:
+    /// as the syndrome says (size, sign extension, register width), unless a mutant or
+    /// chaos says otherwise.
+    pub fn loaded(&mut self, d: &DataAbort, raw: u64) -> u64 {
+        let mut d = *d;
+        if self.mutant(Mutant::NoSignExtend) {
+            d.sign_extend = false;
+        }
+        let mut v = load_result(raw, &d);
+        if self.mutant(Mutant::Load64As32) && d.size == 8 {
+            v &= 0xffff_ffff;
+        }
+        if let Some(c) = self.chaos.as_mut() {
+            if c.one_in(chaos::ACCESS_ONE_IN) {
+                c.stats.reads += 1;
+                v = c.next_u64() & if d.sixty_four { u64::MAX } else { 0xffff_ffff };
+            }
+        }
+        v
+    }
+
+    /// How the abort injected for a refused access (ESR_EL2's ISS `iss`) differs from
+    /// pKVM's: not at all, but for the mutants that get ESR, ELR or the register wrong.
+    pub fn inject_quirks(&self, iss: u32, d: &DataAbort) -> InjectQuirks {
+        let mut q = InjectQuirks::default();
+        match self.opts.mutant {
+            Some(Mutant::WnrLeak) => q.esr_bits = iss & ISS_WNR,
+            Some(Mutant::IsvLeak) => q.esr_bits = iss & ISS_SYNDROME,
+            Some(Mutant::ElrAdvanced) => q.elr_skip = 4,
+            Some(Mutant::DestClobbered) if d.isv && !d.write => q.clobber = Some(0),
+            _ => {}
+        }
+        q
     }
 
     /// The EL2 layer emulated an access without syndrome (`Access::Emulate`), or could not.
@@ -837,6 +1008,14 @@ impl Vm {
             self.share.shared_bytes(),
             s.share_ok, s.share_failed, s.unshare_ok, s.unshare_failed
         )?;
+        if let Some(c) = &self.chaos {
+            let k = &c.stats;
+            writeln!(
+                w,
+                "hypmodel: chaos seed={} calls={} drops={} aborts={} reads={}",
+                c.seed, k.calls, k.drops, k.aborts, k.reads
+            )?;
+        }
         writeln!(w, "hypmodel: end")
     }
 }

@@ -416,6 +416,13 @@ fn print_config(
         let _ = write!(line, "{}{gb:#x}+{gs:#x}", if i > 0 { "," } else { "" });
     }
     line.emit();
+    if let Some(seed) = opts.chaos {
+        hyp_line(format_args!(
+            "hypmodel: chaos seed={seed}: one pKVM call in {} and one access in {} misbehave",
+            hypmodel::chaos::CALL_ONE_IN,
+            hypmodel::chaos::ACCESS_ONE_IN
+        ));
+    }
 }
 
 const _: () =

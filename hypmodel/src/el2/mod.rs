@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use hypmodel::abi::*;
 use hypmodel::layout::PAGE_SIZE;
 use hypmodel::syndrome::{self, decode_dabt, decode_esr, DataAbort, PairMode};
-use hypmodel::vm::{Access, Call, Hvc, Refusal, Vm};
+use hypmodel::vm::{Access, Call, Hvc, InjectQuirks, Refusal, Vm};
 use spin::Mutex;
 
 macro_rules! fatal {
@@ -287,6 +287,12 @@ fn hypercall(f: &mut Frame, how: &str) {
 }
 
 fn inject(f: &mut Frame, esr: u32, far: u64) {
+    inject_at(f, esr, far, 0);
+}
+
+/// Injects a synchronous exception whose ELR_EL1 is `elr_skip` bytes past the trapped
+/// instruction (0 but for the `elr-advanced` mutant).
+fn inject_at(f: &mut Frame, esr: u32, far: u64, elr_skip: u64) {
     let cpu = cpu_index();
     if with_vm(|vm| vm.injected(cpu, esr, far, f.elr)) {
         abort_loop(cpu, esr, far, f.elr);
@@ -297,7 +303,7 @@ fn inject(f: &mut Frame, esr: u32, far: u64) {
     unsafe {
         sysreg::write_esr_el1(u64::from(esr));
         sysreg::write_far_el1(far);
-        sysreg::write_elr_el1(f.elr);
+        sysreg::write_elr_el1(f.elr + elr_skip);
         sysreg::write_spsr_el1(f.spsr);
     }
     f.elr = sysreg::read_vbar_el1() + syndrome::sync_vector_offset(src);
@@ -377,16 +383,17 @@ fn data_abort(f: &mut Frame, iss: u32, il: bool) {
         d: decode_dabt(iss),
         step: if il { 4 } else { 2 },
     };
-    let (action, is_console) = with_vm(|vm| {
+    let (action, is_console, quirks) = with_vm(|vm| {
         (
             vm.data_abort(t.cpu, t.ipa, far, &t.d),
             vm.layout.on_console_page(t.ipa),
+            vm.inject_quirks(iss, &t.d),
         )
     });
     match action {
         Access::Forward => forward(f, &t, is_console),
         Access::Emulate => emulate(f, &t),
-        Access::Inject { dfsc, far, why } => refuse(f, &t, dfsc, far, why),
+        Access::Inject { dfsc, far, why } => refuse(f, &t, (dfsc, far), why, quirks),
         Access::Drop => drop_access(f, &t),
         Access::Skip => {
             f.elr += t.step;
@@ -419,7 +426,7 @@ fn forward(f: &mut Frame, t: &Dabt, is_console: bool) {
     let val = match stored {
         Some(v) => v,
         None => {
-            let v = syndrome::load_result(r.value, d);
+            let v = with_vm(|vm| vm.loaded(d, r.value));
             f.set_reg(d.reg, v);
             v
         }
@@ -476,9 +483,13 @@ fn emulate(f: &mut Frame, t: &Dabt) {
     }
 }
 
-/// Injects the abort the VM decided on (`far1` is what FAR_EL1 gets, mutants included).
-fn refuse(f: &mut Frame, t: &Dabt, dfsc: u32, far1: u64, why: Refusal) {
-    let esr = syndrome::injected_dabt_esr(syndrome::source_of(f.spsr), dfsc);
+/// Injects the abort the VM decided on (`far1` is what FAR_EL1 gets, mutants included; the
+/// quirks are the mutants' ESR bits, ELR and destination register).
+fn refuse(f: &mut Frame, t: &Dabt, (dfsc, far1): (u32, u64), why: Refusal, q: InjectQuirks) {
+    let esr = syndrome::injected_dabt_esr(syndrome::source_of(f.spsr), dfsc) | q.esr_bits;
+    if let Some(v) = q.clobber {
+        f.set_reg(t.d.reg, v);
+    }
     if trace_on() {
         let (what, size) = if t.d.isv {
             (t.dir(), t.d.size)
@@ -490,7 +501,7 @@ fn refuse(f: &mut Frame, t: &Dabt, dfsc: u32, far1: u64, why: Refusal) {
             t.cpu, t.ipa, t.pc, why.name()
         ));
     }
-    inject(f, esr, far1);
+    inject_at(f, esr, far1, q.elr_skip);
 }
 
 /// `silent-drop`: the access is skipped and a load reads 0.
