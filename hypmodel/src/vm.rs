@@ -1081,6 +1081,175 @@ mod tests {
 
     const EINVAL: u64 = INVALID_PARAMETER;
 
+    fn enrolled(m: Mutant) -> Vm {
+        enrolled_in(Profile::Android14, m)
+    }
+
+    fn enrolled_in(p: Profile, m: Mutant) -> Vm {
+        let mut v = vm(p, Some(m));
+        assert_eq!(call(&mut v, 0, pk(6), 0, 0, 0)[0], SUCCESS);
+        v
+    }
+
+    fn st(reg: u32) -> DataAbort {
+        decode_dabt((1 << 24) | (2 << 22) | (reg << 16) | (1 << 6) | 0x07)
+    }
+
+    #[test]
+    fn new_mutants_injected_abort() {
+        let iss_st = (1 << 24) | (2 << 22) | (3 << 16) | (1 << 6) | 0x07;
+        let iss_ld = (1 << 24) | (2 << 22) | (3 << 16) | 0x07;
+        let q = |m| vm(Profile::Android14, Some(m)).inject_quirks(iss_st, &st(3));
+        assert_eq!(q(Mutant::WnrLeak).esr_bits, 1 << 6);
+        assert_eq!(
+            q(Mutant::IsvLeak).esr_bits,
+            (1 << 24) | (2 << 22) | (3 << 16)
+        );
+        assert_eq!(q(Mutant::ElrAdvanced).elr_skip, 4);
+        assert_eq!(
+            q(Mutant::DestClobbered).clobber,
+            None,
+            "a store has no destination"
+        );
+        let v = vm(Profile::Android14, Some(Mutant::DestClobbered));
+        assert_eq!(v.inject_quirks(iss_ld, &ldr(3)).clobber, Some(0));
+        let v = vm(Profile::Android14, None);
+        assert_eq!(v.inject_quirks(iss_st, &st(3)), InjectQuirks::default());
+    }
+
+    #[test]
+    fn new_mutants_calls() {
+        let mut v = enrolled(Mutant::InfoHostPage);
+        assert_eq!(call(&mut v, 0, pk(5), 0, 0, 0)[0], 0x10000);
+        assert_eq!(call(&mut v, 0, pk(2), 0, 0, 0)[0], 4096);
+        let mut v = enrolled(Mutant::MeminfoIgnoresArgs);
+        assert_eq!(call(&mut v, 0, pk(2), 1, 2, 3)[0], 4096);
+        assert_eq!(
+            call(&mut v, 0, pk(5), 1, 0, 0)[0],
+            EINVAL,
+            "INFO still checks"
+        );
+        let mut v = enrolled(Mutant::EnrollResets);
+        assert_eq!(call(&mut v, 0, pk(7), RTC, 0, 0)[0], SUCCESS);
+        call(&mut v, 0, pk(6), 0, 0, 0);
+        assert!(
+            v.guard.is_empty(),
+            "a second ENROLL dropped the registration"
+        );
+        let mut v = enrolled(Mutant::MapTwiceEinval);
+        assert_eq!(call(&mut v, 0, pk(7), RTC, 0, 0)[0], SUCCESS);
+        assert_eq!(call(&mut v, 0, pk(7), RTC, 0, 0)[0], EINVAL);
+        let mut v = enrolled(Mutant::UnmapUnmappedOk);
+        assert_eq!(call(&mut v, 0, pk(8), RTC, 0, 0)[0], SUCCESS);
+        assert_eq!(
+            call(&mut v, 0, pk(8), RTC + 1, 0, 0)[0],
+            EINVAL,
+            "misaligned"
+        );
+        let mut v = enrolled(Mutant::MapBeyondIpa);
+        assert_eq!(call(&mut v, 0, pk(7), 1 << 48, 0, 0)[0], SUCCESS);
+        let mut v = enrolled(Mutant::MapReturnsOne);
+        assert_eq!(call(&mut v, 0, pk(7), RTC, 0, 0)[0], 1);
+        assert!(v.guard.is_registered(RTC));
+        let mut v = enrolled_in(Profile::Android16, Mutant::RguardFirstOnly);
+        assert_eq!(call(&mut v, 0, pk(10), RTC, 3, 0), [SUCCESS, 3, 0, 0]);
+        assert!(v.guard.is_registered(RTC) && !v.guard.is_registered(RTC + 0x1000));
+    }
+
+    #[test]
+    fn new_mutants_memshare() {
+        let p = 0x4100_0000;
+        let mut v = enrolled(Mutant::ShareTwiceOk);
+        assert_eq!(call(&mut v, 0, pk(3), p, 0, 0)[0], SUCCESS);
+        assert_eq!(call(&mut v, 0, pk(3), p, 0, 0)[0], SUCCESS);
+        let mut v = enrolled(Mutant::ShareMmioOk);
+        assert_eq!(call(&mut v, 0, pk(3), RTC, 0, 0)[0], SUCCESS);
+        assert_eq!(
+            call(&mut v, 0, pk(4), RTC, 0, 0)[0],
+            EINVAL,
+            "UNSHARE still checks"
+        );
+        let mut v = enrolled(Mutant::ShareMisalignedOk);
+        assert_eq!(call(&mut v, 0, pk(3), p + 0x10, 0, 0)[0], SUCCESS);
+        assert!(v.share.is_shared(p), "aligned down");
+        let mut v = enrolled(Mutant::UnsharePrivateOk);
+        assert_eq!(call(&mut v, 0, pk(4), p, 0, 0)[0], SUCCESS);
+        let mut v = enrolled(Mutant::ShareTwiceOk);
+        assert_eq!(
+            call(&mut v, 0, pk(4), p, 0, 0)[0],
+            EINVAL,
+            "only its own rule"
+        );
+    }
+
+    #[test]
+    fn new_mutants_accesses() {
+        let sx8 = decode_dabt((1 << 24) | (1 << 21) | (3 << 16) | (1 << 15) | 0x07);
+        let mut v = vm(Profile::Android14, Some(Mutant::NoSignExtend));
+        assert_eq!(v.loaded(&sx8, 0xf0), 0xf0);
+        assert_eq!(
+            vm(Profile::Android14, None).loaded(&sx8, 0xf0),
+            u64::MAX - 0xf
+        );
+        let ld64 = decode_dabt((1 << 24) | (3 << 22) | (3 << 16) | (1 << 15) | 0x07);
+        let mut v = vm(Profile::Android14, Some(Mutant::Load64As32));
+        assert_eq!(v.loaded(&ld64, 0x10_0000_0031), 0x31);
+        let mut v = enrolled(Mutant::SecondaryUnguarded);
+        assert!(matches!(
+            v.data_abort(0, RTC, RTC, &ldr(0)),
+            Access::Inject { .. }
+        ));
+        assert_eq!(v.data_abort(1, RTC, RTC, &ldr(0)), Access::Forward);
+        // An 8-byte access whose last byte is in the next, unregistered page.
+        let mut v = enrolled(Mutant::LastByteUnchecked);
+        call(&mut v, 0, pk(7), RTC, 0, 0);
+        let ld = decode_dabt((1 << 24) | (3 << 22) | (1 << 15) | 0x07);
+        assert_eq!(
+            v.data_abort(0, RTC + 0xffc, RTC + 0xffc, &ld),
+            Access::Forward
+        );
+        let mut g = enrolled_in(Profile::Android14, Mutant::LastByteUnchecked);
+        g.opts.mutant = None;
+        call(&mut g, 0, pk(7), RTC, 0, 0);
+        assert!(matches!(
+            g.data_abort(0, RTC + 0xffc, RTC + 0xffc, &ld),
+            Access::Inject { .. }
+        ));
+        let mut v = enrolled(Mutant::ConsoleDropped);
+        call(&mut v, 0, pk(7), UART, 0, 0);
+        for _ in 0..CONSOLE_DROP_AFTER {
+            assert_eq!(v.data_abort(0, UART, UART, &st(0)), Access::Forward);
+        }
+        assert!(matches!(
+            v.data_abort(0, UART, UART, &st(0)),
+            Access::Inject { .. }
+        ));
+    }
+
+    #[test]
+    fn chaos_is_reproducible_and_garbles_some_calls() {
+        let run = |seed| {
+            let mut v = vm_with(Options {
+                chaos: Some(seed),
+                ..Options::default()
+            });
+            call(&mut v, 0, pk(6), 0, 0, 0);
+            let answers: Vec<Hvc> = (0..200)
+                .map(|_| v.hvc(0, [u64::from(pk(2)), 0, 0, 0]))
+                .collect();
+            (answers, v.chaos.map(|c| c.stats))
+        };
+        let (a, stats) = run(5);
+        assert_eq!((a.clone(), stats), run(5));
+        let garbled = a
+            .iter()
+            .filter(|&&r| r != Hvc::Ret([4096, 0, 0, 0]))
+            .count();
+        assert!(garbled > 0 && garbled < 40, "{garbled} of 200");
+        // A 32-bit form of 4096 is 4096 again: not every garbled call shows.
+        assert!(stats.is_some_and(|s| s.calls >= garbled as u64));
+    }
+
     #[test]
     fn the_same_abort_eight_times_in_a_row_is_a_loop() {
         let mut v = vm(Profile::Android14, None);
