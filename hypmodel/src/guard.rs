@@ -122,6 +122,16 @@ impl Registry {
     pub fn is_registered(&self, base: u64) -> bool {
         self.find(base).is_some()
     }
+
+    /// The base of the `i`-th registered range (in no particular order).
+    pub fn base_at(&self, i: usize) -> Option<u64> {
+        self.entries[..self.len].get(i).map(|e| e.base)
+    }
+
+    /// Forgets every registration.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod abi;
+pub mod chaos;
 pub mod console;
 pub mod fdt;
 pub mod guard;

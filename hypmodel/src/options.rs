@@ -60,10 +60,31 @@ pub enum Mutant {
     PerCpuGuard,
     GranuleMismatch,
     NoSyndromeForward,
+    WnrLeak,
+    IsvLeak,
+    ElrAdvanced,
+    DestClobbered,
+    InfoHostPage,
+    EnrollResets,
+    MapTwiceEinval,
+    UnmapUnmappedOk,
+    MapBeyondIpa,
+    ShareTwiceOk,
+    ShareMmioOk,
+    ShareMisalignedOk,
+    UnsharePrivateOk,
+    MeminfoIgnoresArgs,
+    NoSignExtend,
+    Load64As32,
+    SecondaryUnguarded,
+    ConsoleDropped,
+    MapReturnsOne,
+    RguardFirstOnly,
+    LastByteUnchecked,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 13] = [
+    pub const ALL: [Mutant; 34] = [
         Mutant::GuardOff,
         Mutant::SilentDrop,
         Mutant::WrongDfsc,
@@ -77,6 +98,27 @@ impl Mutant {
         Mutant::PerCpuGuard,
         Mutant::GranuleMismatch,
         Mutant::NoSyndromeForward,
+        Mutant::WnrLeak,
+        Mutant::IsvLeak,
+        Mutant::ElrAdvanced,
+        Mutant::DestClobbered,
+        Mutant::InfoHostPage,
+        Mutant::EnrollResets,
+        Mutant::MapTwiceEinval,
+        Mutant::UnmapUnmappedOk,
+        Mutant::MapBeyondIpa,
+        Mutant::ShareTwiceOk,
+        Mutant::ShareMmioOk,
+        Mutant::ShareMisalignedOk,
+        Mutant::UnsharePrivateOk,
+        Mutant::MeminfoIgnoresArgs,
+        Mutant::NoSignExtend,
+        Mutant::Load64As32,
+        Mutant::SecondaryUnguarded,
+        Mutant::ConsoleDropped,
+        Mutant::MapReturnsOne,
+        Mutant::RguardFirstOnly,
+        Mutant::LastByteUnchecked,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -93,6 +135,27 @@ impl Mutant {
             Mutant::PerCpuGuard => "per-cpu-guard",
             Mutant::GranuleMismatch => "granule-mismatch",
             Mutant::NoSyndromeForward => "no-syndrome-forward",
+            Mutant::WnrLeak => "wnr-leak",
+            Mutant::IsvLeak => "isv-leak",
+            Mutant::ElrAdvanced => "elr-advanced",
+            Mutant::DestClobbered => "dest-clobbered",
+            Mutant::InfoHostPage => "info-host-page",
+            Mutant::EnrollResets => "enroll-resets",
+            Mutant::MapTwiceEinval => "map-twice-einval",
+            Mutant::UnmapUnmappedOk => "unmap-unmapped-ok",
+            Mutant::MapBeyondIpa => "map-beyond-ipa",
+            Mutant::ShareTwiceOk => "share-twice-ok",
+            Mutant::ShareMmioOk => "share-mmio-ok",
+            Mutant::ShareMisalignedOk => "share-misaligned-ok",
+            Mutant::UnsharePrivateOk => "unshare-private-ok",
+            Mutant::MeminfoIgnoresArgs => "meminfo-ignores-args",
+            Mutant::NoSignExtend => "no-sign-extend",
+            Mutant::Load64As32 => "load64-as-32",
+            Mutant::SecondaryUnguarded => "secondary-unguarded",
+            Mutant::ConsoleDropped => "console-dropped",
+            Mutant::MapReturnsOne => "map-returns-one",
+            Mutant::RguardFirstOnly => "rguard-first-only",
+            Mutant::LastByteUnchecked => "last-byte-unchecked",
         }
     }
     pub fn from_name(s: &str) -> Option<Mutant> {
@@ -109,6 +172,8 @@ pub struct Options {
     /// `hypmodel.enrolled=boot`: enrolled before the guest's first instruction.
     pub enrolled_at_boot: bool,
     pub trace: bool,
+    /// `hypmodel.chaos=SEED`: misbehave at random, reproducibly per seed (see `chaos.rs`).
+    pub chaos: Option<u64>,
 }
 
 impl Default for Options {
@@ -119,6 +184,7 @@ impl Default for Options {
             mutant: None,
             enrolled_at_boot: false,
             trace: false,
+            chaos: None,
         }
     }
 }
@@ -169,9 +235,12 @@ fn apply<'a>(o: &mut Options, word: &'a str) -> Result<(), OptError<'a>> {
         ("hypmodel.enrolled", Some("guest")) => o.enrolled_at_boot = false,
         ("hypmodel.trace", None | Some("1") | Some("on")) => o.trace = true,
         ("hypmodel.trace", Some("0") | Some("off")) => o.trace = false,
+        ("hypmodel.chaos", Some(v)) => {
+            o.chaos = Some(v.parse().map_err(|_| OptError::BadValue(word))?)
+        }
         (
             "hypmodel.profile" | "hypmodel.granule" | "hypmodel.mutant" | "hypmodel.enrolled"
-            | "hypmodel.trace",
+            | "hypmodel.trace" | "hypmodel.chaos",
             _,
         ) => return Err(OptError::BadValue(word)),
         _ => return Err(OptError::UnknownOption(word)),
@@ -300,6 +369,14 @@ mod tests {
             p(&format!("-- {}", "a".repeat(65))).unwrap_err(),
             "guest command line too long"
         );
+    }
+
+    #[test]
+    fn chaos_seed() {
+        assert_eq!(p("hypmodel.chaos=42").unwrap().0.chaos, Some(42));
+        assert_eq!(p("").unwrap().0.chaos, None);
+        assert!(p("hypmodel.chaos=x").unwrap_err().contains("bad value"));
+        assert!(p("hypmodel.chaos").unwrap_err().contains("bad value"));
     }
 
     #[test]

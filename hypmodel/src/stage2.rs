@@ -1,6 +1,12 @@
-//! Stage-2 translation tables (4 KiB granule, walk starting at level 0): guest RAM
-//! identity-mapped read/write/execute as normal write-back memory; everything else absent,
-//! so every device access and every access to hypmodel's own memory is a stage-2 fault.
+//! Stage-2 translation tables (4 KiB granule): guest RAM identity-mapped read/write/execute
+//! as normal write-back memory; everything else absent, so every device access and every
+//! access to hypmodel's own memory is a stage-2 fault.
+//!
+//! The walk's shape follows the CPU's physical address size (ID_AA64MMFR0_EL1.PARange):
+//! 44 bits or more start at level 0 (one root table, IPA capped at 48 bits without LPA2);
+//! 40 and 42 bits start at level 1 with 2 or 8 concatenated root tables, because a level-0
+//! start needs a PA size of at least 44 bits (Arm ARM, VTCR_EL2.SL0); 32 and 36 bits start
+//! at level 1 with one table.
 //!
 //! Tables come from a pool whose physical address is known, so the same code builds real
 //! tables at EL2 and checkable ones on the host.
@@ -20,6 +26,55 @@ const ADDR_MASK: u64 = 0x0000_FFFF_FFFF_F000;
 pub enum Stage2Error {
     OutOfTables,
     Misaligned,
+    /// The range lies beyond the IPA size the tables translate.
+    BeyondIpa,
+}
+
+/// The most root tables a level-1 start concatenates here (42-bit IPA).
+pub const MAX_ROOT_TABLES: usize = 8;
+
+/// The stage-2 walk for one PA size: IPA bits, VTCR_EL2.PS, first level, root tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub ipa_bits: u32,
+    pub ps: u64,
+    /// 0 or 1.
+    pub start_level: u32,
+    /// Concatenated root tables (level-1 start only; 1 for a level-0 start).
+    pub root_tables: usize,
+}
+
+impl Geometry {
+    /// From ID_AA64MMFR0_EL1.PARange (bits [3:0]); codes above 48 bits (52-bit PA, LPA)
+    /// are capped at 48 bits, the most a 4 KiB-granule stage 2 without LPA2 translates.
+    pub fn of_parange(code: u64) -> Geometry {
+        let (ipa_bits, ps) = parange_bits(code);
+        let (start_level, root_tables) = match ipa_bits {
+            44.. => (0, 1),
+            40 => (1, 2),
+            42 => (1, 8),
+            _ => (1, 1),
+        };
+        Geometry {
+            ipa_bits,
+            ps,
+            start_level,
+            root_tables,
+        }
+    }
+
+    /// VTCR_EL2: T0SZ for `ipa_bits`, SL0 for the first level, 4 KiB granule, write-back
+    /// inner-shareable walks, PS.
+    pub fn vtcr(&self) -> u64 {
+        let t0sz = u64::from(64 - self.ipa_bits);
+        let sl0: u64 = if self.start_level == 0 { 2 } else { 1 };
+        t0sz | (sl0 << 6) | (1 << 8) | (1 << 10) | (3 << 12) | (self.ps << 16) | (1 << 31)
+    }
+
+    /// The alignment VTTBR_EL2's base needs: the size of the concatenated root.
+    pub fn root_align(&self) -> u64 {
+        self.root_tables as u64 * 4096
+    }
 }
 
 impl core::fmt::Display for Stage2Error {
@@ -27,6 +82,7 @@ impl core::fmt::Display for Stage2Error {
         f.write_str(match self {
             Stage2Error::OutOfTables => "out of stage-2 tables",
             Stage2Error::Misaligned => "not 4 KiB aligned",
+            Stage2Error::BeyondIpa => "beyond the IPA size",
         })
     }
 }
@@ -35,20 +91,41 @@ pub struct Builder<'t> {
     pool: &'t mut [Table],
     pool_pa: u64,
     used: usize,
+    geo: Geometry,
 }
 
 impl<'t> Builder<'t> {
-    /// `pool[i]` lives at physical address `pool_pa + i * 4096`; `pool[0]` becomes the root.
-    pub fn new(pool: &'t mut [Table], pool_pa: u64) -> Result<Self, Stage2Error> {
-        if pool.is_empty() {
+    /// `pool[i]` lives at physical address `pool_pa + i * 4096`; the first
+    /// `geo.root_tables` tables become the root (`pool_pa` must be `geo.root_align()`
+    /// aligned).
+    pub fn new(pool: &'t mut [Table], pool_pa: u64, geo: Geometry) -> Result<Self, Stage2Error> {
+        if pool.len() < geo.root_tables {
             return Err(Stage2Error::OutOfTables);
         }
-        pool[0] = [0; ENTRIES];
+        if !pool_pa.is_multiple_of(geo.root_align()) {
+            return Err(Stage2Error::Misaligned);
+        }
+        for t in &mut pool[..geo.root_tables] {
+            *t = [0; ENTRIES];
+        }
         Ok(Builder {
             pool,
             pool_pa,
-            used: 1,
+            used: geo.root_tables,
+            geo,
         })
+    }
+
+    /// The level-1 table for `ipa`: behind the root's level-0 entry, or one of the
+    /// concatenated roots (made if absent only for a level-0 start).
+    fn level1(&mut self, ipa: u64) -> Result<usize, Stage2Error> {
+        if ipa >> self.geo.ipa_bits != 0 {
+            return Err(Stage2Error::BeyondIpa);
+        }
+        if self.geo.start_level == 1 {
+            return Ok((ipa >> 39) as usize);
+        }
+        self.next(0, ((ipa >> 39) & 511) as usize)
     }
 
     pub fn root_pa(&self) -> u64 {
@@ -86,8 +163,11 @@ impl<'t> Builder<'t> {
         }
         let mut a = base;
         let end = base + size;
+        if end > 1 << self.geo.ipa_bits {
+            return Err(Stage2Error::BeyondIpa);
+        }
         while a < end {
-            let l0 = self.next(0, ((a >> 39) & 511) as usize)?;
+            let l0 = self.level1(a)?;
             let l1i = ((a >> 30) & 511) as usize;
             if a.is_multiple_of(1 << 30) && end - a >= 1 << 30 {
                 self.pool[l0][l1i] = a | NORMAL_RW | BLOCK;
@@ -110,8 +190,14 @@ impl<'t> Builder<'t> {
 
     /// Walks the tables like the MMU: the output address for `ipa`, if mapped.
     pub fn translate(&self, ipa: u64) -> Option<u64> {
+        if ipa >> self.geo.ipa_bits != 0 {
+            return None;
+        }
         let mut t = 0usize;
-        for level in 0..4 {
+        if self.geo.start_level == 1 {
+            t = (ipa >> 39) as usize;
+        }
+        for level in self.geo.start_level as usize..4 {
             let shift = 39 - 9 * level;
             let d = self.pool[t][((ipa >> shift) & 511) as usize];
             if d & VALID == 0 {
@@ -128,13 +214,6 @@ impl<'t> Builder<'t> {
         }
         None
     }
-}
-
-/// VTCR_EL2 for a walk starting at level 0 with 4 KiB granule, `ipa_bits` of IPA,
-/// write-back inner-shareable walks, physical size code `ps`.
-pub fn vtcr(ipa_bits: u32, ps: u64) -> u64 {
-    let t0sz = u64::from(64 - ipa_bits);
-    t0sz | (2 << 6) | (1 << 8) | (1 << 10) | (3 << 12) | (ps << 16) | (1 << 31)
 }
 
 /// PARange code (ID_AA64MMFR0_EL1[3:0]) to bits; capped at 48, the most a 4 KiB-granule
@@ -161,7 +240,7 @@ mod tests {
     #[test]
     fn guest_ram_around_the_hole() {
         let mut p = pool(16);
-        let mut b = Builder::new(&mut p, 0x4030_0000).unwrap();
+        let mut b = Builder::new(&mut p, 0x4030_0000, Geometry::of_parange(5)).unwrap();
         // 512 MiB at 0x4000_0000 minus [0x4020_0000, 0x4060_0000).
         b.map_ram(0x4000_0000, 0x20_0000).unwrap();
         b.map_ram(0x4060_0000, 0x1fa0_0000).unwrap();
@@ -191,7 +270,7 @@ mod tests {
     #[test]
     fn gigabyte_blocks_and_pages() {
         let mut p = pool(8);
-        let mut b = Builder::new(&mut p, 0x1000_0000).unwrap();
+        let mut b = Builder::new(&mut p, 0x1000_0000, Geometry::of_parange(5)).unwrap();
         b.map_ram(0x4000_0000, 0x4000_3000).unwrap(); // 1 GiB + 3 pages
         assert_eq!(b.translate(0x7fff_ffff), Some(0x7fff_ffff));
         assert_eq!(b.pool[1][1] & 3, BLOCK, "1 GiB block at level 1");
@@ -203,7 +282,7 @@ mod tests {
     #[test]
     fn out_of_tables_is_an_error() {
         let mut p = pool(3);
-        let mut b = Builder::new(&mut p, 0).unwrap();
+        let mut b = Builder::new(&mut p, 0, Geometry::of_parange(5)).unwrap();
         assert_eq!(
             b.map_ram(0x4000_0000, 0x1000),
             Err(Stage2Error::OutOfTables)
@@ -219,10 +298,55 @@ mod tests {
             "52-bit PA still gives a 48-bit IPA"
         );
         assert_eq!(parange_bits(2), (40, 2));
-        let v = vtcr(48, 5);
+        let v = Geometry::of_parange(5).vtcr();
         assert_eq!(v & 0x3f, 16);
         assert_eq!((v >> 6) & 3, 2, "SL0 = level 0");
         assert_eq!((v >> 16) & 7, 5);
         assert_eq!(v >> 31 & 1, 1);
+        // cortex-a53/a76/a64fx: 40-bit PA. Level 0 would need 44 bits: level 1, two tables.
+        let g = Geometry::of_parange(2);
+        assert_eq!(
+            (g.start_level, g.root_tables, g.root_align()),
+            (1, 2, 0x2000)
+        );
+        let v = g.vtcr();
+        assert_eq!(v & 0x3f, 24, "T0SZ for 40 bits");
+        assert_eq!((v >> 6) & 3, 1, "SL0 = level 1");
+        assert_eq!((v >> 16) & 7, 2, "PS = 40 bits");
+        assert_eq!(Geometry::of_parange(3).root_tables, 8, "42 bits: 8 tables");
+        let g = Geometry::of_parange(4);
+        assert_eq!((g.ipa_bits, g.start_level, g.vtcr() & 0x3f), (44, 0, 20));
+        assert_eq!(Geometry::of_parange(1).vtcr() & 0x3f, 28, "36 bits");
+    }
+
+    #[test]
+    fn level1_start_with_concatenated_roots() {
+        let mut p = pool(8);
+        let g = Geometry::of_parange(2);
+        let mut b = Builder::new(&mut p, 0x4030_0000, g).unwrap();
+        b.map_ram(0x4000_0000, 0x20_0000).unwrap();
+        b.map_ram(0x80_4000_0000, 0x1000).unwrap(); // second root table (bit 39 set)
+        assert_eq!(
+            b.tables_used(),
+            2 + 1 + 1 + 1,
+            "2 roots, 1 L2, then L2 + L3"
+        );
+        assert_eq!(
+            b.pool[0][1] & 3,
+            TABLE,
+            "root 0, entry 1: level-1 table entry"
+        );
+        assert_eq!(b.translate(0x4010_0000), Some(0x4010_0000));
+        assert_eq!(b.translate(0x80_4000_0ff8), Some(0x80_4000_0ff8));
+        assert_eq!(b.translate(0x80_4000_1000), None);
+        assert_eq!(b.translate(1 << 40), None, "beyond 40 bits");
+        assert_eq!(
+            b.map_ram(0xff_ffff_f000, 0x2000),
+            Err(Stage2Error::BeyondIpa)
+        );
+        assert!(
+            Builder::new(&mut pool(2), 0x1000, g).is_err(),
+            "root misaligned"
+        );
     }
 }

@@ -4,19 +4,31 @@
 //! returned decision.
 
 use crate::abi::*;
+use crate::chaos::{self, CallChaos, Chaos};
 use crate::guard::{GuardError, Registry};
 use crate::layout::PAGE_SIZE;
-use crate::memshare::ShareMap;
+use crate::memshare::{ShareError, ShareMap};
 use crate::options::{Mutant, Options, Profile};
 use crate::profile;
-use crate::syndrome::DataAbort;
+use crate::syndrome::{load_result, DataAbort};
 use core::fmt::{self, Write};
 
 pub const MAX_CPUS: usize = 8;
+/// Identical injected aborts in a row (same ESR, FAR and PC, nothing else trapped on that
+/// vCPU in between) after which the guest is looping and the run ends.
+pub const REPEAT_LIMIT: u32 = 8;
 pub const MAX_RAM_RANGES: usize = 8;
 /// `granule-mismatch`: the granule hypmodel reports, and the page it really registers.
 const MISMATCH_REPORTED: u64 = 16384;
 const MISMATCH_PAGE: u64 = 4096;
+/// `info-host-page`: what MMIO_GUARD_INFO reports (a 64 KiB host's PAGE_SIZE).
+const HOST_PAGE: u64 = 65536;
+/// `console-dropped`: forwarded console accesses after which its registration is lost.
+pub const CONSOLE_DROP_AFTER: u64 = 1000;
+/// ESR ISS bits of a data abort that describe the access: ISV, SAS, SSE, SRT, SF, AR.
+const ISS_SYNDROME: u32 = 0x01ff_c000;
+/// ESR ISS WnR (bit 6): the access was a write.
+const ISS_WNR: u32 = 1 << 6;
 
 /// Physical memory as the device tree gave it, hypmodel's own part of it, the IPA size.
 #[derive(Clone, Copy, Debug)]
@@ -278,6 +290,8 @@ pub enum MapError {
     /// Guest RAM or hypmodel's own memory.
     Memory,
     Registry(GuardError),
+    /// `map-twice-einval`: the page is registered already.
+    AlreadyMapped,
 }
 
 impl fmt::Display for MapError {
@@ -288,8 +302,19 @@ impl fmt::Display for MapError {
             MapError::BeyondIpa => f.write_str("beyond the IPA size"),
             MapError::Memory => f.write_str("memory, not a device"),
             MapError::Registry(e) => write!(f, "{e}"),
+            MapError::AlreadyMapped => f.write_str("already registered"),
         }
     }
+}
+
+/// How an injected abort differs from pKVM's beyond its DFSC and FAR (all zero in the
+/// correct model, pkvm-abi.md section 3(b)): ESR bits added, how far ELR_EL1 is past the
+/// access, what a refused load's destination register gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InjectQuirks {
+    pub esr_bits: u32,
+    pub elr_skip: u64,
+    pub clobber: Option<u64>,
 }
 
 /// The decision for a trapped data access.
@@ -319,6 +344,12 @@ pub struct Vm {
     pub power: [CpuPower; MAX_CPUS],
     /// Guest entry and context for a vCPU being started.
     pub boot: [(u64, u64); MAX_CPUS],
+    /// Per vCPU: the last abort injected (ESR, FAR, PC) and how often in a row.
+    last_abort: [(u32, u64, u64, u32); MAX_CPUS],
+    /// `hypmodel.chaos=SEED`: the random misbehaviour, if asked for.
+    pub chaos: Option<Chaos>,
+    /// Forwarded accesses to the console's page so far (`console-dropped`).
+    console_seen: u64,
 }
 
 fn ret1(x0: u64) -> Hvc {
@@ -353,6 +384,37 @@ fn share_page_count(a16: bool, x: [u64; 4]) -> Option<u64> {
     }
 }
 
+/// One granule of a MEM_SHARE (`share`) or MEM_UNSHARE; true when done. The memshare
+/// mutants accept what pKVM refuses: a second share, a device page, a misaligned IPA
+/// (aligned down), an unshare of a private page.
+fn share_page(
+    map: &mut ShareMap,
+    layout: &Layout,
+    m: Option<Mutant>,
+    share: bool,
+    ipa: u64,
+    page: u64,
+) -> bool {
+    let op = |map: &mut ShareMap, ipa: u64| {
+        let ram = layout.is_guest_ram(ipa, page);
+        if share {
+            map.share(ipa, page, ram)
+        } else {
+            map.unshare(ipa, page, ram)
+        }
+    };
+    match (op(map, ipa), m) {
+        (Ok(()), _) => true,
+        (Err(ShareError::AlreadyShared), Some(Mutant::ShareTwiceOk)) => true,
+        (Err(ShareError::NotRam), Some(Mutant::ShareMmioOk)) => share,
+        (Err(ShareError::NotShared), Some(Mutant::UnsharePrivateOk)) => !share,
+        (Err(ShareError::Misaligned), Some(Mutant::ShareMisalignedOk)) => {
+            op(map, ipa & !(page - 1)).is_ok()
+        }
+        (Err(_), _) => false,
+    }
+}
+
 impl Vm {
     pub fn new(opts: Options, layout: Layout, share: ShareMap, cpus: &[u64]) -> Vm {
         let mut c = [u64::MAX; MAX_CPUS];
@@ -371,6 +433,30 @@ impl Vm {
             ncpus,
             power,
             boot: [(0, 0); MAX_CPUS],
+            last_abort: [(0, 0, 0, 0); MAX_CPUS],
+            chaos: opts.chaos.map(Chaos::new),
+            console_seen: 0,
+        }
+    }
+
+    /// hypmodel injects an abort (`esr`, `far`) into `cpu` at `pc`: true when it is the
+    /// `REPEAT_LIMIT`-th identical one in a row, i.e. the guest will never get past it.
+    pub fn injected(&mut self, cpu: usize, esr: u32, far: u64, pc: u64) -> bool {
+        let Some(last) = self.last_abort.get_mut(cpu) else {
+            return false;
+        };
+        if (last.0, last.1, last.2) == (esr, far, pc) {
+            last.3 += 1;
+        } else {
+            *last = (esr, far, pc, 1);
+        }
+        last.3 >= REPEAT_LIMIT
+    }
+
+    /// `cpu` trapped for something else than an injected abort: it is not stuck.
+    fn progressed(&mut self, cpu: usize) {
+        if let Some(last) = self.last_abort.get_mut(cpu) {
+            *last = (0, 0, 0, 0);
         }
     }
 
@@ -410,6 +496,7 @@ impl Vm {
     }
 
     pub fn hvc(&mut self, cpu: usize, x: [u64; 4]) -> Hvc {
+        self.progressed(cpu);
         let fid = x[0] as u32;
         let call = Call::of(fid);
         self.stats.calls[call.index()] += 1;
@@ -455,7 +542,8 @@ impl Vm {
                 if !profile::implements(p, func) {
                     return ret1(NOT_SUPPORTED);
                 }
-                self.pkvm(cpu, call, x)
+                let out = self.pkvm(cpu, call, x);
+                self.garble(out)
             }
         }
     }
@@ -504,24 +592,56 @@ impl Vm {
         Some(self.boot[idx])
     }
 
+    /// Chaos: maybe replace a pKVM call's answer with garbage.
+    fn garble(&mut self, out: Hvc) -> Hvc {
+        let (Some(c), Hvc::Ret(r)) = (self.chaos.as_mut(), out) else {
+            return out;
+        };
+        match c.call() {
+            None => out,
+            Some(CallChaos::Random(x)) => Hvc::Ret(x),
+            Some(CallChaos::Truncated) => Hvc::Ret([r[0] & 0xffff_ffff, r[1], r[2], r[3]]),
+            Some(CallChaos::Abort) => Hvc::AbortAtCall,
+            Some(CallChaos::Code(code)) => Hvc::Ret([code, r[1], r[2], r[3]]),
+        }
+    }
+
+    /// HYP_MEMINFO and MMIO_GUARD_INFO: the granule (x1 = 1 on android16: range calls).
+    fn meminfo(&self, call: Call, x: [u64; 4]) -> Hvc {
+        let ignores_args = call == Call::HypMeminfo && self.mutant(Mutant::MeminfoIgnoresArgs);
+        if x[1] | x[2] | x[3] != 0 && !ignores_args {
+            return ret1(INVALID_PARAMETER);
+        }
+        let granule = if call == Call::GuardInfo && self.mutant(Mutant::InfoHostPage) {
+            HOST_PAGE
+        } else {
+            self.reported_granule()
+        };
+        let a16 = self.opts.profile == Profile::Android16;
+        Hvc::Ret([granule, u64::from(a16), 0, 0])
+    }
+
     fn pkvm(&mut self, cpu: usize, call: Call, x: [u64; 4]) -> Hvc {
         let a16 = self.opts.profile == Profile::Android16;
         match call {
-            Call::HypMeminfo | Call::GuardInfo => {
-                if x[1] | x[2] | x[3] != 0 {
-                    return ret1(INVALID_PARAMETER);
-                }
-                Hvc::Ret([self.reported_granule(), u64::from(a16), 0, 0])
-            }
+            Call::HypMeminfo | Call::GuardInfo => self.meminfo(call, x),
             Call::MemShare | Call::MemUnshare => self.mem_share(call == Call::MemShare, x),
             Call::GuardEnroll => {
+                if self.enrolled && self.mutant(Mutant::EnrollResets) {
+                    self.guard.clear();
+                }
                 self.enrolled = true;
                 ret1(SUCCESS)
             }
             Call::GuardMap => match self.map_one(cpu, x[1]) {
                 Ok(()) => {
                     self.stats.map_ok += 1;
-                    Hvc::Ret([SUCCESS, u64::from(a16), 0, 0])
+                    let x0 = if self.mutant(Mutant::MapReturnsOne) {
+                        1
+                    } else {
+                        SUCCESS
+                    };
+                    Hvc::Ret([x0, u64::from(a16), 0, 0])
                 }
                 Err(_) => {
                     self.stats.map_failed += 1;
@@ -546,15 +666,9 @@ impl Vm {
             self.stats.refused += 1;
             return Hvc::AbortAtCall;
         }
-        let (layout, map) = (&self.layout, &mut self.share);
+        let (layout, map, m) = (&self.layout, &mut self.share, self.opts.mutant);
         let done = for_pages(x[1], n, page, |ipa| {
-            let ram = layout.is_guest_ram(ipa, page);
-            let r = if share {
-                map.share(ipa, page, ram)
-            } else {
-                map.unshare(ipa, page, ram)
-            };
-            r.is_ok()
+            share_page(map, layout, m, share, ipa, page)
         });
         if done == 0 {
             return ret1(self.share_failed(share));
@@ -583,7 +697,10 @@ impl Vm {
             return ret1(INVALID_PARAMETER);
         }
         let page = self.page();
-        let done = for_pages(x[1], x[2], page, |ipa| self.map_one(cpu, ipa).is_ok());
+        let first_only = self.mutant(Mutant::RguardFirstOnly);
+        let done = for_pages(x[1], x[2], page, |ipa| {
+            (first_only && ipa != x[1]) || self.map_one(cpu, ipa).is_ok()
+        });
         if done == 0 {
             self.stats.map_failed += 1;
             return ret1(INVALID_PARAMETER);
@@ -614,6 +731,7 @@ impl Vm {
         if base
             .checked_add(page)
             .is_none_or(|e| e > self.layout.ipa_limit())
+            && !self.mutant(Mutant::MapBeyondIpa)
         {
             return Err(MapError::BeyondIpa);
         }
@@ -627,6 +745,9 @@ impl Vm {
         }
         if self.mutant(Mutant::MapNoop) {
             return Ok(());
+        }
+        if self.mutant(Mutant::MapTwiceEinval) && self.guard.is_registered(base) {
+            return Err(MapError::AlreadyMapped);
         }
         self.guard
             .map(base, page, cpu)
@@ -658,7 +779,7 @@ impl Vm {
         } else if self.mutant(Mutant::UnmapNoop) {
             true
         } else {
-            self.guard.unmap(x[1], cpu, self.per_cpu())
+            self.guard.unmap(x[1], cpu, self.per_cpu()) || self.mutant(Mutant::UnmapUnmappedOk)
         };
         if ok {
             self.stats.unmap_ok += 1;
@@ -678,6 +799,14 @@ impl Vm {
 
     /// Decides a stage-2 data abort at `ipa` (guest VA `far`).
     pub fn data_abort(&mut self, cpu: usize, ipa: u64, far: u64, d: &DataAbort) -> Access {
+        let a = self.decide_access(cpu, ipa, far, d);
+        if !matches!(a, Access::Inject { .. }) {
+            self.progressed(cpu);
+        }
+        a
+    }
+
+    fn decide_access(&mut self, cpu: usize, ipa: u64, far: u64, d: &DataAbort) -> Access {
         let size = if d.isv { u64::from(d.size) } else { 1 };
         let refuse = |vm: &mut Vm, why: Refusal| {
             vm.stats.refused += 1;
@@ -711,18 +840,21 @@ impl Vm {
             self.stats.cm_skipped += 1;
             return Access::Skip;
         }
-        let guarded = profile::has_guard(self.opts.profile) && self.enrolled;
-        let registered = !guarded || self.guard.allows(ipa, size, cpu, self.per_cpu());
+        let registered = self.allowed(cpu, ipa, size);
         if !d.isv {
             if self.mutant(Mutant::NoSyndromeForward) && registered {
                 return Access::Emulate;
             }
             return refuse(self, Refusal::NoSyndrome);
         }
+        if self.chaos_refuses() {
+            return refuse(self, Refusal::Unregistered);
+        }
         if registered || self.mutant(Mutant::GuardOff) {
             self.stats.forwarded += 1;
             if self.layout.on_console_page(ipa) {
                 self.stats.console += 1;
+                self.console_forwarded();
             }
             return Access::Forward;
         }
@@ -731,6 +863,81 @@ impl Vm {
             return Access::Drop;
         }
         refuse(self, Refusal::Unregistered)
+    }
+
+    /// Does the guard let `cpu` access `size` bytes at `ipa`? pKVM checks the pages of the
+    /// first and the last byte, for every vCPU alike (pkvm-abi.md section 3).
+    fn allowed(&self, cpu: usize, ipa: u64, size: u64) -> bool {
+        let guarded = profile::has_guard(self.opts.profile) && self.enrolled;
+        if !guarded || (cpu != 0 && self.mutant(Mutant::SecondaryUnguarded)) {
+            return true;
+        }
+        if self.mutant(Mutant::LastByteUnchecked) {
+            return self.guard.covers(ipa, cpu, self.per_cpu());
+        }
+        self.guard.allows(ipa, size, cpu, self.per_cpu())
+    }
+
+    /// `console-dropped`: the console's registration is lost after some accesses.
+    fn console_forwarded(&mut self) {
+        self.console_seen += 1;
+        if self.console_seen == CONSOLE_DROP_AFTER && self.mutant(Mutant::ConsoleDropped) {
+            let page = self.layout.console_page & !(self.page() - 1);
+            self.guard.unmap(page, 0, false);
+        }
+    }
+
+    /// Chaos, at a trapped access with a valid syndrome: maybe drop a registration, maybe
+    /// refuse the access whatever the guard says.
+    fn chaos_refuses(&mut self) -> bool {
+        let Some(c) = self.chaos.as_mut() else {
+            return false;
+        };
+        if c.one_in(chaos::ACCESS_ONE_IN) && !self.guard.is_empty() {
+            c.stats.drops += 1;
+            let i = (c.next_u64() % self.guard.len() as u64) as usize;
+            if let Some(base) = self.guard.base_at(i) {
+                self.guard.unmap(base, 0, false);
+            }
+        }
+        let refuse = c.one_in(chaos::ACCESS_ONE_IN);
+        c.stats.aborts += u64::from(refuse);
+        refuse
+    }
+
+    /// The value a forwarded load writes into its register, from what the bus answered:
+    /// as the syndrome says (size, sign extension, register width), unless a mutant or
+    /// chaos says otherwise.
+    pub fn loaded(&mut self, d: &DataAbort, raw: u64) -> u64 {
+        let mut d = *d;
+        if self.mutant(Mutant::NoSignExtend) {
+            d.sign_extend = false;
+        }
+        let mut v = load_result(raw, &d);
+        if self.mutant(Mutant::Load64As32) && d.size == 8 {
+            v &= 0xffff_ffff;
+        }
+        if let Some(c) = self.chaos.as_mut() {
+            if c.one_in(chaos::ACCESS_ONE_IN) {
+                c.stats.reads += 1;
+                v = c.next_u64() & if d.sixty_four { u64::MAX } else { 0xffff_ffff };
+            }
+        }
+        v
+    }
+
+    /// How the abort injected for a refused access (ESR_EL2's ISS `iss`) differs from
+    /// pKVM's: not at all, but for the mutants that get ESR, ELR or the register wrong.
+    pub fn inject_quirks(&self, iss: u32, d: &DataAbort) -> InjectQuirks {
+        let mut q = InjectQuirks::default();
+        match self.opts.mutant {
+            Some(Mutant::WnrLeak) => q.esr_bits = iss & ISS_WNR,
+            Some(Mutant::IsvLeak) => q.esr_bits = iss & ISS_SYNDROME,
+            Some(Mutant::ElrAdvanced) => q.elr_skip = 4,
+            Some(Mutant::DestClobbered) if d.isv && !d.write => q.clobber = Some(0),
+            _ => {}
+        }
+        q
     }
 
     /// The EL2 layer emulated an access without syndrome (`Access::Emulate`), or could not.
@@ -801,6 +1008,14 @@ impl Vm {
             self.share.shared_bytes(),
             s.share_ok, s.share_failed, s.unshare_ok, s.unshare_failed
         )?;
+        if let Some(c) = &self.chaos {
+            let k = &c.stats;
+            writeln!(
+                w,
+                "hypmodel: chaos seed={} calls={} drops={} aborts={} reads={}",
+                c.seed, k.calls, k.drops, k.aborts, k.reads
+            )?;
+        }
         writeln!(w, "hypmodel: end")
     }
 }
@@ -865,6 +1080,203 @@ mod tests {
     }
 
     const EINVAL: u64 = INVALID_PARAMETER;
+
+    fn enrolled(m: Mutant) -> Vm {
+        enrolled_in(Profile::Android14, m)
+    }
+
+    fn enrolled_in(p: Profile, m: Mutant) -> Vm {
+        let mut v = vm(p, Some(m));
+        assert_eq!(call(&mut v, 0, pk(6), 0, 0, 0)[0], SUCCESS);
+        v
+    }
+
+    fn st(reg: u32) -> DataAbort {
+        decode_dabt((1 << 24) | (2 << 22) | (reg << 16) | (1 << 6) | 0x07)
+    }
+
+    #[test]
+    fn new_mutants_injected_abort() {
+        let iss_st = (1 << 24) | (2 << 22) | (3 << 16) | (1 << 6) | 0x07;
+        let iss_ld = (1 << 24) | (2 << 22) | (3 << 16) | 0x07;
+        let q = |m| vm(Profile::Android14, Some(m)).inject_quirks(iss_st, &st(3));
+        assert_eq!(q(Mutant::WnrLeak).esr_bits, 1 << 6);
+        assert_eq!(
+            q(Mutant::IsvLeak).esr_bits,
+            (1 << 24) | (2 << 22) | (3 << 16)
+        );
+        assert_eq!(q(Mutant::ElrAdvanced).elr_skip, 4);
+        assert_eq!(
+            q(Mutant::DestClobbered).clobber,
+            None,
+            "a store has no destination"
+        );
+        let v = vm(Profile::Android14, Some(Mutant::DestClobbered));
+        assert_eq!(v.inject_quirks(iss_ld, &ldr(3)).clobber, Some(0));
+        let v = vm(Profile::Android14, None);
+        assert_eq!(v.inject_quirks(iss_st, &st(3)), InjectQuirks::default());
+    }
+
+    #[test]
+    fn new_mutants_calls() {
+        let mut v = enrolled(Mutant::InfoHostPage);
+        assert_eq!(call(&mut v, 0, pk(5), 0, 0, 0)[0], 0x10000);
+        assert_eq!(call(&mut v, 0, pk(2), 0, 0, 0)[0], 4096);
+        let mut v = enrolled(Mutant::MeminfoIgnoresArgs);
+        assert_eq!(call(&mut v, 0, pk(2), 1, 2, 3)[0], 4096);
+        assert_eq!(
+            call(&mut v, 0, pk(5), 1, 0, 0)[0],
+            EINVAL,
+            "INFO still checks"
+        );
+        let mut v = enrolled(Mutant::EnrollResets);
+        assert_eq!(call(&mut v, 0, pk(7), RTC, 0, 0)[0], SUCCESS);
+        call(&mut v, 0, pk(6), 0, 0, 0);
+        assert!(
+            v.guard.is_empty(),
+            "a second ENROLL dropped the registration"
+        );
+        let mut v = enrolled(Mutant::MapTwiceEinval);
+        assert_eq!(call(&mut v, 0, pk(7), RTC, 0, 0)[0], SUCCESS);
+        assert_eq!(call(&mut v, 0, pk(7), RTC, 0, 0)[0], EINVAL);
+        let mut v = enrolled(Mutant::UnmapUnmappedOk);
+        assert_eq!(call(&mut v, 0, pk(8), RTC, 0, 0)[0], SUCCESS);
+        assert_eq!(
+            call(&mut v, 0, pk(8), RTC + 1, 0, 0)[0],
+            EINVAL,
+            "misaligned"
+        );
+        let mut v = enrolled(Mutant::MapBeyondIpa);
+        assert_eq!(call(&mut v, 0, pk(7), 1 << 48, 0, 0)[0], SUCCESS);
+        let mut v = enrolled(Mutant::MapReturnsOne);
+        assert_eq!(call(&mut v, 0, pk(7), RTC, 0, 0)[0], 1);
+        assert!(v.guard.is_registered(RTC));
+        let mut v = enrolled_in(Profile::Android16, Mutant::RguardFirstOnly);
+        assert_eq!(call(&mut v, 0, pk(10), RTC, 3, 0), [SUCCESS, 3, 0, 0]);
+        assert!(v.guard.is_registered(RTC) && !v.guard.is_registered(RTC + 0x1000));
+    }
+
+    #[test]
+    fn new_mutants_memshare() {
+        let p = 0x4100_0000;
+        let mut v = enrolled(Mutant::ShareTwiceOk);
+        assert_eq!(call(&mut v, 0, pk(3), p, 0, 0)[0], SUCCESS);
+        assert_eq!(call(&mut v, 0, pk(3), p, 0, 0)[0], SUCCESS);
+        let mut v = enrolled(Mutant::ShareMmioOk);
+        assert_eq!(call(&mut v, 0, pk(3), RTC, 0, 0)[0], SUCCESS);
+        assert_eq!(
+            call(&mut v, 0, pk(4), RTC, 0, 0)[0],
+            EINVAL,
+            "UNSHARE still checks"
+        );
+        let mut v = enrolled(Mutant::ShareMisalignedOk);
+        assert_eq!(call(&mut v, 0, pk(3), p + 0x10, 0, 0)[0], SUCCESS);
+        assert!(v.share.is_shared(p), "aligned down");
+        let mut v = enrolled(Mutant::UnsharePrivateOk);
+        assert_eq!(call(&mut v, 0, pk(4), p, 0, 0)[0], SUCCESS);
+        let mut v = enrolled(Mutant::ShareTwiceOk);
+        assert_eq!(
+            call(&mut v, 0, pk(4), p, 0, 0)[0],
+            EINVAL,
+            "only its own rule"
+        );
+    }
+
+    #[test]
+    fn new_mutants_accesses() {
+        let sx8 = decode_dabt((1 << 24) | (1 << 21) | (3 << 16) | (1 << 15) | 0x07);
+        let mut v = vm(Profile::Android14, Some(Mutant::NoSignExtend));
+        assert_eq!(v.loaded(&sx8, 0xf0), 0xf0);
+        assert_eq!(
+            vm(Profile::Android14, None).loaded(&sx8, 0xf0),
+            u64::MAX - 0xf
+        );
+        let ld64 = decode_dabt((1 << 24) | (3 << 22) | (3 << 16) | (1 << 15) | 0x07);
+        let mut v = vm(Profile::Android14, Some(Mutant::Load64As32));
+        assert_eq!(v.loaded(&ld64, 0x10_0000_0031), 0x31);
+        let mut v = enrolled(Mutant::SecondaryUnguarded);
+        assert!(matches!(
+            v.data_abort(0, RTC, RTC, &ldr(0)),
+            Access::Inject { .. }
+        ));
+        assert_eq!(v.data_abort(1, RTC, RTC, &ldr(0)), Access::Forward);
+        // An 8-byte access whose last byte is in the next, unregistered page.
+        let mut v = enrolled(Mutant::LastByteUnchecked);
+        call(&mut v, 0, pk(7), RTC, 0, 0);
+        let ld = decode_dabt((1 << 24) | (3 << 22) | (1 << 15) | 0x07);
+        assert_eq!(
+            v.data_abort(0, RTC + 0xffc, RTC + 0xffc, &ld),
+            Access::Forward
+        );
+        let mut g = enrolled_in(Profile::Android14, Mutant::LastByteUnchecked);
+        g.opts.mutant = None;
+        call(&mut g, 0, pk(7), RTC, 0, 0);
+        assert!(matches!(
+            g.data_abort(0, RTC + 0xffc, RTC + 0xffc, &ld),
+            Access::Inject { .. }
+        ));
+        let mut v = enrolled(Mutant::ConsoleDropped);
+        call(&mut v, 0, pk(7), UART, 0, 0);
+        for _ in 0..CONSOLE_DROP_AFTER {
+            assert_eq!(v.data_abort(0, UART, UART, &st(0)), Access::Forward);
+        }
+        assert!(matches!(
+            v.data_abort(0, UART, UART, &st(0)),
+            Access::Inject { .. }
+        ));
+    }
+
+    #[test]
+    fn chaos_is_reproducible_and_garbles_some_calls() {
+        let run = |seed| {
+            let mut v = vm_with(Options {
+                chaos: Some(seed),
+                ..Options::default()
+            });
+            call(&mut v, 0, pk(6), 0, 0, 0);
+            let answers: Vec<Hvc> = (0..200)
+                .map(|_| v.hvc(0, [u64::from(pk(2)), 0, 0, 0]))
+                .collect();
+            (answers, v.chaos.map(|c| c.stats))
+        };
+        let (a, stats) = run(5);
+        assert_eq!((a.clone(), stats), run(5));
+        let garbled = a
+            .iter()
+            .filter(|&&r| r != Hvc::Ret([4096, 0, 0, 0]))
+            .count();
+        assert!(garbled > 0 && garbled < 40, "{garbled} of 200");
+        // A 32-bit form of 4096 is 4096 again: not every garbled call shows.
+        assert!(stats.is_some_and(|s| s.calls >= garbled as u64));
+    }
+
+    #[test]
+    fn the_same_abort_eight_times_in_a_row_is_a_loop() {
+        let mut v = vm(Profile::Android14, None);
+        for i in 1..REPEAT_LIMIT {
+            assert!(!v.injected(0, 0x8600_0010, 0x200, 0x200), "{i}");
+        }
+        assert!(
+            !v.injected(1, 0x8600_0010, 0x200, 0x200),
+            "counted per vCPU"
+        );
+        assert!(v.injected(0, 0x8600_0010, 0x200, 0x200));
+        // Anything else trapped in between (a hypercall, a forwarded access) starts again.
+        let mut v = vm(Profile::Android14, None);
+        for _ in 1..REPEAT_LIMIT {
+            v.injected(0, 0x9600_0010, 0x9010fe0, 0x4060_1000);
+        }
+        call(&mut v, 0, SMCCC_VERSION, 0, 0, 0);
+        assert!(!v.injected(0, 0x9600_0010, 0x9010fe0, 0x4060_1000));
+        for _ in 2..REPEAT_LIMIT {
+            v.injected(0, 0x9600_0010, 0x9010fe0, 0x4060_1000);
+        }
+        assert!(
+            !v.injected(0, 0x9600_0010, 0x9010fe4, 0x4060_1000),
+            "another FAR"
+        );
+        assert!(!v.injected(7, 1, 1, 1) && !v.injected(99, 1, 1, 1));
+    }
 
     #[test]
     fn discovery_answers() {

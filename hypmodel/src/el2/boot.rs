@@ -29,7 +29,8 @@ const SHARE_MAX_RAM: u64 = 8 << 30;
 // The boot CPU's buffers. Each is taken once (`take_once`) and then owned for the rest of
 // the run: the stage-2 tables by the MMU, the share bitmap by the VM.
 const S2_TABLES: usize = 32;
-#[repr(C, align(4096))]
+/// Aligned for the largest concatenated root (`stage2::MAX_ROOT_TABLES` tables).
+#[repr(C, align(32768))]
 struct S2Pool([Table; S2_TABLES]);
 static S2_POOL: Mutex<S2Pool> = Mutex::new(S2Pool([[0; stage2::ENTRIES]; S2_TABLES]));
 static SHARE_BITS: Mutex<[u64; (SHARE_MAX_RAM / memshare::FRAME / 64) as usize]> =
@@ -48,9 +49,8 @@ struct Platform {
     /// MPIDRs from `/cpus`, the boot CPU first (it is vCPU 0).
     cpus: [u64; MAX_CPUS],
     ncpus: usize,
-    ipa_bits: u32,
-    /// VTCR_EL2.PS for `ipa_bits`.
-    ps: u64,
+    /// The stage-2 walk for this CPU's PA size (IPA bits, PS, first level).
+    geo: stage2::Geometry,
 }
 
 impl Platform {
@@ -109,14 +109,25 @@ pub(super) fn boot_main() -> ! {
 /// The tree QEMU wrote at RAM base for an ELF kernel. Its memory becomes the guest's tree
 /// in `write_guest_tree`: nothing borrowed from it may be used after that.
 fn qemu_tree() -> Fdt<'static> {
-    // SAFETY: QEMU's tree occupies [QEMU_DTB, QEMU_DTB + 1 MiB), RAM that nothing else uses
+    // SAFETY: QEMU's tree occupies [QEMU_DTB, QEMU_DTB + DTB_MAX), RAM that nothing else uses
     // until the rewritten tree is copied back; the header comes first, to bound the rest.
     let hdr = unsafe { core::slice::from_raw_parts(QEMU_DTB as *const u8, fdt::HEADER_SIZE) };
     let size = match fdt::total_size(hdr) {
         Ok(s) if s as u64 <= DTB_MAX => s,
-        _ => {
+        Ok(s) => {
             console::set_uart(DEFAULT_UART);
-            fatal!("no device tree at {QEMU_DTB:#x} (is hypmodel given with -kernel?)")
+            fatal!(
+                "the device tree at {QEMU_DTB:#x} is {s:#x} bytes, more than the {DTB_MAX:#x} \
+                 below hypmodel (a -dtb file is limited to that size)"
+            )
+        }
+        Err(e) => {
+            console::set_uart(DEFAULT_UART);
+            fatal!(
+                "{e} at {QEMU_DTB:#x}: QEMU puts the tree there for an ELF given with -kernel, \
+                 and leaves it out without a word when a -dtb file is over {DTB_FILE_MAX} bytes \
+                 (it needs twice the file's size plus 20000 below hypmodel)"
+            )
         }
     };
     // SAFETY: as above; `size` is the header's own total size, at most DTB_MAX.
@@ -139,8 +150,22 @@ fn start_console(tree: &Fdt<'_>) -> u64 {
         env!("CARGO_PKG_VERSION"),
         sysreg::current_el()
     ));
-    if sysreg::current_el() != 2 {
-        fatal!("not started at EL2 (QEMU needs -M virt,virtualization=on)");
+    match sysreg::current_el() {
+        2 => {}
+        3 => {
+            // QEMU has no PSCI of its own when it emulates EL3 (it expects firmware there).
+            super::PSCI_OK.store(false, Ordering::Relaxed);
+            fatal!(
+                "started at EL3, not EL2: QEMU runs firmware at EL3 with -M virt,secure=on and \
+                 then offers no PSCI; use -M virt,virtualization=on without secure=on"
+            )
+        }
+        el => fatal!("started at EL{el}, not EL2 (QEMU needs -M virt,virtualization=on)"),
+    }
+    if tree.prop("/psci", "compatible").is_none() {
+        fatal!(
+            "the device tree has no /psci node: the guest could neither start CPUs nor power off"
+        );
     }
     base
 }
@@ -187,9 +212,12 @@ fn platform(tree: &Fdt<'_>) -> Platform {
     let (ram, nram) = memory(tree);
     let ram_end = hyp_range_end(&ram[..nram]);
     let (cpus, ncpus) = cpus_boot_first(tree);
-    let (ipa_bits, ps) = stage2::parange_bits(sysreg::read_id_aa64mmfr0() & PARANGE_MASK);
-    if ipa_bits < MIN_IPA_BITS {
-        fatal!("physical address size of {ipa_bits} bits is too small");
+    let geo = stage2::Geometry::of_parange(sysreg::read_id_aa64mmfr0() & PARANGE_MASK);
+    if geo.ipa_bits < MIN_IPA_BITS {
+        fatal!(
+            "physical address size of {} bits is too small",
+            geo.ipa_bits
+        );
     }
     Platform {
         ram,
@@ -197,8 +225,7 @@ fn platform(tree: &Fdt<'_>) -> Platform {
         ram_end,
         cpus,
         ncpus,
-        ipa_bits,
-        ps,
+        geo,
     }
 }
 
@@ -304,7 +331,7 @@ fn write_guest_tree(tree: &Fdt<'_>, guest_args: &[u8]) -> usize {
     if fdt::rewrite(tree, &edits, out).unwrap_or(0) != n {
         fatal!("device tree size changed between passes");
     }
-    // SAFETY: [GUEST_DTB, GUEST_DTB + n) lies in QEMU's old tree area (n <= 64 KiB < 1 MiB),
+    // SAFETY: [GUEST_DTB, GUEST_DTB + n) lies in QEMU's old tree area (n <= 64 KiB < DTB_MAX),
     // RAM below hypmodel; `out` is hypmodel's own buffer, so the ranges do not overlap.
     unsafe { core::ptr::copy_nonoverlapping(out.as_ptr(), GUEST_DTB as *mut u8, n) };
     n
@@ -323,18 +350,18 @@ fn build_stage2(plat: &Platform, gram: &GuestRam) {
     // address (EL2 runs with its MMU off, so that is their address here).
     let pool = &mut take_once(&S2_POOL).0;
     let pool_pa = pool.as_ptr() as u64;
-    let mut b = match stage2::Builder::new(pool, pool_pa) {
+    let mut b = match stage2::Builder::new(pool, pool_pa, plat.geo) {
         Ok(b) => b,
-        Err(_) => fatal!("no stage-2 tables"),
+        Err(e) => fatal!("no stage-2 tables: {e}"),
     };
     for &(gb, gs) in gram.ranges() {
-        if b.map_ram(gb, gs).is_err() {
-            fatal!("cannot map guest RAM {gb:#x}+{gs:#x} in stage 2");
+        if let Err(e) = b.map_ram(gb, gs) {
+            fatal!("cannot map guest RAM {gb:#x}+{gs:#x} in stage 2: {e}");
         }
     }
     *STAGE2.lock() = Some(Stage2Regs {
         vttbr: b.root_pa() | VTTBR_VMID,
-        vtcr: stage2::vtcr(plat.ipa_bits, plat.ps),
+        vtcr: plat.geo.vtcr(),
     });
 }
 
@@ -343,7 +370,7 @@ fn create_vm(opts: Options, plat: &Platform, console_base: u64) {
         ram: plat.ram,
         nram: plat.nram,
         hyp: HYP,
-        ipa_bits: plat.ipa_bits,
+        ipa_bits: plat.geo.ipa_bits,
         console_page: console_base & !(PAGE_SIZE - 1),
     };
     let span = plat
@@ -378,7 +405,7 @@ fn print_config(
         opts.mutant.map_or("none", |m| m.name()),
         if enrolled_at_boot { "boot" } else { "guest" },
         if opts.trace { "on" } else { "off" },
-        plat.ipa_bits,
+        plat.geo.ipa_bits,
         plat.ncpus,
         load,
         img.image_size,
@@ -389,4 +416,14 @@ fn print_config(
         let _ = write!(line, "{}{gb:#x}+{gs:#x}", if i > 0 { "," } else { "" });
     }
     line.emit();
+    if let Some(seed) = opts.chaos {
+        hyp_line(format_args!(
+            "hypmodel: chaos seed={seed}: one pKVM call in {} and one access in {} misbehave",
+            hypmodel::chaos::CALL_ONE_IN,
+            hypmodel::chaos::ACCESS_ONE_IN
+        ));
+    }
 }
+
+const _: () =
+    assert!(core::mem::align_of::<S2Pool>() as u64 >= stage2::MAX_ROOT_TABLES as u64 * 4096);

@@ -12,14 +12,13 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use hypmodel::abi::*;
 use hypmodel::layout::PAGE_SIZE;
 use hypmodel::syndrome::{self, decode_dabt, decode_esr, DataAbort, PairMode};
-use hypmodel::vm::{Access, Call, Hvc, Refusal, Vm};
+use hypmodel::vm::{Access, Call, Hvc, InjectQuirks, Refusal, Vm};
 use spin::Mutex;
 
 macro_rules! fatal {
     ($($a:tt)*) => {{
         $crate::el2::console::hyp_line(format_args!("hypmodel: FATAL: {}", format_args!($($a)*)));
-        $crate::el2::console::flush();
-        $crate::el2::power_off()
+        $crate::el2::fail_exit($crate::el2::EXIT_FATAL)
     }};
 }
 
@@ -57,11 +56,46 @@ fn cpu_index() -> usize {
     sysreg::read_tpidr_el2() as usize
 }
 
-/// Ends the run: QEMU's PSCI SYSTEM_OFF (QEMU exits with status 0).
+/// Whether QEMU answers PSCI calls from here: at EL2 it does (conduit SMC); at EL3
+/// (`secure=on`) it expects firmware and has none.
+static PSCI_OK: AtomicBool = AtomicBool::new(true);
+/// Set once hypmodel tried a semihosting exit: an exception at EL2 after that is QEMU
+/// refusing the `hlt` (semihosting off), not a hypmodel bug.
+static SEMIHOSTING_TRIED: AtomicBool = AtomicBool::new(false);
+/// Exit statuses of a run hypmodel ends itself (the guest's convention: 1 a failure seen,
+/// 2 the run could not go on).
+const EXIT_FAIL: u64 = 1;
+const EXIT_FATAL: u64 = 2;
+/// Semihosting SYS_EXIT and its reason "application exit" (the code follows it).
+const SYS_EXIT: u64 = 0x18;
+const ADP_STOPPED_APPLICATION_EXIT: u64 = 0x2_0026;
+
+/// Ends the run: QEMU's PSCI SYSTEM_OFF (QEMU exits with status 0); without PSCI, stops.
 fn power_off() -> ! {
-    loop {
-        psci_smc([u64::from(PSCI_SYSTEM_OFF), 0, 0, 0]);
+    if PSCI_OK.load(Ordering::Relaxed) {
+        loop {
+            psci_smc([u64::from(PSCI_SYSTEM_OFF), 0, 0, 0]);
+        }
     }
+    loop {
+        sysreg::wfe();
+    }
+}
+
+/// Ends a run that failed with `code`: a semihosting exit where QEMU has semihosting on
+/// (QEMU then exits with `code`), otherwise as `power_off`.
+fn fail_exit(code: u64) -> ! {
+    console::flush();
+    SEMIHOSTING_TRIED.store(true, Ordering::Relaxed);
+    let block = [ADP_STOPPED_APPLICATION_EXIT, code];
+    // SAFETY: semihosting SYS_EXIT reads the two words at x1 and ends QEMU; with
+    // semihosting off, `hlt` is an undefined instruction at EL2, which `el2_panic` turns
+    // into `power_off` (SEMIHOSTING_TRIED is set).
+    unsafe {
+        core::arch::asm!("hlt #0xf000", inout("x0") SYS_EXIT => _, in("x1") block.as_ptr(),
+            options(nostack));
+    }
+    power_off()
 }
 
 /// A PSCI call to QEMU's firmware (smc from EL2; QEMU answers it itself).
@@ -253,17 +287,43 @@ fn hypercall(f: &mut Frame, how: &str) {
 }
 
 fn inject(f: &mut Frame, esr: u32, far: u64) {
+    inject_at(f, esr, far, 0);
+}
+
+/// Injects a synchronous exception whose ELR_EL1 is `elr_skip` bytes past the trapped
+/// instruction (0 but for the `elr-advanced` mutant).
+fn inject_at(f: &mut Frame, esr: u32, far: u64, elr_skip: u64) {
+    let cpu = cpu_index();
+    if with_vm(|vm| vm.injected(cpu, esr, far, f.elr)) {
+        abort_loop(cpu, esr, far, f.elr);
+    }
     let src = syndrome::source_of(f.spsr);
     // SAFETY: writing the guest's EL1 exception registers is what injecting an exception
     // means; the guest's own state is saved in them exactly as the hardware would.
     unsafe {
         sysreg::write_esr_el1(u64::from(esr));
         sysreg::write_far_el1(far);
-        sysreg::write_elr_el1(f.elr);
+        sysreg::write_elr_el1(f.elr + elr_skip);
         sysreg::write_spsr_el1(f.spsr);
     }
     f.elr = sysreg::read_vbar_el1() + syndrome::sync_vector_offset(src);
     f.spsr = syndrome::injected_spsr(f.spsr, sysreg::read_sctlr_el1());
+}
+
+/// The guest takes the same abort again and again (its handler faults, or returns to the
+/// faulting instruction): end the run with a FAIL instead of spinning to the timeout.
+fn abort_loop(cpu: usize, esr: u32, far: u64, pc: u64) -> ! {
+    hyp_line(format_args!(
+        "hypmodel: FAIL: the guest takes the same abort at pc={pc:#x} again and again \
+         (ESR_EL1={esr:#x} FAR_EL1={far:#x}, {} times in a row on cpu{cpu}); stopping",
+        hypmodel::vm::REPEAT_LIMIT
+    ));
+    console::flush();
+    let mut rep = console::Report;
+    with_vm(|vm| {
+        let _ = vm.report(&mut rep);
+    });
+    fail_exit(EXIT_FAIL)
 }
 
 fn mmio_read(addr: u64, size: u8) -> MmioResult {
@@ -323,16 +383,17 @@ fn data_abort(f: &mut Frame, iss: u32, il: bool) {
         d: decode_dabt(iss),
         step: if il { 4 } else { 2 },
     };
-    let (action, is_console) = with_vm(|vm| {
+    let (action, is_console, quirks) = with_vm(|vm| {
         (
             vm.data_abort(t.cpu, t.ipa, far, &t.d),
             vm.layout.on_console_page(t.ipa),
+            vm.inject_quirks(iss, &t.d),
         )
     });
     match action {
         Access::Forward => forward(f, &t, is_console),
         Access::Emulate => emulate(f, &t),
-        Access::Inject { dfsc, far, why } => refuse(f, &t, dfsc, far, why),
+        Access::Inject { dfsc, far, why } => refuse(f, &t, (dfsc, far), why, quirks),
         Access::Drop => drop_access(f, &t),
         Access::Skip => {
             f.elr += t.step;
@@ -365,7 +426,7 @@ fn forward(f: &mut Frame, t: &Dabt, is_console: bool) {
     let val = match stored {
         Some(v) => v,
         None => {
-            let v = syndrome::load_result(r.value, d);
+            let v = with_vm(|vm| vm.loaded(d, r.value));
             f.set_reg(d.reg, v);
             v
         }
@@ -422,9 +483,13 @@ fn emulate(f: &mut Frame, t: &Dabt) {
     }
 }
 
-/// Injects the abort the VM decided on (`far1` is what FAR_EL1 gets, mutants included).
-fn refuse(f: &mut Frame, t: &Dabt, dfsc: u32, far1: u64, why: Refusal) {
-    let esr = syndrome::injected_dabt_esr(syndrome::source_of(f.spsr), dfsc);
+/// Injects the abort the VM decided on (`far1` is what FAR_EL1 gets, mutants included; the
+/// quirks are the mutants' ESR bits, ELR and destination register).
+fn refuse(f: &mut Frame, t: &Dabt, (dfsc, far1): (u32, u64), why: Refusal, q: InjectQuirks) {
+    let esr = syndrome::injected_dabt_esr(syndrome::source_of(f.spsr), dfsc) | q.esr_bits;
+    if let Some(v) = q.clobber {
+        f.set_reg(t.d.reg, v);
+    }
     if trace_on() {
         let (what, size) = if t.d.isv {
             (t.dir(), t.d.size)
@@ -436,7 +501,7 @@ fn refuse(f: &mut Frame, t: &Dabt, dfsc: u32, far1: u64, why: Refusal) {
             t.cpu, t.ipa, t.pc, why.name()
         ));
     }
-    inject(f, esr, far1);
+    inject_at(f, esr, far1, q.elr_skip);
 }
 
 /// `silent-drop`: the access is skipped and a load reads 0.
@@ -532,6 +597,9 @@ fn emulate_pair(f: &mut Frame, ipa: u64, far: u64) -> bool {
 }
 
 fn el2_panic(kind: u64, f: &Frame) -> ! {
+    if SEMIHOSTING_TRIED.load(Ordering::Relaxed) {
+        power_off();
+    }
     let mut l = console::Line::new();
     let _ = write!(
         l,
@@ -539,7 +607,7 @@ fn el2_panic(kind: u64, f: &Frame) -> ! {
         sysreg::read_esr_el2(), sysreg::read_far_el2(), f.elr, cpu_index()
     );
     raw_line(l.as_bytes());
-    power_off()
+    fail_exit(EXIT_FATAL)
 }
 
 #[panic_handler]
@@ -547,5 +615,5 @@ fn panic(info: &PanicInfo) -> ! {
     let mut l = console::Line::new();
     let _ = write!(l, "hypmodel: PANIC: {info}");
     raw_line(l.as_bytes());
-    power_off()
+    fail_exit(EXIT_FATAL)
 }
