@@ -3,7 +3,7 @@
 
 use ioguard_runner::{
     run, scripted_image, write_floor_image, Exit, Kind, Options, RunError, FLOOR_LINE,
-    STATUS_NO_EXIT, STATUS_TIMEOUT,
+    STATUS_LAUNCH, STATUS_NO_EXIT, STATUS_TIMEOUT,
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -127,11 +127,13 @@ fn qemu_failure_is_reported_with_its_status() {
         "{:?}",
         out.stderr
     );
-    assert_eq!(Some(out.status), out.qemu_status);
-    assert!(out
-        .problem
-        .unwrap()
-        .starts_with("guest ended without an EXIT line"));
+    assert_eq!(out.status, STATUS_LAUNCH);
+    let problem = out.problem.unwrap();
+    assert!(
+        problem.starts_with("guest ended without an EXIT line"),
+        "{problem}"
+    );
+    assert!(problem.contains("QEMU failed (exit status 1)"), "{problem}");
 }
 
 #[test]
@@ -157,7 +159,12 @@ fn machine_variants_are_accepted_by_qemu() {
 #[test]
 fn errors_before_qemu_starts() {
     let missing = quiet(PathBuf::from("/nonexistent/ioguard.bin"));
-    assert!(matches!(run(&missing), Err(RunError::Usage(m)) if m.contains("no such file")));
+    let e = run(&missing).unwrap_err();
+    assert!(
+        matches!(&e, RunError::Usage(m) if m.contains("no such file")),
+        "{e}"
+    );
+    assert_eq!(e.exit_status(), 2);
 
     let img = write_floor_image(&scratch("errors")).unwrap();
     let mut no_qemu = quiet(img.clone());
@@ -167,7 +174,7 @@ fn errors_before_qemu_starts() {
         matches!(&e, RunError::Qemu(m) if m.contains("qemu-system-arm")),
         "{e}"
     );
-    assert_eq!(e.exit_status(), 2);
+    assert_eq!(e.exit_status(), STATUS_LAUNCH);
 
     let mut hyp = quiet(img);
     hyp.hyp = ioguard_runner::Hyp::Pkvm;
