@@ -202,3 +202,33 @@ fn dump_dtb_writes_the_machine_tree() {
     let needle = b"cpu@1";
     assert!(dtb.windows(needle.len()).any(|w| w == needle));
 }
+
+#[test]
+fn the_real_guest_run_names_the_check_it_stopped_in() {
+    // The real guest's output cut before its 11th result line stands for a run that
+    // stopped there; the runner lists the same selection with a second boot.
+    let image = ioguard_runner::build_image().expect("the guest builds");
+    for append in ["", "only=memshare:*,guard:*"] {
+        let opts = Options {
+            append: append.to_string(),
+            ..quiet(image.clone())
+        };
+        let full = run(&opts).expect("QEMU ran");
+        assert_eq!(full.status, 0, "{}", full.transcript());
+        let names: Vec<String> = full.results().iter().map(|r| r.name()).collect();
+        let k = 10;
+        let partial = ioguard_runner::Report::parse(&full.lines[..full.results()[k].line]);
+        let stall =
+            ioguard_runner::locate_stall(&ioguard_runner::PlainQemu, &opts, &image, &partial);
+        assert_eq!(
+            stall.running.as_deref(),
+            Some(names[k].as_str()),
+            "{append}"
+        );
+        assert_eq!(stall.not_run, names[k + 1..], "{append}");
+        assert_eq!(
+            stall.last_line.as_deref(),
+            partial.lines.last().map(String::as_str)
+        );
+    }
+}
