@@ -296,11 +296,10 @@ pub fn locate_stall(
         probe.append = format!("{} list", opts.append).trim_start().to_string();
         probe.echo = false;
         probe.gdb = false;
-        probe.timeout = Some(
-            opts.effective_timeout()
-                .map_or(LIST_TIMEOUT, |t| t.min(LIST_TIMEOUT)),
-        );
-        probe.silence = probe.timeout;
+        // Its own bound, not the run's: a run stopped by a short --timeout still gets
+        // a listing that has time to finish.
+        probe.timeout = Some(LIST_TIMEOUT);
+        probe.silence = Some(LIST_TIMEOUT);
         boot_with(launcher, &probe, image, &mut |_, _| {})
             .ok()
             .map(|o| o.report.listed)

@@ -332,6 +332,11 @@ impl Report {
         self.lines.push(line);
     }
 
+    /// Add a line that is kept but not read (a line the runner cut off).
+    pub fn push_unparsed(&mut self, raw: &str) {
+        self.lines.push(clean_line(raw));
+    }
+
     /// The result for check `name` (`"group: case"`), the first if repeated.
     pub fn result(&self, name: &str) -> Option<&CheckResult> {
         self.results.iter().find(|r| r.name() == name)

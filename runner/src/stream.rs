@@ -43,7 +43,8 @@ pub struct Streamed {
 }
 
 enum Event {
-    Line(Stream, String, Duration),
+    /// A line; `false` when it had no newline (the last one, cut off or not ended).
+    Line(Stream, String, Duration, bool),
     Eof,
 }
 
@@ -54,14 +55,21 @@ struct Collector<'a> {
     times: Vec<Duration>,
     stderr: Vec<String>,
     open_pipes: usize,
+    /// The runner stopped the process: a last line without its newline was cut off there
+    /// (`SKIP: guard: regi`), so it is kept but not read as a result.
+    stopped: bool,
 }
 
 impl Collector<'_> {
     fn take(&mut self, ev: Event) {
         match ev {
-            Event::Line(s, line, t) => {
+            Event::Line(s, line, t, complete) => {
                 (self.on_line)(s, &line);
                 match s {
+                    Stream::Console if !complete && self.stopped => {
+                        self.report.push_unparsed(&line);
+                        self.times.push(t);
+                    }
                     Stream::Console => {
                         self.report.push_line(&line);
                         self.times.push(t);
@@ -162,6 +170,7 @@ pub fn stream_limited(
         times: Vec::new(),
         stderr: Vec::new(),
         open_pipes: 0,
+        stopped: false,
     };
     if let Some(out) = child.stdout.take() {
         spawn_reader(out, Stream::Console, started, tx.clone());
@@ -183,6 +192,7 @@ pub fn stream_limited(
         }
     }
     if limit.is_some() {
+        c.stopped = true;
         stop(&mut child);
         // Collect what was still in the pipes (a partial last line, for instance).
         c.until_closed(&rx, Some(Instant::now() + Duration::from_secs(2)), None);
@@ -325,9 +335,11 @@ fn spawn_reader<R: Read + Send + 'static>(
             match r.read_until(b'\n', &mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
+                    let complete = buf.ends_with(b"\n");
                     let line = String::from_utf8_lossy(&buf);
                     let line = line.trim_end_matches(['\n', '\r']).to_string();
-                    if tx.send(Event::Line(stream, line, start.elapsed())).is_err() {
+                    let ev = Event::Line(stream, line, start.elapsed(), complete);
+                    if tx.send(ev).is_err() {
                         break;
                     }
                 }
@@ -471,5 +483,19 @@ mod tests {
         let s = stream_limited(child, started, limits, &mut |_, _| {}).unwrap();
         assert!(!s.silent, "{:?}", s.verdict);
         assert_eq!(s.report.lines.len(), 10);
+    }
+
+    #[test]
+    fn a_line_cut_off_by_the_stop_is_not_a_result() {
+        let (s, _) = run(
+            "printf 'PASS: a: x\\nSKIP: a: y'; exec sleep 30",
+            Some(Duration::from_millis(500)),
+        );
+        assert!(s.timed_out);
+        assert_eq!(s.report.lines, ["PASS: a: x", "SKIP: a: y"]);
+        assert_eq!(s.report.results.len(), 1);
+        // Ended by the process itself, a last line without newline still counts.
+        let (s, _) = run("printf 'PASS: a: x\\nEXIT: STATUS=1'", None);
+        assert_eq!(s.verdict.status, 0);
     }
 }
