@@ -281,7 +281,8 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Where a run without a verdict stopped. The guest does not announce its checks, so the
 /// selection's order comes from booting the same Image with the same options and `list`
 /// added to the guest's command line (at most [`LIST_TIMEOUT`]); without it (the listing
-/// failed too, or the run was a listing), the stall is named after the last result line.
+/// failed too, the run was a listing, or the guest never printed its header), the stall is
+/// named after the last result line.
 pub fn locate_stall(
     launcher: &dyn Launcher,
     opts: &Options,
@@ -289,7 +290,9 @@ pub fn locate_stall(
     report: &Report,
 ) -> Stall {
     let listing = opts.append.split_whitespace().any(|w| w == "list");
-    let selection = if listing || report.lines.is_empty() {
+    // Without the guest's header line its suite never started (or the Image is not
+    // ioguard): a listing would go the same way, so do not wait for it.
+    let selection = if listing || report.header.is_none() {
         None
     } else {
         let mut probe = opts.clone();
