@@ -3,11 +3,12 @@
 //! [`crate::launch`] and [`mod@crate::stream`].
 
 use crate::build::{build_image, build_image_now};
+use crate::image::check_image;
 use crate::launch::{launcher_for, Launcher};
 use crate::options::{Command, Options};
-use crate::output::Report;
+use crate::output::{Report, Stall, STATUS_LAUNCH, STATUS_NO_EXIT, STATUS_TIMEOUT, STATUS_USAGE};
 use crate::render::{render_junit, render_tap, run_failure};
-use crate::stream::{stream, Stream};
+use crate::stream::{stream_limited, Limits, Stream};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -16,20 +17,29 @@ use std::time::{Duration, Instant};
 /// [`Outcome`] with a non-zero status). The command exits with [`RunError::exit_status`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunError {
-    /// A bad option value found when running (missing image, `--hyp` not available).
+    /// A bad option value found when running (missing image, `--hyp` not available,
+    /// a `--tap`/`--junit` file that cannot be written). Exit status 2.
     Usage(String),
-    /// The guest did not build or could not be converted to a raw Image.
+    /// The guest did not build or could not be converted to a raw Image. Exit status 3.
     Build(String),
-    /// QEMU could not be started.
+    /// QEMU could not be started (missing, not executable). Exit status 3.
     Qemu(String),
-    /// A file could not be written (drive images, `--tap`, `--junit`).
+    /// The file to boot is not an arm64 Image (see [`crate::image`]). Exit status 3.
+    Image(String),
+    /// A file the launcher needs could not be made (drive images). Exit status 3.
     Io(String),
 }
 
 impl RunError {
-    /// The runner's exit status for this error (always 2).
+    /// The runner's exit status for this error: 2 for a usage error, 3 when the launcher
+    /// could not start (build, QEMU, Image, files it needs).
     pub fn exit_status(&self) -> i32 {
-        crate::output::STATUS_USAGE
+        match self {
+            RunError::Usage(_) => STATUS_USAGE,
+            RunError::Build(_) | RunError::Qemu(_) | RunError::Image(_) | RunError::Io(_) => {
+                STATUS_LAUNCH
+            }
+        }
     }
 }
 
@@ -38,8 +48,7 @@ impl fmt::Display for RunError {
         match self {
             RunError::Usage(m) => write!(f, "{m}"),
             RunError::Build(m) => write!(f, "build failed: {m}"),
-            RunError::Qemu(m) => write!(f, "{m}"),
-            RunError::Io(m) => write!(f, "{m}"),
+            RunError::Qemu(m) | RunError::Image(m) | RunError::Io(m) => write!(f, "{m}"),
         }
     }
 }
@@ -71,6 +80,11 @@ pub struct Outcome {
     pub problem: Option<String>,
     /// The timeout fired and QEMU was killed.
     pub timed_out: bool,
+    /// The guest printed nothing for the silence limit and QEMU was killed.
+    pub silent: bool,
+    /// Where a run without a verdict stopped (status 4 or 124; set by [`run`], not by
+    /// [`boot_with`]).
+    pub stall: Option<Stall>,
     /// QEMU's exit status (`None` when killed by the runner or a signal).
     pub qemu_status: Option<i32>,
     /// Wall time from starting QEMU to its exit.
@@ -118,7 +132,12 @@ impl Outcome {
 
     /// The results as TAP version 13.
     pub fn tap(&self) -> String {
-        render_tap(&self.report, self.status, self.problem.as_deref())
+        render_tap(
+            &self.report,
+            self.status,
+            self.problem.as_deref(),
+            self.stall.as_ref(),
+        )
     }
 
     /// The results as JUnit XML.
@@ -127,6 +146,7 @@ impl Outcome {
             &self.report,
             self.status,
             self.problem.as_deref(),
+            self.stall.as_ref(),
             &self.command_line,
             self.elapsed.as_secs_f64(),
         )
@@ -139,17 +159,63 @@ impl Outcome {
     }
 }
 
-/// The Image a run boots: `--image` (which must exist) or a fresh build.
+/// The Image a run boots: `--image` (which must exist and be an arm64 Image) or a fresh
+/// build.
 pub fn resolve_image(opts: &Options) -> Result<PathBuf, RunError> {
-    match &opts.image {
-        Some(p) if p.is_file() => Ok(p.clone()),
-        Some(p) => Err(RunError::Usage(format!(
-            "--image {}: no such file",
-            p.display()
-        ))),
-        None if opts.echo => build_image_now(true),
-        None => build_image(),
+    let image = match &opts.image {
+        Some(p) if p.is_file() => p.clone(),
+        Some(p) if p.exists() => {
+            return Err(RunError::Image(format!(
+                "--image {}: not a regular file",
+                p.display()
+            )))
+        }
+        Some(p) => {
+            return Err(RunError::Usage(format!(
+                "--image {}: no such file",
+                p.display()
+            )))
+        }
+        None if opts.echo => build_image_now(true)?,
+        None => build_image()?,
+    };
+    check_image(&image)?;
+    Ok(image)
+}
+
+/// Check before anything is built or booted that the `--tap` and `--junit` files can be
+/// written, and are neither the same file nor the Image.
+pub fn check_report_paths(opts: &Options) -> Result<(), RunError> {
+    let paths: Vec<(&str, &Path)> = [("--tap", &opts.tap), ("--junit", &opts.junit)]
+        .into_iter()
+        .filter_map(|(n, p)| p.as_deref().map(|p| (n, p)))
+        .collect();
+    let same = |a: &Path, b: &Path| {
+        a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+    };
+    for (i, (name, path)) in paths.iter().enumerate() {
+        let usage = |m: String| RunError::Usage(format!("{name} {}: {m}", path.display()));
+        if let Some((other, _)) = paths[..i].iter().find(|(_, p)| same(p, path)) {
+            return Err(usage(format!(
+                "the same file as {other}; give each its own"
+            )));
+        }
+        if opts.image.as_deref().is_some_and(|img| same(img, path)) {
+            return Err(usage(
+                "is the --image to boot; it would be overwritten".into(),
+            ));
+        }
+        let existed = path.exists();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| usage(format!("cannot be written: {e}")))?;
+        if !existed {
+            let _ = std::fs::remove_file(path);
+        }
     }
+    Ok(())
 }
 
 /// Run with `opts`: build (unless `--image`), boot, stream, decide the status, and write
@@ -174,10 +240,24 @@ pub fn run_with(
     opts: &Options,
     on_line: &mut dyn FnMut(Stream, &str),
 ) -> Result<Outcome, RunError> {
+    check_report_paths(opts)?;
     let launcher = launcher_for(&opts.hyp);
     launcher.ready(opts)?;
     let image = resolve_image(opts)?;
-    let outcome = boot_with(&*launcher, opts, &image, on_line)?;
+    let mut outcome = boot_with(&*launcher, opts, &image, on_line)?;
+    if crate::stream::stopping() {
+        // A signal stopped QEMU; the runner exits on it (crate::signals), with no verdict.
+        return Ok(outcome);
+    }
+    if matches!(outcome.status, STATUS_NO_EXIT | STATUS_TIMEOUT) {
+        let stall = locate_stall(&*launcher, opts, &image, &outcome.report);
+        if opts.echo {
+            for l in stall.describe() {
+                println!("ioguard-run: {l}");
+            }
+        }
+        outcome.stall = Some(stall);
+    }
     if opts.echo {
         for w in outcome.report.inconsistencies() {
             eprintln!("ioguard-run: warning: {w}");
@@ -193,6 +273,41 @@ pub fn run_with(
     write(&opts.tap, outcome.tap())?;
     write(&opts.junit, outcome.junit())?;
     Ok(outcome)
+}
+
+/// How long the second boot that lists the selection may take.
+const LIST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where a run without a verdict stopped. The guest does not announce its checks, so the
+/// selection's order comes from booting the same Image with the same options and `list`
+/// added to the guest's command line (at most [`LIST_TIMEOUT`]); without it (the listing
+/// failed too, the run was a listing, or the guest never printed its header), the stall is
+/// named after the last result line.
+pub fn locate_stall(
+    launcher: &dyn Launcher,
+    opts: &Options,
+    image: &Path,
+    report: &Report,
+) -> Stall {
+    let listing = opts.append.split_whitespace().any(|w| w == "list");
+    // Without the guest's header line its suite never started (or the Image is not
+    // ioguard): a listing would go the same way, so do not wait for it.
+    let selection = if listing || report.header.is_none() {
+        None
+    } else {
+        let mut probe = opts.clone();
+        probe.append = format!("{} list", opts.append).trim_start().to_string();
+        probe.echo = false;
+        probe.gdb = false;
+        // Its own bound, not the run's: a run stopped by a short --timeout still gets
+        // a listing that has time to finish.
+        probe.timeout = Some(LIST_TIMEOUT);
+        probe.silence = Some(LIST_TIMEOUT);
+        boot_with(launcher, &probe, image, &mut |_, _| {})
+            .ok()
+            .map(|o| o.report.listed)
+    };
+    Stall::locate(report, selection.as_deref())
 }
 
 /// Parse runner-style arguments (as given to `./qemu-run.sh`) and run quietly.
@@ -237,13 +352,17 @@ pub fn boot_with(
             eprintln!("{n}");
         }
     }
+    let limits = Limits {
+        timeout: opts.effective_timeout(),
+        silence: opts.effective_silence(),
+    };
     let started = Instant::now();
     let streamed = launch
         .spawn()
-        .and_then(|child| stream(child, started, opts.effective_timeout(), on_line));
+        .and_then(|child| stream_limited(child, started, limits, on_line));
     launch.clean_up();
     let s = streamed?;
-    if opts.echo {
+    if opts.echo && !crate::stream::stopping() {
         if let Some(p) = &s.verdict.problem {
             println!("{p}");
         }
@@ -259,6 +378,8 @@ pub fn boot_with(
         status: s.verdict.status,
         problem: s.verdict.problem,
         timed_out: s.timed_out,
+        silent: s.silent,
+        stall: None,
         qemu_status: s.exit_code,
         elapsed: s.elapsed,
     })

@@ -54,6 +54,34 @@ pub const MODEL_MUTANTS: &[&str] = &[
 
 /// Where hypmodel expects the guest Image (`-device loader,...,addr=`).
 pub const MODEL_STAGING_ADDR: &str = "0x41000000";
+/// hypmodel's vCPU limit (`hypmodel::vm::MAX_CPUS`): with more CPUs in QEMU's tree it
+/// runs the first 8 and the guest sees a tree it trims without a word.
+pub const MODEL_MAX_CPUS: u32 = 8;
+/// hypmodel's buffer for the guest's command line (`GUEST_ARGS` in hypmodel/src/el2/boot.rs):
+/// a longer one is a FATAL of hypmodel's after QEMU has started.
+pub const MODEL_MAX_GUEST_ARGS: usize = 2048;
+
+/// Refuse what hypmodel cannot run: more than [`MODEL_MAX_CPUS`] CPUs, or a guest command
+/// line (the words the runner adds and `append`) over [`MODEL_MAX_GUEST_ARGS`] bytes.
+pub fn check_model_limits(spec: &ModelSpec, smp: u32, append: &str) -> Result<(), String> {
+    if smp > MODEL_MAX_CPUS {
+        return Err(format!(
+            "--smp {smp} with --hyp model: hypmodel runs at most {MODEL_MAX_CPUS} vCPUs"
+        ));
+    }
+    let mut guest = spec.guest_args();
+    if !append.is_empty() {
+        guest.push(append.to_string());
+    }
+    let len = guest.join(" ").len();
+    if len > MODEL_MAX_GUEST_ARGS {
+        return Err(format!(
+            "--append with --hyp model: the guest command line is {len} bytes; hypmodel \
+             passes at most {MODEL_MAX_GUEST_ARGS}"
+        ));
+    }
+    Ok(())
+}
 
 /// `--hyp model[:PROFILE][,mutant=NAME][,granule=SIZE][,enrolled=boot][,trace]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -277,5 +305,42 @@ mod tests {
             "hypmodel.profile=android13 hypmodel.trace -- ioguard.profile=android13 only=guard:*"
         );
         assert_eq!(ModelSpec::default().bootargs(""), "--");
+    }
+
+    #[test]
+    fn model_limits() {
+        let m = ModelSpec::default();
+        assert_eq!(check_model_limits(&m, 8, ""), Ok(()));
+        assert!(check_model_limits(&m, 9, "")
+            .unwrap_err()
+            .contains("at most 8 vCPUs"));
+        let at_limit = "x".repeat(MODEL_MAX_GUEST_ARGS);
+        assert_eq!(check_model_limits(&m, 1, &at_limit), Ok(()));
+        let e = check_model_limits(&m, 1, &format!("{at_limit}y")).unwrap_err();
+        assert!(
+            e.contains("2049 bytes") && e.contains("at most 2048"),
+            "{e}"
+        );
+        // The words the runner adds for android13 count too.
+        let a13 = ModelSpec {
+            profile: Some("android13".into()),
+            ..Default::default()
+        };
+        assert!(check_model_limits(&a13, 1, &at_limit).is_err());
+    }
+
+    #[test]
+    fn model_limits_match_hypmodel_source() {
+        let root = crate::build::repo_root().join("hypmodel/src");
+        let vm = std::fs::read_to_string(root.join("vm.rs")).unwrap();
+        assert!(
+            vm.contains(&format!("pub const MAX_CPUS: usize = {MODEL_MAX_CPUS};")),
+            "hypmodel's MAX_CPUS changed: update MODEL_MAX_CPUS"
+        );
+        let boot = std::fs::read_to_string(root.join("el2/boot.rs")).unwrap();
+        assert!(
+            boot.contains(&format!("GUEST_ARGS: Mutex<[u8; {MODEL_MAX_GUEST_ARGS}]>")),
+            "hypmodel's GUEST_ARGS changed: update MODEL_MAX_GUEST_ARGS"
+        );
     }
 }

@@ -51,10 +51,12 @@
 //! # Status
 //!
 //! [`Outcome::status`] is the runner's exit status: the code decoded from the guest's
-//! `EXIT: STATUS=` line (0 all passed, 1 a check failed, 2 fatal boot error); when there is
-//! no valid EXIT line, QEMU's own non-zero status or 3; 124 on timeout. [`RunError`]
-//! (exit status 2) means the run could not happen: bad option, missing image, failed
-//! build, QEMU missing.
+//! `EXIT: STATUS=` line (0 all passed, 1 a check failed, 2 fatal boot error); 3 when the
+//! launcher failed (QEMU refused its arguments or died on its own); 4 when the guest went
+//! silent or powered off without a valid EXIT line; 124 on timeout ([`decide`]). A
+//! [`RunError`] means the run could not happen: [`RunError::exit_status`] is 2 for a usage
+//! error, 3 for a failed build, a missing QEMU or a file that is not an arm64 Image. The
+//! binary exits 128+N when it gets signal N ([`signals`]), after stopping QEMU.
 
 #![forbid(unsafe_code)]
 // Belt and braces should unsafe code ever be allowed here: each block says why it is sound.
@@ -67,29 +69,36 @@ pub mod build;
 pub mod exec;
 pub mod floor;
 pub mod hyp;
+pub mod image;
 pub mod launch;
 pub mod options;
 pub mod output;
 pub mod qemu;
 pub mod render;
 pub mod setup;
+pub mod signals;
 pub mod stream;
 
 pub use build::{
     build_bin_image, build_hypmodel, build_image, build_image_now, guest_elf_path,
     hypmodel_elf_path, image_path, repo_root, runner_dir, target_dir,
 };
-pub use exec::{boot, boot_image, boot_with, resolve_image, run, run_with, Outcome, RunError};
+pub use exec::{
+    boot, boot_image, boot_with, check_report_paths, locate_stall, resolve_image, run, run_with,
+    Outcome, RunError,
+};
 pub use floor::{floor_image, scripted_image, write_floor_image, FLOOR_LINE};
+pub use image::{check_image, image_problem};
 pub use launch::{
     blk_images, dump_dtb, launcher_for, Hypmodel, Launch, Launcher, PkvmHost, PlainQemu,
 };
 pub use options::{parse_args, Command, Hyp, Options, UsageError, HELP};
 pub use output::{
-    decide, decode_exit_status, CheckResult, Exit, Header, Kind, Report, Summary, Totals, Verdict,
-    STATUS_NO_EXIT, STATUS_TIMEOUT, STATUS_USAGE,
+    decide, decode_exit_status, CheckResult, Ending, Exit, Header, Kind, Report, Stall, Stop,
+    Summary, Totals, Verdict, STATUS_FAIL, STATUS_LAUNCH, STATUS_NO_EXIT, STATUS_PASS,
+    STATUS_TIMEOUT, STATUS_USAGE,
 };
 pub use qemu::{qemu_argv, shell_line, shell_quote, Boot};
 pub use render::{render_junit, render_tap, xml_escape};
 pub use setup::{ensure_guest_target, ensure_qemu, QEMU_INSTALL};
-pub use stream::{stream, Stream, Streamed};
+pub use stream::{stream, stream_limited, Limits, Stream, Streamed};

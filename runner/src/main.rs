@@ -4,7 +4,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-use ioguard_runner::{bench::bench, parse_args, run, Command, HELP};
+use ioguard_runner::{bench::bench, parse_args, run, signals::wait_if_stopping, Command, HELP};
 use std::process::exit;
 
 fn main() {
@@ -32,8 +32,14 @@ fn main() {
             exit(2);
         }
     };
+    // From here on QEMU may run: a signal to the runner stops it first.
+    if let Err(e) = ioguard_runner::signals::install() {
+        eprintln!("ioguard-run: warning: cannot handle SIGTERM/SIGHUP/SIGINT: {e}");
+    }
     if opts.bench.is_some() {
-        match bench(&opts) {
+        let result = bench(&opts);
+        wait_if_stopping();
+        match result {
             Ok(r) => {
                 print!("{r}");
                 exit(if r.broken.is_empty() { 0 } else { 1 });
@@ -44,7 +50,9 @@ fn main() {
             }
         }
     }
-    match run(&opts) {
+    let result = run(&opts);
+    wait_if_stopping();
+    match result {
         Ok(outcome) => exit(outcome.status),
         Err(e) => {
             eprintln!("ioguard-run: error: {e}");

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 /// Default time a boot may take before the runner kills QEMU.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time the guest may print nothing before the runner stops it (`--silence`).
+/// A whole run prints a line per check and takes well under a second on TCG.
+pub const DEFAULT_SILENCE: Duration = Duration::from_secs(20);
 /// Default number of boots of `--bench`.
 pub const DEFAULT_BENCH_BOOTS: u32 = 10;
 /// QEMU `virt` has 32 virtio-mmio transports.
@@ -14,29 +17,81 @@ pub const MAX_VIRTIO_MMIO: u32 = 32;
 pub const MAX_SMP_GICV3: u32 = 512;
 /// See [`MAX_SMP_GICV3`].
 pub const MAX_SMP_GICV2: u32 = 8;
+/// Smallest `--mem` (MiB) that boots ioguard on plain QEMU: QEMU puts the device tree and
+/// the Image (2 MiB in, 3 MiB with its .bss) in RAM.
+pub const MIN_MEM_MIB: u64 = 8;
+/// Smallest `--mem` (MiB) under `--hyp model`: the guest Image is staged at RAM + 16 MiB
+/// (`0x41000000`), hypmodel and the guest's own RAM come on top.
+pub const MIN_MEM_MIB_MODEL: u64 = 24;
+/// QEMU CPU models of `qemu-system-aarch64 -cpu help` (QEMU 7.2) without AArch64: QEMU
+/// starts them, and the 64-bit guest never prints a line.
+pub const AARCH32_ONLY_CPUS: &[&str] = &[
+    "arm1026",
+    "arm1136",
+    "arm1136-r2",
+    "arm1176",
+    "arm11mpcore",
+    "arm926",
+    "arm946",
+    "cortex-a15",
+    "cortex-a7",
+    "cortex-a8",
+    "cortex-a9",
+    "cortex-m0",
+    "cortex-m3",
+    "cortex-m33",
+    "cortex-m4",
+    "cortex-m55",
+    "cortex-m7",
+    "cortex-r5",
+    "cortex-r5f",
+    "cortex-r52",
+    "pxa250",
+    "pxa255",
+    "pxa260",
+    "pxa261",
+    "pxa262",
+    "pxa270",
+    "pxa270-a0",
+    "pxa270-a1",
+    "pxa270-b0",
+    "pxa270-b1",
+    "pxa270-c0",
+    "pxa270-c5",
+    "sa1100",
+    "sa1110",
+    "ti925t",
+];
 
 /// The `--help` text.
 pub const HELP: &str = "\
 Usage: ./qemu-run.sh [OPTIONS] [-- QEMU ARGS...]
 
 Build the ioguard release image and boot it on QEMU `virt` (TCG). Prints the QEMU
-command line first, streams the guest's lines, and exits with the guest's status
-(decoded from its `EXIT: STATUS=` line).
+command line first, streams the guest's lines, and ends with a verdict and one of the
+exit statuses below.
 
 Options:
-  --smp N            number of CPUs (default 1)
-  --mem SIZE         guest RAM, QEMU syntax: 256M, 2G, 1024 (MiB) (default 256M)
-  --cpu MODEL        QEMU CPU model, e.g. max, cortex-a53, cortex-a72 (default max)
+  --smp N            number of CPUs (default 1; at most 8 with --gic 2 or --hyp model)
+  --mem SIZE         guest RAM, QEMU syntax: 256M, 2G, 1024 (MiB) (default 256M;
+                     at least 8M, 24M with --hyp model)
+  --cpu MODEL        QEMU CPU model with AArch64, e.g. max, cortex-a53, cortex-a72
+                     (default max; 32-bit-only models such as cortex-a15 are refused)
   --gic 2|3          GIC version (default 3)
   --append 'ARGS'    guest command line, e.g. 'only=guard:* log=debug', 'list'
-                     (repeated --append options are joined with spaces)
+                     (repeated --append options are joined with spaces; at most 2048
+                     bytes with --hyp model)
   --virtio-blk N     attach N virtio-blk-device (virtio-mmio) drives, 0..=32 (default 0)
   --timeout S        seconds before a hang is killed and reported (default 60;
                      no timeout with --gdb unless given)
+  --silence S        seconds the guest may print nothing before it is stopped and
+                     reported (default 20; none with --gdb unless given)
   --image PATH       boot this raw arm64 Image instead of building the guest
+                     (its header is checked first: magic ARM\\x64 at 0x38)
   --gdb              start QEMU halted with a gdb server on tcp::1234 (-s -S)
   --tap FILE         also write the results as TAP version 13 to FILE
-  --junit FILE       also write the results as JUnit XML to FILE
+  --junit FILE       also write the results as JUnit XML to FILE (not the --tap FILE;
+                     both are checked writable before booting)
   --hyp plain|model[:PROFILE][,mutant=NAME][,granule=4k|16k|64k][,enrolled=boot][,trace]
                      hypervisor under the guest: plain QEMU (default), or hypmodel,
                      the reference EL2 hypervisor (profiles android13, android14,
@@ -48,9 +103,20 @@ Options:
   -h, --help         print this help
   -- QEMU ARGS...    everything after -- is passed to QEMU unchanged (e.g. -dtb FILE)
 
-Exit status: the guest's code (0 all passed, 1 a check failed, 2 fatal boot error);
-2 for a bad option or a failed build; 3 when the guest ended without a valid EXIT
-line (or QEMU's own non-zero status); 124 on timeout.
+When a run ends without a verdict (timeout, silence, no EXIT line), the runner names the
+check that was running, the last line seen and the checks that never ran.
+
+Exit status:
+  0    every check passed (KFAIL allowed)
+  1    a check failed (FAIL or XPASS)
+  2    ioguard could not run its checks: the guest's fatal error (EXIT: STATUS=5),
+       or a bad option or usage of the runner
+  3    the launcher could not start or died on its own: QEMU missing, QEMU refusing
+       its arguments, a failed build, a file that is not an arm64 Image
+  4    the guest went silent (--silence) or powered off without a verdict (no valid
+       EXIT line)
+  124  timeout (--timeout)
+  128+N  the runner got signal N (SIGINT, SIGTERM, SIGHUP); QEMU was stopped first
 ";
 
 pub use crate::hyp::Hyp;
@@ -75,6 +141,8 @@ pub struct Options {
     pub virtio_blk: u32,
     /// `--timeout S`; `None` means the default ([`DEFAULT_TIMEOUT`], or none with `--gdb`).
     pub timeout: Option<Duration>,
+    /// `--silence S`; `None` means the default ([`DEFAULT_SILENCE`], or none with `--gdb`).
+    pub silence: Option<Duration>,
     /// `--image PATH`: boot this raw Image, do not build.
     pub image: Option<PathBuf>,
     /// `--gdb`.
@@ -107,6 +175,7 @@ impl Default for Options {
             append: String::new(),
             virtio_blk: 0,
             timeout: None,
+            silence: None,
             image: None,
             gdb: false,
             tap: None,
@@ -127,6 +196,15 @@ impl Options {
             Some(t) => Some(t),
             None if self.gdb => None,
             None => Some(DEFAULT_TIMEOUT),
+        }
+    }
+
+    /// The silence limit that applies: `--silence`, else 20 s, else none under `--gdb`.
+    pub fn effective_silence(&self) -> Option<Duration> {
+        match self.silence {
+            Some(t) => Some(t),
+            None if self.gdb => None,
+            None => Some(DEFAULT_SILENCE),
         }
     }
 
@@ -193,11 +271,24 @@ pub fn validate_mem(v: &str) -> Result<(), UsageError> {
     }
 }
 
-fn parse_timeout(v: &str) -> Result<Duration, UsageError> {
+/// A size accepted by [`validate_mem`] in MiB (rounded down).
+pub fn mem_mib(v: &str) -> Option<u64> {
+    let digits = v.trim_end_matches(|c: char| "kKmMgGtT".contains(c));
+    let n: u64 = digits.parse().ok()?;
+    match &v[digits.len()..] {
+        "k" | "K" => Some(n / 1024),
+        "" | "m" | "M" => Some(n),
+        "g" | "G" => n.checked_mul(1024),
+        "t" | "T" => n.checked_mul(1024 * 1024),
+        _ => None,
+    }
+}
+
+fn parse_secs(opt: &str, v: &str) -> Result<Duration, UsageError> {
     match v.parse::<f64>() {
         Ok(s) if s.is_finite() && s > 0.0 && s <= 1.0e6 => Ok(Duration::from_secs_f64(s)),
         _ => err(format!(
-            "--timeout '{v}': expected a positive number of seconds"
+            "{opt} '{v}': expected a positive number of seconds"
         )),
     }
 }
@@ -245,13 +336,53 @@ where
             }
         }
     }
+    check_combination(&o)?;
+    Ok(Command::Run(o))
+}
+
+/// What the options refuse together, or what QEMU or hypmodel would only refuse (or
+/// silently misread) after the build and the boot.
+fn check_combination(o: &Options) -> Result<(), UsageError> {
     if o.gic == 2 && o.smp > MAX_SMP_GICV2 {
         return err(format!(
             "--smp {} with --gic 2: GICv2 supports at most {MAX_SMP_GICV2} CPUs",
             o.smp
         ));
     }
-    Ok(Command::Run(o))
+    if AARCH32_ONLY_CPUS.contains(&o.cpu.as_str()) {
+        return err(format!(
+            "--cpu {}: this QEMU CPU model has no AArch64 (use max, cortex-a53, cortex-a57, \
+             cortex-a72, cortex-a76, neoverse-n1, a64fx ...)",
+            o.cpu
+        ));
+    }
+    let min_mib = match o.hyp {
+        Hyp::Model(_) => MIN_MEM_MIB_MODEL,
+        _ => MIN_MEM_MIB,
+    };
+    if mem_mib(&o.mem).is_some_and(|m| m < min_mib) {
+        let with = if min_mib == MIN_MEM_MIB {
+            ""
+        } else {
+            " with --hyp model"
+        };
+        return err(format!(
+            "--mem {}: ioguard needs at least {min_mib}M{with}",
+            o.mem
+        ));
+    }
+    if let Hyp::Model(spec) = &o.hyp {
+        crate::hyp::check_model_limits(spec, o.smp, &o.append).map_err(UsageError)?;
+    }
+    if let (Some(t), Some(j)) = (&o.tap, &o.junit) {
+        if t == j {
+            return err(format!(
+                "--tap and --junit both name {}: give each its own file",
+                t.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Sets the option `name` that takes a value, which `value` supplies; `false` if `name`
@@ -291,7 +422,8 @@ fn set_value(
                     ))
                 })?
         }
-        "--timeout" => o.timeout = Some(parse_timeout(&value()?)?),
+        "--timeout" => o.timeout = Some(parse_secs("--timeout", &value()?)?),
+        "--silence" => o.silence = Some(parse_secs("--silence", &value()?)?),
         "--image" => {
             let v = value()?;
             if v.is_empty() {
@@ -516,5 +648,49 @@ mod tests {
         for b in ["", "M", "0", "0M", "2GB", "1.5G", "-1G", "12 M", "big"] {
             assert!(validate_mem(b).is_err(), "{b:?} accepted");
         }
+    }
+
+    #[test]
+    fn silence_and_its_default() {
+        assert_eq!(run(&[]).effective_silence(), Some(DEFAULT_SILENCE));
+        assert_eq!(run(&["--gdb"]).effective_silence(), None);
+        assert_eq!(
+            run(&["--silence", "1.5"]).effective_silence(),
+            Some(Duration::from_millis(1500))
+        );
+        assert!(bad(&["--silence", "0"]).contains("--silence '0': expected a positive"));
+        assert!(HELP.contains("--silence S"));
+    }
+
+    #[test]
+    fn what_qemu_or_hypmodel_would_refuse_later_is_refused_now() {
+        assert_eq!(mem_mib("512k"), Some(0));
+        assert_eq!(mem_mib("8"), Some(8));
+        assert_eq!(mem_mib("2G"), Some(2048));
+        assert_eq!(mem_mib("1T"), Some(1 << 20));
+        assert!(bad(&["--mem", "1"]).contains("needs at least 8M"));
+        assert!(bad(&["--mem", "7M"]).contains("needs at least 8M"));
+        assert_eq!(run(&["--mem", "8M"]).mem, "8M");
+        assert!(bad(&["--hyp", "model", "--mem", "16M"]).contains("at least 24M with --hyp model"));
+        assert_eq!(run(&["--hyp", "model", "--mem", "24M"]).mem, "24M");
+        for cpu in ["cortex-a15", "cortex-a7", "cortex-m3", "arm926"] {
+            assert!(bad(&["--cpu", cpu]).contains("has no AArch64"), "{cpu}");
+        }
+        for cpu in [
+            "max",
+            "cortex-a53",
+            "cortex-a72",
+            "a64fx",
+            "neoverse-n1",
+            "nosuch",
+        ] {
+            assert_eq!(run(&["--cpu", cpu]).cpu, cpu);
+        }
+        assert!(bad(&["--hyp", "model", "--smp", "9"]).contains("at most 8 vCPUs"));
+        assert_eq!(run(&["--hyp", "model", "--smp", "8"]).smp, 8);
+        let long = "x".repeat(2049);
+        assert!(bad(&["--hyp", "model", "--append", &long]).contains("at most 2048"));
+        assert_eq!(run(&["--append", &long]).append.len(), 2049);
+        assert!(bad(&["--tap", "r", "--junit", "r"]).contains("give each its own file"));
     }
 }

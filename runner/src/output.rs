@@ -2,12 +2,22 @@
 
 use std::fmt;
 
-/// Status when the guest ended without a (valid) `EXIT: STATUS=` line and QEMU exited 0.
-pub const STATUS_NO_EXIT: i32 = 3;
+/// Status when every check passed (KFAIL allowed): the guest's code 0.
+pub const STATUS_PASS: i32 = 0;
+/// Status when a check failed (FAIL or XPASS): the guest's code 1.
+pub const STATUS_FAIL: i32 = 1;
+/// Status when ioguard could not run its checks: the guest's code 2 (a fatal boot error,
+/// `EXIT: STATUS=5`), or a bad option or usage of the runner.
+pub const STATUS_USAGE: i32 = 2;
+/// Status when the launcher could not start or died on its own: QEMU missing or refusing
+/// its arguments, a failed build, a file that is not an arm64 Image, QEMU killed by a
+/// signal the runner did not send.
+pub const STATUS_LAUNCH: i32 = 3;
+/// Status when the guest went silent or powered off without a verdict (no valid `EXIT:`
+/// line).
+pub const STATUS_NO_EXIT: i32 = 4;
 /// Status on timeout (as coreutils `timeout`).
 pub const STATUS_TIMEOUT: i32 = 124;
-/// Status for a bad option, a missing image, a failed build or a missing QEMU.
-pub const STATUS_USAGE: i32 = 2;
 
 /// The kind of a result line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -322,6 +332,11 @@ impl Report {
         self.lines.push(line);
     }
 
+    /// Add a line that is kept but not read (a line the runner cut off).
+    pub fn push_unparsed(&mut self, raw: &str) {
+        self.lines.push(clean_line(raw));
+    }
+
     /// The result for check `name` (`"group: case"`), the first if repeated.
     pub fn result(&self, name: &str) -> Option<&CheckResult> {
         self.results.iter().find(|r| r.name() == name)
@@ -389,72 +404,195 @@ pub struct Verdict {
     pub problem: Option<String>,
 }
 
-/// Decide the runner's status from the parsed lines, QEMU's exit status (`None` when
-/// it was killed by a signal) and whether the timeout fired.
-pub fn decide(
-    report: &Report,
-    qemu_status: Option<i32>,
-    timed_out: bool,
-    timeout_secs: f64,
-) -> Verdict {
-    if timed_out {
-        let after = match report.exit {
-            Exit::Code(_) => " (it printed its EXIT line but did not power off)",
-            _ => "",
-        };
-        return Verdict {
-            status: STATUS_TIMEOUT,
-            problem: Some(format!(
-                "TIMEOUT: guest did not finish within {} s{after}",
-                fmt_secs(timeout_secs)
-            )),
-        };
+/// Why the runner stopped a process that was still running.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Stop {
+    /// The whole run took longer than this many seconds (`--timeout`).
+    Timeout(f64),
+    /// The guest printed no line for this many seconds (`--silence`).
+    Silence(f64),
+}
+
+/// How the process that ran the guest ended, as far as the verdict is concerned.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ending {
+    /// Its exit status (`None` when a signal ended it).
+    pub qemu_status: Option<i32>,
+    /// The runner stopped it, and why (then `qemu_status` does not matter).
+    pub stopped: Option<Stop>,
+    /// It wrote something on its own stderr (QEMU's errors go there, the guest's never).
+    pub complained: bool,
+}
+
+impl Ending {
+    /// A process that exited by itself with `status` and wrote nothing on stderr.
+    pub fn exited(status: i32) -> Ending {
+        Ending {
+            qemu_status: Some(status),
+            stopped: None,
+            complained: false,
+        }
     }
-    let qemu = match qemu_status {
+}
+
+fn verdict(status: i32, problem: Option<String>) -> Verdict {
+    Verdict { status, problem }
+}
+
+/// Decide the runner's status from the parsed lines and how the process ended.
+///
+/// 124 when the timeout fired; 4 when the guest went silent, or ended without a valid
+/// `EXIT:` line; 3 when the launcher failed instead (a signal the runner did not send, or a
+/// non-zero exit with QEMU complaining on stderr or before the guest printed its header);
+/// otherwise the guest's code (0, 1, 2).
+pub fn decide(report: &Report, end: Ending) -> Verdict {
+    match end.stopped {
+        Some(Stop::Timeout(secs)) => {
+            let after = match report.exit {
+                Exit::Code(_) => " (it printed its EXIT line but did not power off)",
+                _ => "",
+            };
+            let msg = format!(
+                "TIMEOUT: guest did not finish within {} s{after}",
+                fmt_secs(secs)
+            );
+            return verdict(STATUS_TIMEOUT, Some(msg));
+        }
+        Some(Stop::Silence(secs)) => {
+            let what = match report.exit {
+                Exit::Code(_) => "printed its EXIT line but did not power off",
+                _ => "went silent without an EXIT line",
+            };
+            let msg = format!("SILENT: guest {what}: no line for {} s", fmt_secs(secs));
+            return verdict(STATUS_NO_EXIT, Some(msg));
+        }
+        None => {}
+    }
+    let qemu = match end.qemu_status {
         Some(s) => s.to_string(),
         None => "none (killed by a signal)".to_string(),
     };
-    let qemu_failed_status = match qemu_status {
-        Some(0) => None,
-        Some(s) => Some(s),
-        None => Some(STATUS_NO_EXIT),
+    // The launcher itself failed: a signal the runner did not send, or a non-zero exit
+    // that QEMU explained on stderr or that came before the guest said who it is.
+    let launch_failed = match end.qemu_status {
+        None => true,
+        Some(0) => false,
+        Some(_) => end.complained || report.header.is_none(),
+    };
+    let no_verdict = |what: String| {
+        if launch_failed {
+            verdict(
+                STATUS_LAUNCH,
+                Some(format!("{what}; QEMU failed (exit status {qemu})")),
+            )
+        } else {
+            verdict(
+                STATUS_NO_EXIT,
+                Some(format!("{what}; QEMU exit status {qemu}")),
+            )
+        }
     };
     match &report.exit {
-        Exit::Code(code) => match qemu_status {
-            // PSCI SYSTEM_OFF ends QEMU with 0; semihosting exit with the code itself.
-            Some(0) => Verdict {
-                status: *code,
-                problem: None,
-            },
-            Some(s) if s == *code => Verdict {
-                status: *code,
-                problem: None,
-            },
-            _ if *code != 0 => Verdict {
-                status: *code,
-                problem: Some(format!(
-                    "guest reported code {code} but QEMU exit status is {qemu}"
-                )),
-            },
-            _ => Verdict {
-                status: qemu_failed_status.unwrap_or(STATUS_NO_EXIT),
-                problem: Some(format!(
-                    "guest reported success but QEMU exit status is {qemu}"
-                )),
-            },
-        },
-        Exit::Malformed { line, reason } => Verdict {
-            status: qemu_failed_status.unwrap_or(STATUS_NO_EXIT),
-            problem: Some(format!(
-                "malformed EXIT line '{line}': {reason}; QEMU exit status {qemu}"
+        Exit::Code(code) => decide_code(*code, end.qemu_status, &qemu),
+        Exit::Malformed { line, reason } => {
+            no_verdict(format!("malformed EXIT line '{line}': {reason}"))
+        }
+        Exit::Missing => no_verdict("guest ended without an EXIT line".to_string()),
+    }
+}
+
+/// The verdict when the guest printed a valid `EXIT:` line with `code`.
+fn decide_code(code: i32, qemu_status: Option<i32>, qemu: &str) -> Verdict {
+    if !(0..=2).contains(&code) {
+        return verdict(
+            STATUS_NO_EXIT,
+            Some(format!(
+                "guest reported code {code}, which is not 0, 1 or 2"
             )),
-        },
-        Exit::Missing => Verdict {
-            status: qemu_failed_status.unwrap_or(STATUS_NO_EXIT),
-            problem: Some(format!(
-                "guest ended without an EXIT line; QEMU exit status {qemu}"
+        );
+    }
+    match qemu_status {
+        // PSCI SYSTEM_OFF ends QEMU with 0; semihosting exit with the code itself.
+        Some(0) => verdict(code, None),
+        Some(s) if s == code => verdict(code, None),
+        _ if code != 0 => verdict(
+            code,
+            Some(format!(
+                "guest reported code {code} but QEMU exit status is {qemu}"
             )),
-        },
+        ),
+        _ => verdict(
+            STATUS_LAUNCH,
+            Some(format!(
+                "guest reported success but QEMU exit status is {qemu}"
+            )),
+        ),
+    }
+}
+
+/// Where a run that ended without a verdict stopped: the check that was running, the
+/// last line seen, and the checks that never ran. The guest does not announce a check
+/// before running it, so the running check is the first of the run's selection (its
+/// `LIST:` lines, from a second boot with `list`) without a result line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stall {
+    /// The check that was running (the first of the selection without a result line).
+    pub running: Option<String>,
+    /// The last result line, named when the selection is unknown.
+    pub after: Option<String>,
+    /// The last console line, if there was one.
+    pub last_line: Option<String>,
+    /// The checks of the selection after the running one, none of which printed a result.
+    pub not_run: Vec<String>,
+}
+
+impl Stall {
+    /// Where `report` stopped, given the run's selection in order (`None` if it could
+    /// not be listed).
+    pub fn locate(report: &Report, selection: Option<&[String]>) -> Stall {
+        let last_line = report.lines.iter().rev().find(|l| !l.is_empty()).cloned();
+        let after = report.results.last().map(|r| report.lines[r.line].clone());
+        let Some(selection) = selection.filter(|s| !s.is_empty()) else {
+            return Stall {
+                after,
+                last_line,
+                ..Stall::default()
+            };
+        };
+        let mut missing = selection
+            .iter()
+            .filter(|name| report.result(name).is_none())
+            .cloned();
+        Stall {
+            running: missing.next(),
+            after,
+            last_line,
+            not_run: missing.collect(),
+        }
+    }
+
+    /// The lines the runner prints about it (without its `ioguard-run: ` prefix).
+    pub fn describe(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        match (&self.running, &self.after) {
+            (Some(r), _) => v.push(format!(
+                "stopped in '{r}' (the first check of the selection without a result)"
+            )),
+            (None, Some(a)) => v.push(format!("stopped after '{a}'")),
+            (None, None) => v.push("stopped before any check reported".to_string()),
+        }
+        match &self.last_line {
+            Some(l) => v.push(format!("last line: '{l}'")),
+            None => v.push("the guest printed nothing".to_string()),
+        }
+        if !self.not_run.is_empty() {
+            v.push(format!(
+                "{} check(s) never ran: {}",
+                self.not_run.len(),
+                self.not_run.join(", ")
+            ));
+        }
+        v
     }
 }
 
@@ -538,7 +676,7 @@ EXIT: STATUS=1\r
         assert_eq!(r.exit, Exit::Code(1));
         assert_eq!(r.inconsistencies(), Vec::<String>::new());
         assert_eq!(
-            decide(&r, Some(0), false, 60.0),
+            decide(&r, Ending::exited(0)),
             Verdict {
                 status: 1,
                 problem: None
@@ -585,19 +723,38 @@ EXIT: STATUS=1\r
         let r = Report::parse(&["ioguard 0.1.0: cpus=1", "PASS: a: b", "panicked at x"]);
         assert_eq!(r.summary, None);
         assert_eq!(r.exit, Exit::Missing);
-        let v = decide(&r, Some(0), false, 60.0);
+        let v = decide(&r, Ending::exited(0));
         assert_eq!(v.status, STATUS_NO_EXIT);
         assert_eq!(
             v.problem.as_deref(),
             Some("guest ended without an EXIT line; QEMU exit status 0")
         );
-        // QEMU's own failure status wins over 3.
-        let v = decide(&r, Some(1), false, 60.0);
-        assert_eq!(v.status, 1);
-        assert!(v.problem.unwrap().contains("QEMU exit status 1"));
-        let v = decide(&r, None, false, 60.0);
+        // A non-zero exit after the guest's header, QEMU silent: the guest powered off
+        // (semihosting) without a verdict.
+        let v = decide(&r, Ending::exited(1));
         assert_eq!(v.status, STATUS_NO_EXIT);
+        assert!(v.problem.unwrap().contains("QEMU exit status 1"));
+        // QEMU complained on stderr, or was killed by a signal the runner did not send:
+        // the launcher failed.
+        let complained = Ending {
+            complained: true,
+            ..Ending::exited(1)
+        };
+        let v = decide(&r, complained);
+        assert_eq!(v.status, STATUS_LAUNCH);
+        assert!(v.problem.unwrap().contains("QEMU failed (exit status 1)"));
+        let killed = Ending {
+            qemu_status: None,
+            ..Ending::exited(0)
+        };
+        let v = decide(&r, killed);
+        assert_eq!(v.status, STATUS_LAUNCH);
         assert!(v.problem.unwrap().contains("signal"));
+        // QEMU refusing its arguments: no console line at all, a non-zero status.
+        let none = Report::parse::<&str>(&[]);
+        assert_eq!(decide(&none, Ending::exited(1)).status, STATUS_LAUNCH);
+        // QEMU exiting 0 without a single line: powered off without a verdict.
+        assert_eq!(decide(&none, Ending::exited(0)).status, STATUS_NO_EXIT);
     }
 
     #[test]
@@ -630,7 +787,7 @@ EXIT: STATUS=1\r
                 panic!("{line}: {:?}", r.exit)
             };
             assert!(reason.contains(why), "{line}: {reason}");
-            let v = decide(&r, Some(0), false, 60.0);
+            let v = decide(&r, Ending::exited(0));
             assert_eq!(v.status, STATUS_NO_EXIT);
             assert!(v.problem.unwrap().starts_with("malformed EXIT line"));
         }
@@ -640,40 +797,78 @@ EXIT: STATUS=1\r
     fn status_with_semihosting_and_disagreement() {
         let fatal = Report::parse(&["EXIT: STATUS=5"]);
         assert_eq!(
-            decide(&fatal, Some(2), false, 60.0),
+            decide(&fatal, Ending::exited(2)),
             Verdict {
                 status: 2,
                 problem: None
             }
         );
-        assert_eq!(decide(&fatal, Some(0), false, 60.0).status, 2);
-        let v = decide(&fatal, Some(1), false, 60.0);
+        assert_eq!(decide(&fatal, Ending::exited(0)).status, 2);
+        let v = decide(&fatal, Ending::exited(1));
         assert_eq!(v.status, 2);
         assert!(v.problem.is_some());
         let ok = Report::parse(&["EXIT: STATUS=1"]);
-        let v = decide(&ok, Some(1), false, 60.0);
-        assert_eq!(v.status, 1);
+        let v = decide(&ok, Ending::exited(1));
+        assert_eq!(v.status, STATUS_LAUNCH);
         assert!(v
             .problem
             .unwrap()
             .contains("guest reported success but QEMU exit status is 1"));
+        // A code the guest does not define cannot pass for one of the runner's statuses.
+        let v = decide(&Report::parse(&["EXIT: STATUS=7"]), Ending::exited(0));
+        assert_eq!(v.status, STATUS_NO_EXIT);
+        assert!(v
+            .problem
+            .unwrap()
+            .contains("code 3, which is not 0, 1 or 2"));
     }
 
     #[test]
-    fn timeout() {
+    fn every_outcome_has_its_own_status() {
+        let statuses = [
+            STATUS_PASS,
+            STATUS_FAIL,
+            STATUS_USAGE,
+            STATUS_LAUNCH,
+            STATUS_NO_EXIT,
+            STATUS_TIMEOUT,
+        ];
+        assert_eq!(statuses, [0, 1, 2, 3, 4, 124]);
+    }
+
+    fn stopped(stop: Stop) -> Ending {
+        Ending {
+            qemu_status: None,
+            stopped: Some(stop),
+            complained: true,
+        }
+    }
+
+    #[test]
+    fn timeout_and_silence() {
         let r = Report::parse(&["PASS: a: b"]);
-        let v = decide(&r, None, true, 2.5);
+        let v = decide(&r, stopped(Stop::Timeout(2.5)));
         assert_eq!(v.status, 124);
         assert_eq!(
             v.problem.as_deref(),
             Some("TIMEOUT: guest did not finish within 2.5 s")
         );
         assert_eq!(
-            decide(&r, None, true, 60.0).problem.as_deref(),
+            decide(&r, stopped(Stop::Timeout(60.0))).problem.as_deref(),
             Some("TIMEOUT: guest did not finish within 60 s")
         );
+        let v = decide(&r, stopped(Stop::Silence(20.0)));
+        assert_eq!(v.status, STATUS_NO_EXIT);
+        assert_eq!(
+            v.problem.as_deref(),
+            Some("SILENT: guest went silent without an EXIT line: no line for 20 s")
+        );
         let r = Report::parse(&["EXIT: STATUS=1"]);
-        assert!(decide(&r, None, true, 1.0)
+        assert!(decide(&r, stopped(Stop::Timeout(1.0)))
+            .problem
+            .unwrap()
+            .contains("did not power off"));
+        assert!(decide(&r, stopped(Stop::Silence(1.0)))
             .problem
             .unwrap()
             .contains("did not power off"));
@@ -706,5 +901,37 @@ EXIT: STATUS=1\r
             r.push_line(l);
         }
         assert_eq!(r, Report::parse(&all));
+    }
+
+    #[test]
+    fn stall_names_the_running_check_and_the_unrun_ones() {
+        let r = Report::parse(&[
+            "ioguard 0.1.0: cpus=1",
+            "PASS: a: x",
+            "SKIP: a: y: no",
+            "INFO: hm",
+        ]);
+        let sel: Vec<String> = ["a: x", "a: y", "b: z", "b: w"].map(String::from).to_vec();
+        let st = Stall::locate(&r, Some(&sel));
+        assert_eq!(st.running.as_deref(), Some("b: z"));
+        assert_eq!(st.not_run, ["b: w"]);
+        assert_eq!(st.last_line.as_deref(), Some("INFO: hm"));
+        let d = st.describe();
+        assert!(d[0].contains("stopped in 'b: z'"), "{d:?}");
+        assert_eq!(d[1], "last line: 'INFO: hm'");
+        assert_eq!(d[2], "1 check(s) never ran: b: w");
+        // Without the selection: after the last result line.
+        let st = Stall::locate(&r, None);
+        assert_eq!((st.running.as_deref(), st.not_run.len()), (None, 0));
+        assert_eq!(st.describe()[0], "stopped after 'SKIP: a: y: no'");
+        // Nothing printed at all.
+        let st = Stall::locate(&Report::parse::<&str>(&[]), None);
+        assert_eq!(
+            st.describe(),
+            [
+                "stopped before any check reported",
+                "the guest printed nothing"
+            ]
+        );
     }
 }

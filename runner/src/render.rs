@@ -1,6 +1,6 @@
 //! TAP version 13 and JUnit XML renderings of a run (pure functions of the parsed lines).
 
-use crate::output::{CheckResult, Kind, Report};
+use crate::output::{CheckResult, Kind, Report, Stall};
 use std::fmt::Write as _;
 
 /// Why a run failed beyond its result lines, if it did: the runner's `problem` (timeout,
@@ -47,10 +47,18 @@ fn yaml_str(s: &str) -> String {
 /// results), plus a failing `runner: exit` point when [`run_failure`] finds a reason.
 ///
 /// PASS -> `ok`; FAIL -> `not ok`; SKIP -> `ok ... # SKIP reason`; KFAIL ->
-/// `not ok ... # TODO known failure`; XPASS -> `not ok` (unexpected pass).
-pub fn render_tap(report: &Report, status: i32, problem: Option<&str>) -> String {
+/// `not ok ... # TODO known failure`; XPASS -> `not ok` (unexpected pass). When the run
+/// stopped without a verdict (`stall`), the check that was running and each check that
+/// never ran are `not ok` points too, so the plan counts the whole selection.
+pub fn render_tap(
+    report: &Report,
+    status: i32,
+    problem: Option<&str>,
+    stall: Option<&Stall>,
+) -> String {
     let failure = run_failure(report, status, problem);
-    let n = report.results.len() + usize::from(failure.is_some());
+    let unfinished = unfinished(stall, failure.as_deref());
+    let n = report.results.len() + unfinished.len() + usize::from(failure.is_some());
     let mut t = String::from("TAP version 13\n");
     if let Some(h) = &report.header {
         let _ = writeln!(t, "# {}", h.raw);
@@ -99,6 +107,15 @@ pub fn render_tap(report: &Report, status: i32, problem: Option<&str>) -> String
             );
         }
     }
+    for (i, (name, why)) in unfinished.iter().enumerate() {
+        let num = report.results.len() + i + 1;
+        let _ = writeln!(
+            t,
+            "not ok {num} - {}\n  ---\n  message: {}\n  severity: fail\n  ...",
+            tap_text(name),
+            yaml_str(why)
+        );
+    }
     if let Some(f) = failure {
         let _ = writeln!(
             t,
@@ -107,6 +124,29 @@ pub fn render_tap(report: &Report, status: i32, problem: Option<&str>) -> String
         );
     }
     t
+}
+
+/// The checks without a result because the run stopped, each with why: the running one
+/// ("did not finish") first, then those that never ran.
+fn unfinished(stall: Option<&Stall>, failure: Option<&str>) -> Vec<(String, String)> {
+    let Some(st) = stall else {
+        return Vec::new();
+    };
+    let why = failure.unwrap_or("the run stopped");
+    let mut v = Vec::new();
+    if let Some(r) = &st.running {
+        v.push((
+            r.clone(),
+            format!("did not finish: it was running when {why}"),
+        ));
+    }
+    for n in &st.not_run {
+        v.push((
+            n.clone(),
+            format!("never ran: the run stopped before it ({why})"),
+        ));
+    }
+    v
 }
 
 /// Escape text for XML content and attribute values; characters XML 1.0 cannot carry
@@ -132,19 +172,25 @@ pub fn xml_escape(s: &str) -> String {
 /// `name` CASE), FAIL and XPASS as `<failure>`, SKIP and KFAIL as `<skipped>`, a
 /// `runner: exit` case with `<error>` when [`run_failure`] finds a reason, the QEMU
 /// command line and the header as properties, and every console line in `<system-out>`.
+///
+/// When the run stopped without a verdict (`stall`), the check that was running is an
+/// `<error>` case and each check that never ran a `<skipped>` one.
 pub fn render_junit(
     report: &Report,
     status: i32,
     problem: Option<&str>,
+    stall: Option<&Stall>,
     command_line: &str,
     elapsed_secs: f64,
 ) -> String {
     let failure = run_failure(report, status, problem);
+    let unfinished = unfinished(stall, failure.as_deref());
+    let running = usize::from(stall.is_some_and(|s| s.running.is_some()));
     let count = |k: Kind| report.count(k);
-    let tests = report.results.len() + usize::from(failure.is_some());
+    let tests = report.results.len() + unfinished.len() + usize::from(failure.is_some());
     let failures = count(Kind::Fail) + count(Kind::XPass);
-    let errors = usize::from(failure.is_some());
-    let skipped = count(Kind::Skip) + count(Kind::KFail);
+    let errors = usize::from(failure.is_some()) + running;
+    let skipped = count(Kind::Skip) + count(Kind::KFail) + unfinished.len() - running;
     let counts = format!(
         r#"tests="{tests}" failures="{failures}" errors="{errors}" skipped="{skipped}" time="{elapsed_secs:.3}""#
     );
@@ -154,6 +200,25 @@ pub fn render_junit(
     junit_properties(&mut x, report, status, command_line);
     for r in &report.results {
         junit_testcase(&mut x, r, &report.lines[r.line]);
+    }
+    for (i, (name, why)) in unfinished.iter().enumerate() {
+        let (group, case) = name.split_once(": ").unwrap_or(("", name));
+        let class = if group.is_empty() {
+            "ioguard".to_string()
+        } else {
+            format!("ioguard.{group}")
+        };
+        let inner = if i < running {
+            format!("<error type=\"stopped\" message=\"{}\"/>", xml_escape(why))
+        } else {
+            format!("<skipped message=\"{}\"/>", xml_escape(why))
+        };
+        let _ = writeln!(
+            x,
+            "    <testcase classname=\"{}\" name=\"{}\">\n      {inner}\n    </testcase>",
+            xml_escape(&class),
+            xml_escape(case)
+        );
     }
     if let Some(f) = failure {
         let _ = writeln!(
@@ -266,7 +331,7 @@ mod tests {
 
     #[test]
     fn tap13() {
-        let tap = render_tap(&sample(), 1, None);
+        let tap = render_tap(&sample(), 1, None, None);
         let expected = "\
 TAP version 13
 # ioguard 0.1.0: hypervisor=kvm profile=android14 granule=4096 cpus=2
@@ -291,17 +356,22 @@ not ok 5 - virtio: blk-read (XPASS: passed, but a failure was expected)
     #[test]
     fn tap_adds_a_failing_point_for_a_broken_run() {
         let r = Report::parse(&["PASS: a: b"]);
-        let tap = render_tap(&r, 124, Some("TIMEOUT: guest did not finish within 60 s"));
+        let tap = render_tap(
+            &r,
+            124,
+            Some("TIMEOUT: guest did not finish within 60 s"),
+            None,
+        );
         assert!(tap.contains("1..2\n"), "{tap}");
         assert!(tap.contains("not ok 2 - runner: exit\n"));
         assert!(tap.contains("message: \"TIMEOUT: guest did not finish within 60 s\""));
         // No results at all and a fatal boot error: still one failing point.
-        let tap = render_tap(&Report::parse(&["EXIT: STATUS=5"]), 2, None);
+        let tap = render_tap(&Report::parse(&["EXIT: STATUS=5"]), 2, None, None);
         assert!(tap.contains("1..1\nnot ok 1 - runner: exit\n"), "{tap}");
         assert!(tap.contains("fatal boot error"));
         // A clean run has none.
         assert_eq!(
-            render_tap(&Report::parse(&["EXIT: STATUS=1"]), 0, None),
+            render_tap(&Report::parse(&["EXIT: STATUS=1"]), 0, None, None),
             "TAP version 13\n1..0\n"
         );
     }
@@ -338,6 +408,7 @@ not ok 5 - virtio: blk-read (XPASS: passed, but a failure was expected)
             &sample(),
             1,
             None,
+            None,
             "qemu-system-aarch64 -append 'a b'",
             1.25,
         );
@@ -368,6 +439,7 @@ not ok 5 - virtio: blk-read (XPASS: passed, but a failure was expected)
             &r,
             3,
             Some("guest ended without an EXIT line; QEMU exit status 0"),
+            None,
             "q",
             0.0,
         );
@@ -378,5 +450,39 @@ not ok 5 - virtio: blk-read (XPASS: passed, but a failure was expected)
         assert!(x.contains(
             r#"<error type="run" message="guest ended without an EXIT line; QEMU exit status 0"/>"#
         ));
+    }
+
+    #[test]
+    fn a_stalled_run_lists_the_running_and_unrun_checks() {
+        let r = Report::parse(&["PASS: a: x"]);
+        let stall = Stall {
+            running: Some("a: y".into()),
+            not_run: vec!["b: z".into(), "b: w".into()],
+            ..Stall::default()
+        };
+        let problem = Some("TIMEOUT: guest did not finish within 2 s");
+        let tap = render_tap(&r, 124, problem, Some(&stall));
+        assert!(
+            tap.contains("1..5\nok 1 - a: x\nnot ok 2 - a: y\n"),
+            "{tap}"
+        );
+        assert!(tap.contains("did not finish: it was running when TIMEOUT"));
+        assert!(tap.contains("not ok 3 - b: z\n") && tap.contains("not ok 4 - b: w\n"));
+        assert!(tap.contains("never ran: the run stopped before it (TIMEOUT"));
+        assert!(tap.contains("not ok 5 - runner: exit\n"));
+        // Every point has a number and the plan matches them.
+        let points = tap
+            .lines()
+            .filter(|l| l.starts_with("ok ") || l.starts_with("not ok "));
+        assert_eq!(points.count(), 5);
+        let x = render_junit(&r, 124, problem, Some(&stall), "q", 2.0);
+        assert!(
+            x.contains(r#"tests="5" failures="0" errors="2" skipped="2""#),
+            "{x}"
+        );
+        assert!(x.contains(r#"<testcase classname="ioguard.a" name="y">"#));
+        assert!(x.contains(r#"<error type="stopped" message="did not finish"#));
+        assert!(x.contains(r#"<skipped message="never ran: the run stopped before it"#));
+        assert_eq!(x.matches("<testcase ").count(), 5);
     }
 }

@@ -4,10 +4,11 @@
 //! (plain QEMU, QEMU with hypmodel, a pKVM host some day) ends up here.
 
 use crate::exec::RunError;
-use crate::output::{decide, Report, Verdict};
+use crate::output::{decide, Ending, Report, Stop, Verdict};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,8 @@ pub struct Streamed {
     pub stderr: Vec<String>,
     /// The timeout fired and the process was killed.
     pub timed_out: bool,
+    /// The guest printed nothing for the silence limit and the process was killed.
+    pub silent: bool,
     /// The process's exit status (`None` when killed by the runner or a signal).
     pub exit_code: Option<i32>,
     /// Wall time from starting the process to its exit.
@@ -40,7 +43,8 @@ pub struct Streamed {
 }
 
 enum Event {
-    Line(Stream, String, Duration),
+    /// A line; `false` when it had no newline (the last one, cut off or not ended).
+    Line(Stream, String, Duration, bool),
     Eof,
 }
 
@@ -51,14 +55,21 @@ struct Collector<'a> {
     times: Vec<Duration>,
     stderr: Vec<String>,
     open_pipes: usize,
+    /// The runner stopped the process: a last line without its newline was cut off there
+    /// (`SKIP: guard: regi`), so it is kept but not read as a result.
+    stopped: bool,
 }
 
 impl Collector<'_> {
     fn take(&mut self, ev: Event) {
         match ev {
-            Event::Line(s, line, t) => {
+            Event::Line(s, line, t, complete) => {
                 (self.on_line)(s, &line);
                 match s {
+                    Stream::Console if !complete && self.stopped => {
+                        self.report.push_unparsed(&line);
+                        self.times.push(t);
+                    }
                     Stream::Console => {
                         self.report.push_line(&line);
                         self.times.push(t);
@@ -70,36 +81,88 @@ impl Collector<'_> {
         }
     }
 
-    /// Takes events until both pipes close (`false`) or `deadline` passes (`true`).
-    fn until_closed(&mut self, rx: &mpsc::Receiver<Event>, deadline: Option<Instant>) -> bool {
+    /// Takes events until both pipes close (`None`) or a limit passes: the `deadline`
+    /// of the whole run, or `silence` after the last console line (or the start).
+    fn until_closed(
+        &mut self,
+        rx: &mpsc::Receiver<Event>,
+        deadline: Option<Instant>,
+        silence: Option<(Duration, Instant)>,
+    ) -> Option<Limit> {
+        let (quiet_for, mut last) = match silence {
+            Some((d, since)) => (Some(d), since),
+            None => (None, Instant::now()),
+        };
         while self.open_pipes > 0 {
-            let ev = match deadline {
-                Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
+            let quiet_until = quiet_for.map(|d| last + d);
+            let (until, limit) = match (deadline, quiet_until) {
+                (Some(d), Some(q)) if q < d => (Some(q), Limit::Silence),
+                (Some(d), _) => (Some(d), Limit::Deadline),
+                (None, Some(q)) => (Some(q), Limit::Silence),
+                (None, None) => (None, Limit::Deadline),
+            };
+            let ev = match until {
+                Some(u) => match rx.recv_timeout(u.saturating_duration_since(Instant::now())) {
                     Ok(ev) => ev,
-                    Err(mpsc::RecvTimeoutError::Timeout) => return true,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+                    Err(mpsc::RecvTimeoutError::Timeout) => return Some(limit),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return None,
                 },
                 None => match rx.recv() {
                     Ok(ev) => ev,
-                    Err(_) => return false,
+                    Err(_) => return None,
                 },
             };
+            if matches!(ev, Event::Line(Stream::Console, ..)) {
+                last = Instant::now();
+            }
             self.take(ev);
         }
-        false
+        None
     }
+}
+
+/// Which limit stopped the wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Limit {
+    Deadline,
+    Silence,
+}
+
+/// How long a run may take, and how long the guest may stay silent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// The whole run (`--timeout`): past it the process is stopped, status 124.
+    pub timeout: Option<Duration>,
+    /// Between two console lines (`--silence`): past it the process is stopped, status 4.
+    pub silence: Option<Duration>,
 }
 
 /// Stream `child` (spawned at `started` with piped stdout and stderr): every line goes to
 /// `on_line` as it arrives and into the result; after `timeout` the child is stopped.
 /// The verdict is [`decide`]'s, from the console lines, the exit status and the timeout.
 pub fn stream(
-    mut child: Child,
+    child: Child,
     started: Instant,
     timeout: Option<Duration>,
     on_line: &mut dyn FnMut(Stream, &str),
 ) -> Result<Streamed, RunError> {
-    let deadline = timeout.map(|t| started + t);
+    let limits = Limits {
+        timeout,
+        silence: None,
+    };
+    stream_limited(child, started, limits, on_line)
+}
+
+/// [`stream`] with a limit on silence too: when the guest prints no line for
+/// `limits.silence`, the child is stopped and the verdict is 4 (the guest went silent).
+pub fn stream_limited(
+    mut child: Child,
+    started: Instant,
+    limits: Limits,
+    on_line: &mut dyn FnMut(Stream, &str),
+) -> Result<Streamed, RunError> {
+    let _registered = Registered::new(child.id());
+    let deadline = limits.timeout.map(|t| started + t);
     let (tx, rx) = mpsc::channel();
     let mut c = Collector {
         on_line,
@@ -107,6 +170,7 @@ pub fn stream(
         times: Vec::new(),
         stderr: Vec::new(),
         open_pipes: 0,
+        stopped: false,
     };
     if let Some(out) = child.stdout.take() {
         spawn_reader(out, Stream::Console, started, tx.clone());
@@ -118,35 +182,123 @@ pub fn stream(
     }
     drop(tx);
 
-    let mut timed_out = c.until_closed(&rx, deadline);
+    let mut limit = c.until_closed(&rx, deadline, limits.silence.map(|d| (d, started)));
     // The pipes are closed: the process is exiting. Wait for it, still within the deadline.
     let mut status = None;
-    if !timed_out {
+    if limit.is_none() {
         status = wait_until(&mut child, deadline)?;
-        timed_out = status.is_none();
+        if status.is_none() {
+            limit = Some(Limit::Deadline);
+        }
     }
-    if timed_out {
+    if limit.is_some() {
+        c.stopped = true;
         stop(&mut child);
         // Collect what was still in the pipes (a partial last line, for instance).
-        c.until_closed(&rx, Some(Instant::now() + Duration::from_secs(2)));
+        c.until_closed(&rx, Some(Instant::now() + Duration::from_secs(2)), None);
     }
-    let elapsed = started.elapsed();
+    let secs = |d: Option<Duration>| d.map(|t| t.as_secs_f64()).unwrap_or(0.0);
+    let stopped = limit.map(|l| match l {
+        Limit::Deadline => Stop::Timeout(secs(limits.timeout)),
+        Limit::Silence => Stop::Silence(secs(limits.silence)),
+    });
     let exit_code = status.and_then(|st| st.code());
-    let verdict = decide(
-        &c.report,
-        exit_code,
-        timed_out,
-        timeout.map(|t| t.as_secs_f64()).unwrap_or(0.0),
-    );
+    let ending = Ending {
+        qemu_status: exit_code,
+        stopped,
+        complained: !c.stderr.is_empty(),
+    };
     Ok(Streamed {
+        verdict: decide(&c.report, ending),
         report: c.report,
         times: c.times,
         stderr: c.stderr,
-        timed_out,
+        timed_out: matches!(stopped, Some(Stop::Timeout(_))),
+        silent: matches!(stopped, Some(Stop::Silence(_))),
         exit_code,
-        elapsed,
-        verdict,
+        elapsed: started.elapsed(),
     })
+}
+
+/// The processes this runner has started and not yet reaped, so that a signal to the
+/// runner can stop them ([`stop_children`]). A process leaves the list in the same
+/// critical section that reaps it, so a pid in the list is never a recycled one.
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Set (under the [`CHILDREN`] lock) once [`stop_children`] has run: the runner is exiting
+/// on a signal, and a process registered after that is killed at once.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Whether the runner is stopping on a signal ([`stop_children`] ran): what the run then
+/// sees (QEMU killed) is not a verdict.
+pub fn stopping() -> bool {
+    STOPPING.load(Ordering::SeqCst)
+}
+
+fn children() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    CHILDREN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Keeps a pid in [`CHILDREN`] while a stream runs (and removes it if the stream ends
+/// early on an error).
+struct Registered(u32);
+
+impl Registered {
+    fn new(pid: u32) -> Registered {
+        let mut list = children();
+        list.push(pid);
+        if stopping() {
+            signal_all(&[pid], "-KILL");
+        }
+        Registered(pid)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        children().retain(|p| *p != self.0);
+    }
+}
+
+/// Reaps `child` if it has exited, removing it from [`CHILDREN`] at the same time.
+fn try_reap(child: &mut Child) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let mut list = children();
+    let st = child.try_wait()?;
+    if st.is_some() {
+        list.retain(|p| *p != child.id());
+    }
+    Ok(st)
+}
+
+/// Stops every process the runner is streaming: SIGTERM, then SIGKILL to those still
+/// there after a second. For the runner's own signal handler ([`crate::signals`]).
+/// Returns the pids it signalled.
+pub fn stop_children() -> Vec<u32> {
+    let pids = {
+        let list = children();
+        STOPPING.store(true, Ordering::SeqCst);
+        list.clone()
+    };
+    signal_all(&pids, "-TERM");
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until && !children().is_empty() {
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Those still listed are still unreaped, so their pids are still theirs.
+    let list = children();
+    signal_all(&list, "-KILL");
+    pids
+}
+
+fn signal_all(pids: &[u32], signal: &str) {
+    if pids.is_empty() {
+        return;
+    }
+    let _ = std::process::Command::new("kill")
+        .arg(signal)
+        .args(pids.iter().map(u32::to_string))
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// The child's exit status, or `None` if it is still running at `deadline`.
@@ -155,7 +307,7 @@ fn wait_until(
     deadline: Option<Instant>,
 ) -> Result<Option<std::process::ExitStatus>, RunError> {
     loop {
-        match child.try_wait() {
+        match try_reap(child) {
             Ok(Some(st)) => return Ok(Some(st)),
             Ok(None) if deadline.is_some_and(|d| Instant::now() >= d) => return Ok(None),
             Ok(None) => thread::sleep(Duration::from_millis(1)),
@@ -183,9 +335,11 @@ fn spawn_reader<R: Read + Send + 'static>(
             match r.read_until(b'\n', &mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
+                    let complete = buf.ends_with(b"\n");
                     let line = String::from_utf8_lossy(&buf);
                     let line = line.trim_end_matches(['\n', '\r']).to_string();
-                    if tx.send(Event::Line(stream, line, start.elapsed())).is_err() {
+                    let ev = Event::Line(stream, line, start.elapsed(), complete);
+                    if tx.send(ev).is_err() {
                         break;
                     }
                 }
@@ -205,20 +359,22 @@ fn stop(child: &mut Child) {
     if term.is_ok_and(|s| s.success()) {
         let until = Instant::now() + Duration::from_secs(1);
         while Instant::now() < until {
-            if let Ok(Some(_)) = child.try_wait() {
+            if let Ok(Some(_)) = try_reap(child) {
                 return;
             }
             thread::sleep(Duration::from_millis(5));
         }
     }
     let _ = child.kill();
+    let mut list = children();
     let _ = child.wait();
+    list.retain(|p| *p != child.id());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::{Kind, STATUS_NO_EXIT, STATUS_TIMEOUT};
+    use crate::output::{Kind, STATUS_LAUNCH, STATUS_NO_EXIT, STATUS_TIMEOUT};
     use std::path::Path;
     use std::process::Command;
 
@@ -266,10 +422,20 @@ mod tests {
     }
 
     #[test]
-    fn no_exit_line_takes_the_process_status() {
+    fn no_exit_line_is_no_verdict_or_a_launch_failure() {
+        // Exit 7 before any header line: the launcher failed.
         let (s, _) = run("echo PASS: a: b; exit 7", None);
         assert_eq!(s.exit_code, Some(7));
-        assert_eq!(s.verdict.status, 7);
+        assert_eq!(s.verdict.status, STATUS_LAUNCH);
+        // After the header, with nothing on stderr: the guest powered off without a verdict.
+        let (s, _) = run(
+            "echo 'ioguard 0.1.0: cpus=1'; echo PASS: a: b; exit 7",
+            None,
+        );
+        assert_eq!(s.verdict.status, STATUS_NO_EXIT);
+        // The same with QEMU complaining on stderr: the launcher failed.
+        let (s, _) = run("echo 'ioguard 0.1.0: cpus=1'; echo oops >&2; exit 7", None);
+        assert_eq!(s.verdict.status, STATUS_LAUNCH);
         let (s, _) = run("printf 'no newline at the end'", None);
         assert_eq!(s.report.lines, ["no newline at the end"]);
         assert_eq!(s.verdict.status, STATUS_NO_EXIT);
@@ -298,5 +464,38 @@ mod tests {
         );
         assert!(s.timed_out);
         assert!(s.verdict.problem.unwrap().contains("did not power off"));
+    }
+
+    #[test]
+    fn silence_stops_a_quiet_process_but_not_a_talking_one() {
+        let limits = Limits {
+            timeout: Some(Duration::from_secs(20)),
+            silence: Some(Duration::from_millis(400)),
+        };
+        let (child, started) = sh("echo PASS: a: b; exec sleep 30");
+        let s = stream_limited(child, started, limits, &mut |_, _| {}).unwrap();
+        assert!(s.silent && !s.timed_out);
+        assert_eq!(s.verdict.status, STATUS_NO_EXIT);
+        assert!(s.verdict.problem.unwrap().starts_with("SILENT:"));
+        assert!(s.elapsed < Duration::from_secs(5), "{:?}", s.elapsed);
+        // A line every 0.1 s for a second keeps it going.
+        let (child, started) = sh("for i in 1 2 3 4 5 6 7 8 9 10; do echo x; sleep 0.1; done");
+        let s = stream_limited(child, started, limits, &mut |_, _| {}).unwrap();
+        assert!(!s.silent, "{:?}", s.verdict);
+        assert_eq!(s.report.lines.len(), 10);
+    }
+
+    #[test]
+    fn a_line_cut_off_by_the_stop_is_not_a_result() {
+        let (s, _) = run(
+            "printf 'PASS: a: x\\nSKIP: a: y'; exec sleep 30",
+            Some(Duration::from_millis(500)),
+        );
+        assert!(s.timed_out);
+        assert_eq!(s.report.lines, ["PASS: a: x", "SKIP: a: y"]);
+        assert_eq!(s.report.results.len(), 1);
+        // Ended by the process itself, a last line without newline still counts.
+        let (s, _) = run("printf 'PASS: a: x\\nEXIT: STATUS=1'", None);
+        assert_eq!(s.verdict.status, 0);
     }
 }

@@ -3,7 +3,7 @@
 
 use ioguard_runner::{
     run, scripted_image, write_floor_image, Exit, Kind, Options, RunError, FLOOR_LINE,
-    STATUS_NO_EXIT, STATUS_TIMEOUT,
+    STATUS_LAUNCH, STATUS_NO_EXIT, STATUS_TIMEOUT,
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -127,11 +127,13 @@ fn qemu_failure_is_reported_with_its_status() {
         "{:?}",
         out.stderr
     );
-    assert_eq!(Some(out.status), out.qemu_status);
-    assert!(out
-        .problem
-        .unwrap()
-        .starts_with("guest ended without an EXIT line"));
+    assert_eq!(out.status, STATUS_LAUNCH);
+    let problem = out.problem.unwrap();
+    assert!(
+        problem.starts_with("guest ended without an EXIT line"),
+        "{problem}"
+    );
+    assert!(problem.contains("QEMU failed (exit status 1)"), "{problem}");
 }
 
 #[test]
@@ -157,7 +159,12 @@ fn machine_variants_are_accepted_by_qemu() {
 #[test]
 fn errors_before_qemu_starts() {
     let missing = quiet(PathBuf::from("/nonexistent/ioguard.bin"));
-    assert!(matches!(run(&missing), Err(RunError::Usage(m)) if m.contains("no such file")));
+    let e = run(&missing).unwrap_err();
+    assert!(
+        matches!(&e, RunError::Usage(m) if m.contains("no such file")),
+        "{e}"
+    );
+    assert_eq!(e.exit_status(), 2);
 
     let img = write_floor_image(&scratch("errors")).unwrap();
     let mut no_qemu = quiet(img.clone());
@@ -167,7 +174,7 @@ fn errors_before_qemu_starts() {
         matches!(&e, RunError::Qemu(m) if m.contains("qemu-system-arm")),
         "{e}"
     );
-    assert_eq!(e.exit_status(), 2);
+    assert_eq!(e.exit_status(), STATUS_LAUNCH);
 
     let mut hyp = quiet(img);
     hyp.hyp = ioguard_runner::Hyp::Pkvm;
@@ -194,4 +201,34 @@ fn dump_dtb_writes_the_machine_tree() {
     // Two cpu nodes.
     let needle = b"cpu@1";
     assert!(dtb.windows(needle.len()).any(|w| w == needle));
+}
+
+#[test]
+fn the_real_guest_run_names_the_check_it_stopped_in() {
+    // The real guest's output cut before its 11th result line stands for a run that
+    // stopped there; the runner lists the same selection with a second boot.
+    let image = ioguard_runner::build_image().expect("the guest builds");
+    for append in ["", "only=memshare:*,guard:*"] {
+        let opts = Options {
+            append: append.to_string(),
+            ..quiet(image.clone())
+        };
+        let full = run(&opts).expect("QEMU ran");
+        assert_eq!(full.status, 0, "{}", full.transcript());
+        let names: Vec<String> = full.results().iter().map(|r| r.name()).collect();
+        let k = 10;
+        let partial = ioguard_runner::Report::parse(&full.lines[..full.results()[k].line]);
+        let stall =
+            ioguard_runner::locate_stall(&ioguard_runner::PlainQemu, &opts, &image, &partial);
+        assert_eq!(
+            stall.running.as_deref(),
+            Some(names[k].as_str()),
+            "{append}"
+        );
+        assert_eq!(stall.not_run, names[k + 1..], "{append}");
+        assert_eq!(
+            stall.last_line.as_deref(),
+            partial.lines.last().map(String::as_str)
+        );
+    }
 }
