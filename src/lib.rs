@@ -13,6 +13,7 @@
 
 extern crate alloc;
 
+pub mod access;
 pub mod checks;
 pub mod cmdline;
 pub mod cpus;

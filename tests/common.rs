@@ -43,6 +43,9 @@ pub const DEFAULT_CHECKS: &[&str] = &[
     "guard: registered-write",
     "guard: widths",
     "guard: no-syndrome",
+    "guard: access-forms",
+    "guard: range",
+    "guard: returns",
     "guard: console",
     "control: stray-forwarded",
     "ioremap: windows",
@@ -58,7 +61,13 @@ pub fn plain_qemu_expectation(name: &str) -> Kind {
         || name.starts_with("meminfo:")
         || name.starts_with("memshare:")
         || (name.starts_with("guard:")
-            && !["guard: no-syndrome", "guard: widths", "guard: console"].contains(&name));
+            && ![
+                "guard: no-syndrome",
+                "guard: widths",
+                "guard: access-forms",
+                "guard: console",
+            ]
+            .contains(&name));
     if needs_hypervisor {
         Kind::Skip
     } else {

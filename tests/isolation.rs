@@ -8,6 +8,12 @@ use ioguard_runner::hyp::{MODEL_MUTANTS, MODEL_PROFILES};
 use ioguard_runner::Kind;
 use std::sync::Mutex;
 
+/// Checks that judge the whole run by their definition (docs/CHECKS.md): every guard and
+/// memshare answer so far, the console through every check so far. Alone, the run is the
+/// boot and the check's own exercise, so an earlier check's trouble can make them FAIL in
+/// the full run only: that direction is allowed, the other is not.
+const RUN_WIDE: &[&str] = &["guard: returns", "guard: console"];
+
 /// The hypmodel configurations: every profile at 4 KiB (and android14 at 64 KiB, where
 /// probe targets are scarce), every mutant.
 fn configs() -> Vec<String> {
@@ -61,7 +67,10 @@ fn every_check_gives_the_same_verdict_alone() {
                 };
                 let alone = verdicts(&hyp, Some(&name));
                 let got = alone.iter().find(|(n, _)| *n == name).map(|(_, k)| *k);
-                if got != Some(full) {
+                let run_wide = RUN_WIDE.contains(&name.as_str())
+                    && full == Kind::Fail
+                    && got == Some(Kind::Pass);
+                if got != Some(full) && !run_wide {
                     wrong
                         .lock()
                         .unwrap()

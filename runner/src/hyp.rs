@@ -49,7 +49,6 @@ pub const MODEL_MUTANTS: &[&str] = &[
     "console-dropped",
     "map-returns-one",
     "rguard-first-only",
-    "last-byte-unchecked",
 ];
 
 /// Where hypmodel expects the guest Image (`-device loader,...,addr=`).

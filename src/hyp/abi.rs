@@ -81,6 +81,30 @@ pub fn is_rfc4122(w: [u32; 4]) -> bool {
     byte(8) >> 6 == 0b10 && (1..=5).contains(&(byte(6) >> 4))
 }
 
+/// Whether `ret` is a status the ABI documents for call `fid` (pkvm-abi §3, §10.1):
+/// ENROLL answers 0; MAP, the range calls and MEM_SHARE/UNSHARE 0 or -3; UNMAP 0 or -3,
+/// or, where UNMAP is known to be inverted (android13), 0 or -1. Other calls: any.
+pub fn documented_status(fid: u32, ret: Ret, inverted_unmap: bool) -> bool {
+    use Ret::*;
+    match fid {
+        MMIO_GUARD_ENROLL => ret == Success,
+        MMIO_GUARD_UNMAP if inverted_unmap => matches!(ret, Success | NotSupported),
+        MMIO_GUARD_MAP | MMIO_GUARD_UNMAP | MMIO_RGUARD_MAP | MMIO_RGUARD_UNMAP | MEM_SHARE
+        | MEM_UNSHARE => matches!(ret, Success | InvalidParameter),
+        _ => true,
+    }
+}
+
+/// Whether a range call over `count` granules that answered `ret` documents its progress
+/// in `x1` as §10.1 says: on success 1..=count granules done (the caller resumes after
+/// them), on an error at most `count`.
+pub fn documented_progress(ret: Ret, x1: u64, count: u64) -> bool {
+    match ret {
+        Ret::Success => (1..=count).contains(&x1),
+        _ => x1 <= count,
+    }
+}
+
 /// A readable name for a function ID, for trace lines.
 pub fn name(fid: u32) -> &'static str {
     match fid {
@@ -202,6 +226,32 @@ mod tests {
         let mut w = KVM_UID;
         w[2] &= !0xc0; // variant 00
         assert!(!is_rfc4122(w));
+    }
+
+    #[test]
+    fn documented_answers() {
+        use Ret::*;
+        for fid in [MMIO_GUARD_MAP, MMIO_RGUARD_MAP, MEM_SHARE, MEM_UNSHARE] {
+            assert!(documented_status(fid, Success, false));
+            assert!(documented_status(fid, InvalidParameter, false));
+            assert!(!documented_status(fid, NotSupported, false));
+            assert!(!documented_status(fid, Other(1), false));
+        }
+        assert!(documented_status(MMIO_GUARD_ENROLL, Success, false));
+        assert!(!documented_status(
+            MMIO_GUARD_ENROLL,
+            InvalidParameter,
+            false
+        ));
+        assert!(documented_status(MMIO_GUARD_UNMAP, InvalidParameter, false));
+        assert!(!documented_status(MMIO_GUARD_UNMAP, NotSupported, false));
+        assert!(documented_status(MMIO_GUARD_UNMAP, NotSupported, true));
+        assert!(!documented_status(MMIO_GUARD_UNMAP, InvalidParameter, true));
+        assert!(documented_status(HYP_MEMINFO, Other(0x1000), false));
+        assert!(documented_progress(Success, 3, 3) && documented_progress(Success, 1, 3));
+        assert!(!documented_progress(Success, 0, 3) && !documented_progress(Success, 4, 3));
+        assert!(documented_progress(InvalidParameter, 0, 3));
+        assert!(!documented_progress(InvalidParameter, 4, 3));
     }
 
     #[test]

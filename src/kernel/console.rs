@@ -95,7 +95,9 @@ impl fmt::Display for Incident {
         if let Some(r) = self.repair {
             write!(f, "; {r}")?;
         }
-        if self.recovered {
+        if let Trouble::NotRegistered(_) = self.trouble {
+            write!(f, "; the UART is used through a stage-1 mapping alone")
+        } else if self.recovered {
             write!(f, "; output went on through the UART")
         } else {
             write!(f, "; output moved to the semihosting console")

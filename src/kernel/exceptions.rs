@@ -323,8 +323,17 @@ extern "C" fn ioguard_exception(frame: &mut Frame, vector: u64) {
         unrecoverable(&u, Unrecoverable::NoGuardedCall)
     };
     let synchronous = vector & 3 == 0;
-    if let Some(slot) = armed_slot(c).filter(|_| synchronous && is_probe_site(fault.elr)) {
+    // A hypervisor that advanced ELR past the access it refused reports the instruction
+    // after the probe site: still the probe's fault, recorded with that ELR (for the
+    // check to judge), and resumed where the probe goes on anyway.
+    let after_site = fault.elr.checked_sub(4).is_some_and(is_probe_site);
+    if let Some(slot) =
+        armed_slot(c).filter(|_| synchronous && (is_probe_site(fault.elr) || after_site))
+    {
         expected(c, slot, frame, fault);
+        if after_site {
+            frame.elr = fault.elr;
+        }
         return;
     }
     if c.reporting.swap(true, Ordering::AcqRel) {

@@ -56,6 +56,7 @@ extern "C" {
     fn ioguard_probe_st32(addr: u64, value: u64);
     fn ioguard_probe_st64(addr: u64, value: u64);
     fn ioguard_probe_ldp(addr: u64, poison: u64, second: *mut u64) -> u64;
+    fn ioguard_probe_stp(addr: u64, first: u64, second: u64);
     fn ioguard_probe_brk();
     fn ioguard_probe_udf();
     fn ioguard_probe_semihost(op: u64, param: u64) -> u64;
@@ -65,11 +66,15 @@ extern "C" {
     static ioguard_probe_ld16_site: u8;
     static ioguard_probe_ld32_site: u8;
     static ioguard_probe_ld64_site: u8;
+    static ioguard_probe_lds8_site: u8;
+    static ioguard_probe_lds16_site: u8;
+    static ioguard_probe_lds32_site: u8;
     static ioguard_probe_st8_site: u8;
     static ioguard_probe_st16_site: u8;
     static ioguard_probe_st32_site: u8;
     static ioguard_probe_st64_site: u8;
     static ioguard_probe_ldp_site: u8;
+    static ioguard_probe_stp_site: u8;
     static ioguard_probe_brk_site: u8;
     static ioguard_probe_udf_site: u8;
 }
@@ -86,6 +91,17 @@ pub fn load_site(width: Width) -> u64 {
     }
 }
 
+/// The sign-extending load of `width` (a 64-bit one is a plain `ldr`).
+pub fn signed_load_site(width: Width) -> u64 {
+    use core::ptr::addr_of;
+    match width {
+        Width::W8 => addr_of!(ioguard_probe_lds8_site) as u64,
+        Width::W16 => addr_of!(ioguard_probe_lds16_site) as u64,
+        Width::W32 => addr_of!(ioguard_probe_lds32_site) as u64,
+        Width::W64 => addr_of!(ioguard_probe_ld64_site) as u64,
+    }
+}
+
 pub fn store_site(width: Width) -> u64 {
     use core::ptr::addr_of;
     match width {
@@ -98,6 +114,10 @@ pub fn store_site(width: Width) -> u64 {
 
 pub fn ldp_site() -> u64 {
     core::ptr::addr_of!(ioguard_probe_ldp_site) as u64
+}
+
+pub fn stp_site() -> u64 {
+    core::ptr::addr_of!(ioguard_probe_stp_site) as u64
 }
 
 pub fn brk_site() -> u64 {
@@ -203,6 +223,18 @@ pub unsafe fn read_pair(addr: u64) -> Result<(u64, u64), (LoadFault, u64)> {
         None => Ok((first, second)),
         Some(fault) => Err((LoadFault { fault, dest: first }, second)),
     }
+}
+
+/// A store pair (no valid syndrome) of two doublewords at `addr`.
+///
+/// # Safety
+/// As for `write`, for 16 bytes.
+pub unsafe fn write_pair(addr: u64, first: u64, second: u64) -> Result<(), Fault> {
+    arm_probe(Slot::Main);
+    // SAFETY: one stp at `addr`, caught like the other probes; the caller vouches for the
+    // write itself.
+    unsafe { ioguard_probe_stp(addr, first, second) };
+    disarm_probe(Slot::Main).map_or(Ok(()), Err)
 }
 
 /// Executes `brk #0x10a`; returns the fault it raised (None would mean BRK did nothing).

@@ -57,6 +57,10 @@ ioguard_probe_ldp_site:
     mov     x0, x9
     ret
 
+// void ioguard_probe_stp(u64 addr, u64 first, u64 second): a store pair, which carries no
+// valid syndrome either.
+PROBE_STORE stp, "stp x1, x2, [x0]"
+
 // void ioguard_probe_brk(void)
 PROBE_STORE brk, "brk #0x10a"
 // void ioguard_probe_udf(void)
@@ -110,6 +114,7 @@ ioguard_probe_sites:
     .quad ioguard_probe_st32_site
     .quad ioguard_probe_st64_site
     .quad ioguard_probe_ldp_site
+    .quad ioguard_probe_stp_site
     .quad ioguard_probe_brk_site
     .quad ioguard_probe_udf_site
     .quad ioguard_probe_semihost_site

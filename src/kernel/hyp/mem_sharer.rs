@@ -6,8 +6,6 @@ use crate::fault::Fault;
 use crate::hyp::abi::{self, Ret};
 use core::fmt;
 
-use super::conduit;
-
 #[derive(Debug)]
 pub struct MemSharer {
     granule: u64,
@@ -42,12 +40,12 @@ impl MemSharer {
 
     /// MEM_SHARE with x1..x3 as given, as answered: for checks that judge the answer.
     pub fn share_call(&self, ipa: u64, x2: u64, x3: u64) -> Result<Ret, Fault> {
-        conduit::status(abi::MEM_SHARE, [ipa, x2, x3], false)
+        super::judged_call(abi::MEM_SHARE, [ipa, x2, x3], Default::default()).map(|(r, _)| r)
     }
 
     /// MEM_UNSHARE with x1..x3 as given, as answered.
     pub fn unshare_call(&self, ipa: u64, x2: u64, x3: u64) -> Result<Ret, Fault> {
-        conduit::status(abi::MEM_UNSHARE, [ipa, x2, x3], false)
+        super::judged_call(abi::MEM_UNSHARE, [ipa, x2, x3], Default::default()).map(|(r, _)| r)
     }
 
     /// Shares the granule at `ipa` with the host.

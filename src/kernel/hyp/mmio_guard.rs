@@ -18,7 +18,7 @@ use crate::hyp::abi::{self, Ret};
 use core::fmt;
 use spin::Once;
 
-use super::conduit;
+use super::{conduit, judged_call, Reading};
 
 /// Which ABI generation of the guard the hypervisor speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,9 +123,18 @@ impl MmioGuard {
         self.generation == Generation::Android16
     }
 
+    /// How this generation writes a guard call's answer.
+    fn reading(&self, range: Option<u64>) -> Reading {
+        Reading {
+            narrow: self.generation == Generation::Android13,
+            inverted_unmap: self.generation == Generation::Android13,
+            range,
+        }
+    }
+
     /// MMIO_GUARD_ENROLL, as answered.
     pub fn enroll(&self) -> Result<Ret, Fault> {
-        conduit::status(abi::MMIO_GUARD_ENROLL, [0; 3], false)
+        judged_call(abi::MMIO_GUARD_ENROLL, [0; 3], self.reading(None)).map(|(r, _)| r)
     }
 
     /// MMIO_GUARD_INFO's x0 (the Android generations).
@@ -133,26 +142,33 @@ impl MmioGuard {
         conduit::call(abi::MMIO_GUARD_INFO, [0; 3]).map(|r| r[0])
     }
 
-    /// One MMIO_GUARD_MAP (func 7) of `ipa`, as answered (read as android13 writes it
-    /// there): for checks that judge the answer themselves.
-    pub fn map_granule(&self, ipa: u64) -> Result<Ret, Fault> {
-        let narrow = self.generation == Generation::Android13;
-        let answer = conduit::status(abi::MMIO_GUARD_MAP, [ipa, 0, 0], narrow);
+    /// One MMIO_GUARD_MAP (func 7) of `ipa` with x2, x3 as given (android16 ignores them),
+    /// as answered (read as android13 writes it there): for checks that judge the answer.
+    pub fn map_call(&self, ipa: u64, x2: u64, x3: u64) -> Result<(Ret, u64), Fault> {
+        let answer = judged_call(abi::MMIO_GUARD_MAP, [ipa, x2, x3], self.reading(None));
+        let status = answer.map(|(r, _)| r);
         report(GuardCall {
             op: GuardOp::Map,
             base: ipa,
             count: 1,
             granule: self.granule,
-            answer,
-            succeeded: answer == Ok(Ret::Success),
-        })
-        .answer
+            answer: status,
+            succeeded: status == Ok(Ret::Success),
+        });
+        answer
+    }
+
+    /// One MMIO_GUARD_MAP (func 7) of `ipa`, as answered.
+    pub fn map_granule(&self, ipa: u64) -> Result<Ret, Fault> {
+        self.map_call(ipa, 0, 0).map(|(r, _)| r)
     }
 
     /// One MMIO_GUARD_UNMAP (func 8) of `ipa`, as answered (android13's inverted answer
     /// is the caller's to judge).
     pub fn unmap_granule(&self, ipa: u64) -> Result<Ret, Fault> {
-        let answer = conduit::status(abi::MMIO_GUARD_UNMAP, [ipa, 0, 0], false);
+        let mut how = self.reading(None);
+        how.narrow = false;
+        let answer = judged_call(abi::MMIO_GUARD_UNMAP, [ipa, 0, 0], how).map(|(r, _)| r);
         report(GuardCall {
             op: GuardOp::Unmap,
             base: ipa,
@@ -173,21 +189,68 @@ impl MmioGuard {
         answer == Ok(success)
     }
 
-    /// Registers `count` granules from `base`: one range call where the ABI has them,
-    /// else one MAP per granule. On a refusal the granules this call registered are
+    /// One range call (MMIO_RGUARD_MAP or _UNMAP) over `count` granules from `base`, with
+    /// x3 as given (it must be 0): the status and how many granules it did (x1), as
+    /// answered. Reported to the observer for the granules it says it did.
+    pub fn range_call(
+        &self,
+        op: GuardOp,
+        base: u64,
+        count: u64,
+        x3: u64,
+    ) -> Result<(Ret, u64), Fault> {
+        let fid = match op {
+            GuardOp::Map => abi::MMIO_RGUARD_MAP,
+            GuardOp::Unmap => abi::MMIO_RGUARD_UNMAP,
+        };
+        let mut how = self.reading(Some(count));
+        how.narrow = false;
+        let answer = judged_call(fid, [base, count, x3], how);
+        let status = answer.map(|(r, _)| r);
+        let done = answer.map_or(0, |(_, x1)| x1.min(count));
+        report(GuardCall {
+            op,
+            base,
+            // A failed call may still have registered something: count all it was asked.
+            count: if status == Ok(Ret::Success) {
+                done
+            } else {
+                count
+            },
+            granule: self.granule,
+            answer: status,
+            succeeded: status == Ok(Ret::Success),
+        });
+        answer
+    }
+
+    /// A run through range calls, resuming after the granules each call says it did
+    /// (§10.1: the hypervisor may stop early; x1 = 0 comes with an error).
+    fn range(&self, op: GuardOp, base: u64, count: u64) -> Result<(), GuardError> {
+        let mut done = 0;
+        while done < count {
+            let at = base + done * self.granule;
+            let answer = self.range_call(op, at, count - done, 0);
+            match answer {
+                Ok((Ret::Success, x1)) if (1..=count - done).contains(&x1) => done += x1,
+                other => {
+                    return Err(GuardError {
+                        op,
+                        granule: at,
+                        answer: other.map(|(r, _)| r),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers `count` granules from `base`: range calls where the ABI has them, else
+    /// one MAP per granule. On a refusal the granules this call registered are
     /// unregistered again, so the run is registered as a whole or not at all.
     pub fn map(&self, base: u64, count: u64) -> Result<(), GuardError> {
         if self.has_range() {
-            let answer = conduit::status(abi::MMIO_RGUARD_MAP, [base, count, 0], false);
-            let call = report(GuardCall {
-                op: GuardOp::Map,
-                base,
-                count,
-                granule: self.granule,
-                answer,
-                succeeded: answer == Ok(Ret::Success),
-            });
-            return ok_or(call, base);
+            return self.range(GuardOp::Map, base, count);
         }
         for i in 0..count {
             let ipa = base + i * self.granule;
@@ -211,16 +274,7 @@ impl MmioGuard {
             return Ok(());
         }
         if self.has_range() {
-            let answer = conduit::status(abi::MMIO_RGUARD_UNMAP, [base, count, 0], false);
-            let call = report(GuardCall {
-                op: GuardOp::Unmap,
-                base,
-                count,
-                granule: self.granule,
-                answer,
-                succeeded: answer == Ok(Ret::Success),
-            });
-            return ok_or(call, base);
+            return self.range(GuardOp::Unmap, base, count);
         }
         let mut first = Ok(());
         for i in 0..count {
@@ -235,17 +289,5 @@ impl MmioGuard {
             }
         }
         first
-    }
-}
-
-fn ok_or(call: GuardCall, base: u64) -> Result<(), GuardError> {
-    if call.succeeded {
-        Ok(())
-    } else {
-        Err(GuardError {
-            op: call.op,
-            granule: base,
-            answer: call.answer,
-        })
     }
 }

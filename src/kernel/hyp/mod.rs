@@ -16,6 +16,96 @@ use spin::Once;
 pub use mem_sharer::MemSharer;
 pub use mmio_guard::MmioGuard;
 
+/// A guard or memshare call answered with something its ABI does not document for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Undocumented {
+    pub fid: u32,
+    pub args: [u64; 3],
+    /// x0 and x1 as returned, or the abort the call raised.
+    pub answer: Result<[u64; 2], Fault>,
+}
+
+impl fmt::Display for Undocumented {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [x1, x2, x3] = self.args;
+        let name = crate::hyp::abi::name(self.fid);
+        write!(f, "{name}({x1:#x}, {x2:#x}, {x3:#x}) ")?;
+        match self.answer {
+            Ok([x0, x1]) => write!(f, "answered x0={x0:#x} x1={x1:#x}"),
+            Err(fault) => write!(f, "aborted ({fault})"),
+        }
+    }
+}
+
+/// The answers of the capabilities' calls: how many, and the undocumented ones (the
+/// first few kept; they may be recorded from any CPU).
+struct AnswerLog {
+    calls: u64,
+    kept: [Option<Undocumented>; 8],
+    undocumented: usize,
+}
+
+static ANSWERS: spin::Mutex<AnswerLog> = spin::Mutex::new(AnswerLog {
+    calls: 0,
+    kept: [None; 8],
+    undocumented: 0,
+});
+
+/// Counts one call of a capability and keeps its answer if it was not `documented`.
+fn judged(fid: u32, args: [u64; 3], answer: Result<[u64; 2], Fault>, documented: bool) {
+    let mut log = ANSWERS.lock();
+    log.calls += 1;
+    if !documented {
+        let n = log.undocumented;
+        if let Some(slot) = log.kept.get_mut(n) {
+            *slot = Some(Undocumented { fid, args, answer });
+        }
+        log.undocumented += 1;
+    }
+}
+
+/// How a generation writes a call's answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Reading {
+    /// x0 may be a 32-bit status (android13's MAP).
+    pub narrow: bool,
+    /// UNMAP answers -1 on success (android13).
+    pub inverted_unmap: bool,
+    /// A range call over this many granules: x1 is the progress.
+    pub range: Option<u64>,
+}
+
+/// One call of a capability: the status and x1, judged against what the ABI documents
+/// for it (`abi::documented_status`, `abi::documented_progress`) and counted, so that
+/// `guard: returns` can name any undocumented answer.
+pub(crate) fn judged_call(fid: u32, args: [u64; 3], how: Reading) -> Result<(Ret, u64), Fault> {
+    use crate::hyp::abi;
+    let answer = conduit::call(fid, args);
+    let documented = match answer {
+        Ok(r) => {
+            let ret = Ret::decode(r[0], how.narrow);
+            abi::documented_status(fid, ret, how.inverted_unmap)
+                && how
+                    .range
+                    .is_none_or(|n| abi::documented_progress(ret, r[1], n))
+        }
+        Err(_) => false,
+    };
+    judged(fid, args, answer.map(|r| [r[0], r[1]]), documented);
+    answer.map(|r| (Ret::decode(r[0], how.narrow), r[1]))
+}
+
+/// The capabilities' calls so far, the undocumented answers kept, and how many there
+/// were in all.
+pub fn answers() -> (u64, alloc::vec::Vec<Undocumented>, usize) {
+    let log = ANSWERS.lock();
+    (
+        log.calls,
+        log.kept.iter().flatten().copied().collect(),
+        log.undocumented,
+    )
+}
+
 /// Why the profile was chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {

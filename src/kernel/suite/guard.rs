@@ -3,10 +3,11 @@
 //! proves the *hypervisor* refused the access.
 
 use super::pages::{
-    all_targets, expect_forwarded, expect_refused, fresh, guard, pick_refused,
+    all_targets, expect_forwarded, expect_refused, fresh, guard, pick_refused, pick_unused,
     unregistered_targets, unregistered_window, Answer, NotRefused,
 };
-use super::Ctx;
+use super::{forms, Ctx};
+use crate::access::{expect, Expect, Form, State};
 use crate::esr::PKVM_INJECTED_DABT;
 use crate::hyp::abi::Ret;
 use crate::hyp::profile::{KnownBug, NoSyndrome};
@@ -16,7 +17,7 @@ use crate::kernel::probe::{self, Width};
 use crate::kernel::{console, smp};
 use crate::refusal::{judge_stray, Observed, StrayAccess};
 use crate::report::Outcome;
-use crate::targets::{self, Target};
+use crate::targets::{self, Target, TargetKind};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -42,6 +43,9 @@ checks!("guard":
     registered_write,
     widths,
     no_syndrome,
+    access_forms,
+    range,
+    returns,
     console,
 );
 
@@ -589,7 +593,7 @@ pub fn granule_16k(ctx: &Ctx) -> Outcome {
 /// The device's identification value comes back through a registered window.
 pub fn registered_read(ctx: &Ctx) -> Outcome {
     need!(guard(ctx));
-    let Some(t) = targets::pick(&all_targets(ctx), targets::PAGE, &[]) else {
+    let Some(t) = pick_unused(&all_targets(ctx), targets::PAGE) else {
         return Outcome::skip("no device with a known ID register");
     };
     let m = need!(map(t.page(), targets::PAGE));
@@ -613,8 +617,12 @@ pub fn registered_read(ctx: &Ctx) -> Outcome {
 /// A write takes effect (read back through the registered window).
 pub fn registered_write(ctx: &Ctx) -> Outcome {
     need!(guard(ctx));
-    let ts = all_targets(ctx);
-    let Some((t, rw)) = targets::writable(&ts).and_then(|t| Some((t, t.rw_offset?))) else {
+    let ts: Vec<Target> = all_targets(ctx)
+        .into_iter()
+        .filter(|t| t.rw_offset.is_some())
+        .collect();
+    let Some((t, rw)) = pick_unused(&ts, targets::PAGE).and_then(|t| Some((t, t.rw_offset?)))
+    else {
         return Outcome::skip("no device with a read/write register");
     };
     let m = need!(map(t.page(), targets::PAGE));
@@ -674,8 +682,11 @@ fn id_load(base: u64, off: u64, w: Width, signed: bool) -> Result<u64, Outcome> 
 /// (SAS, SF, SSE). Checked on the PrimeCell identification registers of a registered
 /// page, whose values the 32-bit reads give.
 pub fn widths(ctx: &Ctx) -> Outcome {
-    let ts = all_targets(ctx);
-    let Some(t) = ts.iter().copied().find(|t| t.id_offset == PRIMECELL_ID) else {
+    let ts: Vec<Target> = all_targets(ctx)
+        .into_iter()
+        .filter(|t| t.id_offset == PRIMECELL_ID)
+        .collect();
+    let Some(t) = pick_unused(&ts, targets::PAGE) else {
         return Outcome::skip("no PrimeCell device (PL031, PL061) to read");
     };
     let m = need!(map(t.page(), targets::PAGE));
@@ -746,7 +757,7 @@ pub fn no_syndrome(ctx: &Ctx) -> Outcome {
     if expect == NoSyndrome::VmmDecides {
         return Outcome::skip("profile kvm: the VMM decides what an access without syndrome does, and may stop the VM");
     }
-    let Some(t) = targets::pick(&all_targets(ctx), targets::PAGE, &[]) else {
+    let Some(t) = pick_unused(&all_targets(ctx), targets::PAGE) else {
         return Outcome::skip("no probe target");
     };
     let m = need!(map(t.page(), targets::PAGE));
@@ -790,6 +801,20 @@ pub(super) fn console_incidents_reported() -> usize {
 /// pages); if it is lost, ioguard re-registers it, FAILs this check naming what happened,
 /// and goes on.
 pub fn console(ctx: &Ctx) -> Outcome {
+    // What every check does around the console, done here too, so that the check shows
+    // something alone: ENROLL again, register and unregister another page.
+    if let Some(guard) = ctx.hv.mmio_guard() {
+        if guard.has_enroll() {
+            let _ = guard.enroll();
+        }
+        if let Ok(t) = page_to_register(ctx, guard.granule()) {
+            drop(ioremap::ioremap(t.page(), targets::PAGE));
+        }
+    }
+    crate::println!(
+        "INFO: {}: one line through the console after that",
+        ctx.name
+    );
     let now = console::ping();
     let (incidents, total) = console::incidents();
     CONSOLE_REPORTED.store(total, Ordering::Relaxed);
@@ -813,5 +838,322 @@ pub fn console(ctx: &Ctx) -> Outcome {
         ))
     } else {
         Outcome::fail(what.join("; "))
+    }
+}
+
+/// A run of `n` consecutive granules with a probe target in each, unregistered ones
+/// preferred: (first granule, the targets, whether all were unregistered).
+fn consecutive(ctx: &Ctx, g: u64, n: u64) -> Option<(u64, Vec<Target>, bool)> {
+    let by_granule =
+        |ts: &[Target], base: u64| ts.iter().copied().find(|t| t.base & !(g - 1) == base);
+    let run_in = |ts: &[Target]| {
+        ts.iter().find_map(|a| {
+            let first = a.base & !(g - 1);
+            (0..n)
+                .map(|i| by_granule(ts, first + i * g))
+                .collect::<Option<Vec<Target>>>()
+                .map(|run| (first, run))
+        })
+    };
+    if let Some((first, run)) = run_in(&unregistered_targets(ctx)) {
+        return Some((first, run, true));
+    }
+    run_in(&all_targets(ctx)).map(|(first, run)| (first, run, false))
+}
+
+/// android16: RGUARD_MAP/UNMAP over N granules return x1 <= N and resume correctly; x3 != 0
+/// gives -3; func 7 ignores x2/x3 and does one granule; every granule of the run is then
+/// forwarded.
+pub fn range(ctx: &Ctx) -> Outcome {
+    use crate::kernel::hyp::mmio_guard::GuardOp;
+    let guard = need!(guard(ctx));
+    let (profile, g) = (ctx.hv.profile, guard.granule());
+    if !profile.has_range() {
+        return Outcome::skip(format_args!("profile {profile} has no range calls"));
+    }
+    const N: u64 = 2;
+    let Some((first, run, fresh)) = consecutive(ctx, g, N) else {
+        return Outcome::skip(format_args!(
+            "no {N} consecutive {g:#x} granules with a probe target"
+        ));
+    };
+    let mut bad = Vec::new();
+    let show = |r: &Result<(Ret, u64), crate::fault::Fault>| match r {
+        Ok((ret, x1)) => format!("{ret} with x1={x1}"),
+        Err(f) => format!("an abort ({f})"),
+    };
+    let r = guard.range_call(GuardOp::Map, first, N, 1);
+    if !matches!(r, Ok((Ret::InvalidParameter, _))) {
+        bad.push(format!(
+            "RGUARD_MAP({first:#x}, {N}, x3=1) answered {} (expected -3)",
+            show(&r)
+        ));
+    }
+    match guard.map(first, N) {
+        Ok(()) => {}
+        Err(e) => bad.push(format!("RGUARD_MAP of {N} granules from {first:#x}: {e}")),
+    }
+    for t in &run {
+        if let Err(why) = expect_forwarded(t) {
+            bad.push(format!(
+                "after RGUARD_MAP of {N} granules from {first:#x}: {why}"
+            ));
+        }
+    }
+    let r = guard.map_call(first, 5, 7);
+    if !matches!(r, Ok((Ret::Success, 1))) {
+        bad.push(format!(
+            "MMIO_GUARD_MAP({first:#x}, x2=5, x3=7) answered {} (expected 0 with x1=1: func 7 does one granule)",
+            show(&r)
+        ));
+    }
+    let r = guard.range_call(GuardOp::Unmap, first, N, 1);
+    if !matches!(r, Ok((Ret::InvalidParameter, _))) {
+        bad.push(format!(
+            "RGUARD_UNMAP({first:#x}, {N}, x3=1) answered {} (expected -3)",
+            show(&r)
+        ));
+    }
+    if let Err(e) = guard.unmap(first, N) {
+        bad.push(format!("RGUARD_UNMAP of {N} granules from {first:#x}: {e}"));
+    }
+    if !bad.is_empty() {
+        return Outcome::fail(bad.join("; "));
+    }
+    let coverage = if fresh {
+        "every granule forwarded after one run"
+    } else {
+        "granules already registered, so coverage is not shown"
+    };
+    Outcome::pass(format_args!(
+        "{N} granules from {first:#x}: x3 != 0 refused, x1 counts the run ({coverage}), func 7 does one granule"
+    ))
+}
+
+/// Every guard and memshare call answers only with a code its ABI documents for that
+/// case (0, -1, -3; android13's 32-bit forms under that profile); any other value FAILs
+/// naming the call, arguments and value.
+pub fn returns(ctx: &Ctx) -> Outcome {
+    let hv = ctx.hv;
+    if hv.mmio_guard().is_none() && hv.mem_sharer().is_none() {
+        return Outcome::skip(format_args!(
+            "profile {} has neither a guard nor memory sharing",
+            hv.profile
+        ));
+    }
+    exercise_answers(ctx);
+    let (calls, kept, total) = crate::kernel::hyp::answers();
+    RETURNS_REPORTED.store(total, Ordering::Relaxed);
+    // Upstream's abort for MEM_SHARE of a device page is the KFAIL of memshare: share-mmio.
+    let known = |u: &crate::kernel::hyp::Undocumented| {
+        hv.profile.has_bug(KnownBug::ShareMmioAborts)
+            && u.fid == crate::hyp::abi::MEM_SHARE
+            && matches!(u.answer, Err(f) if f.esr.0 == PKVM_INJECTED_DABT)
+    };
+    let bad: Vec<String> = kept
+        .iter()
+        .filter(|u| !known(u))
+        .map(|u| format!("{u}"))
+        .collect();
+    let unkept = total - kept.len();
+    if bad.is_empty() && unkept == 0 {
+        return Outcome::pass(format_args!(
+            "{calls} guard and memshare calls so far, every answer documented for its call"
+        ));
+    }
+    let more = if unkept > 0 {
+        format!("; {unkept} more")
+    } else {
+        String::new()
+    };
+    Outcome::fail(format_args!("{}{more}", bad.join("; ")))
+}
+
+/// Undocumented answers the `returns` check has reported (the run's end reports the rest).
+static RETURNS_REPORTED: AtomicUsize = AtomicUsize::new(0);
+
+pub(super) fn undocumented_reported() -> usize {
+    RETURNS_REPORTED.load(Ordering::Relaxed)
+}
+
+/// One call of each kind the capabilities make, so that the check judges answers of its
+/// own too (alone, the run so far is only the boot): ENROLL, MAP twice and UNMAP twice of a
+/// page, MEM_SHARE and MEM_UNSHARE of a fresh granule of RAM.
+fn exercise_answers(ctx: &Ctx) {
+    if let Some(guard) = ctx.hv.mmio_guard() {
+        if guard.has_enroll() {
+            let _ = guard.enroll();
+        }
+        if let Ok(t) = page_to_register(ctx, guard.granule()) {
+            let _ = (guard.map_granule(t.page()), guard.map_granule(t.page()));
+            if guard.has_unmap() {
+                let _ = (guard.unmap_granule(t.page()), guard.unmap_granule(t.page()));
+            }
+        }
+    }
+    if let Some(sharer) = ctx.hv.mem_sharer() {
+        let g = sharer.granule() as usize;
+        if let Ok(layout) = core::alloc::Layout::from_size_align(g, g) {
+            // SAFETY: a non-zero, power-of-two aligned layout; the granule is only shared
+            // and unshared, and never freed (a failed unshare leaves it shared).
+            let p = unsafe { alloc::alloc::alloc_zeroed(layout) } as u64;
+            if p != 0 {
+                let _ = (sharer.share_call(p, 0, 0), sharer.unshare_call(p, 0, 0));
+            }
+        }
+    }
+}
+
+/// What one page state of the access matrix gave: the state, the page, how many accesses
+/// were as expected, and what was wrong.
+type StateResult = (State, Target, usize, Vec<String>);
+
+/// A target for a state that needs the page registered: one already registered if there
+/// is one (under profiles whose UNMAP has no effect a fresh page spent here is gone for
+/// good), else any.
+fn registered_candidate(ctx: &Ctx, g: u64) -> Option<Target> {
+    page_to_register(ctx, g)
+        .ok()
+        .or_else(|| targets::pick(&all_targets(ctx), g, &[]))
+}
+
+/// A page never registered, after the granule before it is registered: (that granule,
+/// the page). Contiguous windows (virtio-mmio, PCI configuration space) also give an
+/// `ldp` across the boundary.
+fn neighbour_pair(ctx: &Ctx, g: u64) -> Option<(u64, Target)> {
+    let all = all_targets(ctx);
+    let has_before = |b: &Target| {
+        let gb = b.base & !(g - 1);
+        gb.checked_sub(g)
+            .is_some_and(|ga| all.iter().any(|a| a.base & !(g - 1) == ga))
+    };
+    let candidates: Vec<Target> = unregistered_targets(ctx)
+        .into_iter()
+        .filter(has_before)
+        .collect();
+    let b = pick_refused(ctx, candidates, g, &[])?;
+    Some(((b.base & !(g - 1)) - g, b))
+}
+
+fn on_page(
+    ctx: &Ctx,
+    state: State,
+    t: Target,
+    across: Option<u64>,
+) -> Result<StateResult, Outcome> {
+    let profile = ctx.hv.profile;
+    let tried = forms::try_forms(&t, &forms::forms_for(&t, state, profile), across)
+        .map_err(|e| Outcome::fail(format_args!("stage-1 map of {:#x}: {e}", t.page())))?;
+    let (ok, bad) = forms::judge(&tried, state, profile);
+    Ok((state, t, ok, bad))
+}
+
+/// The states CPU 0 can set up and try itself.
+fn states_here(ctx: &Ctx, g: u64) -> Result<Vec<StateResult>, Outcome> {
+    let profile = ctx.hv.profile;
+    let mut out = Vec::new();
+    if let Some(t) = pick_refused(ctx, unregistered_targets(ctx), g, &[]) {
+        out.push(on_page(ctx, State::NeverRegistered, t, None)?);
+    }
+    if let Some(t) = registered_candidate(ctx, g) {
+        let m = map(t.page(), targets::PAGE)?;
+        out.push(on_page(ctx, State::Registered, t, None)?);
+        drop(m);
+    }
+    if profile.unmap_takes_effect() {
+        if let Ok(t) = fresh(ctx, g, &[]) {
+            drop(map(t.page(), targets::PAGE)?);
+            out.push(on_page(ctx, State::AfterUnmap, t, None)?);
+        }
+    }
+    if let Some((ga, b)) = neighbour_pair(ctx, g) {
+        let m = map(ga, g)?;
+        let contiguous = matches!(b.device, TargetKind::VirtioMmio | TargetKind::PciConfig);
+        let across = (contiguous
+            && b.base == ga + g
+            && expect(Form::PairAcross, State::Neighbour, profile) != Expect::NotTried)
+            .then_some(ga + g);
+        out.push(on_page(ctx, State::Neighbour, b, across)?);
+        drop(m);
+    }
+    Ok(out)
+}
+
+/// The states tried from CPU 1: a page CPU 0 registered, and one never registered.
+fn states_there(ctx: &Ctx, g: u64) -> Vec<Result<StateResult, String>> {
+    let Some(mpidr) = crate::cpus::other_cpu(&ctx.platform.cpus, smp::this_mpidr()) else {
+        return Vec::new();
+    };
+    let profile = ctx.hv.profile;
+    let mut out = Vec::new();
+    let mut there = |state: State, t: Target| {
+        let forms = forms::forms_for(&t, state, profile);
+        match smp::run_on(OTHER_SLOT, mpidr, move || {
+            forms::try_forms(&t, &forms, None)
+        }) {
+            Ok(Err(e)) => out.push(Err(format!("{state}: stage-1 map on CPU 1: {e}"))),
+            Ok(Ok(tried)) => {
+                let (ok, bad) = forms::judge(&tried, state, profile);
+                out.push(Ok((state, t, ok, bad)));
+            }
+            Err(e) => out.push(Err(format!("{state}: could not run on CPU 1: {e}"))),
+        }
+    };
+    if let Some(t) = registered_candidate(ctx, g) {
+        if let Ok(m) = ioremap::ioremap(t.page(), targets::PAGE) {
+            there(State::RegisteredOtherCpu, t);
+            drop(m);
+        }
+    }
+    if let Some(t) = pick_refused(ctx, unregistered_targets(ctx), g, &[]) {
+        there(State::NeverRegisteredOtherCpu, t);
+    }
+    out
+}
+
+/// Every access form (ldr/str of 8, 16, 32, 64 bits, sign-extending loads, ldp/stp, an
+/// ldp straddling a registered and an unregistered granule) on every page state (never
+/// registered, registered, after UNMAP, neighbour granule, registered from the other CPU):
+/// forwarded exactly when the profile says so, otherwise pKVM's abort with exact
+/// ESR/FAR/ELR and registers unchanged; one line per page state.
+pub fn access_forms(ctx: &Ctx) -> Outcome {
+    let g = if ctx.hv.profile.has_guard() {
+        need!(guard(ctx)).granule()
+    } else {
+        targets::PAGE
+    };
+    let mut results: Vec<Result<StateResult, String>> =
+        need!(states_here(ctx, g)).into_iter().map(Ok).collect();
+    results.extend(states_there(ctx, g));
+    let mut bad = Vec::new();
+    let mut states = 0;
+    let mut accesses = 0;
+    for r in results {
+        match r {
+            Ok((state, t, ok, wrong)) => {
+                states += 1;
+                accesses += ok + wrong.len();
+                ctx.info(format_args!(
+                    "{state}: {} {:#x}: {ok} of {} accesses as expected",
+                    t.device,
+                    t.id_addr(),
+                    ok + wrong.len()
+                ));
+                bad.extend(
+                    wrong
+                        .into_iter()
+                        .map(|w| format!("{state} ({}): {w}", t.device)),
+                );
+            }
+            Err(e) => bad.push(e),
+        }
+    }
+    if bad.is_empty() {
+        Outcome::pass(format_args!(
+            "{accesses} accesses on {states} page states as profile {} says",
+            ctx.hv.profile
+        ))
+    } else {
+        Outcome::fail(bad.join("; "))
     }
 }

@@ -32,6 +32,7 @@ macro_rules! checks {
 
 mod boot;
 mod control;
+mod forms;
 mod guard;
 mod ioremap;
 mod meminfo;

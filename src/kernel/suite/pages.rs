@@ -132,6 +132,18 @@ pub fn pick_refused(ctx: &Ctx, mut ts: Vec<Target>, g: u64, avoid: &[u64]) -> Op
     }
 }
 
+/// The target a check that registers a page itself should use: one no call ever
+/// registered if there is one (so the check does not meet the hypervisor's memory of an
+/// earlier check's MAP), else any.
+pub fn pick_unused(ts: &[Target], g: u64) -> Option<Target> {
+    let unused: Vec<Target> = ts
+        .iter()
+        .copied()
+        .filter(|t| !was_registered(t.base))
+        .collect();
+    targets::pick(&unused, g, &[]).or_else(|| targets::pick(ts, g, &[]))
+}
+
 /// A probe target no check has registered (so the hypervisor must refuse it), avoiding
 /// the granules in `avoid`.
 pub fn fresh(ctx: &Ctx, g: u64, avoid: &[u64]) -> Result<Target, Outcome> {

@@ -165,6 +165,18 @@ pub fn finish(force: Option<u8>) -> ! {
     println!("{}", t.summary_line());
     println!("{}", t.totals_line());
     let mut code = force.unwrap_or(t.exit_code());
+    let (_, undocumented, all) = crate::kernel::hyp::answers();
+    let unreported = all.saturating_sub(super::guard::undocumented_reported());
+    if unreported > 0 && super::guard::undocumented_reported() > 0 {
+        let last = undocumented
+            .last()
+            .map(|u| format!(": {u}"))
+            .unwrap_or_default();
+        println!(
+            "ioguard: {unreported} undocumented answer(s) after guard: returns ran{last}: failing the run"
+        );
+        code = code.max(report::code::CHECK_FAILED);
+    }
     let (incidents, total) = console::incidents();
     let unreported = total.saturating_sub(super::guard::console_incidents_reported());
     if unreported > 0 {
