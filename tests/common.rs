@@ -49,6 +49,7 @@ pub const DEFAULT_CHECKS: &[&str] = &[
     "guard: console",
     "control: stray-forwarded",
     "ioremap: windows",
+    "ioremap: spanning",
 ];
 
 /// What plain QEMU (TCG, no hypervisor: profile none) must answer for each default check:
@@ -60,6 +61,7 @@ pub fn plain_qemu_expectation(name: &str) -> Kind {
         || name == "psci: cpu-on"
         || name.starts_with("meminfo:")
         || name.starts_with("memshare:")
+        || name == "ioremap: spanning"
         || (name.starts_with("guard:")
             && ![
                 "guard: no-syndrome",

@@ -48,6 +48,7 @@ fn expected(profile: &str, granule: &str, name: &str) -> Kind {
         // runs here have two CPUs.
         "guard: widths" | "psci: cpu-on" | "guard: console" | "guard: access-forms" => Kind::Pass,
         "guard: range" => pass_or_skip(profile == "android16"),
+        "ioremap: spanning" => pass_or_skip(guard),
         "guard: returns" => pass_or_skip(sharing),
         "control: stray-forwarded" => pass_or_skip(!guard),
         n if n.starts_with("guard:") => pass_or_skip(guard),

@@ -3,8 +3,8 @@
 //! proves the *hypervisor* refused the access.
 
 use super::pages::{
-    all_targets, expect_forwarded, expect_refused, fresh, guard, pick_refused, pick_unused,
-    unregistered_targets, unregistered_window, Answer, NotRefused,
+    all_targets, consecutive, expect_forwarded, expect_refused, fresh, guard, pick_refused,
+    pick_unused, unregistered_targets, unregistered_window, Answer, NotRefused,
 };
 use super::{forms, Ctx};
 use crate::access::{expect, Expect, Form, State};
@@ -839,26 +839,6 @@ pub fn console(ctx: &Ctx) -> Outcome {
     } else {
         Outcome::fail(what.join("; "))
     }
-}
-
-/// A run of `n` consecutive granules with a probe target in each, unregistered ones
-/// preferred: (first granule, the targets, whether all were unregistered).
-fn consecutive(ctx: &Ctx, g: u64, n: u64) -> Option<(u64, Vec<Target>, bool)> {
-    let by_granule =
-        |ts: &[Target], base: u64| ts.iter().copied().find(|t| t.base & !(g - 1) == base);
-    let run_in = |ts: &[Target]| {
-        ts.iter().find_map(|a| {
-            let first = a.base & !(g - 1);
-            (0..n)
-                .map(|i| by_granule(ts, first + i * g))
-                .collect::<Option<Vec<Target>>>()
-                .map(|run| (first, run))
-        })
-    };
-    if let Some((first, run)) = run_in(&unregistered_targets(ctx)) {
-        return Some((first, run, true));
-    }
-    run_in(&all_targets(ctx)).map(|(first, run)| (first, run, false))
 }
 
 /// android16: RGUARD_MAP/UNMAP over N granules return x1 <= N and resume correctly; x3 != 0

@@ -1,5 +1,6 @@
 //! `ioremap:` the layer itself.
 
+use super::pages::{consecutive, expect_forwarded};
 use super::Ctx;
 use crate::kernel::arch::sysreg::{self, Translation};
 use crate::kernel::mm::ioremap::{self, IoMapping};
@@ -12,7 +13,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-checks!("ioremap": windows);
+checks!("ioremap": windows, spanning);
 
 const VIRTIO_MMIO_MAGIC: u32 = 0x7472_6976; // "virt"
 const VIRTIO_MMIO_DEVICE_ID: u64 = 0x008;
@@ -148,4 +149,56 @@ fn judge_guard_calls(
         "guard calls: {n} distinct granules, {new_maps} MAPs, {unmaps} UNMAPs"
     ));
     Ok(format!("{new_maps} MAPs for {n} granules, {unmaps} UNMAPs"))
+}
+
+/// A window spanning several guard granules: one MAP per granule (one range call where
+/// the ABI has them), every granule forwarded while it lives, and as many UNMAPs when it
+/// goes.
+pub fn spanning(ctx: &Ctx) -> Outcome {
+    const N: u64 = 2;
+    let Some(guard) = ctx.hv.mmio_guard() else {
+        return Outcome::skip(format_args!("profile {} has no MMIO guard", ctx.hv.profile));
+    };
+    let g = guard.granule();
+    let Some((first, run, fresh)) = consecutive(ctx, g, N) else {
+        return Outcome::skip(format_args!(
+            "no {N} consecutive {g:#x} granules with a probe target"
+        ));
+    };
+    let before = ioremap::counters();
+    let window = need!(ioremap::ioremap(first, N * g)
+        .map_err(|e| Outcome::fail(format_args!("ioremap({first:#x}, {:#x}): {e}", N * g))));
+    let maps = ioremap::counters().maps - before.maps;
+    let mut bad = Vec::new();
+    if maps != N {
+        bad.push(format!("{maps} granules MAPped for a window of {N}"));
+    }
+    for t in &run {
+        if let Err(why) = expect_forwarded(t) {
+            bad.push(format!("{why}"));
+        }
+    }
+    drop(window);
+    let unmaps = ioremap::counters().unmaps - before.unmaps;
+    let want = if guard.has_unmap() { N } else { 0 };
+    if unmaps != want {
+        bad.push(format!(
+            "{unmaps} granules UNMAPped on release (expected {want})"
+        ));
+    }
+    if !bad.is_empty() {
+        return Outcome::fail(format_args!(
+            "window {first:#x}..{:#x}: {}",
+            first + N * g,
+            bad.join("; ")
+        ));
+    }
+    let shown = if fresh {
+        ""
+    } else {
+        " (already registered: coverage not shown)"
+    };
+    Outcome::pass(format_args!(
+        "window of {N} {g:#x} granules from {first:#x}: {maps} MAPs, every granule forwarded{shown}, {unmaps} UNMAPs"
+    ))
 }

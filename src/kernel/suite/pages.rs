@@ -144,6 +144,26 @@ pub fn pick_unused(ts: &[Target], g: u64) -> Option<Target> {
     targets::pick(&unused, g, &[]).or_else(|| targets::pick(ts, g, &[]))
 }
 
+/// A run of `n` consecutive granules with a probe target in each, unregistered ones
+/// preferred: (first granule, the targets, whether all were unregistered).
+pub fn consecutive(ctx: &Ctx, g: u64, n: u64) -> Option<(u64, Vec<Target>, bool)> {
+    let by_granule =
+        |ts: &[Target], base: u64| ts.iter().copied().find(|t| t.base & !(g - 1) == base);
+    let run_in = |ts: &[Target]| {
+        ts.iter().find_map(|a| {
+            let first = a.base & !(g - 1);
+            (0..n)
+                .map(|i| by_granule(ts, first + i * g))
+                .collect::<Option<Vec<Target>>>()
+                .map(|run| (first, run))
+        })
+    };
+    if let Some((first, run)) = run_in(&unregistered_targets(ctx)) {
+        return Some((first, run, true));
+    }
+    run_in(&all_targets(ctx)).map(|(first, run)| (first, run, false))
+}
+
 /// A probe target no check has registered (so the hypervisor must refuse it), avoiding
 /// the granules in `avoid`.
 pub fn fresh(ctx: &Ctx, g: u64, avoid: &[u64]) -> Result<Target, Outcome> {
