@@ -93,8 +93,9 @@ struct CpuState {
     reporting: AtomicBool,
 }
 
-/// Expected faults a secondary keeps for the trace per job (a job makes a few).
-const DEFERRED: usize = 8;
+/// Expected faults a secondary keeps for the trace per job (`guard: access-forms` makes
+/// one per access form).
+const DEFERRED: usize = 32;
 
 impl CpuState {
     const fn new() -> Self {

@@ -39,12 +39,12 @@ checks!("guard":
     map_twice,
     unmap_return,
     granule_16k,
+    range,
     registered_read,
     registered_write,
     widths,
     no_syndrome,
     access_forms,
-    range,
     returns,
     console,
 );
