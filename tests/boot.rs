@@ -207,3 +207,30 @@ fn results_are_one_line_each_and_in_order() {
         .count();
     assert_eq!(tagged, DEFAULT_CHECKS.len());
 }
+
+/// Entered at EL3 (QEMU `secure=on`, the Image loaded as firmware would be), ioguard
+/// says so through semihosting and exits with its fatal status, instead of running with
+/// nothing to catch a fault.
+#[test]
+fn entered_at_el3_says_so_and_exits() {
+    let image = ioguard_runner::build_image().expect("image");
+    // coreutils' timeout bounds a guest that would not end (status 124).
+    let out = std::process::Command::new("timeout")
+        .args(["20", "qemu-system-aarch64"])
+        .args(["-M", "virt,secure=on", "-cpu", "max", "-m", "256M"])
+        .args([
+            "-display", "none", "-nic", "none", "-serial", "null", "-monitor", "none",
+        ])
+        .args(["-chardev", "stdio,id=c"])
+        .args(["-semihosting-config", "enable=on,target=native,chardev=c"])
+        .arg("-device")
+        .arg(format!(
+            "loader,file={},addr=0x40200000,cpu-num=0",
+            image.display()
+        ))
+        .output()
+        .expect("qemu-system-aarch64");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("ioguard: fatal: entered at EL3"), "{text}");
+}

@@ -82,7 +82,7 @@ pub fn check_model_limits(spec: &ModelSpec, smp: u32, append: &str) -> Result<()
     Ok(())
 }
 
-/// `--hyp model[:PROFILE][,mutant=NAME][,granule=SIZE][,enrolled=boot][,trace]`.
+/// `--hyp model[:PROFILE][,mutant=NAME][,granule=SIZE][,enrolled=boot][,trace][,chaos=SEED]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ModelSpec {
     /// `hypmodel.profile=` (hypmodel's default, android14, when absent).
@@ -95,6 +95,8 @@ pub struct ModelSpec {
     pub enrolled_boot: bool,
     /// `hypmodel.trace`: every hypercall and trapped access.
     pub trace: bool,
+    /// `hypmodel.chaos=SEED`: seeded garbage answers (hypmodel/README.md).
+    pub chaos: Option<u64>,
 }
 
 /// The hypervisor the guest runs under.
@@ -134,7 +136,7 @@ impl Hyp {
             ("model", None) => Ok(Hyp::Model(ModelSpec::default())),
             ("model", Some(rest)) => ModelSpec::parse(rest).map(Hyp::Model),
             ("plain" | "pkvm", Some(_)) => Err(format!("--hyp {kind} takes no parameters")),
-            _ => Err(format!("--hyp '{v}': expected plain, model[:PROFILE][,mutant=NAME][,granule=SIZE][,enrolled=boot][,trace] or pkvm")),
+            _ => Err(format!("--hyp '{v}': expected plain, model[:PROFILE][,mutant=NAME][,granule=SIZE][,enrolled=boot][,trace][,chaos=SEED] or pkvm")),
         }
     }
 }
@@ -161,7 +163,12 @@ impl ModelSpec {
                 Some(("mutant", v)) => m.mutant = Some(one_of("mutant", v, MODEL_MUTANTS)?),
                 Some(("granule", v)) => m.granule = Some(one_of("granule", v, MODEL_GRANULES)?),
                 Some(("enrolled", "boot")) => m.enrolled_boot = true,
-                _ => return Err(format!("--hyp model: cannot read '{item}'")),
+                Some(("chaos", v)) => {
+                    m.chaos = Some(v.parse().map_err(|_| {
+                        format!("--hyp model: chaos={v}: the seed is a whole number")
+                    })?)
+                }
+                _ => return Err(format!("--hyp model: cannot read '{item}' (keys: profile, mutant, granule, enrolled=boot, trace, chaos=SEED)")),
             }
         }
         Ok(m)
@@ -184,6 +191,9 @@ impl ModelSpec {
         }
         if self.trace {
             a.push("hypmodel.trace".to_string());
+        }
+        if let Some(seed) = self.chaos {
+            a.push(format!("hypmodel.chaos={seed}"));
         }
         a
     }
@@ -274,6 +284,14 @@ mod tests {
             .unwrap_err()
             .contains("unknown granule"));
         assert!(Hyp::parse("model,enrolled=later").is_err());
+        assert!(Hyp::parse("model,chaos=x").is_err());
+        match Hyp::parse("model:android16,chaos=42") {
+            Ok(Hyp::Model(m)) => {
+                assert_eq!(m.chaos, Some(42));
+                assert!(m.hypmodel_args().contains(&"hypmodel.chaos=42".to_string()));
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(Hyp::parse("plain:x").is_err());
         assert!(Hyp::parse("xen").is_err());
     }

@@ -92,7 +92,7 @@ Options:
   --tap FILE         also write the results as TAP version 13 to FILE
   --junit FILE       also write the results as JUnit XML to FILE (not the --tap FILE;
                      both are checked writable before booting)
-  --hyp plain|model[:PROFILE][,mutant=NAME][,granule=4k|16k|64k][,enrolled=boot][,trace]
+  --hyp plain|model[:PROFILE][,mutant=NAME][,granule=4k|16k|64k][,enrolled=boot][,trace][,chaos=SEED]
                      hypervisor under the guest: plain QEMU (default), or hypmodel,
                      the reference EL2 hypervisor (profiles android13, android14,
                      android16, upstream, kvm, pkvm; mutants as in CHECKS.md);

@@ -5,7 +5,7 @@ use crate::cmdline::LogLevel;
 use crate::fault::Fault;
 use crate::hyp::abi::Ret;
 use crate::platform::UartKind;
-use core::fmt::{self, Write};
+use core::fmt;
 use spin::{Mutex, Once};
 
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -266,9 +266,11 @@ impl Uart {
     }
 }
 
-impl Write for Uart {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for b in s.bytes() {
+impl Uart {
+    /// Writes `s`; on trouble, the UART is given up and Err says how many bytes of `s`
+    /// went out, so that the rest, and only the rest, goes to semihosting.
+    fn write_all(&mut self, s: &str) -> Result<(), usize> {
+        for (i, b) in s.bytes().enumerate() {
             let r = if b == b'\n' {
                 self.put_repairing(b'\r')
                     .and_then(|()| self.put_repairing(b))
@@ -279,7 +281,7 @@ impl Write for Uart {
                 if let Some(mut slot) = BROKEN.try_lock() {
                     *slot = Some(t);
                 }
-                return Err(fmt::Error);
+                return Err(i);
             }
         }
         Ok(())
@@ -312,12 +314,20 @@ pub fn ping() -> Option<Result<u64, Fault>> {
 pub fn write_fmt(args: fmt::Arguments) {
     let mut console = CONSOLE.lock();
     let Some(uart) = console.as_mut() else { return };
-    if broken().is_none() && uart.write_fmt(args).is_ok() {
-        return;
-    }
+    let text = alloc::format!("{args}");
+    let sent = if broken().is_some() {
+        0
+    } else {
+        match uart.write_all(&text) {
+            Ok(()) => return,
+            Err(sent) => sent,
+        }
+    };
     drop(console);
-    // The UART was given up (now or before): say so once, then keep reporting through
-    // semihosting, where there is one.
+    // The UART was given up (now or before): the rest of this text, then everything
+    // after it, goes through semihosting where there is one; the reason is said once.
+    let rest = text.get(sent..).unwrap_or_default();
+    semihosting::write(rest);
     static TOLD: AtomicBool = AtomicBool::new(false);
     if !TOLD.swap(true, Ordering::Relaxed) {
         if let Some(t) = broken().filter(|_| !any_unrecovered()) {
@@ -326,12 +336,16 @@ pub fn write_fmt(args: fmt::Arguments) {
                 repair: None,
                 recovered: false,
             });
+        }
+        if let Some(t) = broken() {
+            if !rest.ends_with('\n') {
+                semihosting::write("\n");
+            }
             semihosting::write(&alloc::format!(
                 "ioguard: the console gave up its UART ({t}); continuing on the semihosting console\n"
             ));
         }
     }
-    semihosting::write(&alloc::format!("{args}"));
 }
 
 /// Output from exception and panic context: if the interrupted code held the console,

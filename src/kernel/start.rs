@@ -163,6 +163,12 @@ extern "C" fn ioguard_main(
     suite::install_handlers();
     let entered = sysreg::counter();
     heap::init();
+    if entry_el == 3 {
+        // The vectors and every system register ioguard uses are EL1's: at EL3 nothing
+        // would catch a fault. A firmware (or QEMU's secure=on without one) must hand over
+        // at EL2 or EL1, as it does to Linux.
+        fatal("entered at EL3: ioguard is a guest and must be entered at EL2 or EL1 (QEMU: drop secure=on, or boot through firmware that drops to EL2)");
+    }
     if bad_relocations != 0 {
         fatal(&format!(
             "{bad_relocations} relocations of a type other than R_AARCH64_RELATIVE"
