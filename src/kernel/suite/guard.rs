@@ -498,7 +498,15 @@ pub fn map_twice(ctx: &Ctx) -> Outcome {
     let t = need!(fresh(ctx, guard.granule(), &[]));
     let p = t.page();
     let (a, b) = (guard.map_granule(p), guard.map_granule(p));
+    // On a failure the page is unregistered again where UNMAP takes effect, so that no
+    // later check meets this check's registration.
+    let undo = || {
+        if profile.unmap_takes_effect() {
+            let _ = guard.unmap_granule(p);
+        }
+    };
     if a != Ok(Ret::Success) || b != Ok(Ret::Success) {
+        undo();
         return Outcome::fail(format_args!(
             "MAP({p:#x}) twice answered {} and {} (expected 0, 0)",
             Answer(&a),
@@ -506,6 +514,7 @@ pub fn map_twice(ctx: &Ctx) -> Outcome {
         ));
     }
     if let Err(why) = expect_forwarded(&t) {
+        undo();
         return Outcome::fail(format_args!("after MAP: {why}"));
     }
     if !profile.unmap_takes_effect() {
@@ -757,8 +766,14 @@ pub fn no_syndrome(ctx: &Ctx) -> Outcome {
     if expect == NoSyndrome::VmmDecides {
         return Outcome::skip("profile kvm: the VMM decides what an access without syndrome does, and may stop the VM");
     }
-    let Some(t) = pick_unused(&all_targets(ctx), targets::PAGE) else {
-        return Outcome::skip("no probe target");
+    // A PrimeCell device: its ID block is not at the start of its page, so a FAR that is
+    // the page (or granule) base instead of the address shows.
+    let ts: Vec<Target> = all_targets(ctx)
+        .into_iter()
+        .filter(|t| t.id_offset == PRIMECELL_ID)
+        .collect();
+    let Some(t) = pick_unused(&ts, targets::PAGE) else {
+        return Outcome::skip("no PrimeCell device (PL031, PL061) to read");
     };
     let m = need!(map(t.page(), targets::PAGE));
     let addr = m.addr() + (t.id_offset & !0xf);
