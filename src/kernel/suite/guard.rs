@@ -12,6 +12,7 @@ use crate::esr::PKVM_INJECTED_DABT;
 use crate::hyp::abi::Ret;
 use crate::hyp::profile::{KnownBug, NoSyndrome};
 use crate::kernel::arch::sysreg;
+use crate::kernel::hyp::MmioGuard;
 use crate::kernel::mm::ioremap::{self, IoMapping};
 use crate::kernel::probe::{self, Width};
 use crate::kernel::{console, smp};
@@ -234,14 +235,22 @@ pub fn map_outside_ipa(ctx: &Ctx) -> Outcome {
     }
 }
 
-/// -3 (android14); 0 (android16 no-op); android13: KFAIL when 0.
-pub fn unmap_unmapped(ctx: &Ctx) -> Outcome {
-    let guard = need!(guard(ctx));
+/// The guard of a profile that has UNMAP, and a page no check has registered.
+fn unmap_and_page(ctx: &Ctx) -> Result<(&'static MmioGuard, u64), Outcome> {
+    let guard = guard(ctx)?;
     let profile = ctx.hv.profile;
     if !profile.has_unmap() {
-        return Outcome::skip(format_args!("profile {profile} has no MMIO_GUARD_UNMAP"));
+        return Err(Outcome::skip(format_args!(
+            "profile {profile} has no MMIO_GUARD_UNMAP"
+        )));
     }
-    let p = need!(fresh(ctx, guard.granule(), &[])).page();
+    Ok((guard, fresh(ctx, guard.granule(), &[])?.page()))
+}
+
+/// -3 (android14); 0 (android16 no-op); android13: KFAIL when 0.
+pub fn unmap_unmapped(ctx: &Ctx) -> Outcome {
+    let (guard, p) = need!(unmap_and_page(ctx));
+    let profile = ctx.hv.profile;
     let r = guard.unmap_granule(p);
     let expected = profile.unmap_of_unmapped();
     let known = profile.has_bug(KnownBug::UnmapInverted) && r == Ok(Ret::Success);
@@ -535,12 +544,8 @@ pub fn map_twice(ctx: &Ctx) -> Outcome {
 
 /// 0 on a mapped page; android13: KFAIL when -1.
 pub fn unmap_return(ctx: &Ctx) -> Outcome {
-    let guard = need!(guard(ctx));
+    let (guard, p) = need!(unmap_and_page(ctx));
     let profile = ctx.hv.profile;
-    if !profile.has_unmap() {
-        return Outcome::skip(format_args!("profile {profile} has no MMIO_GUARD_UNMAP"));
-    }
-    let p = need!(fresh(ctx, guard.granule(), &[])).page();
     let m = guard.map_granule(p);
     if m != Ok(Ret::Success) {
         return Outcome::fail(format_args!("MAP({p:#x}) answered {}", Answer(&m)));
