@@ -349,4 +349,185 @@ mod tests {
             "root misaligned"
         );
     }
+
+    /// Non-zero entries of table `t`, as (index, descriptor).
+    fn entries(b: &Builder<'_>, t: usize) -> Vec<(usize, u64)> {
+        (0..ENTRIES)
+            .filter(|&i| b.pool[t][i] != 0)
+            .map(|i| (i, b.pool[t][i]))
+            .collect()
+    }
+
+    #[test]
+    fn geometry_and_vtcr_for_every_parange() {
+        assert_eq!(NORMAL_RW, 0x7fc, "MemAttr 0b1111, S2AP RW, SH inner, AF");
+        // (code, ipa_bits, ps, start level, root tables, VTCR_EL2): T0SZ, SL0, IRGN0 = ORGN0 =
+        // write-back (01), SH0 = inner (11), TG0 = 4 KiB (00), PS, bit 31 RES1.
+        let expected = [
+            (0, 32, 0, 1, 1, 0x8000_3560),
+            (1, 36, 1, 1, 1, 0x8001_355c),
+            (2, 40, 2, 1, 2, 0x8002_3558),
+            (3, 42, 3, 1, 8, 0x8003_3556),
+            (4, 44, 4, 0, 1, 0x8004_3594),
+            (5, 48, 5, 0, 1, 0x8005_3590),
+            (6, 48, 5, 0, 1, 0x8005_3590),
+            (15, 48, 5, 0, 1, 0x8005_3590),
+            (0x10, 32, 0, 1, 1, 0x8000_3560),
+        ];
+        for (code, ipa_bits, ps, start_level, root_tables, vtcr) in expected {
+            assert_eq!(parange_bits(code), (ipa_bits, ps), "PARange {code}");
+            let g = Geometry::of_parange(code);
+            assert_eq!(
+                g,
+                Geometry {
+                    ipa_bits,
+                    ps,
+                    start_level,
+                    root_tables
+                },
+                "PARange {code}"
+            );
+            assert_eq!(g.vtcr(), vtcr, "VTCR_EL2 for PARange {code}");
+            assert_eq!(g.root_align(), root_tables as u64 * 0x1000);
+        }
+        assert_eq!(Geometry::of_parange(3).root_align(), 0x8000);
+    }
+
+    #[test]
+    fn errors_are_named() {
+        assert_eq!(
+            Stage2Error::OutOfTables.to_string(),
+            "out of stage-2 tables"
+        );
+        assert_eq!(Stage2Error::Misaligned.to_string(), "not 4 KiB aligned");
+        assert_eq!(Stage2Error::BeyondIpa.to_string(), "beyond the IPA size");
+        let g = Geometry::of_parange(3);
+        assert!(matches!(
+            Builder::new(&mut pool(7), 0, g),
+            Err(Stage2Error::OutOfTables)
+        ));
+        assert!(matches!(
+            Builder::new(&mut pool(8), 0x4000, g),
+            Err(Stage2Error::Misaligned)
+        ));
+        let mut p = pool(8);
+        let mut b = Builder::new(&mut p, 0x8000, g).unwrap();
+        assert_eq!(b.map_ram(0x4000_0000, 0x800), Err(Stage2Error::Misaligned));
+        assert_eq!(b.map_ram(0x4000_0800, 0x1000), Err(Stage2Error::Misaligned));
+        assert_eq!(b.tables_used(), 8);
+    }
+
+    #[test]
+    fn exact_descriptors_of_blocks_pages_and_tables() {
+        let mut p = pool(8);
+        let mut b = Builder::new(&mut p, 0x4030_0000, Geometry::of_parange(5)).unwrap();
+        assert_eq!(b.root_pa(), 0x4030_0000);
+        assert_eq!(b.tables_used(), 1);
+        b.map_ram(0x4000_0000, 0x4000_0000).unwrap(); // one 1 GiB block
+        b.map_ram(0x8000_0000, 0x20_2000).unwrap(); // a 2 MiB block and two pages
+        assert_eq!(b.tables_used(), 4, "root, L1, L2, L3");
+        assert_eq!(entries(&b, 0), [(0, 0x4030_1000 | 0b11)], "root -> L1");
+        assert_eq!(
+            entries(&b, 1),
+            [(1, 0x4000_0000 | 0x7fc | 0b01), (2, 0x4030_2000 | 0b11)],
+            "L1: 1 GiB block, then -> L2"
+        );
+        assert_eq!(
+            entries(&b, 2),
+            [(0, 0x8000_0000 | 0x7fc | 0b01), (1, 0x4030_3000 | 0b11)],
+            "L2: 2 MiB block, then -> L3"
+        );
+        assert_eq!(
+            entries(&b, 3),
+            [
+                (0, 0x8020_0000 | 0x7fc | 0b11),
+                (1, 0x8020_1000 | 0x7fc | 0b11)
+            ],
+            "L3: two pages"
+        );
+        assert_eq!(b.translate(0x4000_0000), Some(0x4000_0000));
+        assert_eq!(b.translate(0x7fff_fffc), Some(0x7fff_fffc));
+        assert_eq!(b.translate(0x801f_fffc), Some(0x801f_fffc));
+        assert_eq!(b.translate(0x8020_1abc), Some(0x8020_1abc));
+        assert_eq!(b.translate(0x8020_2000), None);
+        assert_eq!(b.translate(0x3fff_ffff), None);
+        assert_eq!(b.translate(0), None);
+        // Mapping again inside existing tables reuses them.
+        b.map_ram(0x8040_0000, 0x1000).unwrap();
+        assert_eq!(b.tables_used(), 5, "a second L3 only");
+        assert_eq!(entries(&b, 2)[2], (2, 0x4030_4000 | 0b11));
+        assert_eq!(entries(&b, 4), [(0, 0x8040_0000 | 0x7ff)]);
+        assert_eq!(b.translate(0x8040_0010), Some(0x8040_0010));
+    }
+
+    #[test]
+    fn level0_start_above_512_gib_and_at_the_top() {
+        let mut p = pool(12);
+        let mut b = Builder::new(&mut p, 0x1_0000_0000, Geometry::of_parange(5)).unwrap();
+        b.map_ram(0x4000_0000, 0x1000).unwrap();
+        b.map_ram(0x80_4000_0000, 0x1000).unwrap(); // root entry 1
+        b.map_ram(0xffff_ffff_f000, 0x1000).unwrap(); // root entry 511, ends at 1 << 48
+        let root: Vec<usize> = entries(&b, 0).iter().map(|e| e.0).collect();
+        assert_eq!(root, [0, 1, 511]);
+        assert_eq!(b.translate(0x4000_0ff0), Some(0x4000_0ff0));
+        assert_eq!(b.translate(0x80_4000_0ff0), Some(0x80_4000_0ff0));
+        assert_eq!(b.translate(0xffff_ffff_fff8), Some(0xffff_ffff_fff8));
+        assert_eq!(b.translate(0x80_4000_1000), None);
+        assert_eq!(b.translate(0x80_0000_0000), None);
+        assert_eq!(b.translate(0xc0_4000_0000), None, "root entry 1 only");
+        assert_eq!(b.translate(1 << 48), None, "beyond 48 bits");
+        assert_eq!(
+            b.map_ram(0xffff_ffff_f000, 0x2000),
+            Err(Stage2Error::BeyondIpa)
+        );
+    }
+
+    #[test]
+    fn level1_start_edges_32_and_42_bits() {
+        // 32 bits: one root table, the last page of the IPA space is mappable.
+        let mut p = pool(4);
+        let mut b = Builder::new(&mut p, 0x1000, Geometry::of_parange(0)).unwrap();
+        b.map_ram(0xffff_f000, 0x1000).unwrap();
+        assert_eq!(b.translate(0xffff_f123), Some(0xffff_f123));
+        assert_eq!(b.translate(1 << 32), None);
+        // A range that crosses the end is refused before anything is mapped.
+        assert_eq!(b.map_ram(0xffff_d000, 0x4000), Err(Stage2Error::BeyondIpa));
+        assert_eq!(b.translate(0xffff_d000), None);
+        assert_eq!(b.translate(0xffff_e000), None);
+        assert_eq!(b.tables_used(), 3);
+        // 42 bits: eight concatenated roots; the last one holds the top of the IPA space.
+        let mut p = pool(12);
+        let mut b = Builder::new(&mut p, 0x4030_0000, Geometry::of_parange(3)).unwrap();
+        b.map_ram(0x3ff_ffe0_0000, 0x20_0000).unwrap();
+        assert_eq!(entries(&b, 7), [(511, 0x4030_8000 | 0b11)]);
+        assert_eq!(
+            entries(&b, 8),
+            [(511, 0x3ff_ffe0_0000 | 0x7fc | 0b01)],
+            "2 MiB block"
+        );
+        for t in 0..7 {
+            assert!(entries(&b, t).is_empty(), "root {t} untouched");
+        }
+        assert_eq!(b.translate(0x3ff_ffff_fffc), Some(0x3ff_ffff_fffc));
+        assert_eq!(b.translate(0x1ff_ffff_fffc), None);
+        assert_eq!(b.translate(1 << 42), None);
+    }
+
+    #[test]
+    fn walk_refuses_invalid_descriptors() {
+        let mut p = pool(8);
+        let mut b = Builder::new(&mut p, 0x4030_0000, Geometry::of_parange(5)).unwrap();
+        b.map_ram(0x4000_0000, 0x1000).unwrap();
+        assert_eq!(b.translate(0x4000_0abc), Some(0x4000_0abc));
+        assert_eq!(entries(&b, 3), [(0, 0x4000_0000 | 0x7ff)]);
+        // A level-3 entry with bit 1 clear is reserved (there are no level-3 blocks).
+        b.pool[3][0] = 0x4000_0000 | NORMAL_RW | BLOCK;
+        assert_eq!(b.translate(0x4000_0abc), None);
+        // A level-0 "block" does not exist with a 4 KiB granule.
+        b.pool[0][2] = 0x100_0000_0000 | NORMAL_RW | BLOCK;
+        assert_eq!(b.translate(0x100_0000_0abc), None);
+        // An invalid entry (bit 0 clear) with an address in it.
+        b.pool[0][3] = 0x180_0000_0000 | NORMAL_RW | 0b10;
+        assert_eq!(b.translate(0x180_0000_0abc), None);
+    }
 }

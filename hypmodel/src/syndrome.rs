@@ -353,4 +353,254 @@ mod tests {
         assert_eq!(decode_pair(0xb940_0009), None); // ldr w9, [x0]
         assert_eq!(decode_pair(0xad40_0400), None); // ldp q0, q1 (SIMD)
     }
+
+    #[test]
+    fn esr_fields_from_real_values() {
+        // ldr w1, [x0] on an unmapped page, as QEMU reports it: EC 0x24, IL, ISV, SAS = word,
+        // SRT = 1, level-3 translation fault.
+        let e = decode_esr(0x9380_0007 | (1 << 16));
+        assert_eq!((e.ec, e.il, e.iss), (0x24, true, 0x181_0007));
+        // IL clear (a 16-bit instruction), and ISS2 (bits 32 and up) is not part of the ISS.
+        let e = decode_esr((0xab << 32) | 0x9165_8007);
+        assert_eq!((e.ec, e.il, e.iss), (0x24, false, 0x165_8007));
+        let e = decode_esr(0x5e00_0000 | 0x1_2345);
+        assert_eq!((e.ec, e.il, e.iss), (0x17, true, 0x1_2345), "smc");
+        assert_eq!(
+            decode_esr(0),
+            Esr {
+                ec: 0,
+                il: false,
+                iss: 0
+            }
+        );
+        assert_eq!(
+            decode_esr(u64::MAX),
+            Esr {
+                ec: 0x3f,
+                il: true,
+                iss: 0x1ff_ffff
+            }
+        );
+    }
+
+    #[test]
+    fn dabt_fields_from_real_values() {
+        let d = decode_dabt(decode_esr(0x9380_0007 | (1 << 16)).iss);
+        assert_eq!(
+            d,
+            DataAbort {
+                isv: true,
+                size: 4,
+                sign_extend: false,
+                reg: 1,
+                sixty_four: false,
+                acquire_release: false,
+                fnv: false,
+                ea: false,
+                cm: false,
+                s1ptw: false,
+                write: false,
+                dfsc: 7,
+            }
+        );
+        // str x3, [x0]: SAS = doubleword, SF, WnR.
+        let d = decode_dabt(decode_esr(0x93c3_8047).iss);
+        assert!(d.isv && d.sixty_four && d.write && !d.sign_extend);
+        assert_eq!((d.size, d.reg, d.dfsc), (8, 3, 7));
+        // ldrsh x5, [x0]: SAS = halfword, SSE, SF.
+        let d = decode_dabt(decode_esr(0x9365_8007).iss);
+        assert!(d.isv && d.sixty_four && d.sign_extend && !d.write);
+        assert_eq!((d.size, d.reg), (2, 5));
+        // ldarb w30: SAS = byte, AR.
+        let d = decode_dabt((1 << 24) | (30 << 16) | (1 << 14) | 0x06);
+        assert!(d.acquire_release && !d.sixty_four);
+        assert_eq!((d.size, d.reg, d.dfsc), (1, 30, 6));
+    }
+
+    #[test]
+    fn dabt_every_field_alone_and_missing() {
+        let none = DataAbort {
+            isv: false,
+            size: 1,
+            sign_extend: false,
+            reg: 0,
+            sixty_four: false,
+            acquire_release: false,
+            fnv: false,
+            ea: false,
+            cm: false,
+            s1ptw: false,
+            write: false,
+            dfsc: 0,
+        };
+        let all = DataAbort {
+            isv: true,
+            size: 8,
+            sign_extend: true,
+            reg: 31,
+            sixty_four: true,
+            acquire_release: true,
+            fnv: true,
+            ea: true,
+            cm: true,
+            s1ptw: true,
+            write: true,
+            dfsc: 0x3f,
+        };
+        assert_eq!(decode_dabt(0), none);
+        assert_eq!(decode_dabt(0x1ff_ffff), all);
+        type Set = fn(&mut DataAbort, bool);
+        let flags: [(u32, Set); 9] = [
+            (24, |d, v| d.isv = v),
+            (21, |d, v| d.sign_extend = v),
+            (15, |d, v| d.sixty_four = v),
+            (14, |d, v| d.acquire_release = v),
+            (10, |d, v| d.fnv = v),
+            (9, |d, v| d.ea = v),
+            (8, |d, v| d.cm = v),
+            (7, |d, v| d.s1ptw = v),
+            (6, |d, v| d.write = v),
+        ];
+        for (bit, set) in flags {
+            let mut alone = none;
+            set(&mut alone, true);
+            assert_eq!(decode_dabt(1 << bit), alone, "bit {bit} alone");
+            let mut missing = all;
+            set(&mut missing, false);
+            assert_eq!(
+                decode_dabt(0x1ff_ffff & !(1 << bit)),
+                missing,
+                "all but {bit}"
+            );
+        }
+        for (sas, size) in [(0, 1), (1, 2), (2, 4), (3, 8)] {
+            assert_eq!(decode_dabt(sas << 22).size, size);
+            assert_eq!(
+                decode_dabt(0x1ff_ffff & !(3 << 22) | (sas << 22)).size,
+                size
+            );
+        }
+        for srt in [0, 1, 9, 16, 30, 31] {
+            assert_eq!(decode_dabt(srt << 16).reg, srt as u8);
+            assert_eq!(
+                decode_dabt(0x1ff_ffff & !(0x1f << 16) | (srt << 16)).reg,
+                srt as u8
+            );
+        }
+        assert_eq!(decode_dabt(0x1ff_ffff & !0x3f | 0x07).dfsc, 0x07);
+        assert_eq!(decode_dabt(0x24).dfsc, 0x24);
+    }
+
+    #[test]
+    fn translation_fault_is_dfsc_4_to_7_only() {
+        for dfsc in 0u8..0x40 {
+            let d = DataAbort {
+                dfsc,
+                ..decode_dabt(0)
+            };
+            assert_eq!(
+                d.is_translation_fault(),
+                (4..=7).contains(&dfsc),
+                "{dfsc:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn ipa_ignores_bits_outside_fipa_and_far_page() {
+        assert_eq!(
+            fault_ipa(0xf000_0000_0000_000f | (0x9010 << 4), 0xffff_ffff_ffff_ffe0),
+            0x0901_0fe0
+        );
+        assert_eq!(
+            fault_ipa(u64::MAX, u64::MAX),
+            0x000f_ffff_ffff_ffff,
+            "52-bit IPA at most"
+        );
+        assert_eq!(fault_ipa(0, 0x123), 0x123);
+        assert_eq!(fault_ipa(0x10, 0), 0x1000);
+    }
+
+    #[test]
+    fn load_and_store_widths() {
+        let mk = |size: u8, sse: bool, sf: bool| DataAbort {
+            size,
+            sign_extend: sse,
+            sixty_four: sf,
+            ..decode_dabt(0)
+        };
+        // SSE on a doubleword is never reported, but must not break (no 64-bit shift).
+        let top = 0x8000_0000_0000_0001;
+        assert_eq!(load_result(top, &mk(8, true, true)), top);
+        assert_eq!(load_result(top, &mk(8, false, true)), top);
+        assert_eq!(load_result(top, &mk(8, false, false)), 1, "W register");
+        assert_eq!(
+            load_result(0x1234_5680, &mk(1, true, true)),
+            0xffff_ffff_ffff_ff80
+        );
+        assert_eq!(load_result(0x1234_5680, &mk(1, false, true)), 0x80);
+        assert_eq!(load_result(0x1234_567f, &mk(1, true, true)), 0x7f);
+        assert_eq!(load_result(0xffff_8000, &mk(2, true, false)), 0xffff_8000);
+        assert_eq!(load_result(0xabcd_ffff_8000, &mk(2, false, true)), 0x8000);
+        assert_eq!(
+            load_result(0xabcd_8000_0000, &mk(4, true, false)),
+            0x8000_0000
+        );
+        let reg = 0x1122_3344_5566_7788;
+        assert_eq!(store_value(reg, 1), 0x88);
+        assert_eq!(store_value(reg, 4), 0x5566_7788);
+        assert_eq!(store_value(reg, 16), reg);
+    }
+
+    #[test]
+    fn injection_for_every_source() {
+        assert_eq!(injected_dabt_esr(Source::El1t, DFSC_EXTABT), 0x9600_0010);
+        assert_eq!(injected_dabt_esr(Source::El0A32, DFSC_EXTABT), 0x9200_0010);
+        assert_eq!(injected_iabt_esr(Source::El1t), 0x8600_0010);
+        assert_eq!(injected_iabt_esr(Source::El0A64), 0x8200_0010);
+        assert_eq!(injected_iabt_esr(Source::El0A32), 0x8200_0010);
+        let vectors = [
+            (Source::El1t, 0x000),
+            (Source::El1h, 0x200),
+            (Source::El0A64, 0x400),
+            (Source::El0A32, 0x600),
+        ];
+        for (src, off) in vectors {
+            assert_eq!(sync_vector_offset(src), off);
+        }
+        // M[4] = 1 is AArch32 whatever the low bits; EL2h/EL2t/EL0t are "EL0 AArch64" here.
+        assert_eq!(source_of(0x3d5), Source::El0A32);
+        assert_eq!(source_of(0x1f), Source::El0A32);
+        assert_eq!(source_of(0x3c0), Source::El0A64);
+        assert_eq!(source_of(0x3c9), Source::El0A64);
+        assert_eq!(source_of(0xffff_ffe5), Source::El1h, "other bits ignored");
+        assert_eq!(source_of(0xffff_ffe4), Source::El1t);
+        const PAN: u64 = 1 << 22;
+        const SSBS: u64 = 1 << 12;
+        const SPAN: u64 = 1 << 23;
+        const DSSBS: u64 = 1 << 44;
+        assert_eq!(injected_spsr(0, DSSBS), 0x3c5 | PAN | SSBS);
+        assert_eq!(injected_spsr(u64::MAX, DSSBS), 0x3c5 | PAN | SSBS);
+        assert_eq!(injected_spsr(u64::MAX, SPAN | DSSBS), 0x3c5 | PAN | SSBS);
+        assert_eq!(injected_spsr(u64::MAX, SPAN), 0x3c5 | PAN);
+        assert_eq!(injected_spsr(!PAN, SPAN), 0x3c5, "no other old bit kept");
+        assert_eq!(injected_spsr(u64::MAX, !(SPAN | DSSBS)), 0x3c5 | PAN);
+    }
+
+    #[test]
+    fn pair_forms_not_modelled_and_offsets() {
+        assert_eq!(decode_pair(0x6940_0440), None, "ldpsw x0, x1, [x2]");
+        assert_eq!(decode_pair(0xe940_0440), None, "opc 11 is reserved");
+        assert_eq!(decode_pair(0x2840_2809), None, "ldnp w9, w10, [x0]");
+        // ldp x0, x1, [x2, #504] and [x2, #-512]: the imm7 extremes, scaled by 8.
+        let p = decode_pair(0xa95f_8440).unwrap();
+        assert_eq!((p.offset, p.size, p.rt, p.rt2, p.rn), (504, 8, 0, 1, 2));
+        assert_eq!(decode_pair(0xa960_0440).unwrap().offset, -512);
+        // stp w30, w29, [x28], #-4: post-index, scaled by 4.
+        let p = decode_pair(0x28bf_f79e).unwrap();
+        assert_eq!(
+            (p.load, p.size, p.rt, p.rt2, p.rn, p.offset, p.mode),
+            (false, 4, 30, 29, 28, -4, PairMode::PostIndex)
+        );
+    }
 }
