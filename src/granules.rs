@@ -125,7 +125,9 @@ mod tests {
         assert_eq!(r.acquire(0x0900_0000, 0x1000), [0x0900_0000]);
         assert_eq!(r.acquire(0x0900_3000, 0x1000), []);
         assert_eq!(r.acquire(0x0901_0000, 0x1000), [0x0901_0000]);
+        assert_eq!(r.granule(), 0x4000);
         let mut r = Registry::new(0x10000).unwrap();
+        assert_eq!(r.granule(), 0x10000);
         assert_eq!(r.acquire(0x0a00_0000, 0x4000), [0x0a00_0000]);
         assert_eq!(
             r.granules_of(0x0a00_fff0, 0x20).collect::<Vec<_>>(),
