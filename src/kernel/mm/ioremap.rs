@@ -31,19 +31,11 @@ pub struct Counters {
     pub maps: u64,
     /// Granules passed to UNMAP.
     pub unmaps: u64,
-    /// Range calls made (android16).
-    pub range_calls: u64,
-    pub failures: u64,
 }
 
 static LAYER: Mutex<Layer> = Mutex::new(Layer {
     guarded: None,
-    counters: Counters {
-        maps: 0,
-        unmaps: 0,
-        range_calls: 0,
-        failures: 0,
-    },
+    counters: Counters { maps: 0, unmaps: 0 },
 });
 
 /// Hands the layer the guard: from now on every ioremap registers its granules. Without
@@ -84,10 +76,7 @@ impl fmt::Display for IoremapError {
 impl Layer {
     fn map_run(&mut self, g: &Guarded, start: u64, count: u64) -> Result<(), GuardError> {
         self.counters.maps += count;
-        self.counters.range_calls += u64::from(g.guard.has_range());
-        let r = g.guard.map(start, count);
-        self.counters.failures += u64::from(r.is_err());
-        r
+        g.guard.map(start, count)
     }
 
     fn unmap_run(&mut self, g: &Guarded, start: u64, count: u64) {
@@ -95,7 +84,6 @@ impl Layer {
             return;
         }
         self.counters.unmaps += count;
-        self.counters.range_calls += u64::from(g.guard.has_range());
         // A refused UNMAP is the checks' business (guard: unmap-return); the layer forgets
         // the granule either way.
         let _ = g.guard.unmap(start, count);
