@@ -670,6 +670,16 @@ pub fn registered_write(ctx: &Ctx) -> Outcome {
 /// PrimeCell identification registers: 0xfe0..0xfff, eight 32-bit words.
 const PRIMECELL_ID: u64 = 0xfe0;
 
+/// A PrimeCell device (PL031, PL061) to read, one no call registered if there is one.
+fn primecell(ctx: &Ctx) -> Result<Target, Outcome> {
+    let ts: Vec<Target> = all_targets(ctx)
+        .into_iter()
+        .filter(|t| t.id_offset == PRIMECELL_ID)
+        .collect();
+    pick_unused(&ts, targets::PAGE)
+        .ok_or_else(|| Outcome::skip("no PrimeCell device (PL031, PL061) to read"))
+}
+
 /// One load of the identification block at `base + off`.
 fn id_load(base: u64, off: u64, w: Width, signed: bool) -> Result<u64, Outcome> {
     // SAFETY: reads of the device's read-only identification registers (0xfe0..0xfff)
@@ -696,13 +706,7 @@ fn id_load(base: u64, off: u64, w: Width, signed: bool) -> Result<u64, Outcome> 
 /// (SAS, SF, SSE). Checked on the PrimeCell identification registers of a registered
 /// page, whose values the 32-bit reads give.
 pub fn widths(ctx: &Ctx) -> Outcome {
-    let ts: Vec<Target> = all_targets(ctx)
-        .into_iter()
-        .filter(|t| t.id_offset == PRIMECELL_ID)
-        .collect();
-    let Some(t) = pick_unused(&ts, targets::PAGE) else {
-        return Outcome::skip("no PrimeCell device (PL031, PL061) to read");
-    };
+    let t = need!(primecell(ctx));
     let m = need!(map(t.page(), targets::PAGE));
     let base = m.addr() + PRIMECELL_ID;
     // The eight ID registers as 32-bit words: the reference.
@@ -773,13 +777,7 @@ pub fn no_syndrome(ctx: &Ctx) -> Outcome {
     }
     // A PrimeCell device: its ID block is not at the start of its page, so a FAR that is
     // the page (or granule) base instead of the address shows.
-    let ts: Vec<Target> = all_targets(ctx)
-        .into_iter()
-        .filter(|t| t.id_offset == PRIMECELL_ID)
-        .collect();
-    let Some(t) = pick_unused(&ts, targets::PAGE) else {
-        return Outcome::skip("no PrimeCell device (PL031, PL061) to read");
-    };
+    let t = need!(primecell(ctx));
     let m = need!(map(t.page(), targets::PAGE));
     let addr = m.addr() + (t.id_offset & !0xf);
     // SAFETY: a pair load of two doublewords of a device's ID register block: no side
