@@ -115,7 +115,7 @@ fn render() -> String {
     );
     for (file, intro, checks) in declared() {
         let group = checks[0].name.split(':').next().unwrap().to_string();
-        out += &format!("\n## `{group}:` ([{file}](../{file}))\n\n{intro}\n\n");
+        out += &format!("\n## `{group}:` (`{file}`)\n\n{intro}\n\n");
         if !checks[0].default {
             out += "These run only when named exactly (`only=selftest:panic`).\n\n";
         }
