@@ -234,3 +234,28 @@ fn entered_at_el3_says_so_and_exits() {
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(text.contains("ioguard: fatal: entered at EL3"), "{text}");
 }
+
+/// Loaded without a device tree (x0 = 0) on a QEMU without semihosting, ioguard can
+/// neither print nor exit through semihosting: it still powers the machine off, trying
+/// PSCI SYSTEM_OFF through both conduits, instead of hanging.
+#[test]
+fn without_a_tree_or_semihosting_it_still_powers_off() {
+    let image = ioguard_runner::build_image().expect("image");
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new("timeout")
+        .args(["20", "qemu-system-aarch64"])
+        .args(["-M", "virt", "-cpu", "max", "-m", "256M"])
+        .args([
+            "-display", "none", "-nic", "none", "-serial", "null", "-monitor", "none",
+        ])
+        .arg("-device")
+        .arg(format!(
+            "loader,file={},addr=0x40200000,cpu-num=0",
+            image.display()
+        ))
+        .output()
+        .expect("qemu-system-aarch64");
+    // 124 would be coreutils' timeout: the guest parked instead of powering off.
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
