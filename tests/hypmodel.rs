@@ -226,6 +226,8 @@ const MUTANTS: &[MutantRow] = &[
         &[
             ("guard: registered-read", "aborted"),
             ("guard: registered-write", "aborted"),
+            // The read that aborted, with its width.
+            ("guard: widths", "4-byte read at 0x"),
         ],
     ),
     (
