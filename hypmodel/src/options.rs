@@ -73,6 +73,7 @@ pub enum Mutant {
     ShareMmioOk,
     ShareMisalignedOk,
     UnsharePrivateOk,
+    UnshareRefused,
     MeminfoIgnoresArgs,
     NoSignExtend,
     Load64As32,
@@ -84,7 +85,7 @@ pub enum Mutant {
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 34] = [
+    pub const ALL: [Mutant; 35] = [
         Mutant::GuardOff,
         Mutant::SilentDrop,
         Mutant::WrongDfsc,
@@ -111,6 +112,7 @@ impl Mutant {
         Mutant::ShareMmioOk,
         Mutant::ShareMisalignedOk,
         Mutant::UnsharePrivateOk,
+        Mutant::UnshareRefused,
         Mutant::MeminfoIgnoresArgs,
         Mutant::NoSignExtend,
         Mutant::Load64As32,
@@ -148,6 +150,7 @@ impl Mutant {
             Mutant::ShareMmioOk => "share-mmio-ok",
             Mutant::ShareMisalignedOk => "share-misaligned-ok",
             Mutant::UnsharePrivateOk => "unshare-private-ok",
+            Mutant::UnshareRefused => "unshare-refused",
             Mutant::MeminfoIgnoresArgs => "meminfo-ignores-args",
             Mutant::NoSignExtend => "no-sign-extend",
             Mutant::Load64As32 => "load64-as-32",

@@ -386,7 +386,8 @@ fn share_page_count(a16: bool, x: [u64; 4]) -> Option<u64> {
 
 /// One granule of a MEM_SHARE (`share`) or MEM_UNSHARE; true when done. The memshare
 /// mutants accept what pKVM refuses: a second share, a device page, a misaligned IPA
-/// (aligned down), an unshare of a private page.
+/// (aligned down), an unshare of a private page; one refuses what pKVM accepts: the
+/// unshare of a shared page.
 fn share_page(
     map: &mut ShareMap,
     layout: &Layout,
@@ -403,6 +404,10 @@ fn share_page(
             map.unshare(ipa, page, ram)
         }
     };
+    // `unshare-refused`: the shared page stays shared and the call fails.
+    if !share && m == Some(Mutant::UnshareRefused) && map.is_shared(ipa) {
+        return false;
+    }
     match (op(map, ipa), m) {
         (Ok(()), _) => true,
         (Err(ShareError::AlreadyShared), Some(Mutant::ShareTwiceOk)) => true,
@@ -1174,6 +1179,11 @@ mod tests {
         assert!(v.share.is_shared(p), "aligned down");
         let mut v = enrolled(Mutant::UnsharePrivateOk);
         assert_eq!(call(&mut v, 0, pk(4), p, 0, 0)[0], SUCCESS);
+        // unshare-refused: the unshare of a shared page fails, and the page stays shared.
+        let mut v = enrolled(Mutant::UnshareRefused);
+        assert_eq!(call(&mut v, 0, pk(3), p, 0, 0)[0], SUCCESS);
+        assert_eq!(call(&mut v, 0, pk(4), p, 0, 0)[0], EINVAL);
+        assert_eq!(call(&mut v, 0, pk(3), p, 0, 0)[0], EINVAL, "still shared");
         let mut v = enrolled(Mutant::ShareTwiceOk);
         assert_eq!(
             call(&mut v, 0, pk(4), p, 0, 0)[0],

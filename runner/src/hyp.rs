@@ -42,6 +42,7 @@ pub const MODEL_MUTANTS: &[&str] = &[
     "share-mmio-ok",
     "share-misaligned-ok",
     "unshare-private-ok",
+    "unshare-refused",
     "meminfo-ignores-args",
     "no-sign-extend",
     "load64-as-32",
