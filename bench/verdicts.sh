@@ -30,7 +30,7 @@ mutants=$(sed -n '/^pub const MODEL_MUTANTS/,/^];/p' runner/src/hyp.rs | grep -o
 for m in $mutants; do
     case $m in
         granule-mismatch) run "mutant-$m" --smp 2 --hyp "model:android14,mutant=$m,granule=16k" ;;
-        rguard-first-only) run "mutant-$m" --smp 2 --hyp "model:android16,mutant=$m" ;;
+        rguard-first-only | share-x1-zero) run "mutant-$m" --smp 2 --hyp "model:android16,mutant=$m" ;;
         *) run "mutant-$m" --smp 2 --hyp "model:android14,mutant=$m" ;;
     esac
 done

@@ -382,6 +382,14 @@ const MUTANTS: &[MutantRow] = &[
         &[("memshare: misaligned", "MEM_SHARE SUCCESS")],
     ),
     (
+        "share-x1-zero",
+        "4k",
+        &[(
+            "memshare: reserved-args",
+            "android16 x2 = 1 (one page) answered x0=0x0 x1=0x0",
+        )],
+    ),
+    (
         "unshare-refused",
         "4k",
         &[(
@@ -425,7 +433,7 @@ const MUTANTS_NOT_REACHABLE: &[(&str, &str)] = &[];
 /// The profile a mutant is run under: its bug is in a call only that profile has.
 fn profile_of(mutant: &str) -> &'static str {
     match mutant {
-        "rguard-first-only" => "android16",
+        "rguard-first-only" | "share-x1-zero" => "android16",
         _ => "android14",
     }
 }

@@ -74,6 +74,7 @@ pub enum Mutant {
     ShareMisalignedOk,
     UnsharePrivateOk,
     UnshareRefused,
+    ShareX1Zero,
     MeminfoIgnoresArgs,
     NoSignExtend,
     Load64As32,
@@ -85,7 +86,7 @@ pub enum Mutant {
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 35] = [
+    pub const ALL: [Mutant; 36] = [
         Mutant::GuardOff,
         Mutant::SilentDrop,
         Mutant::WrongDfsc,
@@ -113,6 +114,7 @@ impl Mutant {
         Mutant::ShareMisalignedOk,
         Mutant::UnsharePrivateOk,
         Mutant::UnshareRefused,
+        Mutant::ShareX1Zero,
         Mutant::MeminfoIgnoresArgs,
         Mutant::NoSignExtend,
         Mutant::Load64As32,
@@ -151,6 +153,7 @@ impl Mutant {
             Mutant::ShareMisalignedOk => "share-misaligned-ok",
             Mutant::UnsharePrivateOk => "unshare-private-ok",
             Mutant::UnshareRefused => "unshare-refused",
+            Mutant::ShareX1Zero => "share-x1-zero",
             Mutant::MeminfoIgnoresArgs => "meminfo-ignores-args",
             Mutant::NoSignExtend => "no-sign-extend",
             Mutant::Load64As32 => "load64-as-32",

@@ -683,7 +683,13 @@ impl Vm {
         } else {
             self.stats.unshare_ok += 1;
         }
-        Hvc::Ret([SUCCESS, if a16 { done } else { 0 }, 0, 0])
+        // `share-x1-zero`: android16's count of pages done is lost (§10.1: x1 = pages done).
+        let x1 = if !a16 || self.mutant(Mutant::ShareX1Zero) {
+            0
+        } else {
+            done
+        };
+        Hvc::Ret([SUCCESS, x1, 0, 0])
     }
 
     /// Upstream pKVM does not answer a MEM_SHARE of an aligned device IPA: the host's
@@ -1179,6 +1185,13 @@ mod tests {
         assert!(v.share.is_shared(p), "aligned down");
         let mut v = enrolled(Mutant::UnsharePrivateOk);
         assert_eq!(call(&mut v, 0, pk(4), p, 0, 0)[0], SUCCESS);
+        // share-x1-zero (android16): the share is done, but x1 does not say so.
+        let mut v = enrolled_in(Profile::Android16, Mutant::ShareX1Zero);
+        let r = call(&mut v, 0, pk(3), p, 1, 0);
+        assert_eq!((r[0], r[1]), (SUCCESS, 0));
+        let mut v = enrolled_in(Profile::Android16, Mutant::ShareTwiceOk);
+        let r = call(&mut v, 0, pk(3), p, 1, 0);
+        assert_eq!((r[0], r[1]), (SUCCESS, 1), "only its own rule");
         // unshare-refused: the unshare of a shared page fails, and the page stays shared.
         let mut v = enrolled(Mutant::UnshareRefused);
         assert_eq!(call(&mut v, 0, pk(3), p, 0, 0)[0], SUCCESS);

@@ -43,6 +43,7 @@ pub const MODEL_MUTANTS: &[&str] = &[
     "share-misaligned-ok",
     "unshare-private-ok",
     "unshare-refused",
+    "share-x1-zero",
     "meminfo-ignores-args",
     "no-sign-extend",
     "load64-as-32",
