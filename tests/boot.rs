@@ -208,28 +208,41 @@ fn results_are_one_line_each_and_in_order() {
     assert_eq!(tagged, DEFAULT_CHECKS.len());
 }
 
-/// Entered at EL3 (QEMU `secure=on`, the Image loaded as firmware would be), ioguard
-/// says so through semihosting and exits with its fatal status, instead of running with
-/// nothing to catch a fault.
-#[test]
-fn entered_at_el3_says_so_and_exits() {
+/// QEMU with the Image loaded as firmware would load it (`-device loader`, no `-kernel`:
+/// no device tree in x0), machine `machine`, and `extra` arguments; coreutils' timeout
+/// bounds a guest that would not end (status 124).
+fn boot_as_firmware(machine: &str, extra: &[&str]) -> std::process::Output {
     let image = ioguard_runner::build_image().expect("image");
-    // coreutils' timeout bounds a guest that would not end (status 124).
-    let out = std::process::Command::new("timeout")
+    std::process::Command::new("timeout")
         .args(["20", "qemu-system-aarch64"])
-        .args(["-M", "virt,secure=on", "-cpu", "max", "-m", "256M"])
+        .args(["-M", machine, "-cpu", "max", "-m", "256M"])
         .args([
             "-display", "none", "-nic", "none", "-serial", "null", "-monitor", "none",
         ])
-        .args(["-chardev", "stdio,id=c"])
-        .args(["-semihosting-config", "enable=on,target=native,chardev=c"])
+        .args(extra)
         .arg("-device")
         .arg(format!(
             "loader,file={},addr=0x40200000,cpu-num=0",
             image.display()
         ))
         .output()
-        .expect("qemu-system-aarch64");
+        .expect("qemu-system-aarch64")
+}
+
+/// Entered at EL3 (QEMU `secure=on`, the Image loaded as firmware would be), ioguard
+/// says so through semihosting and exits with its fatal status, instead of running with
+/// nothing to catch a fault.
+#[test]
+fn entered_at_el3_says_so_and_exits() {
+    let out = boot_as_firmware(
+        "virt,secure=on",
+        &[
+            "-chardev",
+            "stdio,id=c",
+            "-semihosting-config",
+            "enable=on,target=native,chardev=c",
+        ],
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(text.contains("ioguard: fatal: entered at EL3"), "{text}");
@@ -240,21 +253,8 @@ fn entered_at_el3_says_so_and_exits() {
 /// PSCI SYSTEM_OFF through both conduits, instead of hanging.
 #[test]
 fn without_a_tree_or_semihosting_it_still_powers_off() {
-    let image = ioguard_runner::build_image().expect("image");
     let started = std::time::Instant::now();
-    let out = std::process::Command::new("timeout")
-        .args(["20", "qemu-system-aarch64"])
-        .args(["-M", "virt", "-cpu", "max", "-m", "256M"])
-        .args([
-            "-display", "none", "-nic", "none", "-serial", "null", "-monitor", "none",
-        ])
-        .arg("-device")
-        .arg(format!(
-            "loader,file={},addr=0x40200000,cpu-num=0",
-            image.display()
-        ))
-        .output()
-        .expect("qemu-system-aarch64");
+    let out = boot_as_firmware("virt", &[]);
     // 124 would be coreutils' timeout: the guest parked instead of powering off.
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
