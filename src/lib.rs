@@ -14,10 +14,12 @@
 extern crate alloc;
 
 pub mod access;
+pub mod bars;
 pub mod checks;
 pub mod cmdline;
 pub mod cpus;
 pub mod devices;
+pub mod dma;
 pub mod esr;
 pub mod fault;
 pub mod glob;

@@ -94,13 +94,48 @@ pub struct Device {
     pub regs: Vec<Region>,
 }
 
-/// A PCI host bridge's configuration window.
+/// A PCI host bridge: its configuration window and the windows of its `ranges`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PciHost {
     pub path: String,
     /// true for ECAM (`pci-host-ecam-generic`), false for CAM (`pci-host-cam-generic`).
     pub ecam: bool,
     pub config: Region,
+    /// The bridge's `ranges` that parse (entries that do not are left out).
+    pub windows: Vec<PciWindow>,
+    /// `memory-region`: the phandle of the DMA pool its devices use (crosvm's tree).
+    pub memory_region: Option<u32>,
+}
+
+/// The address space of a PCI window (bits 24-25 of the first cell of a PCI address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PciSpace {
+    Config,
+    Io,
+    Mem32,
+    Mem64,
+}
+
+/// One entry of a PCI bridge's `ranges`: PCI addresses `[pci, pci + size)` of `space` are
+/// CPU addresses from `cpu`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciWindow {
+    pub space: PciSpace,
+    pub prefetchable: bool,
+    pub pci: u64,
+    pub cpu: u64,
+    pub size: u64,
+}
+
+/// A `restricted-dma-pool` node: DMA memory for devices, placed by the VMM (`reg`) or by
+/// the guest (`size` only, as crosvm's tree has it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DmaPool {
+    pub path: String,
+    pub phandle: Option<u32>,
+    pub reg: Option<Region>,
+    /// None when the node has neither `reg` nor a `size` that parses.
+    pub size: Option<u64>,
 }
 
 /// How the console was chosen.
@@ -135,6 +170,9 @@ pub struct Platform {
     pub cpus: Vec<u64>,
     pub virtio_mmio: Vec<Region>,
     pub pci: Vec<PciHost>,
+    /// `/chosen/linux,pci-probe-only`: BARs are assigned already and must not move.
+    pub pci_probe_only: bool,
+    pub dma_pools: Vec<DmaPool>,
     pub devices: Vec<Device>,
 }
 
@@ -323,6 +361,80 @@ fn regs(node: &FdtNode<'_>, path: &str, tr: &Translation) -> Result<Vec<Region>,
     Ok(out)
 }
 
+fn address_cells(node: &FdtNode<'_>) -> usize {
+    node.property("#address-cells")
+        .and_then(|p| p.value_as::<u32>().ok())
+        .map_or(2, |c| c as usize)
+}
+
+/// Big-endian cells of a property, as a number of `n` cells (1 or 2).
+fn cells(bytes: &[u8], n: usize) -> Option<u64> {
+    if n == 0 || n > 2 || bytes.len() != 4 * n {
+        return None;
+    }
+    Some(bytes.chunks(4).fold(0u64, |acc, c| {
+        (acc << 32) | u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+    }))
+}
+
+/// A PCI bridge's `ranges` (3 PCI address cells, the parent's address cells, 2 size cells),
+/// in CPU addresses. Entries that do not parse or translate are left out: the bridge is
+/// then only as useful as the windows that remain.
+fn pci_windows(node: &FdtNode<'_>, parent_cells: usize, tr: &Translation) -> Vec<PciWindow> {
+    let Some(v) = node
+        .property("ranges")
+        .and_then(|p| p.value_as::<&[u8]>().ok())
+    else {
+        return Vec::new();
+    };
+    let entry = 4 * (3 + parent_cells + 2);
+    if address_cells(node) != 3 || !(1..=2).contains(&parent_cells) || v.len() % entry != 0 {
+        return Vec::new();
+    }
+    v.chunks(entry)
+        .filter_map(|e| {
+            let hi = cells(&e[0..4], 1)?;
+            let pci = cells(&e[4..12], 2)?;
+            let parent = cells(&e[12..12 + 4 * parent_cells], parent_cells)?;
+            let size = cells(&e[12 + 4 * parent_cells..], 2)?;
+            let space = match (hi >> 24) & 3 {
+                0 => PciSpace::Config,
+                1 => PciSpace::Io,
+                2 => PciSpace::Mem32,
+                _ => PciSpace::Mem64,
+            };
+            let cpu = tr.to_cpu(parent)?;
+            cpu.checked_add(size)?;
+            Some(PciWindow {
+                space,
+                prefetchable: hi & (1 << 30) != 0,
+                pci,
+                cpu,
+                size,
+            })
+        })
+        .collect()
+}
+
+/// A `restricted-dma-pool` node: `reg` where the VMM placed it, else `size` (one or two
+/// cells). A pool without either is kept with no size: the virtio layer says so and uses
+/// its own, rather than the boot failing over an optional node.
+fn dma_pool(node: &FdtNode<'_>, path: &str, reg: Option<Region>) -> DmaPool {
+    let size = match reg {
+        Some(r) => Some(r.size),
+        None => node
+            .property("size")
+            .and_then(|p| p.value_as::<&[u8]>().ok())
+            .and_then(|b| cells(b, b.len() / 4)),
+    };
+    DmaPool {
+        path: path.to_string(),
+        phandle: prop_u32(node, "phandle", path).ok().flatten(),
+        reg,
+        size,
+    }
+}
+
 fn child_path(parent: &str, name: &str) -> String {
     if parent == "/" {
         format!("/{name}")
@@ -332,6 +444,7 @@ fn child_path(parent: &str, name: &str) -> String {
 }
 
 struct Walk {
+    dma_pools: Vec<DmaPool>,
     devices: Vec<Device>,
     memory: Vec<Region>,
     virtio_mmio: Vec<Region>,
@@ -380,6 +493,10 @@ fn walk(
             Err(e) if is(&["arm,pl011", "ns16550a", "ns16550", "virtio,mmio"]) => return Err(e),
             Err(_) => Vec::new(),
         };
+        if is(&["restricted-dma-pool"]) {
+            w.dma_pools
+                .push(dma_pool(&child, &cpath, rs.first().copied()));
+        }
         if !rs.is_empty() {
             if is(&["virtio,mmio"]) {
                 w.virtio_mmio.push(rs[0]);
@@ -390,6 +507,8 @@ fn walk(
                     path: cpath.clone(),
                     ecam,
                     config: rs[0],
+                    windows: pci_windows(&child, address_cells(&node), tr),
+                    memory_region: prop_u32(&child, "memory-region", &cpath).ok().flatten(),
                 });
             }
             if is(&["arm,pl011", "ns16550a", "ns16550"]) {
@@ -501,6 +620,7 @@ pub fn from_fdt(fdt: &Fdt<'_>) -> Result<Platform, PlatformError> {
     let model = prop_str(&root, "model", "/")?.unwrap_or("").to_string();
     let identity = Translation::default();
     let mut w = Walk {
+        dma_pools: Vec::new(),
         devices: Vec::new(),
         memory: Vec::new(),
         virtio_mmio: Vec::new(),
@@ -534,12 +654,18 @@ pub fn from_fdt(fdt: &Fdt<'_>) -> Result<Platform, PlatformError> {
         None => return Err(PlatformError::BadPsciMethod(String::new())),
     };
 
-    let bootargs = match fdt.find_node("/chosen") {
-        Some(c) => prop_str(&c, "bootargs", "/chosen")?
+    let chosen = fdt.find_node("/chosen");
+    let bootargs = match &chosen {
+        Some(c) => prop_str(c, "bootargs", "/chosen")?
             .unwrap_or("")
             .to_string(),
         None => String::new(),
     };
+    // Linux reads the property's presence and a non-zero value alike; crosvm writes <1>.
+    let pci_probe_only = chosen.as_ref().is_some_and(|c| {
+        c.property("linux,pci-probe-only")
+            .is_some_and(|p| p.value_as::<u32>().ok().is_none_or(|v| v != 0))
+    });
 
     Ok(Platform {
         model,
@@ -551,6 +677,8 @@ pub fn from_fdt(fdt: &Fdt<'_>) -> Result<Platform, PlatformError> {
         cpus: cpus(fdt)?,
         virtio_mmio: w.virtio_mmio,
         pci: w.pci,
+        pci_probe_only,
+        dma_pools: w.dma_pools,
         devices: w.devices,
     })
 }

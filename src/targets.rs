@@ -222,7 +222,11 @@ mod tests {
                 path: "/pcie@10000000".into(),
                 ecam: true,
                 config: Region::new(0x3f00_0000, 0x100_0000),
+                windows: vec![],
+                memory_region: None,
             }],
+            pci_probe_only: false,
+            dma_pools: vec![],
             devices,
         }
     }

@@ -50,6 +50,15 @@ pub const DEFAULT_CHECKS: &[&str] = &[
     "control: stray-forwarded",
     "ioremap: windows",
     "ioremap: spanning",
+    "virtio: discovered",
+    "virtio: registered",
+    "virtio: blk-rw",
+    "virtio: console",
+    "virtio: rng",
+    "virtio: net",
+    "virtio: no-stray",
+    "virtio: dma-shared",
+    "virtio: pool-unshared",
 ];
 
 /// What plain QEMU (TCG, no hypervisor: profile none) must answer for each default check:
@@ -62,6 +71,9 @@ pub fn plain_qemu_expectation(name: &str) -> Kind {
         || name.starts_with("meminfo:")
         || name.starts_with("memshare:")
         || name == "ioremap: spanning"
+        // The default devices are attached, but plain QEMU has no memory sharing.
+        || name == "virtio: dma-shared"
+        || name == "virtio: pool-unshared"
         || (name.starts_with("guard:")
             && ![
                 "guard: no-syndrome",

@@ -369,10 +369,17 @@ macro_rules! println {
 struct Logger;
 
 impl log::Log for Logger {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        // virtio-drivers reports every feature negotiation at info: only its warnings and
+        // errors are ioguard's business at the default level.
+        !m.target().starts_with("virtio_drivers")
+            || m.level() <= log::Level::Warn
+            || log::max_level() >= log::LevelFilter::Debug
     }
     fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
         let level = match record.level() {
             log::Level::Error => "error",
             log::Level::Warn => "warn",

@@ -3,9 +3,9 @@
 //! Layers, lowest first; a layer never calls one above it, and what a low layer must hand
 //! upwards (an unexpected exception, a trace line, a guard call) goes through a hook the
 //! upper layer installs:
-//! - `arch`, `exceptions` + `probe`, `trace`, `semihosting`;
+//! - `arch`, `exceptions` + `probe`, `trace`, `semihosting`, `time`;
 //! - `console`, `hyp` (conduit, discovery, capabilities), `mm`, `power`;
-//! - `smp`;
+//! - `smp`, `virtio` (transports through `mm::ioremap`, DMA through `hyp`'s sharing);
 //! - `suite`, the checks, and `start`, which boots and hands over to it.
 
 pub mod arch;
@@ -19,4 +19,6 @@ pub mod semihosting;
 pub mod smp;
 pub mod start;
 pub mod suite;
+pub mod time;
 pub mod trace;
+pub mod virtio;

@@ -10,7 +10,7 @@
 //! Secondaries never print: all they saw comes back as data.
 //! One job at a time per slot; the boot CPU waits for it (no scheduler, no interrupts).
 
-use crate::cpus::{stack_range, ticks, Power, PsciError, MAX_CPUS, STACK_SIZE};
+use crate::cpus::{stack_range, Power, PsciError, MAX_CPUS, STACK_SIZE};
 use crate::fault::Fault;
 use crate::hyp::abi;
 use alloc::boxed::Box;
@@ -24,6 +24,7 @@ use super::arch::sysreg::{self, counter, frequency};
 use super::exceptions::{self, Unexpected};
 use super::hyp::conduit;
 use super::mm::mmu;
+use super::time::Deadline;
 use super::{power, trace};
 
 /// From CPU_ON to the job's end. TCG on a loaded 2-core host starts a CPU in well under
@@ -187,21 +188,6 @@ impl fmt::Display for SmpError {
 /// The running CPU's MPIDR_EL1.
 pub fn this_mpidr() -> u64 {
     sysreg::mpidr()
-}
-
-/// A point on the generic counter.
-struct Deadline(u64);
-
-impl Deadline {
-    fn after_ms(ms: u64) -> Self {
-        Self(counter().saturating_add(ticks(frequency(), ms)))
-    }
-    fn after_us(us: u64) -> Self {
-        Self(counter().saturating_add(ticks(frequency(), 1).saturating_mul(us) / 1000))
-    }
-    fn passed(&self) -> bool {
-        counter() >= self.0
-    }
 }
 
 fn mailbox(index: usize) -> Result<&'static Mailbox, SmpError> {

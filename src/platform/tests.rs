@@ -357,3 +357,132 @@ fn truncated_and_garbage_blobs_are_errors_not_panics() {
         Err(PlatformError::NotATree(_))
     ));
 }
+
+/// QEMU's ECAM bridge `ranges` (I/O, 32-bit and 64-bit memory) and crosvm's CAM bridge with
+/// probe-only and a restricted-dma-pool that has a size and no reg.
+#[test]
+fn pci_windows_probe_only_and_dma_pools() {
+    let mut t = qemu_virt();
+    let r = &mut t.root;
+    let pcie = r
+        .children_mut()
+        .find(|n| n.name() == "pcie@10000000")
+        .unwrap();
+    pcie.add_property(prop(
+        "ranges",
+        [
+            0x0100_0000u32,
+            0,
+            0,
+            0,
+            0x3eff_0000,
+            0,
+            0x1_0000, // I/O
+            0x0200_0000,
+            0,
+            0x1000_0000,
+            0,
+            0x1000_0000,
+            0,
+            0x2eff_0000, // 32-bit
+            0x4300_0000,
+            0x80,
+            0,
+            0x80,
+            0,
+            0x80,
+            0, // 64-bit prefetchable
+        ],
+    ));
+    pcie.add_property(prop("memory-region", 2u32));
+    let mut rm = node(
+        "reserved-memory",
+        vec![
+            prop("#address-cells", 2u32),
+            prop("#size-cells", 2u32),
+            prop("ranges", Vec::<u8>::new()),
+        ],
+    );
+    rm.add_child(node(
+        "restricted_dma_reserved",
+        vec![
+            prop("compatible", "restricted-dma-pool"),
+            prop("size", [0u32, 0x400_0000]),
+            prop("alignment", [0u32, 0x1_0000]),
+            prop("phandle", 2u32),
+        ],
+    ));
+    rm.add_child(node(
+        "placed",
+        vec![
+            prop("compatible", "restricted-dma-pool"),
+            prop("reg", [0u32, 0x4800_0000, 0, 0x10_0000]),
+        ],
+    ));
+    rm.add_child(node(
+        "broken",
+        vec![prop("compatible", "restricted-dma-pool")],
+    ));
+    r.add_child(rm);
+    let chosen = r.children_mut().find(|n| n.name() == "chosen").unwrap();
+    chosen.add_property(prop("linux,pci-probe-only", 1u32));
+
+    let p = parse_tree(&t).unwrap();
+    assert!(p.pci_probe_only);
+    let w = &p.pci[0].windows;
+    assert_eq!(w.len(), 3);
+    assert_eq!(
+        (w[0].space, w[0].cpu, w[0].size),
+        (PciSpace::Io, 0x3eff_0000, 0x1_0000)
+    );
+    assert_eq!(
+        w[1],
+        PciWindow {
+            space: PciSpace::Mem32,
+            prefetchable: false,
+            pci: 0x1000_0000,
+            cpu: 0x1000_0000,
+            size: 0x2eff_0000
+        }
+    );
+    assert_eq!((w[2].space, w[2].prefetchable), (PciSpace::Mem64, true));
+    assert_eq!(
+        (w[2].pci, w[2].cpu, w[2].size),
+        (0x80_0000_0000, 0x80_0000_0000, 0x80_0000_0000)
+    );
+    assert_eq!(p.pci[0].memory_region, Some(2));
+    let pools: Vec<_> = p
+        .dma_pools
+        .iter()
+        .map(|d| (d.path.as_str(), d.phandle, d.reg, d.size))
+        .collect();
+    assert_eq!(
+        pools,
+        [
+            (
+                "/reserved-memory/restricted_dma_reserved",
+                Some(2),
+                None,
+                Some(0x400_0000)
+            ),
+            (
+                "/reserved-memory/placed",
+                None,
+                Some(Region::new(0x4800_0000, 0x10_0000)),
+                Some(0x10_0000)
+            ),
+            ("/reserved-memory/broken", None, None, None),
+        ]
+    );
+
+    // Without the property, or with <0>, BARs are ioguard's to assign.
+    assert!(!parse_tree(&qemu_virt()).unwrap().pci_probe_only);
+    let mut t = qemu_virt();
+    let chosen = t
+        .root
+        .children_mut()
+        .find(|n| n.name() == "chosen")
+        .unwrap();
+    chosen.add_property(prop("linux,pci-probe-only", 0u32));
+    assert!(!parse_tree(&t).unwrap().pci_probe_only);
+}

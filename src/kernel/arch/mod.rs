@@ -24,6 +24,8 @@ pub mod symbols {
         pub static __stacks_end: u8;
         pub static __heap_start: u8;
         pub static __heap_end: u8;
+        pub static __dma_pool_start: u8;
+        pub static __dma_pool_end: u8;
         pub static ioguard_vectors: u8;
         pub static ioguard_secondary_entry: u8;
         pub static ioguard_probe_sites: u64;

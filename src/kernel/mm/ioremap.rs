@@ -57,6 +57,15 @@ pub fn guard_granule() -> Option<u64> {
     LAYER.lock().guarded.as_ref().map(|g| g.registry.granule())
 }
 
+/// Whether every guard granule of `[base, base + size)` is registered (held by a window):
+/// None when there is no guard to register with.
+pub fn registered(base: u64, size: u64) -> Option<bool> {
+    let lock = LAYER.lock();
+    let g = lock.guarded.as_ref()?;
+    let mut granules = g.registry.granules_of(base, size);
+    Some(granules.all(|gr| g.registry.users(gr) > 0))
+}
+
 #[derive(Debug)]
 pub enum IoremapError {
     Mmu(MmuError),
@@ -133,6 +142,10 @@ pub struct IoMapping {
 impl IoMapping {
     pub fn addr(&self) -> u64 {
         self.stage1.addr()
+    }
+
+    pub fn size(&self) -> u64 {
+        self.stage1.size()
     }
 }
 

@@ -42,6 +42,7 @@ mod psci;
 mod run;
 mod selftest;
 mod smccc;
+mod virtio;
 
 pub use pages::watch_guard;
 pub use run::{install_handlers, panicked, run};
@@ -65,6 +66,7 @@ const GROUPS: &[&[Check]] = &[
     guard::CHECKS,
     control::CHECKS,
     ioremap::CHECKS,
+    virtio::CHECKS,
     selftest::CHECKS,
 ];
 

@@ -1,0 +1,263 @@
+//! Virtio devices through registered windows only. Devices come from the tree (virtio-mmio
+//! nodes; virtio functions behind a PCI bridge), every window, configuration page and BAR
+//! is ioremapped (so registered with the guard) before its first access, DMA memory comes
+//! from a pool shared with the host (`pool`), and requests are polled (`devices`).
+//!
+//! The set of devices (`Bus`) is built on first use and lives until `drop_bus`, which
+//! resets the devices, unregisters their windows and takes the pool back.
+
+pub mod devices;
+pub mod hal;
+mod mmio;
+mod pci;
+pub mod pool;
+mod transport;
+
+pub use transport::notifies;
+
+use crate::dma::Violation;
+use crate::kernel::hyp::mem_sharer::MemSharer;
+use crate::kernel::mm::ioremap::IoremapError;
+use crate::platform::Platform;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
+use devices::{Blk, Console, DeviceError, Net, Rng};
+use spin::{Mutex, MutexGuard};
+use transport::Guarded;
+use virtio_drivers::transport::mmio::MmioError;
+use virtio_drivers::transport::{DeviceType, Transport};
+
+/// Where a transport is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Location {
+    Mmio { base: u64, version: u32 },
+    Pci { bus: u8, device: u8, function: u8 },
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Mmio { base, version } => {
+                let kind = if version == 1 { "legacy" } else { "modern" };
+                write!(f, "virtio-mmio@{base:#x} ({kind})")
+            }
+            Self::Pci {
+                bus,
+                device,
+                function,
+            } => write!(f, "virtio-pci {bus:02x}:{device:02x}.{function}"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum ProbeError {
+    Ioremap(IoremapError),
+    Mmio(MmioError),
+    Pci(pci::PciError),
+    Null,
+    Device(DeviceError),
+    /// A device ioguard does not drive (it is still counted as discovered).
+    NotDriven(DeviceType),
+    /// The DMA pool could not be set up: no queue can be built.
+    NoPool,
+}
+
+impl fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ioremap(e) => write!(f, "ioremap: {e}"),
+            Self::Mmio(e) => write!(f, "{e}"),
+            Self::Pci(e) => write!(f, "{e}"),
+            Self::Null => write!(f, "window at address 0"),
+            Self::Device(e) => write!(f, "set-up: {e}"),
+            Self::NotDriven(t) => write!(f, "{t:?} devices are not driven by ioguard"),
+            Self::NoPool => write!(f, "no DMA pool"),
+        }
+    }
+}
+
+/// One transport found in the tree.
+#[derive(Debug)]
+pub struct Found {
+    pub at: Location,
+    pub kind: Option<DeviceType>,
+    pub result: Result<(), ProbeError>,
+    /// The windows it was reached through, registered before the first access: (base, size).
+    pub windows: Vec<(u64, u64)>,
+}
+
+pub struct Bus {
+    pub found: Vec<Found>,
+    /// virtio-mmio windows with no device behind them (device ID 0).
+    pub empty_mmio: usize,
+    /// PCI bridges in the tree, and what went wrong with one (it is then skipped).
+    pub pci_errors: Vec<(String, pci::PciError)>,
+    pub pool: Result<pool::PoolInfo, pool::PoolError>,
+    /// The size asked of the pool, and where it came from.
+    pub pool_wanted: (u64, String),
+    pub blk: Vec<Blk>,
+    pub rng: Vec<Rng>,
+    pub console: Vec<Console>,
+    pub net: Vec<Net>,
+    /// Notifies when the bus was set up.
+    pub notifies_at_setup: u64,
+    /// PCI configuration pages registered for the scan (given back after it).
+    pub config_pages: usize,
+}
+
+static BUS: Mutex<Option<Bus>> = Mutex::new(None);
+/// Virtio checks abandoned by an unexpected exception or a panic.
+static ABANDONED: AtomicU64 = AtomicU64::new(0);
+
+pub fn abandoned() -> u64 {
+    ABANDONED.load(Ordering::Relaxed)
+}
+
+/// The pool size the tree asks for, or the default: (bytes, why).
+fn pool_size(p: &Platform) -> (u64, String) {
+    let bridge = p.pci.iter().find_map(|h| h.memory_region);
+    let pool = bridge
+        .and_then(|ph| p.dma_pools.iter().find(|d| d.phandle == Some(ph)))
+        .or(p.dma_pools.first());
+    match pool.and_then(|d| d.size.map(|s| (s, d))) {
+        Some((s, d)) => (s, d.path.clone()),
+        None => (pool::DEFAULT_SIZE, String::from("default")),
+    }
+}
+
+fn drive(bus: &mut Bus, t: Guarded) -> Result<(), ProbeError> {
+    let kind = t.device_type();
+    match kind {
+        DeviceType::Block => bus.blk.push(Blk::new(t).map_err(ProbeError::Device)?),
+        DeviceType::EntropySource => bus.rng.push(Rng::new(t).map_err(ProbeError::Device)?),
+        DeviceType::Console => bus
+            .console
+            .push(Console::new(t).map_err(ProbeError::Device)?),
+        DeviceType::Network => bus.net.push(Net::new(t).map_err(ProbeError::Device)?),
+        other => return Err(ProbeError::NotDriven(other)),
+    }
+    Ok(())
+}
+
+fn add(bus: &mut Bus, at: Location, t: Guarded) {
+    let kind = t.device_type();
+    let windows = t.windows().collect();
+    let result = if bus.pool.is_ok() {
+        drive(bus, t)
+    } else {
+        Err(ProbeError::NoPool)
+    };
+    bus.found.push(Found {
+        at,
+        kind: Some(kind),
+        result,
+        windows,
+    });
+}
+
+fn build(p: &Platform, sharer: Option<&'static MemSharer>) -> Bus {
+    let pool_wanted = pool_size(p);
+    let mut bus = Bus {
+        found: Vec::new(),
+        empty_mmio: 0,
+        pci_errors: Vec::new(),
+        pool: pool::init(pool_wanted.0, sharer),
+        pool_wanted,
+        blk: Vec::new(),
+        rng: Vec::new(),
+        console: Vec::new(),
+        net: Vec::new(),
+        notifies_at_setup: 0,
+        config_pages: 0,
+    };
+    for &r in &p.virtio_mmio {
+        match mmio::probe(r) {
+            Ok(Some((t, version))) => add(
+                &mut bus,
+                Location::Mmio {
+                    base: r.base,
+                    version,
+                },
+                t,
+            ),
+            Ok(None) => bus.empty_mmio += 1,
+            Err(e) => bus.found.push(Found {
+                at: Location::Mmio {
+                    base: r.base,
+                    version: 0,
+                },
+                kind: None,
+                result: Err(e),
+                windows: Vec::new(),
+            }),
+        }
+    }
+    for host in &p.pci {
+        match pci::probe(host, p.pci_probe_only) {
+            Ok((fns, pages)) => {
+                bus.config_pages += pages;
+                for (at, t) in fns {
+                    match t {
+                        Ok(t) => add(&mut bus, at, t),
+                        Err(e) => bus.found.push(Found {
+                            at,
+                            kind: None,
+                            result: Err(ProbeError::Pci(e)),
+                            windows: Vec::new(),
+                        }),
+                    }
+                }
+            }
+            Err(e) => bus.pci_errors.push((host.path.clone(), e)),
+        }
+    }
+    bus.notifies_at_setup = notifies();
+    bus
+}
+
+/// The bus, built on first use. None when a check holding it was abandoned and the state
+/// cannot be trusted (`abandon` drops it, so the next call builds it again).
+pub fn bus(p: &Platform, sharer: Option<&'static MemSharer>) -> MutexGuard<'static, Option<Bus>> {
+    let mut lock = BUS.lock();
+    if lock.is_none() {
+        *lock = Some(build(p, sharer));
+    }
+    lock
+}
+
+/// Whether the bus is built (and not dropped since).
+pub fn is_built() -> bool {
+    BUS.lock().is_some()
+}
+
+/// Drops every device (each is reset and its windows unregistered), then takes the pool
+/// back. None when there was no bus.
+pub fn drop_bus() -> Option<(Bus, Option<pool::Teardown>)> {
+    let bus = BUS.lock().take()?;
+    let mut bus = bus;
+    bus.blk.clear();
+    bus.rng.clear();
+    bus.console.clear();
+    bus.net.clear();
+    Some((bus, pool::teardown()))
+}
+
+/// For a check abandoned while it used the bus: stop every device (they may be in the
+/// middle of a request into memory about to be reused) and take the pool back.
+pub fn abandon() {
+    ABANDONED.fetch_add(1, Ordering::Relaxed);
+    if BUS.is_locked() {
+        // SAFETY: the only holder was the abandoned check, whose frame is gone: nothing
+        // else runs on this CPU, and virtio is driven from the boot CPU only.
+        unsafe { BUS.force_unlock() };
+    }
+    let _ = drop_bus();
+}
+
+/// The ledger's view so far: counts, first violations, whether buffers are bounced.
+pub fn ledger() -> Option<(crate::dma::Tally, Vec<Violation>, bool)> {
+    pool::ledger()
+}

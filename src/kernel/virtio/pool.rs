@@ -1,0 +1,287 @@
+//! The DMA pool: a run of granules reserved in the image (`.dma_pool`, linker.ld) that is
+//! MEM_SHAREd with the host once, when the devices are set up, and MEM_UNSHAREd when they
+//! are dropped. Queues are allocated from it; with memory sharing every driver buffer is
+//! bounced through it (copied in for the device to read, copied out for the driver to
+//! read), so a device never sees a private page, not even one on the stack. Without memory
+//! sharing buffers pass through unchanged. Everything given to a device is recorded in the
+//! DMA ledger (`crate::dma`).
+//!
+//! The pool's allocator is linked_list_allocator's `Heap` over the pool's memory: first
+//! fit is plenty for a handful of queues and one request in flight per device.
+
+use crate::dma::{Given, Ledger, Tally, Violation};
+use crate::kernel::hyp::mem_sharer::{MemSharer, ShareError};
+use crate::platform::Region;
+use alloc::vec::Vec;
+use core::alloc::Layout;
+use core::fmt;
+use core::ptr::NonNull;
+use linked_list_allocator::Heap;
+use spin::Mutex;
+
+/// The pool's size when the tree has no `restricted-dma-pool`: room for the default
+/// devices' queues and bounce buffers, and few granules to share (each is a hypercall).
+pub const DEFAULT_SIZE: u64 = 0x2_0000;
+/// Alignment of queue memory (virtio-drivers' page).
+const PAGE: usize = 4096;
+/// Alignment of a bounce buffer.
+const BOUNCE_ALIGN: usize = 16;
+
+pub struct Pool {
+    region: Region,
+    heap: Heap,
+    sharer: Option<&'static MemSharer>,
+    granule: u64,
+    ledger: Ledger,
+}
+
+static POOL: Mutex<Option<Pool>> = Mutex::new(None);
+
+#[derive(Debug)]
+pub enum PoolError {
+    /// The pool is already set up.
+    Busy,
+    /// The image's `.dma_pool` section is smaller than one granule, or misaligned.
+    Section { region: Region, granule: u64 },
+    /// MEM_SHARE of a pool granule did not succeed; the granules before it were taken back.
+    Share(ShareError),
+}
+
+impl fmt::Display for PoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Busy => write!(f, "the DMA pool is already set up"),
+            Self::Section { region, granule } => write!(
+                f,
+                "the image's DMA pool section {region} cannot hold a granule of {granule:#x}"
+            ),
+            Self::Share(e) => write!(f, "sharing the DMA pool: {e}"),
+        }
+    }
+}
+
+/// What setting up the pool did.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolInfo {
+    pub region: Region,
+    /// The sharing granule; None without memory sharing.
+    pub granule: Option<u64>,
+    /// The size asked for was more than the image reserves.
+    pub capped_from: Option<u64>,
+}
+
+/// What taking the pool back did.
+#[derive(Debug)]
+pub struct Teardown {
+    pub unshared: u64,
+    pub failures: Vec<ShareError>,
+    pub still_shared: usize,
+    pub tally: Tally,
+    pub violations: Vec<Violation>,
+}
+
+fn section() -> Region {
+    let start = crate::sym_addr!(__dma_pool_start);
+    let end = crate::sym_addr!(__dma_pool_end);
+    Region::new(start, end - start)
+}
+
+fn granules(r: Region, g: u64) -> impl Iterator<Item = u64> {
+    (0..r.size / g).map(move |i| r.base + i * g)
+}
+
+/// Sets the pool up: `size` bytes (rounded up to the granule, capped at the image's
+/// section), shared granule by granule when `sharer` is given.
+pub fn init(size: u64, sharer: Option<&'static MemSharer>) -> Result<PoolInfo, PoolError> {
+    let mut lock = POOL.lock();
+    if lock.is_some() {
+        return Err(PoolError::Busy);
+    }
+    let sec = section();
+    let granule = sharer.map_or(PAGE as u64, |s| s.granule().max(PAGE as u64));
+    let rounded = size.max(1).div_ceil(granule).saturating_mul(granule);
+    let capped_from = (rounded > sec.size).then_some(size);
+    let region = Region::new(sec.base, rounded.min(sec.size / granule * granule));
+    if region.size == 0 || !granule.is_power_of_two() || !region.base.is_multiple_of(granule) {
+        return Err(PoolError::Section {
+            region: sec,
+            granule,
+        });
+    }
+    let mut ledger = Ledger::new(sharer.map(|_| (region, granule)));
+    if let Some(s) = sharer {
+        for (i, g) in granules(region, granule).enumerate() {
+            if let Err(e) = s.share(g) {
+                for back in granules(region, granule).take(i) {
+                    let _ = s.unshare(back);
+                }
+                return Err(PoolError::Share(e));
+            }
+            ledger.shared(g);
+        }
+    }
+    let mut heap = Heap::empty();
+    // SAFETY: the section is reserved for the pool by linker.ld, is RAM inside the image,
+    // and nothing else uses it; the pool is set up once at a time (checked above), and a
+    // torn-down pool's memory is no longer referenced by any device (see `teardown`).
+    unsafe { heap.init(region.base as *mut u8, region.size as usize) };
+    *lock = Some(Pool {
+        region,
+        heap,
+        sharer,
+        granule,
+        ledger,
+    });
+    Ok(PoolInfo {
+        region,
+        granule: sharer.map(|_| granule),
+        capped_from,
+    })
+}
+
+/// Takes every granule back from the host and forgets the pool. The devices must have been
+/// dropped (reset) first: they must not touch the pool again.
+pub fn teardown() -> Option<Teardown> {
+    let mut pool = POOL.lock().take()?;
+    let mut unshared = 0;
+    let mut failures = Vec::new();
+    if let Some(s) = pool.sharer {
+        for g in granules(pool.region, pool.granule) {
+            match s.unshare(g) {
+                Ok(()) => {
+                    unshared += 1;
+                    pool.ledger.unshared(g);
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+    }
+    Some(Teardown {
+        unshared,
+        failures,
+        still_shared: pool.ledger.still_shared(),
+        tally: pool.ledger.tally(),
+        violations: pool.ledger.violations().to_vec(),
+    })
+}
+
+/// The ledger's counts and first violations so far.
+pub fn ledger() -> Option<(Tally, Vec<Violation>, bool)> {
+    let lock = POOL.lock();
+    let p = lock.as_ref()?;
+    Some((
+        p.ledger.tally(),
+        p.ledger.violations().to_vec(),
+        p.ledger.sharing(),
+    ))
+}
+
+pub fn region() -> Option<Region> {
+    POOL.lock().as_ref().map(|p| p.region)
+}
+
+/// Records MMIO asked for outside every registered window.
+pub fn note_unknown_mmio(addr: u64, len: u64) {
+    if let Some(p) = POOL.lock().as_mut() {
+        p.ledger.unknown_mmio(addr, len);
+    }
+}
+
+/// Zeroed, page-aligned queue memory, or None when the pool is full or not set up.
+pub fn alloc_pages(pages: usize) -> Option<NonNull<u8>> {
+    let mut lock = POOL.lock();
+    let p = lock.as_mut()?;
+    let layout = Layout::from_size_align(pages.checked_mul(PAGE)?, PAGE).ok()?;
+    let Ok(ptr) = p.heap.allocate_first_fit(layout) else {
+        p.ledger.exhausted(layout.size() as u64);
+        return None;
+    };
+    // SAFETY: the allocator just handed out `layout.size()` bytes at `ptr`, inside the pool.
+    unsafe { ptr.as_ptr().write_bytes(0, layout.size()) };
+    p.ledger
+        .given(Given::Queue, ptr.as_ptr() as u64, layout.size() as u64);
+    Some(ptr)
+}
+
+/// Gives back what `alloc_pages(pages)` returned.
+///
+/// # Safety
+/// `ptr` came from `alloc_pages(pages)` and the device no longer uses it.
+pub unsafe fn free_pages(ptr: NonNull<u8>, pages: usize) {
+    let Some(layout) = pages
+        .checked_mul(PAGE)
+        .and_then(|s| Layout::from_size_align(s, PAGE).ok())
+    else {
+        return;
+    };
+    if let Some(p) = POOL.lock().as_mut() {
+        // SAFETY: the caller passes memory this pool's heap allocated with this layout.
+        unsafe { p.heap.deallocate(ptr, layout) };
+    }
+}
+
+/// The address the device is to use for `buffer`: a copy in the pool when sharing (copied
+/// in unless the device only writes it), the buffer itself otherwise.
+///
+/// # Safety
+/// `buffer` is valid for reads and writes of its length for the duration of the call.
+pub unsafe fn bounce_in(buffer: NonNull<[u8]>, device_reads: bool) -> u64 {
+    let len = buffer.len();
+    let addr = buffer.cast::<u8>().as_ptr() as u64;
+    let mut lock = POOL.lock();
+    let Some(p) = lock.as_mut() else {
+        return addr;
+    };
+    if p.sharer.is_none() {
+        p.ledger.given(Given::Direct, addr, len as u64);
+        return addr;
+    }
+    let layout = Layout::from_size_align(len.max(1), BOUNCE_ALIGN);
+    let Some(bounce) = layout.ok().and_then(|l| p.heap.allocate_first_fit(l).ok()) else {
+        // No room: the device gets the private buffer, and the ledger says so.
+        p.ledger.exhausted(len as u64);
+        p.ledger.given(Given::Bounce, addr, len as u64);
+        return addr;
+    };
+    if device_reads {
+        // SAFETY: `buffer` is readable for `len` bytes (caller), `bounce` was just allocated
+        // with `len` bytes, and the two do not overlap (the pool is not the caller's memory).
+        unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, bounce.as_ptr(), len) };
+    }
+    let b = bounce.as_ptr() as u64;
+    p.ledger.given(Given::Bounce, b, len as u64);
+    b
+}
+
+/// The device is done with `paddr` (what `bounce_in` returned for `buffer`): copies the
+/// device's writes back unless it only read, and frees the bounce buffer.
+///
+/// # Safety
+/// `paddr` is what `bounce_in(buffer, ..)` returned, the device no longer uses it, and
+/// `buffer` is valid for writes of its length for the duration of the call.
+pub unsafe fn bounce_out(paddr: u64, buffer: NonNull<[u8]>, device_writes: bool) {
+    let len = buffer.len();
+    let addr = buffer.cast::<u8>().as_ptr() as u64;
+    if paddr == addr {
+        return;
+    }
+    let mut lock = POOL.lock();
+    let Some(p) = lock.as_mut() else {
+        return;
+    };
+    if !p.region.contains(paddr) {
+        return;
+    }
+    if device_writes {
+        // SAFETY: `paddr` is a live bounce buffer of `len` bytes in the pool (caller), and
+        // `buffer` is writable for `len` bytes and does not overlap it.
+        unsafe { core::ptr::copy_nonoverlapping(paddr as *const u8, addr as *mut u8, len) };
+    }
+    if let (Ok(layout), Some(ptr)) = (
+        Layout::from_size_align(len.max(1), BOUNCE_ALIGN),
+        NonNull::new(paddr as *mut u8),
+    ) {
+        // SAFETY: `paddr` was allocated by this heap with this layout in `bounce_in`.
+        unsafe { p.heap.deallocate(ptr, layout) };
+    }
+}
