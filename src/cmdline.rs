@@ -17,6 +17,17 @@ pub enum ExitMethod {
     Semihosting,
 }
 
+/// Where the suite's lines go (`output=`). The UART always carries the boot lines and
+/// anything fatal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Uart,
+    /// virtio-console, one request per line; the UART when there is none.
+    Virtio,
+    /// virtio-console when the tree has one, else the UART (the default).
+    Auto,
+}
+
 /// Verbosity of the `log` output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
@@ -59,6 +70,8 @@ pub struct Options {
     pub profile: Option<Profile>,
     /// `repeat=N`: run the selection N times (1..=1000), to shake out flaky verdicts.
     pub repeat: u32,
+    /// `output=uart|virtio|auto`.
+    pub output: Output,
     /// Tokens that are not ours (kept for a warning line).
     pub unknown: Vec<String>,
 }
@@ -73,6 +86,7 @@ impl Default for Options {
             exit: ExitMethod::Psci,
             profile: None,
             repeat: 1,
+            output: Output::Auto,
             unknown: Vec::new(),
         }
     }
@@ -136,6 +150,19 @@ pub fn parse(line: &str) -> Result<Options, CmdlineError> {
                     option: "log",
                     value: v.to_string(),
                 })?
+            }
+            ("output", Some(v)) => {
+                o.output = match v {
+                    "uart" => Output::Uart,
+                    "virtio" => Output::Virtio,
+                    "auto" => Output::Auto,
+                    _ => {
+                        return Err(CmdlineError::BadValue {
+                            option: "output",
+                            value: v.to_string(),
+                        })
+                    }
+                }
             }
             ("exit", Some(v)) => {
                 o.exit = match v {
@@ -242,6 +269,16 @@ mod tests {
         assert_eq!(parse("only=,,"), Err(CmdlineError::EmptyOnly));
         assert!(parse("ioguard.profile=").is_err());
         assert_eq!(parse("repeat=8").unwrap().repeat, 8);
+        assert_eq!(parse("").unwrap().output, Output::Auto);
+        assert_eq!(parse("output=uart").unwrap().output, Output::Uart);
+        assert_eq!(parse("output=virtio").unwrap().output, Output::Virtio);
+        assert_eq!(
+            parse("output=uart output=auto").unwrap().output,
+            Output::Auto
+        );
+        for bad in ["output=", "output=serial", "output=UART"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
         for bad in ["repeat=0", "repeat=1001", "repeat=x", "repeat="] {
             assert!(parse(bad).is_err(), "{bad}");
         }

@@ -1,5 +1,5 @@
 //! The devices ioguard drives for the whole run, each with the window it holds through
-//! ioremap (the console today; virtio devices next). Checks that reason about every
+//! ioremap (the console, and the virtio devices when they are set up at boot). Checks that reason about every
 //! window of the machine (`boot: mmu`, `ioremap: windows`, the choice of probe targets)
 //! ask this registry which windows are not theirs to touch or count.
 
@@ -11,12 +11,15 @@ use alloc::vec::Vec;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceKind {
     Console,
+    /// A virtio transport's window (virtio-mmio window, PCI BAR).
+    Virtio,
 }
 
 impl DeviceKind {
     pub fn name(self) -> &'static str {
         match self {
             Self::Console => "console",
+            Self::Virtio => "virtio",
         }
     }
 }

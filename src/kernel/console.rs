@@ -311,14 +311,32 @@ pub fn ping() -> Option<Result<u64, Fault>> {
     CONSOLE.lock().as_ref().map(Uart::status)
 }
 
+/// Where text goes instead of the UART while an upper layer offers it (virtio-console):
+/// it answers false for text it did not take, which then goes to the UART.
+pub type Sink = fn(&str) -> bool;
+static SINK: Mutex<Option<Sink>> = Mutex::new(None);
+
+pub fn set_sink(sink: Option<Sink>) {
+    *SINK.lock() = sink;
+}
+
 pub fn write_fmt(args: fmt::Arguments) {
+    let text = alloc::format!("{args}");
+    let sink = SINK.try_lock().and_then(|s| *s);
+    if sink.is_some_and(|f| f(&text)) {
+        return;
+    }
+    write_uart(&text);
+}
+
+/// Writes `text` to the UART, or to semihosting once the UART is given up.
+fn write_uart(text: &str) {
     let mut console = CONSOLE.lock();
     let Some(uart) = console.as_mut() else { return };
-    let text = alloc::format!("{args}");
     let sent = if broken().is_some() {
         0
     } else {
-        match uart.write_all(&text) {
+        match uart.write_all(text) {
             Ok(()) => return,
             Err(sent) => sent,
         }
@@ -348,8 +366,9 @@ pub fn write_fmt(args: fmt::Arguments) {
     }
 }
 
-/// Output from exception and panic context: if the interrupted code held the console,
-/// take it anyway rather than deadlock (a garbled line beats a hang).
+/// Output from exception and panic context, always on the UART (whatever went wrong may
+/// be the other output): if the interrupted code held the console, take it anyway rather
+/// than deadlock (a garbled line beats a hang).
 pub fn write_fmt_emergency(args: fmt::Arguments) {
     if CONSOLE.is_locked() {
         // SAFETY: the holder is the code this exception interrupted on this CPU (no other
@@ -357,7 +376,7 @@ pub fn write_fmt_emergency(args: fmt::Arguments) {
         // of before we return, or never (the check is abandoned).
         unsafe { CONSOLE.force_unlock() };
     }
-    write_fmt(args);
+    write_uart(&alloc::format!("{args}"));
 }
 
 #[macro_export]

@@ -2,12 +2,14 @@
 //! panic inside one becomes its FAIL line and the run goes on; then the summary and the
 //! exit status. Also the policy behind the exception layer's hooks.
 
-use crate::cmdline::Options;
-use crate::devices::Devices;
+use crate::cmdline::{Options, Output};
+use crate::devices::{DeviceKind, Devices};
 use crate::kernel::exceptions::{self, Handlers, Unexpected, Unrecoverable};
 use crate::kernel::hyp::Hypervisor;
+use crate::kernel::virtio;
 use crate::kernel::{arch::sysreg, console, power, semihosting, smp};
 use crate::platform::Platform;
+use crate::platform::Region;
 use crate::println;
 use crate::report::{self, result_line, Outcome, Tally};
 use alloc::boxed::Box;
@@ -15,6 +17,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use spin::Mutex;
+use virtio_drivers::transport::DeviceType;
 
 use super::{all, BootInfo, Check, Ctx};
 
@@ -141,6 +144,7 @@ pub fn run(
         );
         finish(Some(report::code::FATAL));
     }
+    let devices = &virtio_output(hv, platform, opts, devices);
     for c in (0..opts.repeat).flat_map(|_| selected()) {
         let ctx = Ctx {
             name: c.name,
@@ -156,6 +160,47 @@ pub fn run(
         record(&outcome, c.name);
     }
     finish(None)
+}
+
+/// Unless `output=uart`, sets the virtio devices up before the first check and sends the
+/// suite's lines to the first virtio-console (one notify per line instead of one trap or
+/// two per byte). The devices' windows are then held for the whole run.
+fn virtio_output(
+    hv: &'static Hypervisor,
+    platform: &Platform,
+    opts: &Options,
+    devices: &Devices,
+) -> Devices {
+    let mut held = devices.clone();
+    if opts.output == Output::Uart {
+        return held;
+    }
+    let mut lock = virtio::bus(platform, hv.mem_sharer());
+    let Some(bus) = lock.as_mut() else {
+        return held;
+    };
+    for f in bus.found.iter().filter(|f| f.result.is_ok()) {
+        for &(addr, size) in &f.windows {
+            held.hold(DeviceKind::Virtio, Region::new(addr, size), addr);
+        }
+    }
+    let at = bus
+        .found
+        .iter()
+        .find(|f| f.result.is_ok() && f.kind == Some(DeviceType::Console))
+        .map(|f| f.at);
+    match (bus.console.pop(), at) {
+        (Some(c), Some(at)) => {
+            drop(lock);
+            println!("ioguard: output: the suite's lines go to virtio-console at {at} from here on; fatal errors stay on this UART");
+            virtio::output::install(c);
+        }
+        _ if opts.output == Output::Virtio => {
+            println!("INFO: output=virtio: no virtio-console was set up; the suite's lines stay on the UART");
+        }
+        _ => {}
+    }
+    held
 }
 
 /// Prints the summary and the status and powers off. `force` overrides the code the

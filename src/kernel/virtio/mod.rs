@@ -9,6 +9,7 @@
 pub mod devices;
 pub mod hal;
 mod mmio;
+pub mod output;
 mod pci;
 pub mod pool;
 mod transport;
@@ -95,7 +96,8 @@ pub struct Bus {
     pub empty_mmio: usize,
     /// PCI bridges in the tree, and what went wrong with one (it is then skipped).
     pub pci_errors: Vec<(String, pci::PciError)>,
-    pub pool: Result<pool::PoolInfo, pool::PoolError>,
+    /// None when no device needed one.
+    pub pool: Option<Result<pool::PoolInfo, pool::PoolError>>,
     /// The size asked of the pool, and where it came from.
     pub pool_wanted: (u64, String),
     pub blk: Vec<Blk>,
@@ -142,57 +144,35 @@ fn drive(bus: &mut Bus, t: Guarded) -> Result<(), ProbeError> {
     Ok(())
 }
 
-fn add(bus: &mut Bus, at: Location, t: Guarded) {
-    let kind = t.device_type();
-    let windows = t.windows().collect();
-    let result = if bus.pool.is_ok() {
-        drive(bus, t)
-    } else {
-        Err(ProbeError::NoPool)
-    };
-    bus.found.push(Found {
+fn failed(at: Location, e: ProbeError) -> Found {
+    Found {
         at,
-        kind: Some(kind),
-        result,
-        windows,
-    });
+        kind: None,
+        result: Err(e),
+        windows: Vec::new(),
+    }
 }
 
-fn build(p: &Platform, sharer: Option<&'static MemSharer>) -> Bus {
-    let pool_wanted = pool_size(p);
-    let mut bus = Bus {
-        found: Vec::new(),
-        empty_mmio: 0,
-        pci_errors: Vec::new(),
-        pool: pool::init(pool_wanted.0, sharer),
-        pool_wanted,
-        blk: Vec::new(),
-        rng: Vec::new(),
-        console: Vec::new(),
-        net: Vec::new(),
-        notifies_at_setup: 0,
-        config_pages: 0,
-    };
+/// Every transport in the tree (the DMA pool is not needed yet: no queue exists).
+fn transports(p: &Platform, bus: &mut Bus) -> Vec<(Location, Guarded)> {
+    let mut out = Vec::new();
     for &r in &p.virtio_mmio {
         match mmio::probe(r) {
-            Ok(Some((t, version))) => add(
-                &mut bus,
-                Location::Mmio {
+            Ok(Some((t, version))) => {
+                let at = Location::Mmio {
                     base: r.base,
                     version,
-                },
-                t,
-            ),
+                };
+                out.push((at, t));
+            }
             Ok(None) => bus.empty_mmio += 1,
-            Err(e) => bus.found.push(Found {
-                at: Location::Mmio {
+            Err(e) => bus.found.push(failed(
+                Location::Mmio {
                     base: r.base,
                     version: 0,
                 },
-                kind: None,
-                result: Err(e),
-                windows: Vec::new(),
-            }),
+                e,
+            )),
         }
     }
     for host in &p.pci {
@@ -201,18 +181,50 @@ fn build(p: &Platform, sharer: Option<&'static MemSharer>) -> Bus {
                 bus.config_pages += pages;
                 for (at, t) in fns {
                     match t {
-                        Ok(t) => add(&mut bus, at, t),
-                        Err(e) => bus.found.push(Found {
-                            at,
-                            kind: None,
-                            result: Err(ProbeError::Pci(e)),
-                            windows: Vec::new(),
-                        }),
+                        Ok(t) => out.push((at, t)),
+                        Err(e) => bus.found.push(failed(at, ProbeError::Pci(e))),
                     }
                 }
             }
             Err(e) => bus.pci_errors.push((host.path.clone(), e)),
         }
+    }
+    out
+}
+
+fn build(p: &Platform, sharer: Option<&'static MemSharer>) -> Bus {
+    let pool_wanted = pool_size(p);
+    let mut bus = Bus {
+        found: Vec::new(),
+        empty_mmio: 0,
+        pci_errors: Vec::new(),
+        pool: None,
+        pool_wanted,
+        blk: Vec::new(),
+        rng: Vec::new(),
+        console: Vec::new(),
+        net: Vec::new(),
+        notifies_at_setup: 0,
+        config_pages: 0,
+    };
+    let found = transports(p, &mut bus);
+    // The pool is shared only when there is a device to give it to.
+    if !found.is_empty() {
+        bus.pool = Some(pool::init(bus.pool_wanted.0, sharer));
+    }
+    for (at, t) in found {
+        let kind = t.device_type();
+        let windows = t.windows().collect();
+        let result = match bus.pool {
+            Some(Ok(_)) => drive(&mut bus, t),
+            _ => Err(ProbeError::NoPool),
+        };
+        bus.found.push(Found {
+            at,
+            kind: Some(kind),
+            result,
+            windows,
+        });
     }
     bus.notifies_at_setup = notifies();
     bus
@@ -236,8 +248,9 @@ pub fn is_built() -> bool {
 /// Drops every device (each is reset and its windows unregistered), then takes the pool
 /// back. None when there was no bus.
 pub fn drop_bus() -> Option<(Bus, Option<pool::Teardown>)> {
-    let bus = BUS.lock().take()?;
-    let mut bus = bus;
+    // The output console's queues are in the pool too.
+    drop(output::uninstall());
+    let mut bus = BUS.lock().take()?;
     bus.blk.clear();
     bus.rng.clear();
     bus.console.clear();

@@ -16,6 +16,7 @@ use alloc::vec::Vec;
 use core::alloc::Layout;
 use core::fmt;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
 use linked_list_allocator::Heap;
 use spin::Mutex;
 
@@ -36,6 +37,14 @@ pub struct Pool {
 }
 
 static POOL: Mutex<Option<Pool>> = Mutex::new(None);
+/// `selftest: dma-private`: the next buffer goes to the device as it is, unbounced.
+static UNBOUNCED_NEXT: AtomicBool = AtomicBool::new(false);
+
+/// Makes the next `bounce_in` hand the device the driver's own (private) buffer: only for
+/// the self-test that shows the hypervisor keeps private memory from devices.
+pub fn give_next_unbounced() {
+    UNBOUNCED_NEXT.store(true, Ordering::Relaxed);
+}
 
 #[derive(Debug)]
 pub enum PoolError {
@@ -232,7 +241,7 @@ pub unsafe fn bounce_in(buffer: NonNull<[u8]>, device_reads: bool) -> u64 {
     let Some(p) = lock.as_mut() else {
         return addr;
     };
-    if p.sharer.is_none() {
+    if p.sharer.is_none() || UNBOUNCED_NEXT.swap(false, Ordering::Relaxed) {
         p.ledger.given(Given::Direct, addr, len as u64);
         return addr;
     }

@@ -1,0 +1,72 @@
+//! virtio-console as the suite's output: the console layer hands each line here (one
+//! request, so one notify, per line) while a console device is installed; a line the
+//! device does not take goes to the UART instead, and the device is not used again.
+
+use super::devices::{Console, DeviceError};
+use crate::kernel::console;
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Mutex;
+
+static OUTPUT: Mutex<Option<Console>> = Mutex::new(None);
+static LINES: AtomicU64 = AtomicU64::new(0);
+
+/// Lines written through virtio-console so far.
+pub fn lines() -> u64 {
+    LINES.load(Ordering::Relaxed)
+}
+
+fn sink(text: &str) -> bool {
+    // Busy means this CPU is inside a write already (a log line from the driver, or an
+    // exception in the middle of one): that text goes to the UART.
+    let Some(mut out) = OUTPUT.try_lock() else {
+        return false;
+    };
+    let Some(c) = out.as_mut() else {
+        return false;
+    };
+    match c.write(text.as_bytes()) {
+        Ok(()) => {
+            LINES.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        Err(_) => {
+            // Given up: from now on the UART carries everything.
+            console::set_sink(None);
+            false
+        }
+    }
+}
+
+/// Routes the suite's lines to `c` from now on.
+pub fn install(c: Console) {
+    *OUTPUT.lock() = Some(c);
+    console::set_sink(Some(sink));
+}
+
+/// Whether lines go to virtio-console.
+pub fn installed() -> bool {
+    OUTPUT.try_lock().is_some_and(|o| o.is_some())
+}
+
+/// Writes `text` through the output console itself (for `virtio: console`): None when
+/// there is none.
+pub fn write(text: &str) -> Option<Result<(), DeviceError>> {
+    let mut out = OUTPUT.try_lock()?;
+    let r = out.as_mut()?.write(text.as_bytes());
+    if r.is_ok() {
+        LINES.fetch_add(1, Ordering::Relaxed);
+    }
+    Some(r)
+}
+
+/// Lines go back to the UART, and the device is handed back (to be dropped before the
+/// DMA pool is taken back).
+pub fn uninstall() -> Option<Console> {
+    console::set_sink(None);
+    if OUTPUT.is_locked() {
+        // SAFETY: the holder was abandoned mid-write on this CPU (virtio is driven from the
+        // boot CPU only) and never resumes.
+        unsafe { OUTPUT.force_unlock() };
+    }
+    OUTPUT.lock().take()
+}
