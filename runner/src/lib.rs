@@ -78,6 +78,7 @@ pub mod render;
 pub mod setup;
 pub mod signals;
 pub mod stream;
+pub mod temp;
 
 pub use build::{
     build_bin_image, build_hypmodel, build_image, build_image_now, guest_elf_path,
@@ -90,15 +91,16 @@ pub use exec::{
 pub use floor::{floor_image, scripted_image, write_floor_image, FLOOR_LINE};
 pub use image::{check_image, image_problem};
 pub use launch::{
-    blk_images, dump_dtb, launcher_for, Hypmodel, Launch, Launcher, PkvmHost, PlainQemu,
+    blk_images, default_blk_files, drives, dump_dtb, launcher_for, Hypmodel, Launch, Launcher,
+    PkvmHost, PlainQemu,
 };
-pub use options::{parse_args, Command, Hyp, Options, UsageError, HELP};
+pub use options::{parse_args, Command, Hyp, Options, UsageError, VirtioTransport, HELP};
 pub use output::{
     decide, decode_exit_status, CheckResult, Ending, Exit, Header, Kind, Report, Stall, Stop,
     Summary, Totals, Verdict, STATUS_FAIL, STATUS_LAUNCH, STATUS_NO_EXIT, STATUS_PASS,
     STATUS_TIMEOUT, STATUS_USAGE,
 };
-pub use qemu::{qemu_argv, shell_line, shell_quote, Boot};
+pub use qemu::{qemu_argv, shell_line, shell_quote, virtio_args, Boot, Drives};
 pub use render::{render_junit, render_tap, xml_escape};
 pub use setup::{ensure_guest_target, ensure_qemu, QEMU_INSTALL};
-pub use stream::{stream, stream_limited, Limits, Stream, Streamed};
+pub use stream::{stream, stream_expecting, stream_limited, Limits, Stream, Streamed};
