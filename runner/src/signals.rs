@@ -37,15 +37,13 @@ pub fn install() -> std::io::Result<()> {
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 let pids = crate::stream::stop_children();
-                let files = crate::temp::remove_all();
-                let mut what = if pids.is_empty() {
+                // The boot may have removed its files already, as QEMU ended.
+                crate::temp::remove_all();
+                let what = if pids.is_empty() {
                     "no QEMU was running".to_string()
                 } else {
                     format!("stopped QEMU (pid {pids:?})")
                 };
-                if files > 0 {
-                    what += &format!(", removed {files} temporary file(s)");
-                }
                 eprintln!("ioguard-run: {}: {what}; exiting", name(sig));
                 std::process::exit(128 + sig);
             }
