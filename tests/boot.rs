@@ -129,7 +129,7 @@ fn no_virtio_device_attached() {
 
 #[test]
 fn thirty_two_virtio_devices_attached() {
-    let out = run(&["--virtio-blk", "32"]);
+    let out = run(&["--virtio-blk", "32", "--virtio-transport", "none"]);
     assert_clean_pass(&out);
     assert_eq!(attached(&out), 32, "{}", out.transcript());
     let blk = out
