@@ -11,7 +11,9 @@
 //! [`launch`]: plain QEMU, QEMU with hypmodel at EL2, a pKVM host that is not available
 //! yet) for a command, spawns it, and hands the process to [`stream()`], which knows nothing
 //! of QEMU: it reads the lines, enforces the timeout and decides the status. [`qemu`] is
-//! the QEMU command line, [`build`] the cargo and objcopy steps, [`output`] and [`render`]
+//! the QEMU command line (with the default virtio devices of `--virtio-transport`), [`temp`]
+//! the files made for one boot (the default virtio-blk images) and their removal on every
+//! way out, [`build`] the cargo and objcopy steps, [`output`] and [`render`]
 //! the guest's lines and the TAP13/JUnit reports. hypmodel's own QEMU tests boot through
 //! [`Hypmodel::with_bootargs`] and [`boot_with`], so its command line exists once.
 //!
