@@ -139,13 +139,13 @@ fn entries(dir: &Path) -> Vec<String> {
 
 #[test]
 fn the_default_blk_file_is_gone_after_every_outcome() {
-    let pass = guest("tmp-pass.bin", PASSING);
+    let pass = guest("cleanup-pass.bin", PASSING);
     let fail = guest(
-        "tmp-fail.bin",
+        "cleanup-fail.bin",
         "PASS: a: x\nFAIL: a: y: no\nEXIT: STATUS=3\n",
     );
-    let no_exit = guest("tmp-noexit.bin", "ioguard 0.1.0: cpus=1\nPASS: a: x\n");
-    let spin = spinning("tmp-spin.bin", "ioguard 0.1.0: cpus=1\n");
+    let no_exit = guest("cleanup-noexit.bin", "ioguard 0.1.0: cpus=1\nPASS: a: x\n");
+    let spin = spinning("cleanup-spin.bin", "ioguard 0.1.0: cpus=1\n");
     let cases: [(&str, &Path, &[&str], i32); 8] = [
         ("pass", &pass, &[], 0),
         ("fail", &fail, &[], 1),
