@@ -121,7 +121,7 @@ fn attached(out: &ioguard_runner::Outcome) -> usize {
 
 #[test]
 fn no_virtio_device_attached() {
-    let out = run(&[]);
+    let out = run(&["--virtio-transport", "none"]);
     assert_clean_pass(&out);
     assert_eq!(attached(&out), 0, "{}", out.transcript());
     assert!(detail(&out, "ioremap: windows").starts_with("32 windows in 4 pages"));
@@ -129,7 +129,7 @@ fn no_virtio_device_attached() {
 
 #[test]
 fn thirty_two_virtio_devices_attached() {
-    let out = run(&["--virtio-blk", "32"]);
+    let out = run(&["--virtio-blk", "32", "--virtio-transport", "none"]);
     assert_clean_pass(&out);
     assert_eq!(attached(&out), 32, "{}", out.transcript());
     let blk = out

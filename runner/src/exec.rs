@@ -4,11 +4,11 @@
 
 use crate::build::{build_image, build_image_now};
 use crate::image::check_image;
-use crate::launch::{launcher_for, Launcher};
+use crate::launch::{launcher_for, Launch, Launcher};
 use crate::options::{Command, Options};
 use crate::output::{Report, Stall, STATUS_LAUNCH, STATUS_NO_EXIT, STATUS_TIMEOUT, STATUS_USAGE};
 use crate::render::{render_junit, render_tap, run_failure};
-use crate::stream::{stream_limited, Limits, Stream};
+use crate::stream::{stream_expecting, Limits, Stream};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -336,6 +336,15 @@ pub fn boot_image(
     boot_with(&*launcher_for(&opts.hyp), opts, image, on_line)
 }
 
+/// Removes a launch's temporary files when dropped.
+struct CleanUp<'a>(&'a Launch);
+
+impl Drop for CleanUp<'_> {
+    fn drop(&mut self) {
+        self.0.clean_up();
+    }
+}
+
 /// Boot `image` with `launcher` (which must be [`Launcher::ready`]): print the command
 /// line (with `opts.echo`), spawn, stream with `opts`' timeout, decide the status.
 pub fn boot_with(
@@ -346,21 +355,24 @@ pub fn boot_with(
 ) -> Result<Outcome, RunError> {
     let launch = launcher.prepare(opts, image)?;
     let command_line = launch.command_line();
-    if opts.echo {
-        println!("qemu: {command_line}");
-        if let Some(n) = &launch.notice {
-            eprintln!("{n}");
+    let streamed = {
+        // Its temporary files go when the boot ends: with its result, an error or a panic.
+        let _clean_up = CleanUp(&launch);
+        if opts.echo {
+            println!("qemu: {command_line}");
+            if let Some(n) = &launch.notice {
+                eprintln!("{n}");
+            }
         }
-    }
-    let limits = Limits {
-        timeout: opts.effective_timeout(),
-        silence: opts.effective_silence(),
+        let limits = Limits {
+            timeout: opts.effective_timeout(),
+            silence: opts.effective_silence(),
+        };
+        let started = Instant::now();
+        launch.spawn().and_then(|child| {
+            stream_expecting(child, started, limits, &launch.expected_stderr, on_line)
+        })
     };
-    let started = Instant::now();
-    let streamed = launch
-        .spawn()
-        .and_then(|child| stream_limited(child, started, limits, on_line));
-    launch.clean_up();
     let s = streamed?;
     if opts.echo && !crate::stream::stopping() {
         if let Some(p) = &s.verdict.problem {

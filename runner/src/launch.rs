@@ -6,8 +6,8 @@
 use crate::build::{build_hypmodel, guest_elf_path, runner_dir};
 use crate::exec::RunError;
 use crate::hyp::{Hyp, ModelSpec};
-use crate::options::Options;
-use crate::qemu::{qemu_argv, shell_line, Boot};
+use crate::options::{Options, VirtioTransport, DEFAULT_BLK_SIZE};
+use crate::qemu::{expected_stderr, qemu_argv, shell_line, Boot, Drives};
 use crate::setup::{ensure_qemu, QEMU_INSTALL};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,8 +24,13 @@ pub struct Launch {
     pub notice: Option<String>,
     /// The command that provides the program, named in the error when it is missing.
     pub install: Option<&'static str>,
-    /// Files made for this boot only; the runner removes them when the boot ends.
+    /// Files made for this boot only ([`crate::temp`]); the runner removes them when the
+    /// boot ends, however it ends.
     pub temp_files: Vec<PathBuf>,
+    /// Ends of stderr lines the program prints without anything being wrong
+    /// ([`crate::qemu::expected_stderr`]): dropped, neither shown nor counted as a
+    /// complaint.
+    pub expected_stderr: Vec<String>,
 }
 
 impl Launch {
@@ -60,9 +65,7 @@ impl Launch {
 
     /// Remove [`Launch::temp_files`] (those already gone are fine).
     pub fn clean_up(&self) {
-        for f in &self.temp_files {
-            let _ = std::fs::remove_file(f);
-        }
+        crate::temp::remove(&self.temp_files);
     }
 }
 
@@ -94,7 +97,7 @@ pub struct PlainQemu;
 
 impl PlainQemu {
     /// The QEMU argv (pure: no build, no drive files).
-    pub fn argv(&self, opts: &Options, image: &Path, drives: &[PathBuf]) -> Vec<String> {
+    pub fn argv(&self, opts: &Options, image: &Path, drives: &Drives) -> Vec<String> {
         let boot = Boot::Kernel {
             image,
             append: &opts.append,
@@ -113,8 +116,8 @@ impl Launcher for PlainQemu {
     }
 
     fn prepare(&self, opts: &Options, image: &Path) -> Result<Launch, RunError> {
-        let drives = blk_images(opts.virtio_blk)?;
-        Ok(qemu_launch(opts, self.argv(opts, image, &drives)))
+        let drives = drives(opts)?;
+        Ok(qemu_launch(opts, self.argv(opts, image, &drives), drives))
     }
 }
 
@@ -150,7 +153,7 @@ impl Hypmodel {
         opts: &Options,
         hypmodel: &Path,
         image: &Path,
-        drives: &[PathBuf],
+        drives: &Drives,
     ) -> Vec<String> {
         let bootargs = match &self.bootargs {
             Some(b) => b.clone(),
@@ -177,10 +180,11 @@ impl Launcher for Hypmodel {
 
     fn prepare(&self, opts: &Options, image: &Path) -> Result<Launch, RunError> {
         let hypmodel = build_hypmodel()?;
-        let drives = blk_images(opts.virtio_blk)?;
+        let drives = drives(opts)?;
         Ok(qemu_launch(
             opts,
             self.argv(opts, &hypmodel, image, &drives),
+            drives,
         ))
     }
 }
@@ -211,7 +215,8 @@ impl Launcher for PkvmHost {
     }
 }
 
-fn qemu_launch(opts: &Options, argv: Vec<String>) -> Launch {
+/// The launch of `argv`; `drives.default` are its temporary files.
+fn qemu_launch(opts: &Options, argv: Vec<String>, drives: Drives) -> Launch {
     let notice = opts.gdb.then(|| {
         format!(
             "gdb: QEMU is halted and waits for a debugger on tcp::1234; attach with:\n  \
@@ -226,8 +231,34 @@ fn qemu_launch(opts: &Options, argv: Vec<String>) -> Launch {
         argv,
         notice,
         install: Some(QEMU_INSTALL),
-        temp_files: Vec::new(),
+        temp_files: drives.default,
+        expected_stderr: expected_stderr(opts),
     }
+}
+
+/// The drive files of a boot with `opts`: the shared `--virtio-blk` files, and the
+/// default blk devices' files made for this boot (last, once nothing else can fail; the
+/// caller removes them, see [`Launch::clean_up`]).
+pub fn drives(opts: &Options) -> Result<Drives, RunError> {
+    let extra = blk_images(opts.virtio_blk)?;
+    let default = default_blk_files(opts.virtio_transport)?;
+    Ok(Drives { default, extra })
+}
+
+/// One new file of [`DEFAULT_BLK_SIZE`] zero bytes per default virtio-blk device of
+/// `transport` ([`crate::temp::create`]: unique to this boot, registered for removal).
+pub fn default_blk_files(transport: VirtioTransport) -> Result<Vec<PathBuf>, RunError> {
+    let mut files = Vec::new();
+    for _ in 0..transport.blk_devices() {
+        match crate::temp::create("blk", DEFAULT_BLK_SIZE) {
+            Ok(f) => files.push(f),
+            Err(e) => {
+                crate::temp::remove(&files);
+                return Err(e);
+            }
+        }
+    }
+    Ok(files)
 }
 
 /// Create (if needed) `n` raw drive files of [`BLK_SIZE`] bytes for `--virtio-blk` and
@@ -262,8 +293,15 @@ pub fn blk_images(n: u32) -> Result<Vec<PathBuf>, RunError> {
 /// tests that boot with a modified or foreign tree (`-dtb FILE`). This is plain QEMU's
 /// tree whatever `--hyp` says (under hypmodel the guest gets hypmodel's rewrite of it).
 pub fn dump_dtb(opts: &Options, path: &Path) -> Result<(), RunError> {
-    let drives = blk_images(opts.virtio_blk)?;
-    let mut argv = PlainQemu.argv(opts, Path::new("unused"), &drives);
+    let drives = drives(opts)?;
+    let argv = PlainQemu.argv(opts, Path::new("unused"), &drives);
+    let dumped = run_dumpdtb(argv, path);
+    crate::temp::remove(&drives.default);
+    dumped
+}
+
+/// Run `argv` (a boot's) as a `dumpdtb` to `path` instead.
+fn run_dumpdtb(mut argv: Vec<String>, path: &Path) -> Result<(), RunError> {
     // Drop `-kernel`, `-append` and `-s -S`; add dumpdtb to the machine.
     let mut v = Vec::with_capacity(argv.len());
     let mut it = argv.drain(..);
@@ -343,11 +381,15 @@ mod tests {
         let Hyp::Model(spec) = &o.hyp else {
             panic!("{:?}", o.hyp)
         };
+        let drives = Drives {
+            default: vec![PathBuf::from("/tmp/ioguard-7-0-blk.img")],
+            extra: Vec::new(),
+        };
         let argv = Hypmodel::new(spec.clone()).argv(
             &o,
             Path::new("t/hypmodel"),
             Path::new("t/i,1.bin"),
-            &[],
+            &drives,
         );
         assert_eq!(
             shell_line(&argv),
@@ -356,7 +398,14 @@ mod tests {
              -mon chardev=con,mode=readline -nic none -no-reboot -kernel t/hypmodel \
              -device loader,file=t/i,,1.bin,addr=0x41000000,force-raw=on \
              -append 'hypmodel.profile=android14 -- list' \
-             -semihosting-config enable=on,target=native,chardev=con"
+             -semihosting-config enable=on,target=native,chardev=con \
+             -drive file=/tmp/ioguard-7-0-blk.img,if=none,format=raw,id=vblk0 \
+             -device virtio-blk-device,drive=vblk0 -device virtio-rng-device \
+             -device virtio-serial-device,id=vser0 -device virtconsole,chardev=con,bus=vser0.0 \
+             -netdev hubport,id=vnet0,hubid=0 \
+             -device virtio-net-device,netdev=vnet0,mac=52:54:00:10:00:01 \
+             -netdev hubport,id=vnet1,hubid=0 \
+             -device virtio-net-device,netdev=vnet1,mac=52:54:00:10:00:02"
         );
     }
 
@@ -365,7 +414,12 @@ mod tests {
         // Used by hypmodel's own tests: `--append` is ignored, an empty line is passed on.
         let o = opts(&["--append", "list", "--mem", "2G"]);
         for (given, want) in [("", ""), ("hypmodel.nosuch", "hypmodel.nosuch")] {
-            let argv = Hypmodel::with_bootargs(given).argv(&o, Path::new("h"), Path::new("g"), &[]);
+            let argv = Hypmodel::with_bootargs(given).argv(
+                &o,
+                Path::new("h"),
+                Path::new("g"),
+                &Drives::default(),
+            );
             let append: Vec<_> = argv.windows(2).filter(|w| w[0] == "-append").collect();
             assert_eq!(append, [["-append", want]]);
             assert!(argv.contains(&"-m".to_string()) && argv.contains(&"2G".to_string()));
@@ -384,12 +438,18 @@ mod tests {
             "-dtb",
             "x.dtb",
         ]);
-        let drives = [PathBuf::from("/d/blk00.img")];
+        let drives = Drives {
+            default: vec![PathBuf::from("/t/vblk.img")],
+            extra: vec![PathBuf::from("/d/blk00.img")],
+        };
         let plain = PlainQemu.argv(&o, Path::new("g"), &drives);
         let model = Hypmodel::default().argv(&o, Path::new("h"), Path::new("g"), &drives);
         for argv in [&plain, &model] {
             assert!(argv.windows(2).any(|w| w == ["-cpu", "cortex-a53"]));
             assert!(argv.iter().any(|a| a == "virtio-blk-device,drive=blk0"));
+            // The default devices too, under both launchers.
+            let defaults = crate::qemu::virtio_args(o.virtio_transport, &drives.default);
+            assert!(argv.windows(defaults.len()).any(|w| w == defaults));
             assert_eq!(&argv[argv.len() - 4..], ["-s", "-S", "-dtb", "x.dtb"]);
         }
         assert!(plain.windows(2).any(|w| w == ["-M", "virt,gic-version=2"]));
@@ -398,9 +458,12 @@ mod tests {
             .any(|w| w == ["-M", "virt,virtualization=on,gic-version=2"]));
         assert!(!plain.iter().any(|a| a.starts_with("loader,")));
         // The gdb hint comes with the launch, for the runner to print.
-        let launch = qemu_launch(&o, plain);
+        let launch = qemu_launch(&o, plain, drives);
         assert!(launch.notice.unwrap().contains("tcp::1234"));
         assert_eq!(launch.install, Some(QEMU_INSTALL));
+        // The run's own file is its temporary file; the shared --virtio-blk one is not.
+        assert_eq!(launch.temp_files, [PathBuf::from("/t/vblk.img")]);
+        assert_eq!(launch.expected_stderr, [crate::qemu::HUB_WARNING]);
     }
 
     #[test]
@@ -410,6 +473,7 @@ mod tests {
             notice: None,
             install: Some(QEMU_INSTALL),
             temp_files: Vec::new(),
+            expected_stderr: Vec::new(),
         };
         let e = launch.spawn().unwrap_err();
         assert_eq!(
@@ -431,9 +495,38 @@ mod tests {
             notice: None,
             install: None,
             temp_files: vec![f.clone(), dir.join("never-made")],
+            expected_stderr: Vec::new(),
         };
         launch.clean_up();
         assert!(!f.exists());
         let _ = std::fs::remove_dir(&dir);
+    }
+
+    #[test]
+    fn each_run_gets_its_own_default_blk_files() {
+        let o = opts(&["--virtio-transport", "both"]);
+        let a = drives(&o).unwrap();
+        let b = drives(&o).unwrap();
+        assert_eq!((a.default.len(), b.default.len()), (2, 2));
+        assert!(a.extra.is_empty());
+        let mut all: Vec<_> = a.default.iter().chain(&b.default).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 4, "{all:?}");
+        for f in &all {
+            assert_eq!(std::fs::metadata(f).unwrap().len(), DEFAULT_BLK_SIZE);
+            assert!(crate::temp::is_registered(f));
+        }
+        // prepare() hands them to the launch, whose clean-up removes them.
+        let launch = PlainQemu.prepare(&o, Path::new("i.bin")).unwrap();
+        assert_eq!(launch.temp_files.len(), 2);
+        assert!(launch.temp_files.iter().all(|f| f.exists()));
+        launch.clean_up();
+        assert!(launch.temp_files.iter().all(|f| !f.exists()));
+        crate::temp::remove(&a.default);
+        crate::temp::remove(&b.default);
+        assert!(all.iter().all(|f| !f.exists()));
+        let none = opts(&["--virtio-transport", "none"]);
+        assert_eq!(drives(&none).unwrap(), Drives::default());
     }
 }

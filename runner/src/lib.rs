@@ -11,7 +11,9 @@
 //! [`launch`]: plain QEMU, QEMU with hypmodel at EL2, a pKVM host that is not available
 //! yet) for a command, spawns it, and hands the process to [`stream()`], which knows nothing
 //! of QEMU: it reads the lines, enforces the timeout and decides the status. [`qemu`] is
-//! the QEMU command line, [`build`] the cargo and objcopy steps, [`output`] and [`render`]
+//! the QEMU command line (with the default virtio devices of `--virtio-transport`), [`temp`]
+//! the files made for one boot (the default virtio-blk images) and their removal on every
+//! way out, [`build`] the cargo and objcopy steps, [`output`] and [`render`]
 //! the guest's lines and the TAP13/JUnit reports. hypmodel's own QEMU tests boot through
 //! [`Hypmodel::with_bootargs`] and [`boot_with`], so its command line exists once.
 //!
@@ -78,6 +80,7 @@ pub mod render;
 pub mod setup;
 pub mod signals;
 pub mod stream;
+pub mod temp;
 
 pub use build::{
     build_bin_image, build_hypmodel, build_image, build_image_now, guest_elf_path,
@@ -90,15 +93,16 @@ pub use exec::{
 pub use floor::{floor_image, scripted_image, write_floor_image, FLOOR_LINE};
 pub use image::{check_image, image_problem};
 pub use launch::{
-    blk_images, dump_dtb, launcher_for, Hypmodel, Launch, Launcher, PkvmHost, PlainQemu,
+    blk_images, default_blk_files, drives, dump_dtb, launcher_for, Hypmodel, Launch, Launcher,
+    PkvmHost, PlainQemu,
 };
-pub use options::{parse_args, Command, Hyp, Options, UsageError, HELP};
+pub use options::{parse_args, Command, Hyp, Options, UsageError, VirtioTransport, HELP};
 pub use output::{
     decide, decode_exit_status, CheckResult, Ending, Exit, Header, Kind, Report, Stall, Stop,
     Summary, Totals, Verdict, STATUS_FAIL, STATUS_LAUNCH, STATUS_NO_EXIT, STATUS_PASS,
     STATUS_TIMEOUT, STATUS_USAGE,
 };
-pub use qemu::{qemu_argv, shell_line, shell_quote, Boot};
+pub use qemu::{qemu_argv, shell_line, shell_quote, virtio_args, Boot, Drives};
 pub use render::{render_junit, render_tap, xml_escape};
 pub use setup::{ensure_guest_target, ensure_qemu, QEMU_INSTALL};
-pub use stream::{stream, stream_limited, Limits, Stream, Streamed};
+pub use stream::{stream, stream_expecting, stream_limited, Limits, Stream, Streamed};

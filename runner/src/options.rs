@@ -13,6 +13,8 @@ pub const DEFAULT_SILENCE: Duration = Duration::from_secs(20);
 pub const DEFAULT_BENCH_BOOTS: u32 = 10;
 /// QEMU `virt` has 32 virtio-mmio transports.
 pub const MAX_VIRTIO_MMIO: u32 = 32;
+/// Size of the default virtio-blk device's file (one per run, see [`VirtioTransport`]).
+pub const DEFAULT_BLK_SIZE: u64 = 8 << 20;
 /// QEMU `virt` accepts at most 512 CPUs with GICv3 and 8 with GICv2.
 pub const MAX_SMP_GICV3: u32 = 512;
 /// See [`MAX_SMP_GICV3`].
@@ -81,7 +83,20 @@ Options:
   --append 'ARGS'    guest command line, e.g. 'only=guard:* log=debug', 'list'
                      (repeated --append options are joined with spaces; at most 2048
                      bytes with --hyp model)
-  --virtio-blk N     attach N virtio-blk-device (virtio-mmio) drives, 0..=32 (default 0)
+  --virtio-transport mmio|mmio-modern|pci|both|none
+                     the transport of the default virtio devices (see below;
+                     default mmio): mmio is virtio-mmio as QEMU has it (legacy,
+                     version 1); mmio-modern is virtio-mmio version 2
+                     (-global virtio-mmio.force-legacy=false); pci is virtio-pci on
+                     the PCIe root bus; both puts blk and rng on each (two of each),
+                     the console and the NICs on virtio-mmio; none attaches none
+  --virtio-blk N     attach N more virtio-blk-device (virtio-mmio) drives besides the
+                     default devices (default 0), in the virtio-mmio slots those
+                     leave free: at most 27 with mmio, mmio-modern or both (their 5
+                     virtio-mmio devices come first), 32 with pci or none; each is a
+                     shared 1 MiB file the guest's
+                     writes never reach (snapshot=on); with mmio-modern they are
+                     version 2 too
   --timeout S        seconds before a hang is killed and reported (default 60;
                      no timeout with --gdb unless given)
   --silence S        seconds the guest may print nothing before it is stopped and
@@ -103,6 +118,14 @@ Options:
   -h, --help         print this help
   -- QEMU ARGS...    everything after -- is passed to QEMU unchanged (e.g. -dtb FILE)
 
+Default devices: every run (plain QEMU and --hyp model alike) attaches one virtio-blk
+backed by an 8 MiB raw file of zeros made for that run alone (the guest may write it;
+it is removed when the runner exits, also on an error or a signal), one virtio-rng, one
+virtio-console port (virtconsole) whose output goes to the same stdout stream as the
+UART, in order, and two virtio-net NICs on one QEMU hub with no other netdev (they reach
+each other and nothing else; QEMU's warning that the hub is not connected to the host
+network is expected and not shown). --virtio-transport none attaches none of them.
+
 When a run ends without a verdict (timeout, silence, no EXIT line), the runner names the
 check that was running, the last line seen and the checks that never ran.
 
@@ -121,6 +144,81 @@ Exit status:
 
 pub use crate::hyp::Hyp;
 
+/// `--virtio-transport`: which virtio transport the default devices (one virtio-blk,
+/// one virtio-rng, one virtio-console port, two virtio-net NICs) are attached on. The
+/// QEMU words of each are [`crate::qemu::virtio_args`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VirtioTransport {
+    /// virtio-mmio as QEMU `virt` has it by default: the legacy register layout (version 1).
+    #[default]
+    Mmio,
+    /// virtio-mmio version 2 (`-global virtio-mmio.force-legacy=false`).
+    MmioModern,
+    /// virtio-pci on `virt`'s PCIe root bus (QEMU's defaults otherwise).
+    Pci,
+    /// blk and rng on virtio-mmio and on virtio-pci (two of each); the console and the
+    /// two NICs on virtio-mmio.
+    Both,
+    /// No default device.
+    None,
+}
+
+impl VirtioTransport {
+    /// Every value, in the order `--help` lists them.
+    pub const ALL: [VirtioTransport; 5] = [
+        VirtioTransport::Mmio,
+        VirtioTransport::MmioModern,
+        VirtioTransport::Pci,
+        VirtioTransport::Both,
+        VirtioTransport::None,
+    ];
+
+    /// The value as `--virtio-transport` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            VirtioTransport::Mmio => "mmio",
+            VirtioTransport::MmioModern => "mmio-modern",
+            VirtioTransport::Pci => "pci",
+            VirtioTransport::Both => "both",
+            VirtioTransport::None => "none",
+        }
+    }
+
+    /// Parse a `--virtio-transport` value.
+    pub fn parse(v: &str) -> Result<VirtioTransport, UsageError> {
+        match VirtioTransport::ALL.into_iter().find(|t| t.name() == v) {
+            Some(t) => Ok(t),
+            None => err(format!(
+                "--virtio-transport '{v}': expected mmio, mmio-modern, pci, both or none"
+            )),
+        }
+    }
+
+    /// How many of `virt`'s [`MAX_VIRTIO_MMIO`] virtio-mmio slots the default devices
+    /// take (blk, rng, the console's virtio-serial and the two NICs).
+    pub fn mmio_slots(self) -> u32 {
+        match self {
+            VirtioTransport::Mmio | VirtioTransport::MmioModern | VirtioTransport::Both => 5,
+            VirtioTransport::Pci | VirtioTransport::None => 0,
+        }
+    }
+
+    /// How many default virtio-blk devices there are; each has its own file of
+    /// [`DEFAULT_BLK_SIZE`] bytes, made for the run.
+    pub fn blk_devices(self) -> usize {
+        match self {
+            VirtioTransport::Mmio | VirtioTransport::MmioModern | VirtioTransport::Pci => 1,
+            VirtioTransport::Both => 2,
+            VirtioTransport::None => 0,
+        }
+    }
+
+    /// Whether the default devices include the two NICs (on QEMU's hub 0).
+    pub fn has_nics(self) -> bool {
+        self != VirtioTransport::None
+    }
+}
+
 /// Everything that controls one run (or one benchmark).
 ///
 /// Start from [`Options::default()`] (what `./qemu-run.sh` with no options does) and set
@@ -137,7 +235,10 @@ pub struct Options {
     pub gic: u8,
     /// `--append`: the guest command line (`-append`), empty for none.
     pub append: String,
-    /// `--virtio-blk N`.
+    /// `--virtio-transport`: where the default virtio devices go (none with
+    /// [`VirtioTransport::None`]).
+    pub virtio_transport: VirtioTransport,
+    /// `--virtio-blk N`: drives on virtio-mmio besides the default devices.
     pub virtio_blk: u32,
     /// `--timeout S`; `None` means the default ([`DEFAULT_TIMEOUT`], or none with `--gdb`).
     pub timeout: Option<Duration>,
@@ -173,6 +274,7 @@ impl Default for Options {
             cpu: "max".to_string(),
             gic: 3,
             append: String::new(),
+            virtio_transport: VirtioTransport::Mmio,
             virtio_blk: 0,
             timeout: None,
             silence: None,
@@ -371,6 +473,7 @@ fn check_combination(o: &Options) -> Result<(), UsageError> {
             o.mem
         ));
     }
+    check_virtio_slots(o)?;
     if let Hyp::Model(spec) = &o.hyp {
         crate::hyp::check_model_limits(spec, o.smp, &o.append).map_err(UsageError)?;
     }
@@ -383,6 +486,28 @@ fn check_combination(o: &Options) -> Result<(), UsageError> {
         }
     }
     Ok(())
+}
+
+/// `--virtio-blk` drives and the default devices share `virt`'s virtio-mmio slots.
+fn check_virtio_slots(o: &Options) -> Result<(), UsageError> {
+    let t = o.virtio_transport;
+    let free = MAX_VIRTIO_MMIO - t.mmio_slots();
+    if o.virtio_blk <= free {
+        return Ok(());
+    }
+    let default = if t == VirtioTransport::default() {
+        " (the default)"
+    } else {
+        ""
+    };
+    err(format!(
+        "--virtio-blk {} with --virtio-transport {}{default}: the default devices take {} of \
+         QEMU virt's {MAX_VIRTIO_MMIO} virtio-mmio slots, so at most {free} more drives \
+         (--virtio-transport pci or none leaves all {MAX_VIRTIO_MMIO} to --virtio-blk)",
+        o.virtio_blk,
+        t.name(),
+        t.mmio_slots()
+    ))
 }
 
 /// Sets the option `name` that takes a value, which `value` supplies; `false` if `name`
@@ -422,6 +547,7 @@ fn set_value(
                     ))
                 })?
         }
+        "--virtio-transport" => o.virtio_transport = VirtioTransport::parse(&value()?)?,
         "--timeout" => o.timeout = Some(parse_secs("--timeout", &value()?)?),
         "--silence" => o.silence = Some(parse_secs("--silence", &value()?)?),
         "--image" => {
@@ -531,6 +657,8 @@ mod tests {
             "log=debug",
             "--virtio-blk",
             "32",
+            "--virtio-transport",
+            "none",
             "--timeout",
             "2.5",
             "--image",
@@ -556,6 +684,7 @@ mod tests {
         assert_eq!(o.gic, 2);
         assert_eq!(o.append, "only=guard:* log=debug");
         assert_eq!(o.virtio_blk, 32);
+        assert_eq!(o.virtio_transport, VirtioTransport::None);
         assert_eq!(o.timeout, Some(Duration::from_millis(2500)));
         assert_eq!(o.image, Some(PathBuf::from("x.bin")));
         assert!(o.gdb);
@@ -577,6 +706,7 @@ mod tests {
             "--gic 2|3",
             "--append 'ARGS'",
             "--virtio-blk N",
+            "--virtio-transport mmio|mmio-modern|pci|both|none",
             "--timeout S",
             "--image PATH",
             "--gdb",
@@ -638,6 +768,83 @@ mod tests {
         assert!(bad(&["list"]).contains("--append"));
         assert!(bad(&["--gic", "2", "--smp", "9"]).contains("at most 8"));
         assert_eq!(run(&["--gic", "2", "--smp", "8"]).smp, 8);
+    }
+
+    #[test]
+    fn virtio_transport_values() {
+        assert_eq!(run(&[]).virtio_transport, VirtioTransport::Mmio);
+        for (word, t) in [
+            ("mmio", VirtioTransport::Mmio),
+            ("mmio-modern", VirtioTransport::MmioModern),
+            ("pci", VirtioTransport::Pci),
+            ("both", VirtioTransport::Both),
+            ("none", VirtioTransport::None),
+        ] {
+            assert_eq!(run(&["--virtio-transport", word]).virtio_transport, t);
+            assert_eq!(
+                run(&[&format!("--virtio-transport={word}")]).virtio_transport,
+                t
+            );
+            assert_eq!(t.name(), word);
+            assert!(VirtioTransport::ALL.contains(&t));
+        }
+        // The last one given wins, as for every option.
+        let o = run(&["--virtio-transport", "pci", "--virtio-transport", "none"]);
+        assert_eq!(o.virtio_transport, VirtioTransport::None);
+        for b in ["", "MMIO", "mmio2", "modern", "virtio-mmio", "pcie", "off"] {
+            assert_eq!(
+                bad(&["--virtio-transport", b]),
+                format!("--virtio-transport '{b}': expected mmio, mmio-modern, pci, both or none")
+            );
+        }
+        assert!(bad(&["--virtio-transport"]).contains("--virtio-transport needs a value"));
+    }
+
+    #[test]
+    fn virtio_blk_shares_the_mmio_slots_with_the_default_devices() {
+        assert_eq!(run(&["--virtio-blk", "27"]).virtio_blk, 27);
+        let e = bad(&["--virtio-blk", "28"]);
+        assert_eq!(
+            e,
+            "--virtio-blk 28 with --virtio-transport mmio (the default): the default devices \
+             take 5 of QEMU virt's 32 virtio-mmio slots, so at most 27 more drives \
+             (--virtio-transport pci or none leaves all 32 to --virtio-blk)"
+        );
+        for t in ["mmio", "mmio-modern", "both"] {
+            assert_eq!(
+                run(&["--virtio-transport", t, "--virtio-blk", "27"]).virtio_blk,
+                27
+            );
+            // Whatever the order of the options.
+            let e = bad(&["--virtio-blk", "32", "--virtio-transport", t]);
+            assert!(e.contains(&format!("with --virtio-transport {t}")), "{e}");
+            assert!(e.contains("at most 27 more"), "{e}");
+        }
+        for t in ["pci", "none"] {
+            assert_eq!(
+                run(&["--virtio-transport", t, "--virtio-blk", "32"]).virtio_blk,
+                32
+            );
+        }
+        assert!(bad(&["--virtio-transport", "none", "--virtio-blk", "33"])
+            .contains("32 virtio-mmio slots"));
+    }
+
+    #[test]
+    fn help_says_what_is_attached_and_how_to_turn_it_off() {
+        for words in [
+            "Default devices:",
+            "one virtio-blk",
+            "8 MiB",
+            "one virtio-rng",
+            "virtconsole",
+            "two virtio-net NICs",
+            "--virtio-transport none attaches none of them",
+            "-global virtio-mmio.force-legacy=false",
+            "27 with mmio, mmio-modern or both",
+        ] {
+            assert!(HELP.contains(words), "--help lacks {words:?}");
+        }
     }
 
     #[test]

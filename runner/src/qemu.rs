@@ -3,8 +3,28 @@
 //! options (`--cpu`, `--gic`, `--qemu`, `--gdb`, the arguments after `--`).
 
 use crate::hyp::MODEL_STAGING_ADDR;
-use crate::options::Options;
+use crate::options::{Options, VirtioTransport};
 use std::path::{Path, PathBuf};
+
+/// What QEMU says on its stderr when a hub has NICs and no host network, as the default
+/// NICs' hub 0 has on purpose ([`virtio_args`]): the one stderr line of such a command
+/// that is not a complaint ([`expected_stderr`]).
+pub const HUB_WARNING: &str = "warning: hub 0 is not connected to host network";
+
+/// The MAC addresses of the two default NICs (locally administered, QEMU's 52:54:00).
+pub const NIC_MACS: [&str; 2] = ["52:54:00:10:00:01", "52:54:00:10:00:02"];
+
+/// The files behind a boot's virtio-blk devices.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Drives {
+    /// One file per default virtio-blk device ([`VirtioTransport::blk_devices`]), made
+    /// for this boot alone: attached without `snapshot=on`, so the guest's writes land
+    /// in it (the launcher removes it when the boot ends).
+    pub default: Vec<PathBuf>,
+    /// The `--virtio-blk` files ([`crate::blk_images`]), shared by every run and
+    /// attached with `snapshot=on`, so they never change.
+    pub extra: Vec<PathBuf>,
+}
 
 /// How the guest gets into the machine.
 #[derive(Clone, Copy, Debug)]
@@ -31,10 +51,12 @@ pub enum Boot<'a> {
 
 /// The full QEMU argv (program first) that boots the guest as `boot` says with `opts`.
 ///
-/// `drives` are the raw files backing the `--virtio-blk` devices (one per device, see
-/// [`crate::blk_images`]). Each drive is attached with `snapshot=on`: the guest may write,
-/// the file never changes, and parallel runs can share the files.
-pub fn qemu_argv(opts: &Options, boot: &Boot, drives: &[PathBuf]) -> Vec<String> {
+/// The default virtio devices of `opts.virtio_transport` ([`virtio_args`], backed by
+/// `drives.default`) come first, so that they take the same virtio-mmio slots whatever
+/// `--virtio-blk` adds; then the `--virtio-blk` devices, backed by `drives.extra` (one
+/// per device, see [`crate::blk_images`]), each attached with `snapshot=on`: the guest may
+/// write, the file never changes, and parallel runs can share the files.
+pub fn qemu_argv(opts: &Options, boot: &Boot, drives: &Drives) -> Vec<String> {
     let mut a: Vec<String> = vec![opts.qemu.to_string_lossy().into_owned()];
     a.extend(machine_args(opts, matches!(boot, Boot::Hypmodel { .. })));
     a.extend(boot_args(boot));
@@ -42,7 +64,8 @@ pub fn qemu_argv(opts: &Options, boot: &Boot, drives: &[PathBuf]) -> Vec<String>
         "-semihosting-config",
         "enable=on,target=native,chardev=con",
     ]));
-    a.extend(drive_args(drives));
+    a.extend(virtio_args(opts.virtio_transport, &drives.default));
+    a.extend(drive_args(&drives.extra));
     if opts.gdb {
         a.extend(words(&["-s", "-S"]));
     }
@@ -119,6 +142,76 @@ fn boot_args(boot: &Boot) -> Vec<String> {
     }
 }
 
+/// The QEMU words of the default virtio devices on `transport`, the blk devices backed
+/// by `blk_files` (one each, in order: [`VirtioTransport::blk_devices`] of them; a file
+/// missing from the list leaves its device out).
+///
+/// The console is a `virtconsole` on the `con` chardev that the UART, the monitor and
+/// semihosting already share (`mux=on`): its output reaches the same stdout stream, in
+/// order. That is the mux's fourth and last frontend (QEMU 7.2 allows 4). The NICs are
+/// two hub ports of hub 0 and nothing else: frames one sends reach the other, and QEMU
+/// warns once ([`HUB_WARNING`]). `virtio-net-pci` gets `romfile=` (Debian's QEMU without
+/// recommends has no `efi-virtio.rom`); the virtio-mmio devices need no ROM.
+pub fn virtio_args(transport: VirtioTransport, blk_files: &[PathBuf]) -> Vec<String> {
+    let (mmio, pci) = match transport {
+        VirtioTransport::None => return Vec::new(),
+        VirtioTransport::Mmio | VirtioTransport::MmioModern => (true, false),
+        VirtioTransport::Pci => (false, true),
+        VirtioTransport::Both => (true, true),
+    };
+    let mut a = Vec::new();
+    if transport == VirtioTransport::MmioModern {
+        a.extend(words(&["-global", "virtio-mmio.force-legacy=false"]));
+    }
+    // blk and rng on each transport asked for; with `both`, virtio-mmio first.
+    let kinds: Vec<&str> = [(mmio, "device"), (pci, "pci")]
+        .into_iter()
+        .filter_map(|(on, k)| on.then_some(k))
+        .collect();
+    for (i, (kind, file)) in kinds.iter().zip(blk_files).enumerate() {
+        let drive = format!(
+            "file={},if=none,format=raw,id=vblk{i}",
+            qemu_opt_escape(&file.to_string_lossy())
+        );
+        let dev = format!("virtio-blk-{kind},drive=vblk{i}");
+        a.extend(words(&["-drive", &drive, "-device", &dev]));
+    }
+    for kind in &kinds {
+        a.extend(words(&["-device", &format!("virtio-rng-{kind}")]));
+    }
+    // The console and the NICs: on virtio-mmio unless the transport is pci alone.
+    let (kind, rom) = if mmio {
+        ("device", "")
+    } else {
+        ("pci", ",romfile=")
+    };
+    a.extend(words(&[
+        "-device",
+        &format!("virtio-serial-{kind},id=vser0"),
+        "-device",
+        "virtconsole,chardev=con,bus=vser0.0",
+    ]));
+    for (i, mac) in NIC_MACS.iter().enumerate() {
+        a.extend(words(&[
+            "-netdev",
+            &format!("hubport,id=vnet{i},hubid=0"),
+            "-device",
+            &format!("virtio-net-{kind},netdev=vnet{i},mac={mac}{rom}"),
+        ]));
+    }
+    a
+}
+
+/// The ends of QEMU stderr lines that a command built with `opts` prints without
+/// anything being wrong (the [`HUB_WARNING`] of the default NICs): not complaints.
+pub fn expected_stderr(opts: &Options) -> Vec<String> {
+    if opts.virtio_transport.has_nics() {
+        vec![HUB_WARNING.to_string()]
+    } else {
+        Vec::new()
+    }
+}
+
 fn drive_args(drives: &[PathBuf]) -> Vec<String> {
     let mut a = Vec::new();
     for (i, d) in drives.iter().enumerate() {
@@ -183,17 +276,162 @@ mod tests {
             .collect()
     }
 
+    /// `files` as the default blk devices' files, no `--virtio-blk` file.
+    fn default_drives(files: &[&str]) -> Drives {
+        Drives {
+            default: files.iter().map(PathBuf::from).collect(),
+            extra: Vec::new(),
+        }
+    }
+
     #[test]
     fn default_command_is_the_contract() {
         let o = opts(&[]);
-        let argv = qemu_argv(&o, &kernel("t/ioguard.bin", &o), &[]);
+        let drives = default_drives(&["/tmp/ioguard-7-0-blk.img"]);
+        let argv = qemu_argv(&o, &kernel("t/ioguard.bin", &o), &drives);
         assert_eq!(
             shell_line(&argv),
             "qemu-system-aarch64 -M virt,gic-version=3 -cpu max -smp 1 -m 256M -display none \
              -chardev stdio,id=con,mux=on -serial chardev:con -mon chardev=con,mode=readline \
              -nic none -no-reboot -kernel t/ioguard.bin \
-             -semihosting-config enable=on,target=native,chardev=con"
+             -semihosting-config enable=on,target=native,chardev=con \
+             -drive file=/tmp/ioguard-7-0-blk.img,if=none,format=raw,id=vblk0 \
+             -device virtio-blk-device,drive=vblk0 -device virtio-rng-device \
+             -device virtio-serial-device,id=vser0 -device virtconsole,chardev=con,bus=vser0.0 \
+             -netdev hubport,id=vnet0,hubid=0 \
+             -device virtio-net-device,netdev=vnet0,mac=52:54:00:10:00:01 \
+             -netdev hubport,id=vnet1,hubid=0 \
+             -device virtio-net-device,netdev=vnet1,mac=52:54:00:10:00:02"
         );
+    }
+
+    /// `virtio_args` of `--virtio-transport name` with one file per default blk device,
+    /// as one line.
+    fn transport_line(name: &str) -> String {
+        let o = opts(&["--virtio-transport", name]);
+        let files: Vec<PathBuf> = (0..o.virtio_transport.blk_devices())
+            .map(|i| PathBuf::from(format!("/t/b{i}.img")))
+            .collect();
+        shell_line(&virtio_args(o.virtio_transport, &files))
+    }
+
+    #[test]
+    fn each_transport_has_its_words() {
+        let console = "-device virtconsole,chardev=con,bus=vser0.0";
+        let nics = |kind: &str, rom: &str| {
+            format!(
+                "-netdev hubport,id=vnet0,hubid=0 \
+                 -device virtio-net-{kind},netdev=vnet0,mac=52:54:00:10:00:01{rom} \
+                 -netdev hubport,id=vnet1,hubid=0 \
+                 -device virtio-net-{kind},netdev=vnet1,mac=52:54:00:10:00:02{rom}"
+            )
+        };
+        let mmio = format!(
+            "-drive file=/t/b0.img,if=none,format=raw,id=vblk0 \
+             -device virtio-blk-device,drive=vblk0 -device virtio-rng-device \
+             -device virtio-serial-device,id=vser0 {console} {}",
+            nics("device", "")
+        );
+        assert_eq!(transport_line("mmio"), mmio);
+        assert_eq!(
+            transport_line("mmio-modern"),
+            format!("-global virtio-mmio.force-legacy=false {mmio}")
+        );
+        assert_eq!(
+            transport_line("pci"),
+            format!(
+                "-drive file=/t/b0.img,if=none,format=raw,id=vblk0 \
+                 -device virtio-blk-pci,drive=vblk0 -device virtio-rng-pci \
+                 -device virtio-serial-pci,id=vser0 {console} {}",
+                nics("pci", ",romfile=")
+            )
+        );
+        assert_eq!(
+            transport_line("both"),
+            format!(
+                "-drive file=/t/b0.img,if=none,format=raw,id=vblk0 \
+                 -device virtio-blk-device,drive=vblk0 \
+                 -drive file=/t/b1.img,if=none,format=raw,id=vblk1 \
+                 -device virtio-blk-pci,drive=vblk1 \
+                 -device virtio-rng-device -device virtio-rng-pci \
+                 -device virtio-serial-device,id=vser0 {console} {}",
+                nics("device", "")
+            )
+        );
+        assert_eq!(transport_line("none"), "");
+    }
+
+    #[test]
+    fn each_transport_fills_its_slots() {
+        for t in VirtioTransport::ALL {
+            let files: Vec<PathBuf> = (0..t.blk_devices())
+                .map(|i| PathBuf::from(format!("/b{i}")))
+                .collect();
+            let a = virtio_args(t, &files);
+            let devices = value_after(&a, "-device");
+            let count = |suffix: &str| {
+                devices
+                    .iter()
+                    .filter(|d| d.split(',').next().unwrap().ends_with(suffix))
+                    .count() as u32
+            };
+            // The virtio-mmio devices are what `mmio_slots` reserves for.
+            assert_eq!(count("-device"), t.mmio_slots(), "{t:?}");
+            assert_eq!(value_after(&a, "-drive").len(), t.blk_devices(), "{t:?}");
+            let pci = devices.iter().filter(|d| d.contains("-pci")).count();
+            let want_pci = match t {
+                VirtioTransport::Pci => 5,
+                VirtioTransport::Both => 2,
+                _ => 0,
+            };
+            assert_eq!(pci, want_pci, "{t:?}");
+            // Every virtio-net-pci has an empty romfile; no mmio device has one.
+            assert!(devices
+                .iter()
+                .all(|d| d.starts_with("virtio-net-pci,") == d.ends_with(",romfile=")));
+            assert_eq!(
+                a.iter().any(|w| w == "virtio-mmio.force-legacy=false"),
+                t == VirtioTransport::MmioModern
+            );
+        }
+    }
+
+    #[test]
+    fn transport_none_attaches_nothing() {
+        let o = opts(&["--virtio-transport", "none"]);
+        let argv = qemu_argv(&o, &kernel("i", &o), &Drives::default());
+        for flag in ["-device", "-drive", "-netdev", "-global"] {
+            assert!(!argv.iter().any(|a| a == flag), "{flag} in {argv:?}");
+        }
+        assert!(!argv.iter().any(|a| a.contains("virtio")), "{argv:?}");
+        assert_eq!(value_after(&argv, "-nic"), ["none"]);
+        assert!(expected_stderr(&o).is_empty());
+        // The NICs' hub warning is expected whenever there are NICs.
+        for t in ["mmio", "mmio-modern", "pci", "both"] {
+            let o = opts(&["--virtio-transport", t]);
+            assert_eq!(expected_stderr(&o), [HUB_WARNING], "{t}");
+        }
+    }
+
+    #[test]
+    fn default_devices_come_before_virtio_blk_and_gdb_and_pass_through() {
+        // So they keep the top virtio-mmio slots whatever --virtio-blk adds.
+        let o = opts(&["--virtio-blk", "2", "--gdb", "--", "-dtb", "x"]);
+        let drives = Drives {
+            default: vec![PathBuf::from("/t/d.img")],
+            extra: vec![PathBuf::from("/e0"), PathBuf::from("/e1")],
+        };
+        let argv = qemu_argv(&o, &kernel("i", &o), &drives);
+        let devices = value_after(&argv, "-device");
+        assert_eq!(devices.first(), Some(&"virtio-blk-device,drive=vblk0"));
+        assert_eq!(
+            &devices[devices.len() - 2..],
+            [
+                "virtio-blk-device,drive=blk0",
+                "virtio-blk-device,drive=blk1"
+            ]
+        );
+        assert_eq!(&argv[argv.len() - 4..], ["-s", "-S", "-dtb", "x"]);
     }
 
     #[test]
@@ -214,7 +452,7 @@ mod tests {
             "-dtb",
             "bad.dtb",
         ]);
-        let argv = qemu_argv(&o, &kernel("/i.bin", &o), &[]);
+        let argv = qemu_argv(&o, &kernel("/i.bin", &o), &Drives::default());
         assert_eq!(value_after(&argv, "-M"), ["virt,gic-version=2"]);
         assert_eq!(value_after(&argv, "-smp"), ["4"]);
         assert_eq!(value_after(&argv, "-m"), ["2G"]);
@@ -228,10 +466,14 @@ mod tests {
 
     #[test]
     fn virtio_blk_drives() {
-        let drives: Vec<PathBuf> = (0..3)
+        let extra: Vec<PathBuf> = (0..3)
             .map(|i| PathBuf::from(format!("/d/b,{i}.img")))
             .collect();
-        let o = opts(&["--virtio-blk", "3"]);
+        let drives = Drives {
+            default: Vec::new(),
+            extra,
+        };
+        let o = opts(&["--virtio-blk", "3", "--virtio-transport", "none"]);
         let argv = qemu_argv(&o, &kernel("i", &o), &drives);
         assert_eq!(
             value_after(&argv, "-drive"),
@@ -250,6 +492,21 @@ mod tests {
             ]
         );
         assert!(!argv.iter().any(|a| a == "-S" || a == "-append"));
+
+        // The default blk's file is the run's own: escaped too, but written (no snapshot).
+        let o = opts(&["--virtio-blk", "1"]);
+        let drives = Drives {
+            default: vec![PathBuf::from("/t/a,b.img")],
+            extra: vec![PathBuf::from("/d/blk00.img")],
+        };
+        let argv = qemu_argv(&o, &kernel("i", &o), &drives);
+        assert_eq!(
+            value_after(&argv, "-drive"),
+            [
+                "file=/t/a,,b.img,if=none,format=raw,id=vblk0",
+                "file=/d/blk00.img,if=none,format=raw,snapshot=on,id=blk0",
+            ]
+        );
     }
 
     #[test]

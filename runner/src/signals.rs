@@ -27,7 +27,9 @@ pub fn name(sig: i32) -> &'static str {
 
 /// Install the handling for the `ioguard-run` process: on the first of [`HANDLED`], stop
 /// every QEMU the runner is streaming ([`crate::stream::stop_children`]: SIGTERM, then
-/// SIGKILL after a second), say so on stderr and exit with 128 + the signal's number.
+/// SIGKILL after a second), remove the runs' temporary files ([`crate::temp::remove_all`]:
+/// the default virtio-blk images), say so on stderr and exit with 128 + the signal's
+/// number.
 pub fn install() -> std::io::Result<()> {
     let mut signals = Signals::new(HANDLED)?;
     std::thread::Builder::new()
@@ -35,6 +37,8 @@ pub fn install() -> std::io::Result<()> {
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 let pids = crate::stream::stop_children();
+                // The boot may have removed its files already, as QEMU ended.
+                crate::temp::remove_all();
                 let what = if pids.is_empty() {
                     "no QEMU was running".to_string()
                 } else {

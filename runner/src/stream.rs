@@ -51,6 +51,8 @@ enum Event {
 /// Accumulates the events of both pipes, handing each line to the caller as it arrives.
 struct Collector<'a> {
     on_line: &'a mut dyn FnMut(Stream, &str),
+    /// Ends of stderr lines that are not complaints: dropped.
+    expected: &'a [String],
     report: Report,
     times: Vec<Duration>,
     stderr: Vec<String>,
@@ -63,6 +65,8 @@ struct Collector<'a> {
 impl Collector<'_> {
     fn take(&mut self, ev: Event) {
         match ev {
+            Event::Line(Stream::QemuStderr, line, ..)
+                if self.expected.iter().any(|e| line.ends_with(e.as_str())) => {}
             Event::Line(s, line, t, complete) => {
                 (self.on_line)(s, &line);
                 match s {
@@ -156,9 +160,23 @@ pub fn stream(
 /// [`stream`] with a limit on silence too: when the guest prints no line for
 /// `limits.silence`, the child is stopped and the verdict is 4 (the guest went silent).
 pub fn stream_limited(
+    child: Child,
+    started: Instant,
+    limits: Limits,
+    on_line: &mut dyn FnMut(Stream, &str),
+) -> Result<Streamed, RunError> {
+    stream_expecting(child, started, limits, &[], on_line)
+}
+
+/// [`stream_limited`], except that the stderr lines ending with one of `expected` (what
+/// the command is known to print without anything being wrong, e.g.
+/// [`crate::qemu::HUB_WARNING`]) are dropped: not handed to `on_line`, not in
+/// [`Streamed::stderr`], not a complaint.
+pub fn stream_expecting(
     mut child: Child,
     started: Instant,
     limits: Limits,
+    expected: &[String],
     on_line: &mut dyn FnMut(Stream, &str),
 ) -> Result<Streamed, RunError> {
     let _registered = Registered::new(child.id());
@@ -166,6 +184,7 @@ pub fn stream_limited(
     let (tx, rx) = mpsc::channel();
     let mut c = Collector {
         on_line,
+        expected,
         report: Report::parse::<&str>(&[]),
         times: Vec::new(),
         stderr: Vec::new(),
@@ -419,6 +438,39 @@ mod tests {
         // Every line reached the caller, from the right stream.
         assert_eq!(seen.len(), 4);
         assert!(seen.contains(&(Stream::QemuStderr, "qemu: warning".to_string())));
+    }
+
+    #[test]
+    fn expected_stderr_lines_are_dropped_and_no_complaint() {
+        let expected = [crate::qemu::HUB_WARNING.to_string()];
+        let script =
+            "echo 'qemu-system-aarch64: warning: hub 0 is not connected to host network' >&2; \
+                      echo 'ioguard 0.1.0: cpus=1'; echo PASS: a: b; exit 7";
+        let (child, started) = sh(script);
+        let mut seen = Vec::new();
+        let limits = Limits {
+            timeout: Some(Duration::from_secs(20)),
+            silence: None,
+        };
+        let s = stream_expecting(child, started, limits, &expected, &mut |st, l| {
+            seen.push((st, l.to_string()))
+        })
+        .expect("streamed");
+        assert!(s.stderr.is_empty(), "{:?}", s.stderr);
+        assert!(
+            seen.iter().all(|(st, _)| *st == Stream::Console),
+            "{seen:?}"
+        );
+        // Powered off after the header without a verdict, QEMU silent otherwise: 4, not 3.
+        assert_eq!(s.verdict.status, STATUS_NO_EXIT);
+        // Another hub's warning, or any other line, is still QEMU complaining.
+        let (child, started) = sh(
+            "echo 'warning: hub 1 is not connected to host network' >&2; \
+                                   echo 'ioguard 0.1.0: cpus=1'; exit 7",
+        );
+        let s = stream_expecting(child, started, limits, &expected, &mut |_, _| {}).unwrap();
+        assert_eq!(s.stderr.len(), 1);
+        assert_eq!(s.verdict.status, STATUS_LAUNCH);
     }
 
     #[test]

@@ -50,10 +50,16 @@ impl Ran {
 }
 
 fn runner(args: &[&str]) -> Ran {
+    runner_with_tmp(args, &std::env::temp_dir())
+}
+
+/// [`runner`] with `TMPDIR=tmp`: where it makes the default virtio-blk files.
+fn runner_with_tmp(args: &[&str], tmp: &Path) -> Ran {
     let start = Instant::now();
     let out = Command::new(BIN)
         .args(args)
         .env_remove("IOGUARD_RUN_CWD")
+        .env("TMPDIR", tmp)
         .stdin(Stdio::null())
         .output()
         .expect("ioguard-run runs");
@@ -113,6 +119,69 @@ fn each_outcome_has_its_own_status() {
             r.all()
         );
     }
+}
+
+/// A fresh, empty directory to be one run's `TMPDIR`.
+fn empty_tmp(name: &str) -> PathBuf {
+    let d = scratch().join(format!("tmp-{name}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn the_default_blk_file_is_gone_after_every_outcome() {
+    let pass = guest("cleanup-pass.bin", PASSING);
+    let fail = guest(
+        "cleanup-fail.bin",
+        "PASS: a: x\nFAIL: a: y: no\nEXIT: STATUS=3\n",
+    );
+    let no_exit = guest("cleanup-noexit.bin", "ioguard 0.1.0: cpus=1\nPASS: a: x\n");
+    // Prints nothing, so that no second boot lists the selection.
+    let spin = spinning("cleanup-spin.bin", "");
+    let cases: [(&str, &Path, &[&str], i32); 8] = [
+        ("pass", &pass, &[], 0),
+        ("fail", &fail, &[], 1),
+        ("both", &pass, &["--virtio-transport", "both"], 0),
+        ("qemu-false", &pass, &["--qemu", "/bin/false"], 3),
+        ("qemu-refuses", &pass, &["--cpu", "nosuch"], 3),
+        ("no-exit", &no_exit, &[], 4),
+        ("silence", &spin, &["--silence", "1"], 4),
+        ("timeout", &spin, &["--timeout", "1"], 124),
+    ];
+    for (name, img, extra, status) in cases {
+        let tmp = empty_tmp(name);
+        let mut args = vec!["--image", img.to_str().unwrap(), "--timeout", "30"];
+        args.extend_from_slice(extra);
+        let r = runner_with_tmp(&args, &tmp);
+        assert_eq!(r.status, status, "{name}:\n{}", r.all());
+        // The file was there: the command named it.
+        let made = format!("file={}/ioguard-", tmp.display());
+        assert!(r.stdout.contains(&made), "{name}: no {made}\n{}", r.all());
+        assert_eq!(entries(&tmp), [] as [String; 0], "{name}: left behind");
+    }
+    // Without default devices there is no file to make.
+    let tmp = empty_tmp("none");
+    let r = runner_with_tmp(
+        &[
+            "--image",
+            pass.to_str().unwrap(),
+            "--virtio-transport",
+            "none",
+        ],
+        &tmp,
+    );
+    assert_eq!(r.status, 0, "{}", r.all());
+    assert!(!r.stdout.contains("-drive"), "{}", r.all());
+    assert!(entries(&tmp).is_empty());
 }
 
 #[test]
@@ -258,7 +327,7 @@ fn bad_options_are_refused_before_booting() {
     let dir = scratch();
     let same = dir.join("same.out");
     let long = "x".repeat(2049);
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 10] = [
         (
             &["--hyp", "model", "--smp", "9"],
             "hypmodel runs at most 8 vCPUs",
@@ -284,6 +353,11 @@ fn bad_options_are_refused_before_booting() {
         (&["--tap", img], "it would be overwritten"),
         (&["--cpu", "cortex-a15"], "has no AArch64"),
         (&["--mem", "1"], "needs at least 8M"),
+        (
+            &["--virtio-transport", "pcie"],
+            "--virtio-transport 'pcie': expected mmio, mmio-modern, pci, both or none",
+        ),
+        (&["--virtio-blk", "28"], "so at most 27 more drives"),
     ];
     for (args, why) in cases {
         let mut full = vec!["--image", img, "--timeout", "30"];
@@ -357,14 +431,30 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The file behind the default virtio-blk device of the running process `pid`.
+fn default_blk_file_of(pid: u32) -> PathBuf {
+    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let drive = cmd
+        .split(|b| *b == 0)
+        .map(String::from_utf8_lossy)
+        .find(|a| a.starts_with("file=") && a.contains(",id=vblk0"))
+        .unwrap_or_else(|| panic!("no default blk drive in {cmd:?}"))
+        .into_owned();
+    let file = drive["file=".len()..].split(",if=").next().unwrap();
+    PathBuf::from(file.replace(",,", ","))
+}
+
 /// Sends `signal` to the runner while QEMU runs a guest that never ends; QEMU must be
-/// gone right after, and the runner must exit 128 + the signal's number.
+/// gone right after, so must the run's default virtio-blk file, and the runner must
+/// exit 128 + the signal's number.
 fn signal_stops_qemu(signal: &str, number: i32) {
     let img = spinning(&format!("signal-{signal}-{}.bin", std::process::id()), "");
     let path = img.to_str().unwrap().to_string();
+    let tmp = empty_tmp(&format!("signal-{signal}"));
     let mut child = Command::new(BIN)
         .args(["--image", &path, "--timeout", "120", "--silence", "120"])
         .env_remove("IOGUARD_RUN_CWD")
+        .env("TMPDIR", &tmp)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -374,6 +464,8 @@ fn signal_stops_qemu(signal: &str, number: i32) {
         !processes_with("-kernel", &path).is_empty()
     });
     let qemu = processes_with("-kernel", &path);
+    let blk = default_blk_file_of(qemu[0]);
+    assert!(blk.starts_with(&tmp) && blk.is_file(), "{}", blk.display());
     let sent = Command::new("kill")
         .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
@@ -407,6 +499,8 @@ fn signal_stops_qemu(signal: &str, number: i32) {
         "{signal}: {status:?}\n{err}"
     );
     assert!(err.contains(&format!("{signal}: stopped QEMU")), "{err}");
+    assert!(!blk.exists(), "{signal}: {} left behind", blk.display());
+    assert!(entries(&tmp).is_empty(), "{:?}", entries(&tmp));
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
@@ -418,4 +512,9 @@ fn sigterm_to_the_runner_stops_qemu() {
 #[test]
 fn sighup_to_the_runner_stops_qemu() {
     signal_stops_qemu("HUP", 1);
+}
+
+#[test]
+fn sigint_to_the_runner_stops_qemu() {
+    signal_stops_qemu("INT", 2);
 }
