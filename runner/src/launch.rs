@@ -245,12 +245,33 @@ pub fn drives(opts: &Options) -> Result<Drives, RunError> {
     Ok(Drives { default, extra })
 }
 
-/// One new file of [`DEFAULT_BLK_SIZE`] zero bytes per default virtio-blk device of
-/// `transport` ([`crate::temp::create`]: unique to this boot, registered for removal).
+/// What the first sector of a default blk file starts with: the capacity the guest's
+/// `virtio: blk-rw` compares the device's with.
+pub fn blk_header(size: u64) -> String {
+    format!("IOGUARD-BLK sectors={}\n", size / 512)
+}
+
+/// One new file of [`DEFAULT_BLK_SIZE`] bytes per default virtio-blk device of
+/// `transport` ([`crate::temp::create`]: unique to this boot, registered for removal),
+/// zeros but for [`blk_header`] at the start.
 pub fn default_blk_files(transport: VirtioTransport) -> Result<Vec<PathBuf>, RunError> {
     let mut files = Vec::new();
     for _ in 0..transport.blk_devices() {
-        match crate::temp::create("blk", DEFAULT_BLK_SIZE) {
+        let made = crate::temp::create("blk", DEFAULT_BLK_SIZE).and_then(|f| {
+            use std::io::Write;
+            let written = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&f)
+                .and_then(|mut w| w.write_all(blk_header(DEFAULT_BLK_SIZE).as_bytes()));
+            match written {
+                Ok(()) => Ok(f),
+                Err(e) => {
+                    crate::temp::remove(std::slice::from_ref(&f));
+                    Err(RunError::Io(format!("{}: {e}", f.display())))
+                }
+            }
+        });
+        match made {
             Ok(f) => files.push(f),
             Err(e) => {
                 crate::temp::remove(&files);
@@ -340,6 +361,20 @@ fn run_dumpdtb(mut argv: Vec<String>, path: &Path) -> Result<(), RunError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_default_blk_file_starts_with_its_capacity() {
+        let files = super::default_blk_files(crate::options::VirtioTransport::Both).unwrap();
+        assert_eq!(files.len(), 2);
+        for f in &files {
+            let bytes = std::fs::read(f).unwrap();
+            assert_eq!(bytes.len() as u64, super::DEFAULT_BLK_SIZE);
+            assert!(bytes.starts_with(b"IOGUARD-BLK sectors=16384\n"), "{f:?}");
+            assert!(bytes[26..].iter().all(|&b| b == 0));
+        }
+        crate::temp::remove(&files);
+        assert!(files.iter().all(|f| !f.exists()));
+    }
+
     use super::*;
     use crate::options::{parse_args, Command as Cmd};
     use crate::qemu::shell_line;

@@ -1,6 +1,6 @@
 //! `ioremap:` the layer itself.
 
-use super::pages::{consecutive, expect_forwarded};
+use super::pages::{consecutive, expect_forwarded, expect_refused};
 use super::Ctx;
 use crate::kernel::arch::sysreg::{self, Translation};
 use crate::kernel::mm::ioremap::{self, IoMapping};
@@ -152,8 +152,8 @@ fn judge_guard_calls(
 }
 
 /// A window spanning several guard granules: one MAP per granule (one range call where
-/// the ABI has them), every granule forwarded while it lives, and as many UNMAPs when it
-/// goes.
+/// the ABI has them), every granule forwarded while it lives, and as many UNMAPs, each
+/// accepted, when it goes; then every granule refused again where UNMAP takes effect.
 pub fn spanning(ctx: &Ctx) -> Outcome {
     const N: u64 = 2;
     let Some(guard) = ctx.hv.mmio_guard() else {
@@ -179,12 +179,25 @@ pub fn spanning(ctx: &Ctx) -> Outcome {
         }
     }
     drop(window);
-    let unmaps = ioremap::counters().unmaps - before.unmaps;
+    let after = ioremap::counters();
+    let unmaps = after.unmaps - before.unmaps;
     let want = if guard.has_unmap() { N } else { 0 };
     if unmaps != want {
         bad.push(format!(
             "{unmaps} granules UNMAPped on release (expected {want})"
         ));
+    }
+    let refused = after.unmaps_refused - before.unmaps_refused;
+    if refused > 0 {
+        bad.push(format!("{refused} UNMAP runs on release were not accepted"));
+    }
+    // Where UNMAP takes effect, every granule the window held is refused again.
+    if fresh && ctx.hv.profile.unmap_takes_effect() {
+        for t in &run {
+            if let Err(why) = expect_refused(t) {
+                bad.push(format!("after release: {why}"));
+            }
+        }
     }
     if !bad.is_empty() {
         return Outcome::fail(format_args!(
