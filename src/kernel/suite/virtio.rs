@@ -62,10 +62,10 @@ pub fn discovered(ctx: &Ctx) -> Outcome {
         match &bus.pool {
             None => {}
             Some(Ok(info)) => ctx.info(format_args!(
-                "DMA pool {} ({} {:#x} bytes){}",
+                "DMA pool {} ({:#x} bytes {}){}",
                 info.region,
-                p.1,
                 p.0,
+                p.1,
                 match info.granule {
                     Some(g) => format!(", shared in granules of {g:#x}"),
                     None => String::from(", not shared (no memory sharing)"),

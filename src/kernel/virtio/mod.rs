@@ -118,15 +118,22 @@ pub fn abandoned() -> u64 {
     ABANDONED.load(Ordering::Relaxed)
 }
 
-/// The pool size the tree asks for, or the default: (bytes, why).
-fn pool_size(p: &Platform) -> (u64, String) {
+/// The pool size for `devices` devices: what their queues need and room to bounce
+/// buffers, within what the tree's `restricted-dma-pool` allows where it has one (the
+/// guest shares no more than it uses: each granule is a hypercall): (bytes, why).
+fn pool_size(p: &Platform, devices: usize) -> (u64, String) {
+    let needed = pool::size_for(devices);
     let bridge = p.pci.iter().find_map(|h| h.memory_region);
-    let pool = bridge
+    let node = bridge
         .and_then(|ph| p.dma_pools.iter().find(|d| d.phandle == Some(ph)))
         .or(p.dma_pools.first());
-    match pool.and_then(|d| d.size.map(|s| (s, d))) {
-        Some((s, d)) => (s, d.path.clone()),
-        None => (pool::DEFAULT_SIZE, String::from("default")),
+    match node.and_then(|d| d.size.map(|s| (s, d))) {
+        Some((s, d)) if s < needed => (s, alloc::format!("all of {}", d.path)),
+        Some((s, d)) => (
+            needed,
+            alloc::format!("for {devices} devices, within {}'s {s:#x}", d.path),
+        ),
+        None => (needed, alloc::format!("for {devices} devices")),
     }
 }
 
@@ -193,13 +200,12 @@ fn transports(p: &Platform, bus: &mut Bus) -> Vec<(Location, Guarded)> {
 }
 
 fn build(p: &Platform, sharer: Option<&'static MemSharer>) -> Bus {
-    let pool_wanted = pool_size(p);
     let mut bus = Bus {
         found: Vec::new(),
         empty_mmio: 0,
         pci_errors: Vec::new(),
         pool: None,
-        pool_wanted,
+        pool_wanted: (0, String::new()),
         blk: Vec::new(),
         rng: Vec::new(),
         console: Vec::new(),
@@ -210,6 +216,7 @@ fn build(p: &Platform, sharer: Option<&'static MemSharer>) -> Bus {
     let found = transports(p, &mut bus);
     // The pool is shared only when there is a device to give it to.
     if !found.is_empty() {
+        bus.pool_wanted = pool_size(p, found.len());
         bus.pool = Some(pool::init(bus.pool_wanted.0, sharer));
     }
     for (at, t) in found {

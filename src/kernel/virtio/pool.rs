@@ -20,9 +20,17 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use linked_list_allocator::Heap;
 use spin::Mutex;
 
-/// The pool's size when the tree has no `restricted-dma-pool`: room for the default
-/// devices' queues and bounce buffers, and few granules to share (each is a hypercall).
-pub const DEFAULT_SIZE: u64 = 0x2_0000;
+/// Queue memory per device: two queues (net, console) of two pages each (the ring areas
+/// virtio-drivers allocates for a queue, legacy or modern layout).
+const PER_DEVICE: u64 = 4 * PAGE as u64;
+/// Room for bounce buffers: one request in flight per device, the largest a 4 KiB blk
+/// transfer or a 2 KiB frame, and indirect descriptor tables.
+const BOUNCE_ROOM: u64 = 0x1_0000;
+
+/// The pool size `devices` devices need.
+pub fn size_for(devices: usize) -> u64 {
+    BOUNCE_ROOM + PER_DEVICE * devices as u64
+}
 /// Alignment of queue memory (virtio-drivers' page).
 const PAGE: usize = 4096;
 /// Alignment of a bounce buffer.
