@@ -78,9 +78,15 @@ pub fn guard<'a>(ctx: &Ctx<'a>) -> Result<&'static MmioGuard, Outcome> {
     }
 }
 
-/// Every probe target outside the devices' windows.
+/// Every probe target outside the guard granules the devices' windows touch (a check that
+/// MAPs and UNMAPs a target's granule would otherwise take a driver's registration away).
 pub fn all_targets(ctx: &Ctx) -> Vec<Target> {
+    let g = ioremap::guard_granule().unwrap_or(targets::PAGE);
+    let held = ctx.devices.units(g);
     targets::targets(ctx.platform, &ctx.devices.pages())
+        .into_iter()
+        .filter(|t| !held.contains(&(t.base & !(g - 1))))
+        .collect()
 }
 
 /// The probe targets whose granule no check or driver has registered.

@@ -165,21 +165,58 @@ pub fn run(
 /// Unless `output=uart` (or `auto` under a guard whose UNMAP does not take effect), sets
 /// the virtio devices up before the first check and sends the suite's lines to the first
 /// virtio-console (one notify per line instead of one trap or two per byte). The devices'
-/// windows are then held for the whole run.
+/// windows are then held for the whole run. A set-up that a broken hypervisor makes fault
+/// is abandoned, not the run: the lines stay on the UART, and `virtio: discovered` (or the
+/// end of the run) reports it.
 fn virtio_output(
     hv: &'static Hypervisor,
     platform: &Platform,
     opts: &Options,
     devices: &Devices,
 ) -> Devices {
-    let mut held = devices.clone();
     // Probing registers every virtio window (and PCI configuration page) for a moment;
     // where UNMAP does not take effect that registration stays, and takes those pages
     // from the guard checks. There `auto` keeps the UART (`virtio` still obeys).
     let leaves_registered = hv.mmio_guard().is_some() && !hv.profile.unmap_takes_effect();
     if opts.output == Output::Uart || (opts.output == Output::Auto && leaves_registered) {
-        return held;
+        return devices.clone();
     }
+    let mut held = None;
+    let _ = exceptions::take_unexpected();
+    *CURRENT.lock() = Some(virtio::SETUP);
+    let finished =
+        exceptions::run_abandonable(|| held = Some(set_up_virtio(hv, platform, opts, devices)));
+    *CURRENT.lock() = None;
+    match held {
+        Some(h) if finished => h,
+        _ => {
+            virtio::abandon();
+            let why = match (PANIC_MESSAGE.lock().take(), exceptions::take_unexpected()) {
+                (Some(msg), _) => format!("panic: {msg}"),
+                (None, Some(u)) => format!(
+                    "unexpected exception: {} {}",
+                    u.fault.esr.ec_name(),
+                    u.fault
+                ),
+                (None, None) => String::from("abandoned for an unknown reason"),
+            };
+            println!(
+                "INFO: {}: {why}; the suite's lines stay on the UART",
+                virtio::SETUP
+            );
+            virtio::note_setup_failure(why);
+            devices.clone()
+        }
+    }
+}
+
+fn set_up_virtio(
+    hv: &'static Hypervisor,
+    platform: &Platform,
+    opts: &Options,
+    devices: &Devices,
+) -> Devices {
+    let mut held = devices.clone();
     let mut lock = virtio::bus(platform, hv.mem_sharer());
     let Some(bus) = lock.as_mut() else {
         return held;
@@ -224,6 +261,13 @@ pub fn finish(force: Option<u8>) -> ! {
             .unwrap_or_default();
         println!(
             "ioguard: {unreported} undocumented answer(s) after guard: returns ran{last}: failing the run"
+        );
+        code = code.max(report::code::CHECK_FAILED);
+    }
+    if let Some(why) = virtio::unreported_setup_failure() {
+        println!(
+            "ioguard: {}: {why}, and no check reported it: failing the run",
+            virtio::SETUP
         );
         code = code.max(report::code::CHECK_FAILED);
     }

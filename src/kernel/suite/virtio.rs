@@ -74,6 +74,9 @@ pub fn discovered(ctx: &Ctx) -> Outcome {
             Some(Err(e)) => ctx.info(format_args!("DMA pool: {e}")),
         }
         let mut bad: Vec<String> = Vec::new();
+        if let Some(why) = virtio::take_setup_failure() {
+            bad.push(format!("{}: {why}", virtio::SETUP));
+        }
         if let Some(Err(e)) = &bus.pool {
             bad.push(format!("DMA pool: {e}"));
         }

@@ -5,6 +5,7 @@
 use super::transport::Guarded;
 use super::ProbeError;
 use crate::kernel::mm::ioremap;
+use crate::kernel::probe::{self, Width};
 use crate::platform::Region;
 use alloc::vec;
 use core::ptr::NonNull;
@@ -14,6 +15,12 @@ use virtio_drivers::transport::SomeTransport;
 /// The transport behind the window `r`, or None when no device is there (device ID 0).
 pub fn probe(r: Region) -> Result<Option<(Guarded, u32)>, ProbeError> {
     let window = ioremap::ioremap(r.base, r.size).map_err(ProbeError::Ioremap)?;
+    // The first access through the probe API, so that a hypervisor that refuses the
+    // registered window costs this transport, not the run: the window is released here.
+    // SAFETY: the magic register of the window just mapped; reading it has no effect.
+    if let Err(l) = unsafe { probe::read(window.addr(), Width::W32) } {
+        return Err(ProbeError::Refused(l.fault));
+    }
     let header = NonNull::new(window.addr() as *mut VirtIOHeader).ok_or(ProbeError::Null)?;
     // SAFETY: `window` maps (and registers) `r.size` bytes of device memory at `header`, an
     // address the tree gave for a virtio-mmio transport; it lives as long as the transport

@@ -40,10 +40,11 @@ pub enum Location {
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Self::Mmio { base, version } => {
-                let kind = if version == 1 { "legacy" } else { "modern" };
-                write!(f, "virtio-mmio@{base:#x} ({kind})")
-            }
+            Self::Mmio { base, version } => match version {
+                1 => write!(f, "virtio-mmio@{base:#x} (legacy)"),
+                2 => write!(f, "virtio-mmio@{base:#x} (modern)"),
+                _ => write!(f, "virtio-mmio@{base:#x}"),
+            },
             Self::Pci {
                 bus,
                 device,
@@ -59,6 +60,8 @@ pub enum ProbeError {
     Mmio(MmioError),
     Pci(pci::PciError),
     Null,
+    /// The first access to the registered window aborted.
+    Refused(crate::fault::Fault),
     Device(DeviceError),
     /// A device ioguard does not drive (it is still counted as discovered).
     NotDriven(DeviceType),
@@ -73,6 +76,12 @@ impl fmt::Display for ProbeError {
             Self::Mmio(e) => write!(f, "{e}"),
             Self::Pci(e) => write!(f, "{e}"),
             Self::Null => write!(f, "window at address 0"),
+            Self::Refused(fault) => {
+                write!(
+                    f,
+                    "the first access to the registered window aborted: {fault}"
+                )
+            }
             Self::Device(e) => write!(f, "set-up: {e}"),
             Self::NotDriven(t) => write!(f, "{t:?} devices are not driven by ioguard"),
             Self::NoPool => write!(f, "no DMA pool"),
@@ -111,6 +120,32 @@ pub struct Bus {
 }
 
 static BUS: Mutex<Option<Bus>> = Mutex::new(None);
+
+/// What the boot-time set-up is called in messages.
+pub const SETUP: &str = "virtio set-up at boot";
+/// Why the boot-time set-up was abandoned, and whether a check reported it.
+static SETUP_FAILURE: Mutex<Option<(String, bool)>> = Mutex::new(None);
+
+pub fn note_setup_failure(why: String) {
+    *SETUP_FAILURE.lock() = Some((why, false));
+}
+
+/// Why the boot-time set-up was abandoned, if it was; marks it reported.
+pub fn take_setup_failure() -> Option<String> {
+    SETUP_FAILURE.lock().as_mut().map(|(why, reported)| {
+        *reported = true;
+        why.clone()
+    })
+}
+
+/// A set-up failure no check reported.
+pub fn unreported_setup_failure() -> Option<String> {
+    SETUP_FAILURE
+        .lock()
+        .as_ref()
+        .filter(|(_, reported)| !reported)
+        .map(|(why, _)| why.clone())
+}
 /// Virtio checks abandoned by an unexpected exception or a panic.
 static ABANDONED: AtomicU64 = AtomicU64::new(0);
 

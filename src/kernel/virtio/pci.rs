@@ -9,16 +9,15 @@ use super::hal::{self, GuestHal};
 use super::transport::Guarded;
 use super::Location;
 use crate::bars::BarAllocator;
+use crate::fault::Fault;
 use crate::kernel::mm::ioremap::{self, IoMapping, IoremapError};
+use crate::kernel::probe::{self, Width};
 use crate::platform::{PciHost, PciSpace, Region};
 use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::fmt;
-use core::ptr::NonNull;
-use safe_mmio::fields::ReadWrite;
-use safe_mmio::UniqueMmioPointer;
 use virtio_drivers::transport::pci::bus::{
     BarInfo, Cam, Command, ConfigurationAccess, DeviceFunction, MemoryBarType, PciRoot,
 };
@@ -35,6 +34,7 @@ const CAP_ID_VENDOR: u8 = 0x09;
 const CAP_BAR: u8 = 4;
 const CAP_OFFSET: u8 = 8;
 const CAP_LENGTH: u8 = 12;
+const CAP_COMMON: u8 = 1;
 
 #[derive(Debug)]
 pub enum PciError {
@@ -53,6 +53,11 @@ pub enum PciError {
     Ioremap {
         bar: u8,
         error: IoremapError,
+    },
+    /// An access to a registered configuration page or BAR aborted.
+    Refused {
+        what: &'static str,
+        fault: Fault,
     },
     /// A virtio capability points outside every BAR ioguard registered.
     CapOutsideBar {
@@ -81,6 +86,9 @@ impl fmt::Display for PciError {
                 )
             }
             Self::Ioremap { bar, error } => write!(f, "BAR{bar}: ioremap: {error}"),
+            Self::Refused { what, fault } => {
+                write!(f, "an access to the registered {what} aborted: {fault}")
+            }
             Self::CapOutsideBar {
                 bar,
                 offset,
@@ -95,17 +103,6 @@ impl fmt::Display for PciError {
     }
 }
 
-/// A configuration word, accessed through safe-mmio (single `ldr`/`str` on aarch64, so a
-/// trapped access has a valid syndrome for the hypervisor to forward).
-///
-/// # Safety
-/// `addr` is an aligned word of mapped device memory that nothing else accesses meanwhile.
-unsafe fn word(addr: u64) -> Option<UniqueMmioPointer<'static, ReadWrite<u32>>> {
-    let ptr = NonNull::new(addr as *mut ReadWrite<u32>)?;
-    // SAFETY: the caller's promise.
-    Some(unsafe { UniqueMmioPointer::new(ptr) })
-}
-
 /// Configuration space through registered pages only.
 struct GuardedConfig {
     base: u64,
@@ -117,6 +114,8 @@ struct GuardedConfig {
 struct Pages {
     mapped: BTreeMap<u64, IoMapping>,
     error: Option<IoremapError>,
+    /// The first configuration access that aborted.
+    fault: Option<Fault>,
 }
 
 impl GuardedConfig {
@@ -145,8 +144,15 @@ impl ConfigurationAccess for GuardedConfig {
     fn read_word(&self, df: DeviceFunction, offset: u8) -> u32 {
         match self.reg(df, offset) {
             // SAFETY: `a` is an aligned word in a configuration page ioremapped above and
-            // held in `pages` for as long as this bus is probed.
-            Some(a) => unsafe { word(a) }.map_or(u32::MAX, |mut w| w.read()),
+            // held in `pages` for as long as this bus is probed; a read of configuration
+            // space has no side effect, and the probe API catches an abort.
+            Some(a) => match unsafe { probe::read(a, Width::W32) } {
+                Ok(v) => v as u32,
+                Err(l) => {
+                    self.pages.borrow_mut().fault.get_or_insert(l.fault);
+                    u32::MAX
+                }
+            },
             // What an absent function answers: the probe moves on.
             None => u32::MAX,
         }
@@ -154,9 +160,9 @@ impl ConfigurationAccess for GuardedConfig {
 
     fn write_word(&mut self, df: DeviceFunction, offset: u8, data: u32) {
         if let Some(a) = self.reg(df, offset) {
-            // SAFETY: as for `read_word`.
-            if let Some(mut w) = unsafe { word(a) } {
-                w.write(data);
+            // SAFETY: as for `read_word`; configuration space is not memory Rust uses.
+            if let Err(fault) = unsafe { probe::write(a, Width::W32, u64::from(data)) } {
+                self.pages.borrow_mut().fault.get_or_insert(fault);
             }
         }
     }
@@ -239,13 +245,15 @@ fn memory_bars(
     Ok(bars)
 }
 
-/// Refuses the function unless each virtio capability lies inside one of `bars`.
+/// Refuses the function unless each virtio capability lies inside one of `bars`; returns
+/// where the common configuration is.
 fn capabilities_inside(
     root: &PciRoot<GuardedConfig>,
     config: &GuardedConfig,
     df: DeviceFunction,
     bars: &[Bar],
-) -> Result<(), PciError> {
+) -> Result<Option<u64>, PciError> {
+    let mut common = None;
     for cap in root.capabilities(df) {
         // Only the structures virtio-drivers maps: common, notify, ISR and device
         // configuration (the PCI-configuration-access capability's BAR fields are the
@@ -259,8 +267,11 @@ fn capabilities_inside(
         let length = config.read_word(df, cap.offset + CAP_LENGTH);
         let inside = bars
             .iter()
-            .any(|b| b.index == bar && u64::from(offset) + u64::from(length) <= b.cpu.size);
-        if !inside {
+            .find(|b| b.index == bar && u64::from(offset) + u64::from(length) <= b.cpu.size);
+        if cfg_type == CAP_COMMON {
+            common = inside.map(|b| b.cpu.base + u64::from(offset));
+        }
+        if inside.is_none() {
             return Err(PciError::CapOutsideBar {
                 bar,
                 offset,
@@ -268,7 +279,7 @@ fn capabilities_inside(
             });
         }
     }
-    Ok(())
+    Ok(common)
 }
 
 fn function(
@@ -293,7 +304,24 @@ fn function(
         df,
         (command | Command::MEMORY_SPACE | Command::BUS_MASTER) - Command::IO_SPACE,
     );
-    capabilities_inside(root, config, df, &bars)?;
+    let common = capabilities_inside(root, config, df, &bars)?;
+    if let Some(fault) = config.pages.borrow_mut().fault.take() {
+        return Err(PciError::Refused {
+            what: "configuration space",
+            fault,
+        });
+    }
+    if let Some(addr) = common {
+        // The first access to the BARs through the probe API (device_feature_select: no
+        // side effect), so that a refused BAR costs this function, not the run.
+        // SAFETY: a register inside a BAR ioremapped above.
+        if let Err(l) = unsafe { probe::read(addr, Width::W32) } {
+            return Err(PciError::Refused {
+                what: "BAR",
+                fault: l.fault,
+            });
+        }
+    }
     let regions: Vec<Region> = bars.iter().map(|b| b.cpu).collect();
     for r in &regions {
         hal::allow_window(*r);
