@@ -111,7 +111,7 @@ fn entered_at_el2_drops_to_el1() {
 }
 
 /// The virtio transports the guest drives a device through, by kind.
-fn driven<'a>(out: &'a ioguard_runner::Outcome) -> Vec<&'a str> {
+fn driven(out: &ioguard_runner::Outcome) -> Vec<&str> {
     out.report
         .info
         .iter()
