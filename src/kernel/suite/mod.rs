@@ -30,6 +30,7 @@ macro_rules! checks {
     };
 }
 
+mod bench;
 mod boot;
 mod control;
 mod forms;
@@ -56,7 +57,7 @@ use crate::report::Outcome;
 
 /// The groups, in run order. Checks that need a page the hypervisor must refuse (guard)
 /// come before those that may leave pages registered for good (control, ioremap), and the
-/// self-tests, which run only when named, last.
+/// self-tests and the benchmarks, which run only when named, last.
 const GROUPS: &[&[Check]] = &[
     boot::CHECKS,
     smccc::CHECKS,
@@ -68,6 +69,7 @@ const GROUPS: &[&[Check]] = &[
     ioremap::CHECKS,
     virtio::CHECKS,
     selftest::CHECKS,
+    bench::CHECKS,
 ];
 
 /// What ioguard learned while booting, for the checks to examine.

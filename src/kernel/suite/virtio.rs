@@ -224,8 +224,9 @@ pub fn blk_rw(ctx: &Ctx) -> Outcome {
             }
         }
         Outcome::pass(format_args!(
-            "{} KiB written and read back intact at sectors {sectors:?}; {capacity}",
-            sectors.len() * len / 1024
+            "{} KiB written and read back intact at sectors {sectors:?} ({} requests); {capacity}",
+            sectors.len() * len / 1024,
+            1 + 2 * sectors.len()
         ))
     })
 }

@@ -4,7 +4,7 @@
 
 use super::transport::Guarded;
 use super::ProbeError;
-use crate::kernel::mm::ioremap;
+use crate::kernel::mm::ioremap::{self, IoMapping};
 use crate::kernel::probe::{self, Width};
 use crate::platform::Region;
 use alloc::vec;
@@ -12,8 +12,17 @@ use core::ptr::NonNull;
 use virtio_drivers::transport::mmio::{MmioError, MmioTransport, VirtIOHeader};
 use virtio_drivers::transport::SomeTransport;
 
-/// The transport behind the window `r`, or None when no device is there (device ID 0).
-pub fn probe(r: Region) -> Result<Option<(Guarded, u32)>, ProbeError> {
+/// What a virtio-mmio window holds.
+pub enum Slot {
+    /// A device, its transport (which owns the window) and the header version.
+    Device(Guarded, u32),
+    /// No device (device ID 0): the window, for the caller to release once every window
+    /// is probed, so that windows sharing a granule cost one MAP and one UNMAP.
+    Empty(IoMapping),
+}
+
+/// What is behind the window `r`.
+pub fn probe(r: Region) -> Result<Slot, ProbeError> {
     let window = ioremap::ioremap(r.base, r.size).map_err(ProbeError::Ioremap)?;
     // The first access through the probe API, so that a hypervisor that refuses the
     // registered window costs this transport, not the run: the window is released here.
@@ -28,12 +37,12 @@ pub fn probe(r: Region) -> Result<Option<(Guarded, u32)>, ProbeError> {
     match unsafe { MmioTransport::new(header, r.size as usize) } {
         Ok(t) => {
             let version = t.version() as u32;
-            Ok(Some((
+            Ok(Slot::Device(
                 Guarded::new(SomeTransport::from(t), vec![window], vec![]),
                 version,
-            )))
+            ))
         }
-        Err(MmioError::InvalidDeviceID(_)) => Ok(None),
+        Err(MmioError::InvalidDeviceID(_)) => Ok(Slot::Empty(window)),
         Err(e) => Err(ProbeError::Mmio(e)),
     }
 }

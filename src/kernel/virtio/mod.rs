@@ -198,16 +198,17 @@ fn failed(at: Location, e: ProbeError) -> Found {
 /// Every transport in the tree (the DMA pool is not needed yet: no queue exists).
 fn transports(p: &Platform, bus: &mut Bus) -> Vec<(Location, Guarded)> {
     let mut out = Vec::new();
+    let mut empty = Vec::new();
     for &r in &p.virtio_mmio {
         match mmio::probe(r) {
-            Ok(Some((t, version))) => {
+            Ok(mmio::Slot::Device(t, version)) => {
                 let at = Location::Mmio {
                     base: r.base,
                     version,
                 };
                 out.push((at, t));
             }
-            Ok(None) => bus.empty_mmio += 1,
+            Ok(mmio::Slot::Empty(window)) => empty.push(window),
             Err(e) => bus.found.push(failed(
                 Location::Mmio {
                     base: r.base,
@@ -217,6 +218,8 @@ fn transports(p: &Platform, bus: &mut Bus) -> Vec<(Location, Guarded)> {
             )),
         }
     }
+    bus.empty_mmio = empty.len();
+    drop(empty);
     for host in &p.pci {
         match pci::probe(host, p.pci_probe_only) {
             Ok((fns, pages)) => {
