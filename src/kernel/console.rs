@@ -35,6 +35,9 @@ pub enum Trouble {
     /// What answers at the window is not the UART the tree names (flash, an empty bus):
     /// its identification read this.
     NotAUart { id: u64 },
+    /// The virtio-console carrying the suite's lines aborted (its registration dropped,
+    /// say): the lines went back to the UART.
+    OutputAborted(Fault),
 }
 
 impl fmt::Display for Trouble {
@@ -54,6 +57,10 @@ impl fmt::Display for Trouble {
             Self::NotAUart { id } => write!(
                 f,
                 "the console's window does not answer as the UART the device tree names (identification {id:#x})"
+            ),
+            Self::OutputAborted(fault) => write!(
+                f,
+                "an access to the virtio-console carrying the suite's lines aborted ({fault})"
             ),
         }
     }
@@ -97,6 +104,8 @@ impl fmt::Display for Incident {
         }
         if let Trouble::NotRegistered(_) = self.trouble {
             write!(f, "; the UART is used through a stage-1 mapping alone")
+        } else if let Trouble::OutputAborted(_) = self.trouble {
+            write!(f, "; the lines went back to the UART")
         } else if self.recovered {
             write!(f, "; output went on through the UART")
         } else {
@@ -149,6 +158,15 @@ static REPAIRED: AtomicBool = AtomicBool::new(false);
 
 pub fn set_repair(f: fn() -> Repair) {
     REPAIR.call_once(|| f);
+}
+
+/// Records that the output sink above gave up after an abort (the text went to the UART).
+pub fn output_aborted(fault: Fault) {
+    note(Incident {
+        trouble: Trouble::OutputAborted(fault),
+        repair: None,
+        recovered: true,
+    });
 }
 
 /// Records that the window could not be registered at boot (the UART is used anyway: if

@@ -3,7 +3,7 @@
 //! device does not take goes to the UART instead, and the device is not used again.
 
 use super::devices::{Console, DeviceError};
-use crate::kernel::console;
+use crate::kernel::{console, exceptions};
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 
@@ -15,7 +15,31 @@ pub fn lines() -> u64 {
     LINES.load(Ordering::Relaxed)
 }
 
+/// The console layer's sink. The write runs as an abandonable call: a hypervisor that
+/// drops the device's registration makes the notify abort, and that must cost the output
+/// device (the lines go back to the UART, and `guard: console` or the end of the run
+/// says why), not the run.
 fn sink(text: &str) -> bool {
+    let mut taken = false;
+    if exceptions::run_abandonable(|| taken = write_locked(text)) {
+        return taken;
+    }
+    if OUTPUT.is_locked() {
+        // SAFETY: the holder was the write just abandoned on this CPU, which never resumes.
+        unsafe { OUTPUT.force_unlock() };
+    }
+    // Not dropped: resetting the device would touch the window that just aborted.
+    if let Some(c) = OUTPUT.lock().take() {
+        core::mem::forget(c);
+    }
+    console::set_sink(None);
+    if let Some(u) = exceptions::take_unexpected() {
+        console::output_aborted(u.fault);
+    }
+    false
+}
+
+fn write_locked(text: &str) -> bool {
     // Busy means this CPU is inside a write already (a log line from the driver, or an
     // exception in the middle of one): that text goes to the UART.
     let Some(mut out) = OUTPUT.try_lock() else {
