@@ -17,4 +17,5 @@ pub mod options;
 pub mod profile;
 pub mod stage2;
 pub mod syndrome;
+pub mod virtq;
 pub mod vm;

@@ -1054,7 +1054,8 @@ mod tests {
     fn vm_with(opts: Options) -> Vm {
         let l = layout();
         let frames = 0x2000_0000 / 4096;
-        let bits = Box::leak(vec![0u64; frames / 64].into_boxed_slice());
+        let bits =
+            Box::leak(vec![0u64; crate::memshare::words_for(frames as u64)].into_boxed_slice());
         Vm::new(
             opts,
             l,

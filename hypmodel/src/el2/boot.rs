@@ -33,8 +33,8 @@ const S2_TABLES: usize = 32;
 #[repr(C, align(32768))]
 struct S2Pool([Table; S2_TABLES]);
 static S2_POOL: Mutex<S2Pool> = Mutex::new(S2Pool([[0; stage2::ENTRIES]; S2_TABLES]));
-static SHARE_BITS: Mutex<[u64; (SHARE_MAX_RAM / memshare::FRAME / 64) as usize]> =
-    Mutex::new([0; (SHARE_MAX_RAM / memshare::FRAME / 64) as usize]);
+static SHARE_BITS: Mutex<[u64; memshare::words_for(SHARE_MAX_RAM / memshare::FRAME)]> =
+    Mutex::new([0; memshare::words_for(SHARE_MAX_RAM / memshare::FRAME)]);
 /// The guest's tree, built here and copied to `GUEST_DTB`.
 static DTB_OUT: Mutex<[u8; 0x10000]> = Mutex::new([0; 0x10000]);
 /// The guest's command line, copied out of QEMU's tree before the guest's tree replaces it.
