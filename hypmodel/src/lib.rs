@@ -8,6 +8,7 @@
 pub mod abi;
 pub mod chaos;
 pub mod console;
+pub mod dma;
 pub mod fdt;
 pub mod guard;
 pub mod image;

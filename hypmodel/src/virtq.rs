@@ -170,6 +170,8 @@ pub enum Malformed {
     Wraps { what: Reach, addr: u64, len: u64 },
     /// Shared guest memory that could not be read (the view disagrees with itself).
     Unreadable { addr: u64 },
+    /// A legacy queue whose QueueAlign (0) leaves no place for the used ring.
+    LegacyLayout { base: u64, align: u64 },
     /// More than [`WALK_BUDGET`] descriptors in one walk.
     Budget,
 }
@@ -211,6 +213,10 @@ impl fmt::Display for Malformed {
             Malformed::Unreadable { addr } => {
                 write!(f, "shared guest memory at {addr:#x} cannot be read")
             }
+            Malformed::LegacyLayout { base, align } => write!(
+                f,
+                "legacy queue at {base:#x} with QueueAlign {align:#x} has no place for its used ring"
+            ),
             Malformed::Budget => write!(f, "more than {WALK_BUDGET} descriptors in one notify"),
         }
     }
