@@ -17,6 +17,28 @@ const PL031_PCELL_ID3: u64 = 0xffc;
 const GPIO: u64 = 0x0903_0000; // PL061
 const VIRTIO: u64 = 0x0a00_0000; // 32 virtio-mmio slots; magic "virt" at offset 0
 const VIRTIO_SLOT: u64 = 0x200;
+const VIRTIO_SLOTS: u64 = 32;
+/// virtio-mmio registers (legacy layout, QEMU's default) and values.
+const VIRTIO_MAGIC: u64 = 0x7472_6976;
+const VIRTIO_ID_RNG: u64 = 4;
+const VM_VERSION: u64 = 0x004;
+const VM_DEVICE_ID: u64 = 0x008;
+const VM_GUEST_FEATURES: u64 = 0x020;
+const VM_GUEST_PAGE_SIZE: u64 = 0x028;
+const VM_QUEUE_SEL: u64 = 0x030;
+const VM_QUEUE_NUM_MAX: u64 = 0x034;
+const VM_QUEUE_NUM: u64 = 0x038;
+const VM_QUEUE_ALIGN: u64 = 0x03c;
+const VM_QUEUE_PFN: u64 = 0x040;
+const VM_QUEUE_NOTIFY: u64 = 0x050;
+const VM_STATUS: u64 = 0x070;
+/// Status: ACKNOWLEDGE | DRIVER, then DRIVER_OK.
+const VM_STATUS_DRIVER: u64 = 1 | 2;
+const VM_STATUS_DRIVER_OK: u64 = 4;
+/// Descriptor flag: the device writes the buffer.
+const VRING_DESC_F_WRITE: u16 = 2;
+/// Entries in the test guest's queue.
+const VQ_SIZE: u64 = 8;
 
 // ABI numbers, written here once more for the test guest.
 const KVM_FEATURES: u32 = 0x8600_0000;
@@ -501,6 +523,10 @@ extern "C" fn tg_main(dtb: u64) -> ! {
         say!("TG: dt bad");
         finish()
     };
+    if t.virtio {
+        virtio_rng(granule);
+        finish()
+    }
     stray_then_registered();
     let ram_page = addr_of!(SHARE_PAGE) as u64;
     map_edges(granule, ram_page, t.hole);
@@ -558,6 +584,8 @@ struct GuestTree {
     ncpus: usize,
     /// hypmodel's memory: the gap between the first two memory ranges ((0, 0) if none).
     hole: (u64, u64),
+    /// The command line has the word `virtio`: drive a virtio-rng instead of the sequence.
+    virtio: bool,
 }
 
 /// Reads (and prints) the tree at `dtb`.
@@ -581,6 +609,9 @@ fn read_tree(dtb: u64) -> Option<GuestTree> {
         mpidrs: [0; MAX_CPUS],
         ncpus: 0,
         hole: (0, 0),
+        virtio: tree
+            .prop_str("/chosen", "bootargs")
+            .is_some_and(|a| a.split_ascii_whitespace().any(|w| w == "virtio")),
     };
     let _ = tree.for_each_cpu(|m| {
         if t.ncpus < MAX_CPUS {
@@ -752,6 +783,96 @@ fn memshare(granule: u64, ram_page: u64, hole: (u64, u64)) {
     }
     say!("TG: memshare x2=1 -> {} x1={}", ret(r[0]), r[1]);
     say!("TG: memshare final={}", ret(hvc(SHARE, ram_page, 0, 0)[0]));
+}
+
+/// The queue (descriptors and avail ring in its first page, used ring in its second),
+/// a buffer the guest shares, and one it keeps private: each in its own 64 KiB, so that
+/// every granule size keeps them apart.
+#[repr(C, align(65536))]
+struct VirtioArea([u8; 3 * 65536]);
+static mut VIRTIO_AREA: VirtioArea = VirtioArea([0; 3 * 65536]);
+
+/// A legacy virtio-rng (`-device virtio-rng-device`), driven as a protected guest must:
+/// the queue and the first buffer shared (MEM_SHARE), then two requests of 16 bytes, one
+/// into the shared buffer, one into a private buffer (which hypmodel must refuse).
+fn virtio_rng(granule: u64) {
+    let end = VIRTIO + VIRTIO_SLOTS * VIRTIO_SLOT;
+    for g in (VIRTIO..end).step_by(granule as usize) {
+        hvc(MAP, g & !(granule - 1), 0, 0);
+    }
+    let rng = (0..VIRTIO_SLOTS)
+        .map(|i| VIRTIO + i * VIRTIO_SLOT)
+        .find(|&b| {
+            read32(b).value == VIRTIO_MAGIC && read32(b + VM_DEVICE_ID).value == VIRTIO_ID_RNG
+        });
+    let Some(dev) = rng else {
+        say!("TG: virtio no-rng");
+        return;
+    };
+    let version = read32(dev + VM_VERSION).value;
+    say!("TG: virtio rng={dev:#x} version={version}");
+    if version != 1 {
+        return;
+    }
+    let area = addr_of_mut!(VIRTIO_AREA) as u64;
+    let (ring, shared, private) = (area, area + 0x1_0000, area + 0x2_0000);
+    let mut shares = 0;
+    for a in (ring..ring + 0x2000).step_by(granule as usize) {
+        shares += u64::from(hvc(SHARE, a, 0, 0)[0] == 0);
+    }
+    shares += u64::from(hvc(SHARE, shared, 0, 0)[0] == 0);
+    let num = read32(dev + VM_QUEUE_NUM_MAX).value.min(VQ_SIZE);
+    for (reg, v) in [
+        (VM_STATUS, 0),
+        (VM_STATUS, VM_STATUS_DRIVER),
+        (VM_GUEST_FEATURES, 0),
+        (VM_GUEST_PAGE_SIZE, 4096),
+        (VM_QUEUE_SEL, 0),
+        (VM_QUEUE_NUM, num),
+        (VM_QUEUE_ALIGN, 4096),
+        (VM_QUEUE_PFN, ring >> 12),
+        (VM_STATUS, VM_STATUS_DRIVER | VM_STATUS_DRIVER_OK),
+    ] {
+        write32(dev + reg, v);
+    }
+    say!("TG: virtio shares={shares} num={num}");
+    let used = ring + 0x1000;
+    for (k, (what, buf)) in [("shared", shared), ("private", private)]
+        .into_iter()
+        .enumerate()
+    {
+        let k = k as u64;
+        let desc = ring + 16 * k;
+        let avail = ring + 16 * num;
+        // SAFETY: the queue is this guest's own static memory (MMU off: every access
+        // aligned, Device memory); the device reads it only after the notify below.
+        unsafe {
+            write_volatile(desc as *mut u64, buf);
+            write_volatile((desc + 8) as *mut u32, 16);
+            write_volatile((desc + 12) as *mut u16, VRING_DESC_F_WRITE);
+            write_volatile((desc + 14) as *mut u16, 0);
+            write_volatile((avail + 4 + 2 * (k % num)) as *mut u16, k as u16);
+            asm!("dsb sy", options(nostack));
+            write_volatile((avail + 2) as *mut u16, k as u16 + 1);
+            asm!("dsb sy", options(nostack));
+        }
+        let notify = write32(dev + VM_QUEUE_NOTIFY, 0);
+        let (t0, f) = counter();
+        let mut idx = 0;
+        while counter().0 - t0 < f / 2 {
+            // SAFETY: the used ring's idx, written by the device.
+            idx = unsafe { read_volatile((used + 2) as *const u16) };
+            if u64::from(idx) > k {
+                break;
+            }
+        }
+        // SAFETY: the used ring's entry k: {id u32, len u32}.
+        let len = unsafe { read_volatile((used + 4 + 8 * k + 4) as *const u32) };
+        say!(
+            "TG: virtio {what} buffer={buf:#x} notify-fault={} used={idx} len={len}",
+            u8::from(notify.fault)
+        );
+    }
 }
 
 fn finish() -> ! {

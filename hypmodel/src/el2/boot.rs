@@ -6,6 +6,7 @@ use super::console::{self, hyp_line};
 use super::{setup_el2, sysreg, take_once, Stage2Regs, STAGE2, TRACE, VM};
 use core::fmt::Write;
 use core::sync::atomic::Ordering;
+use hypmodel::dma::Dma;
 use hypmodel::fdt::{self, Edits, Fdt};
 use hypmodel::image::{self, ImageHeader};
 use hypmodel::layout::*;
@@ -92,6 +93,7 @@ pub(super) fn boot_main() -> ! {
     // Relaxed: written before this CPU takes a trap or starts another (CPU_ON orders it).
     TRACE.store(opts.trace, Ordering::Relaxed);
     let plat = platform(&tree);
+    let dma = virtio_transports(&tree);
     let img = staged_image(plat.ram_end);
     let load = guest_load_address(img.text_offset);
     // QEMU's tree (`tree`, and the options read from it) is overwritten here: not used after.
@@ -99,7 +101,7 @@ pub(super) fn boot_main() -> ! {
     move_guest_image(load, img.image_size);
     let gram = GuestRam::of(&plat);
     build_stage2(&plat, &gram);
-    create_vm(opts, &plat, console_base);
+    create_vm(opts, &plat, console_base, dma);
     print_config(&opts, &plat, &img, load, dtb_size, &gram);
     setup_el2();
     // SAFETY: the guest image is in place, stage 2 maps it, EL2 is set up; x0 = its tree.
@@ -247,6 +249,30 @@ fn memory(tree: &Fdt<'_>) -> ([(u64, u64); MAX_RAM_RANGES], usize) {
     (ram, nram)
 }
 
+/// The virtio-mmio windows of the tree (`compatible = "virtio,mmio"`): hypmodel follows
+/// what the guest tells the devices behind them about DMA memory.
+fn virtio_transports(tree: &Fdt<'_>) -> Dma {
+    let mut dma = Dma::new();
+    let mut lost = 0usize;
+    let r = tree.for_each_compatible("virtio,mmio", |n| {
+        if let Some((base, size)) = n.reg(0) {
+            if !dma.add_mmio_window(base, size) {
+                lost += 1;
+            }
+        }
+    });
+    if r.is_err() {
+        fatal!("cannot read the virtio-mmio nodes of the device tree");
+    }
+    if lost > 0 {
+        hyp_line(format_args!(
+            "hypmodel: {lost} virtio-mmio windows beyond the first {} are not followed",
+            hypmodel::dma::MAX_MMIO_WINDOWS
+        ));
+    }
+    dma
+}
+
 /// The end of the RAM range that holds hypmodel.
 fn hyp_range_end(ram: &[(u64, u64)]) -> u64 {
     let Some(&(base, size)) = ram
@@ -365,7 +391,7 @@ fn build_stage2(plat: &Platform, gram: &GuestRam) {
     });
 }
 
-fn create_vm(opts: Options, plat: &Platform, console_base: u64) {
+fn create_vm(opts: Options, plat: &Platform, console_base: u64, dma: Dma) {
     let layout = Layout {
         ram: plat.ram,
         nram: plat.nram,
@@ -382,7 +408,9 @@ fn create_vm(opts: Options, plat: &Platform, console_base: u64) {
         - RAM_BASE;
     let bits = take_once(&SHARE_BITS);
     let share = ShareMap::new(RAM_BASE, span / memshare::FRAME, &mut bits[..]);
-    *VM.lock() = Some(Vm::new(opts, layout, share, &plat.cpus[..plat.ncpus]));
+    let mut vm = VM.lock();
+    let vm = vm.insert(Vm::new(opts, layout, share, &plat.cpus[..plat.ncpus]));
+    vm.dma = dma;
 }
 
 /// The configuration line the tests and the runner read.
@@ -416,6 +444,15 @@ fn print_config(
         let _ = write!(line, "{}{gb:#x}+{gs:#x}", if i > 0 { "," } else { "" });
     }
     line.emit();
+    let (windows, judge) = super::with_vm(|vm| (vm.dma.mmio_windows().len(), vm.judges_dma()));
+    hyp_line(format_args!(
+        "hypmodel: dma virtio-mmio windows={windows} judge={}",
+        if judge {
+            "on (memory is private unless shared)"
+        } else {
+            "off (no memory sharing in this profile)"
+        }
+    ));
     if let Some(seed) = opts.chaos {
         hyp_line(format_args!(
             "hypmodel: chaos seed={seed}: one pKVM call in {} and one access in {} misbehave",
