@@ -303,6 +303,7 @@ impl<'a> Fdt<'a> {
             compatible: empty,
             reg: empty,
             ranges: empty,
+            bus_range: empty,
             cells,
         };
         let mut depth = 0usize;
@@ -316,6 +317,7 @@ impl<'a> Fdt<'a> {
                             compatible: empty,
                             reg: empty,
                             ranges: empty,
+                            bus_range: empty,
                             cells,
                         };
                     }
@@ -330,6 +332,7 @@ impl<'a> Fdt<'a> {
                     b"compatible" => node.compatible = value,
                     b"reg" => node.reg = value,
                     b"ranges" => node.ranges = value,
+                    b"bus-range" => node.bus_range = value,
                     _ => {}
                 },
                 Token::Prop { .. } => {}
@@ -379,6 +382,7 @@ pub struct Node<'a> {
     pub compatible: &'a [u8],
     pub reg: &'a [u8],
     pub ranges: &'a [u8],
+    pub bus_range: &'a [u8],
     /// The root's #address-cells and #size-cells (a root child's `reg` is in them).
     pub cells: (u32, u32),
 }

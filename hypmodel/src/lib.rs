@@ -15,6 +15,7 @@ pub mod image;
 pub mod layout;
 pub mod memshare;
 pub mod options;
+pub mod pci;
 pub mod profile;
 pub mod stage2;
 pub mod syndrome;

@@ -5,11 +5,12 @@
 
 use crate::abi::*;
 use crate::chaos::{self, CallChaos, Chaos};
-use crate::dma::{Dma, Notify};
+use crate::dma::{Dma, DmaEnv, Notify};
 use crate::guard::{GuardError, Registry};
 use crate::layout::PAGE_SIZE;
 use crate::memshare::{ShareError, ShareMap};
 use crate::options::{Mutant, Options, Profile};
+use crate::pci::{ConfigSpace, PciHost};
 use crate::profile;
 use crate::syndrome::{load_result, DataAbort};
 use crate::virtq::{GuestView, WalkBugs};
@@ -366,6 +367,22 @@ struct HostView<'a> {
     read: &'a dyn Fn(u64, &mut [u8]) -> bool,
 }
 
+/// The PCI host bridge's config space, for the scan: aligned words of its ECAM only.
+struct EcamView<'a> {
+    host: Option<PciHost>,
+    read: &'a dyn Fn(u64) -> Option<u32>,
+}
+
+impl ConfigSpace for EcamView<'_> {
+    fn read32(&self, addr: u64) -> Option<u32> {
+        let h = self.host?;
+        if !h.in_ecam(addr) || !h.in_ecam(addr + 3) || !addr.is_multiple_of(4) {
+            return None;
+        }
+        (self.read)(addr)
+    }
+}
+
 impl GuestView for HostView<'_> {
     fn read(&self, ipa: u64, buf: &mut [u8]) -> bool {
         self.layout.is_guest_ram(ipa, buf.len() as u64) && (self.read)(ipa, buf)
@@ -486,25 +503,46 @@ impl Vm {
 
     /// A forwarded write to a device, before hypmodel performs it: a virtio register
     /// write is followed (`dma.rs`); a notify is walked, and `Some(n)` with `!n.forward()`
-    /// means do not perform it. `read` reads guest RAM.
+    /// means do not perform it. `read` reads guest RAM, `cfg` a 32-bit word of the PCI
+    /// host bridge's ECAM (the EL2 layer's raw accesses; called only for guest RAM and for
+    /// the ECAM).
     pub fn device_write(
         &mut self,
         ipa: u64,
         size: u8,
         value: u64,
         read: &dyn Fn(u64, &mut [u8]) -> bool,
+        cfg: &dyn Fn(u64) -> Option<u32>,
     ) -> Option<Notify> {
-        let judge = self.judges_dma();
         let view = HostView {
             share: &self.share,
             layout: &self.layout,
             granule: self.page(),
             read,
         };
-        let bugs = WalkBugs {
-            skips_last: self.mutant(Mutant::DmaPrivateThrough),
+        let ecam = EcamView {
+            host: self.dma.pci_host().copied(),
+            read: cfg,
         };
-        self.dma.on_write(ipa, size, value, judge, &view, bugs)
+        let a = DmaEnv {
+            judge: self.judges_dma(),
+            view: &view,
+            cfg: &ecam,
+            bugs: WalkBugs {
+                skips_last: self.mutant(Mutant::DmaPrivateThrough),
+            },
+        };
+        self.dma.on_write(ipa, size, value, &a)
+    }
+
+    /// Follows the virtio-pci functions behind `h`: false (and not followed) if its ECAM
+    /// overlaps memory, which hypmodel must never read as config space.
+    pub fn set_pci_host(&mut self, h: PciHost) -> bool {
+        if self.layout.touches_memory(h.ecam, h.ecam_size) {
+            return false;
+        }
+        self.dma.set_pci_host(h);
+        true
     }
 
     /// A forwarded read from a device, with what the bus answered.
@@ -1771,6 +1809,10 @@ mod tests {
             |ipa, buf| m.read(ipa, buf)
         }
 
+        fn no_pci(_: u64) -> Option<u32> {
+            None
+        }
+
         /// A legacy virtio device in WIN with its queue 0 at BASE, as Linux sets it up.
         fn set_up(v: &mut Vm, m: &FakeMem) {
             assert!(v.dma.add_mmio_window(WIN, 0x200));
@@ -1783,12 +1825,12 @@ mod tests {
                 (0x40, BASE >> 12),
                 (0x70, 0xf),
             ] {
-                assert_eq!(v.device_write(WIN + off, 4, val, &read(m)), None);
+                assert_eq!(v.device_write(WIN + off, 4, val, &read(m), &no_pci), None);
             }
         }
 
         fn notify(v: &mut Vm, m: &FakeMem) -> Notify {
-            v.device_write(WIN + 0x50, 4, 0, &read(m))
+            v.device_write(WIN + 0x50, 4, 0, &read(m), &no_pci)
                 .expect("a notify")
         }
 
@@ -1926,6 +1968,42 @@ mod tests {
                 "hypmodel: dma notifies=1 walked=0 descriptors=0 private=0 malformed=0\n"
             ));
             assert!(!s.contains("FAIL"));
+        }
+
+        #[test]
+        fn the_pci_scan_reads_only_the_ecam_of_a_host_clear_of_memory() {
+            use crate::pci::tests::{qemu_host, ECAM, MEM32};
+            let mut v = vm(Profile::Android14, None);
+            let h = qemu_host();
+            let over_ram = PciHost {
+                ecam: 0x3ff0_0000,
+                ecam_size: 0x20_0000,
+                ..h
+            };
+            assert!(!v.set_pci_host(over_ram));
+            assert!(v.dma.pci_host().is_none());
+            assert!(v.set_pci_host(h));
+            let seen = std::cell::RefCell::new(Vec::new());
+            let cfg = |a: u64| {
+                seen.borrow_mut().push(a);
+                Some(0xffff_ffff)
+            };
+            let m = FakeMem::new(1);
+            // A write in the bridge's memory: the first one scans bus 0.
+            assert_eq!(v.device_write(MEM32 + 0x10, 4, 0, &read(&m), &cfg), None);
+            let seen = seen.into_inner();
+            assert_eq!(seen.len(), 32, "one word per device of bus 0");
+            assert!(seen.iter().all(|&a| (ECAM..ECAM + (1 << 20)).contains(&a)));
+            // The view refuses anything but aligned ECAM words.
+            let view = EcamView {
+                host: Some(h),
+                read: &|_| Some(7),
+            };
+            assert_eq!(view.read32(ECAM + 4), Some(7));
+            assert_eq!(view.read32(ECAM + 2), None);
+            assert_eq!(view.read32(ECAM - 4), None);
+            assert_eq!(view.read32(ECAM + h.ecam_size - 2), None);
+            assert_eq!(view.read32(0x4100_0000), None);
         }
 
         #[test]

@@ -3,6 +3,7 @@ use core::fmt::{self, Write};
 use core::panic::PanicInfo;
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use hypmodel::fdt::{self, Fdt};
+use hypmodel::pci::PciHost;
 
 // QEMU virt devices (hw/arm/virt.c).
 const UART: u64 = 0x0900_0000; // PL011: data register at 0
@@ -203,6 +204,7 @@ tg_exc:
     // Probes: each access instruction has a label; the destination starts as a sentinel.
     .global tg_read32, tg_read32_insn, tg_read8, tg_read8_insn, tg_read_sx8, tg_read_sx8_insn
     .global tg_read64, tg_read64_insn, tg_write32, tg_write32_insn, tg_ldp, tg_ldp_insn
+    .global tg_read16, tg_read16_insn, tg_write16, tg_write16_insn, tg_write8, tg_write8_insn
     .macro SENT r
     movz \r, #0xbeef
     movk \r, #0xdead, lsl #16
@@ -237,6 +239,20 @@ tg_write32:
 tg_write32_insn:
     str w1, [x0]
     ret
+tg_read16:
+    SENT x9
+tg_read16_insn:
+    ldrh w9, [x0]
+    mov x0, x9
+    ret
+tg_write16:
+tg_write16_insn:
+    strh w1, [x0]
+    ret
+tg_write8:
+tg_write8_insn:
+    strb w1, [x0]
+    ret
 tg_ldp:
     SENT x9
     SENT x10
@@ -263,12 +279,18 @@ extern "C" {
     fn tg_read_sx8(a: u64) -> u64;
     fn tg_read64(a: u64) -> u64;
     fn tg_write32(a: u64, v: u64);
+    fn tg_read16(a: u64) -> u64;
+    fn tg_write16(a: u64, v: u64);
+    fn tg_write8(a: u64, v: u64);
     fn tg_ldp(a: u64) -> Pair;
     static tg_read32_insn: u8;
     static tg_read8_insn: u8;
     static tg_read_sx8_insn: u8;
     static tg_read64_insn: u8;
     static tg_write32_insn: u8;
+    static tg_read16_insn: u8;
+    static tg_write16_insn: u8;
+    static tg_write8_insn: u8;
     static tg_ldp_insn: u8;
 }
 
@@ -384,6 +406,38 @@ fn write32(a: u64, v: u64) -> Probe {
         || {
             // SAFETY: as read32, for a store.
             unsafe { tg_write32(a, v) };
+            (SENTINEL, 0)
+        },
+        true,
+    )
+}
+fn read16(a: u64) -> Probe {
+    probe(
+        addr_of!(tg_read16_insn),
+        || {
+            // SAFETY: as read32, for a halfword.
+            (unsafe { tg_read16(a) }, 0)
+        },
+        true,
+    )
+}
+fn write16(a: u64, v: u64) -> Probe {
+    probe(
+        addr_of!(tg_write16_insn),
+        || {
+            // SAFETY: as write32, for a halfword.
+            unsafe { tg_write16(a, v) };
+            (SENTINEL, 0)
+        },
+        true,
+    )
+}
+fn write8(a: u64, v: u64) -> Probe {
+    probe(
+        addr_of!(tg_write8_insn),
+        || {
+            // SAFETY: as write32, for a byte.
+            unsafe { tg_write8(a, v) };
             (SENTINEL, 0)
         },
         true,
@@ -527,6 +581,13 @@ extern "C" fn tg_main(dtb: u64) -> ! {
         virtio_rng(granule);
         finish()
     }
+    if t.virtio_pci {
+        match t.pci {
+            Some(h) => virtio_rng_pci(granule, &h),
+            None => say!("TG: virtio-pci no-host"),
+        }
+        finish()
+    }
     stray_then_registered();
     let ram_page = addr_of!(SHARE_PAGE) as u64;
     map_edges(granule, ram_page, t.hole);
@@ -584,8 +645,17 @@ struct GuestTree {
     ncpus: usize,
     /// hypmodel's memory: the gap between the first two memory ranges ((0, 0) if none).
     hole: (u64, u64),
-    /// The command line has the word `virtio`: drive a virtio-rng instead of the sequence.
+    /// The command line has the word `virtio` (`virtio-pci`): drive a virtio-rng on
+    /// virtio-mmio (virtio-pci) instead of the sequence.
     virtio: bool,
+    virtio_pci: bool,
+    /// The PCI host bridge, for `virtio-pci`.
+    pci: Option<PciHost>,
+}
+
+fn has_word(tree: &Fdt<'_>, w: &str) -> bool {
+    tree.prop_str("/chosen", "bootargs")
+        .is_some_and(|a| a.split_ascii_whitespace().any(|x| x == w))
 }
 
 /// Reads (and prints) the tree at `dtb`.
@@ -609,10 +679,13 @@ fn read_tree(dtb: u64) -> Option<GuestTree> {
         mpidrs: [0; MAX_CPUS],
         ncpus: 0,
         hole: (0, 0),
-        virtio: tree
-            .prop_str("/chosen", "bootargs")
-            .is_some_and(|a| a.split_ascii_whitespace().any(|w| w == "virtio")),
+        virtio: has_word(&tree, "virtio"),
+        virtio_pci: has_word(&tree, "virtio-pci"),
+        pci: None,
     };
+    let _ = tree.for_each_compatible("pci-host-ecam-generic", |n| {
+        t.pci = t.pci.or_else(|| PciHost::from_node(n));
+    });
     let _ = tree.for_each_cpu(|m| {
         if t.ncpus < MAX_CPUS {
             t.mpidrs[t.ncpus] = m;
@@ -814,13 +887,7 @@ fn virtio_rng(granule: u64) {
     if version != 1 {
         return;
     }
-    let area = addr_of_mut!(VIRTIO_AREA) as u64;
-    let (ring, shared, private) = (area, area + 0x1_0000, area + 0x2_0000);
-    let mut shares = 0;
-    for a in (ring..ring + 0x2000).step_by(granule as usize) {
-        shares += u64::from(hvc(SHARE, a, 0, 0)[0] == 0);
-    }
-    shares += u64::from(hvc(SHARE, shared, 0, 0)[0] == 0);
+    let (ring, shares) = share_queue(granule);
     let num = read32(dev + VM_QUEUE_NUM_MAX).value.min(VQ_SIZE);
     for (reg, v) in [
         (VM_STATUS, 0),
@@ -836,11 +903,28 @@ fn virtio_rng(granule: u64) {
         write32(dev + reg, v);
     }
     say!("TG: virtio shares={shares} num={num}");
+    two_requests("virtio", ring, num, || write32(dev + VM_QUEUE_NOTIFY, 0));
+}
+
+/// The queue area: the queue's two pages and the shared buffer shared, granule by granule.
+/// Returns the queue's address and the successful MEM_SHAREs.
+fn share_queue(granule: u64) -> (u64, u64) {
+    let ring = addr_of_mut!(VIRTIO_AREA) as u64;
+    let mut shares = 0;
+    for a in (ring..ring + 0x2000).step_by(granule as usize) {
+        shares += u64::from(hvc(SHARE, a, 0, 0)[0] == 0);
+    }
+    shares += u64::from(hvc(SHARE, ring + 0x1_0000, 0, 0)[0] == 0);
+    (ring, shares)
+}
+
+/// Two requests of 16 bytes on the queue at `ring` (descriptors and avail ring in its
+/// first page, used ring in its second): into the shared buffer, then into the private
+/// one; `notify` tells the device. Prints what came back of each.
+fn two_requests(tag: &str, ring: u64, num: u64, notify: impl Fn() -> Probe) {
     let used = ring + 0x1000;
-    for (k, (what, buf)) in [("shared", shared), ("private", private)]
-        .into_iter()
-        .enumerate()
-    {
+    let bufs = [("shared", ring + 0x1_0000), ("private", ring + 0x2_0000)];
+    for (k, (what, buf)) in bufs.into_iter().enumerate() {
         let k = k as u64;
         let desc = ring + 16 * k;
         let avail = ring + 16 * num;
@@ -856,7 +940,7 @@ fn virtio_rng(granule: u64) {
             write_volatile((avail + 2) as *mut u16, k as u16 + 1);
             asm!("dsb sy", options(nostack));
         }
-        let notify = write32(dev + VM_QUEUE_NOTIFY, 0);
+        let n = notify();
         let (t0, f) = counter();
         let mut idx = 0;
         while counter().0 - t0 < f / 2 {
@@ -869,10 +953,130 @@ fn virtio_rng(granule: u64) {
         // SAFETY: the used ring's entry k: {id u32, len u32}.
         let len = unsafe { read_volatile((used + 4 + 8 * k + 4) as *const u32) };
         say!(
-            "TG: virtio {what} buffer={buf:#x} notify-fault={} used={idx} len={len}",
-            u8::from(notify.fault)
+            "TG: {tag} {what} buffer={buf:#x} notify-fault={} used={idx} len={len}",
+            u8::from(n.fault)
         );
     }
+}
+
+/// virtio-pci's capability types and common configuration (virtio 1.x 4.1.4).
+const PCI_VENDOR_VIRTIO: u64 = 0x1af4;
+const PCI_CAP_COMMON: u64 = 1;
+const PCI_CAP_NOTIFY: u64 = 2;
+const VPCI_DRIVER_FEATURE_SELECT: u64 = 0x08;
+const VPCI_DRIVER_FEATURE: u64 = 0x0c;
+const VPCI_DEVICE_STATUS: u64 = 0x14;
+const VPCI_QUEUE_SELECT: u64 = 0x16;
+const VPCI_QUEUE_SIZE: u64 = 0x18;
+const VPCI_QUEUE_ENABLE: u64 = 0x1c;
+const VPCI_QUEUE_NOTIFY_OFF: u64 = 0x1e;
+const VPCI_QUEUE_DESC: u64 = 0x20;
+const VPCI_QUEUE_DRIVER: u64 = 0x28;
+const VPCI_QUEUE_DEVICE: u64 = 0x30;
+/// FEATURES_OK in the device status.
+const VIRTIO_STATUS_FEATURES_OK: u64 = 8;
+/// Where the test guest puts the function's BAR 4: 1 MiB into the bridge's first range.
+const PCI_BAR_OFFSET: u64 = 0x10_0000;
+const PCI_BAR_SIZE: u64 = 0x4000;
+
+/// A modern virtio-rng on PCI (`-device virtio-rng-pci`, QEMU's layout: its structures in
+/// BAR 4): the test guest finds it on bus 0, places BAR 4, finds the common configuration
+/// and the notification structure, then drives it like the virtio-mmio one.
+fn virtio_rng_pci(granule: u64, h: &PciHost) {
+    let mut found = None;
+    for dev in 0..32u16 {
+        let a = h.cfg(dev << 3, 0);
+        hvc(MAP, a & !(granule - 1), 0, 0);
+        let id = read32(a).value;
+        if id & 0xffff == PCI_VENDOR_VIRTIO && matches!(id >> 16, 0x1005 | 0x1044) {
+            found = Some(dev << 3);
+            break;
+        }
+    }
+    let (Some(bdf), Some(r)) = (found, h.ranges().first()) else {
+        say!("TG: virtio-pci no-rng");
+        return;
+    };
+    let cfg = |off: u64| read32(h.cfg(bdf, off)).value;
+    let (bar_pci, bar) = (r.pci + PCI_BAR_OFFSET, r.cpu + PCI_BAR_OFFSET);
+    write32(h.cfg(bdf, 0x20), bar_pci & 0xffff_fff0);
+    write32(h.cfg(bdf, 0x24), bar_pci >> 32);
+    // Memory decoding and bus mastering (its DMA).
+    write32(h.cfg(bdf, 0x04), (cfg(0x04) & 0xffff) | 0x6);
+    let (mut common, mut notify, mut mult) = (None, None, 0);
+    let mut at = cfg(0x34) & 0xfc;
+    for _ in 0..48 {
+        if at < 0x40 {
+            break;
+        }
+        let w = cfg(at);
+        if w & 0xff == 0x09 && cfg(at + 4) & 0xff == 4 {
+            let off = bar + cfg(at + 8);
+            match (w >> 24) & 0xff {
+                PCI_CAP_COMMON if common.is_none() => common = Some(off),
+                PCI_CAP_NOTIFY if notify.is_none() => {
+                    notify = Some(off);
+                    mult = cfg(at + 16);
+                }
+                _ => {}
+            }
+        }
+        at = (w >> 8) & 0xfc;
+    }
+    let (Some(common), Some(notify)) = (common, notify) else {
+        say!("TG: virtio-pci no-structures");
+        return;
+    };
+    for g in (bar..bar + PCI_BAR_SIZE).step_by(granule as usize) {
+        hvc(MAP, g & !(granule - 1), 0, 0);
+    }
+    say!(
+        "TG: virtio-pci rng={:02x}:{:02x}.{} id={:#x} bar4={bar:#x}",
+        bdf >> 8,
+        (bdf >> 3) & 0x1f,
+        bdf & 7,
+        cfg(0) >> 16
+    );
+    modern_rng(granule, common, notify, mult);
+}
+
+/// The modern initialisation (virtio 1.x 3.1.1) of the function whose common
+/// configuration is at `common`, then the two requests.
+fn modern_rng(granule: u64, common: u64, notify: u64, mult: u64) {
+    write8(common + VPCI_DEVICE_STATUS, 0);
+    write8(common + VPCI_DEVICE_STATUS, VM_STATUS_DRIVER);
+    // VIRTIO_F_VERSION_1 (bit 32) and nothing else.
+    write32(common + VPCI_DRIVER_FEATURE_SELECT, 1);
+    write32(common + VPCI_DRIVER_FEATURE, 1);
+    write32(common + VPCI_DRIVER_FEATURE_SELECT, 0);
+    write32(common + VPCI_DRIVER_FEATURE, 0);
+    write8(
+        common + VPCI_DEVICE_STATUS,
+        VM_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK,
+    );
+    let (ring, shares) = share_queue(granule);
+    write16(common + VPCI_QUEUE_SELECT, 0);
+    let num = read16(common + VPCI_QUEUE_SIZE).value.min(VQ_SIZE);
+    write16(common + VPCI_QUEUE_SIZE, num);
+    for (field, a) in [
+        (VPCI_QUEUE_DESC, ring),
+        (VPCI_QUEUE_DRIVER, ring + 16 * num),
+        (VPCI_QUEUE_DEVICE, ring + 0x1000),
+    ] {
+        write32(common + field, a & 0xffff_ffff);
+        write32(common + field + 4, a >> 32);
+    }
+    let off = read16(common + VPCI_QUEUE_NOTIFY_OFF).value;
+    write16(common + VPCI_QUEUE_ENABLE, 1);
+    write8(
+        common + VPCI_DEVICE_STATUS,
+        VM_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK | VM_STATUS_DRIVER_OK,
+    );
+    say!(
+        "TG: virtio-pci shares={shares} num={num} status={:#x}",
+        read32(common + VPCI_DEVICE_STATUS).value & 0xff
+    );
+    two_requests("virtio-pci", ring, num, || write16(notify + off * mult, 0));
 }
 
 fn finish() -> ! {

@@ -808,16 +808,7 @@ fn chaos_every_seed_ends_with_a_verdict() {
 /// shares its queue and one buffer, then asks for 16 bytes into the shared buffer and 16
 /// into a private one. Returns the run and the rng's window (`virtio-mmio@0x...`).
 fn virtio_rng(hypmodel_args: &str) -> (Run, Outcome, String) {
-    let opts = Options {
-        smp: 1,
-        mem: "512M".into(),
-        qemu_args: vec!["-device".into(), "virtio-rng-device".into()],
-        ..Options::default()
-    };
-    let (text, out) = boot_opts(testguest(), &format!("{hypmodel_args} -- virtio"), opts);
-    assert!(!out.timed_out, "{text}");
-    let r = Run::new(text);
-    r.done();
+    let (r, out) = boot_virtio("virtio-rng-device", "virtio", hypmodel_args);
     let base = r
         .tg("virtio")
         .split_whitespace()
@@ -826,6 +817,21 @@ fn virtio_rng(hypmodel_args: &str) -> (Run, Outcome, String) {
         .to_string();
     r.has("virtio", "version=1");
     (r, out, format!("virtio-mmio@{base}"))
+}
+
+/// The test guest with `-device DEVICE` and the word `mode` on its command line.
+fn boot_virtio(device: &str, mode: &str, hypmodel_args: &str) -> (Run, Outcome) {
+    let opts = Options {
+        smp: 1,
+        mem: "512M".into(),
+        qemu_args: vec!["-device".into(), device.into()],
+        ..Options::default()
+    };
+    let (text, out) = boot_opts(testguest(), &format!("{hypmodel_args} -- {mode}"), opts);
+    assert!(!out.timed_out, "{text}");
+    let r = Run::new(text);
+    r.done();
+    (r, out)
 }
 
 /// Under a profile with memory sharing, hypmodel walks each notified queue: a request into
@@ -892,7 +898,10 @@ fn a_virtio_request_into_private_memory_is_refused() {
     assert!(r.tg("virtio").ends_with("used=2 len=16"), "{}", r.out);
     assert!(r
         .out
-        .contains("hypmodel: dma virtio-mmio windows=32 judge=off"));
+        .contains("hypmodel: dma virtio-mmio windows=32 virtio-pci ecam=0x"));
+    assert!(r
+        .out
+        .contains(" judge=off (no memory sharing in this profile)\n"));
     assert_eq!((r.c("dma.notifies"), r.c("dma.walked")), (2, 0));
     assert!(!r.out.contains("FAIL"), "{}", r.out);
     assert_eq!(out.qemu_status, Some(0), "{}", r.out);
@@ -955,4 +964,54 @@ fn unshare_misaligned_ok_fails_the_real_guests_misaligned_check() {
         "{}",
         good.out
     );
+}
+
+/// The same two requests on a modern virtio-rng behind QEMU's PCIe host bridge: hypmodel
+/// finds the function and its structures in config space after the guest placed its BAR,
+/// follows the common configuration, and walks the queue at the notify address.
+#[test]
+fn a_virtio_pci_request_into_private_memory_is_refused() {
+    let (r, out) = boot_virtio(
+        "virtio-rng-pci",
+        "virtio-pci",
+        "hypmodel.profile=android14 hypmodel.trace",
+    );
+    assert!(r
+        .out
+        .contains("hypmodel: dma virtio-mmio windows=32 virtio-pci ecam=0x"));
+    r.has("virtio-pci", "rng=00:01.0");
+    r.has("virtio-pci", "status=0xf");
+    let lines = r.tg("virtio-pci");
+    assert!(lines.contains("used=1 len=16 |"), "{}", r.out);
+    let private = lines
+        .split(" | ")
+        .find_map(|l| l.strip_prefix("private buffer="))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{}", r.out));
+    assert!(lines.ends_with("used=1 len=0"), "{}", r.out);
+    let p = u64::from_str_radix(private.trim_start_matches("0x"), 16).unwrap();
+    let fail = format!(
+        "hypmodel: FAIL dma: device-writable buffer: queue 0 of virtio-pci@00:01.0: \
+         descriptor 1 [{p:#x}, {:#x}) in private page {p:#x}\n",
+        p + 16
+    );
+    assert!(r.out.contains(&fail), "{fail}\n{}", r.out);
+    assert!(
+        r.out.contains(
+            "hypmodel: trace cpu0 dma notify queue 0 of virtio-pci@00:01.0: avail 0..1: \
+             1 chains, 1 descriptors, all in shared memory -> forwarded\n"
+        ),
+        "{}",
+        r.out
+    );
+    assert_eq!(
+        (r.c("dma.notifies"), r.c("dma.walked"), r.c("dma.private")),
+        (2, 2, 1)
+    );
+    assert_eq!(out.qemu_status, Some(1), "{}", r.out);
+    // Without memory sharing both requests are served.
+    let (r, out) = boot_virtio("virtio-rng-pci", "virtio-pci", "hypmodel.profile=kvm");
+    assert!(r.tg("virtio-pci").ends_with("used=2 len=16"), "{}", r.out);
+    assert_eq!((r.c("dma.notifies"), r.c("dma.walked")), (2, 0));
+    assert_eq!(out.qemu_status, Some(0), "{}", r.out);
 }

@@ -12,6 +12,7 @@ use hypmodel::image::{self, ImageHeader};
 use hypmodel::layout::*;
 use hypmodel::memshare::{self, ShareMap};
 use hypmodel::options::{self, Options};
+use hypmodel::pci::PciHost;
 use hypmodel::stage2::{self, Table};
 use hypmodel::vm::{Layout, Vm, MAX_CPUS, MAX_RAM_RANGES};
 use spin::Mutex;
@@ -93,7 +94,7 @@ pub(super) fn boot_main() -> ! {
     // Relaxed: written before this CPU takes a trap or starts another (CPU_ON orders it).
     TRACE.store(opts.trace, Ordering::Relaxed);
     let plat = platform(&tree);
-    let dma = virtio_transports(&tree);
+    let (dma, pci) = virtio_transports(&tree);
     let img = staged_image(plat.ram_end);
     let load = guest_load_address(img.text_offset);
     // QEMU's tree (`tree`, and the options read from it) is overwritten here: not used after.
@@ -101,7 +102,7 @@ pub(super) fn boot_main() -> ! {
     move_guest_image(load, img.image_size);
     let gram = GuestRam::of(&plat);
     build_stage2(&plat, &gram);
-    create_vm(opts, &plat, console_base, dma);
+    create_vm(opts, &plat, console_base, dma, pci);
     print_config(&opts, &plat, &img, load, dtb_size, &gram);
     setup_el2();
     // SAFETY: the guest image is in place, stage 2 maps it, EL2 is set up; x0 = its tree.
@@ -249,9 +250,10 @@ fn memory(tree: &Fdt<'_>) -> ([(u64, u64); MAX_RAM_RANGES], usize) {
     (ram, nram)
 }
 
-/// The virtio-mmio windows of the tree (`compatible = "virtio,mmio"`): hypmodel follows
-/// what the guest tells the devices behind them about DMA memory.
-fn virtio_transports(tree: &Fdt<'_>) -> Dma {
+/// The virtio-mmio windows of the tree (`compatible = "virtio,mmio"`) and its first PCI
+/// host bridge (`pci-host-ecam-generic`): hypmodel follows what the guest tells the
+/// virtio devices behind them about DMA memory.
+fn virtio_transports(tree: &Fdt<'_>) -> (Dma, Option<PciHost>) {
     let mut dma = Dma::new();
     let mut lost = 0usize;
     let r = tree.for_each_compatible("virtio,mmio", |n| {
@@ -270,7 +272,11 @@ fn virtio_transports(tree: &Fdt<'_>) -> Dma {
             hypmodel::dma::MAX_MMIO_WINDOWS
         ));
     }
-    dma
+    let mut pci = None;
+    let _ = tree.for_each_compatible("pci-host-ecam-generic", |n| {
+        pci = pci.or_else(|| PciHost::from_node(n));
+    });
+    (dma, pci)
 }
 
 /// The end of the RAM range that holds hypmodel.
@@ -391,7 +397,7 @@ fn build_stage2(plat: &Platform, gram: &GuestRam) {
     });
 }
 
-fn create_vm(opts: Options, plat: &Platform, console_base: u64, dma: Dma) {
+fn create_vm(opts: Options, plat: &Platform, console_base: u64, dma: Dma, pci: Option<PciHost>) {
     let layout = Layout {
         ram: plat.ram,
         nram: plat.nram,
@@ -411,6 +417,14 @@ fn create_vm(opts: Options, plat: &Platform, console_base: u64, dma: Dma) {
     let mut vm = VM.lock();
     let vm = vm.insert(Vm::new(opts, layout, share, &plat.cpus[..plat.ncpus]));
     vm.dma = dma;
+    if let Some(h) = pci {
+        if !vm.set_pci_host(h) {
+            hyp_line(format_args!(
+                "hypmodel: the PCI host bridge's ECAM {:#x}+{:#x} overlaps memory: its virtio functions are not followed",
+                h.ecam, h.ecam_size
+            ));
+        }
+    }
 }
 
 /// The configuration line the tests and the runner read.
@@ -444,15 +458,32 @@ fn print_config(
         let _ = write!(line, "{}{gb:#x}+{gs:#x}", if i > 0 { "," } else { "" });
     }
     line.emit();
-    let (windows, judge) = super::with_vm(|vm| (vm.dma.mmio_windows().len(), vm.judges_dma()));
-    hyp_line(format_args!(
-        "hypmodel: dma virtio-mmio windows={windows} judge={}",
+    let (windows, judge, ecam) = super::with_vm(|vm| {
+        (
+            vm.dma.mmio_windows().len(),
+            vm.judges_dma(),
+            vm.dma.pci_host().map(|h| (h.ecam, h.ecam_size)),
+        )
+    });
+    let mut line = console::Line::new();
+    let _ = write!(
+        line,
+        "hypmodel: dma virtio-mmio windows={windows} virtio-pci "
+    );
+    let _ = match ecam {
+        Some((e, size)) => write!(line, "ecam={e:#x}+{size:#x}"),
+        None => write!(line, "none"),
+    };
+    let _ = write!(
+        line,
+        " judge={}",
         if judge {
             "on (memory is private unless shared)"
         } else {
             "off (no memory sharing in this profile)"
         }
-    ));
+    );
+    line.emit();
     if let Some(seed) = opts.chaos {
         hyp_line(format_args!(
             "hypmodel: chaos seed={seed}: one pKVM call in {} and one access in {} misbehave",

@@ -477,11 +477,18 @@ fn read_guest_ram(ipa: u64, buf: &mut [u8]) -> bool {
     true
 }
 
+/// Reads a word of the PCI host bridge's config space for the virtio-pci scan (the VM
+/// passes only aligned ECAM addresses); `None` if the bus aborts.
+fn read_ecam32(addr: u64) -> Option<u32> {
+    let r = mmio_read(addr, 4);
+    (r.fault == 0).then_some(r.value as u32)
+}
+
 /// A write hypmodel is about to perform for the guest: the VM follows virtio queue set-ups
 /// and walks a notified queue. False when the notify is refused: the device must not see
 /// it (the FAIL line says why).
 fn dma_allows(cpu: usize, ipa: u64, size: u8, v: u64) -> bool {
-    let Some(n) = with_vm(|vm| vm.device_write(ipa, size, v, &read_guest_ram)) else {
+    let Some(n) = with_vm(|vm| vm.device_write(ipa, size, v, &read_guest_ram, &read_ecam32)) else {
         return true;
     };
     if let Some(l) = n.fail_line() {
