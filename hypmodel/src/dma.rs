@@ -305,6 +305,7 @@ impl PciDev {
     }
 }
 
+/// A virtio-mmio window of the device tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {
     pub base: u64,
