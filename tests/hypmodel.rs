@@ -392,6 +392,14 @@ const MUTANTS: &[MutantRow] = &[
         &[("memshare: misaligned", "MEM_SHARE SUCCESS")],
     ),
     (
+        "unshare-misaligned-ok",
+        "4k",
+        &[(
+            "memshare: misaligned",
+            "MEM_SHARE INVALID_PARAMETER, MEM_UNSHARE SUCCESS",
+        )],
+    ),
+    (
         "share-x1-zero",
         "4k",
         &[(

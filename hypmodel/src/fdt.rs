@@ -289,6 +289,58 @@ impl<'a> Fdt<'a> {
         Ok(())
     }
 
+    /// Calls `f` for every child of the root whose `compatible` lists `compat` (the
+    /// virtio-mmio transports, the PCI host bridge of QEMU `virt`), in tree order.
+    pub fn for_each_compatible(
+        &self,
+        compat: &str,
+        mut f: impl FnMut(&Node<'a>),
+    ) -> Result<(), FdtError> {
+        let cells = self.root_cells();
+        let empty: &'a [u8] = &[];
+        let mut node = Node {
+            name: empty,
+            compatible: empty,
+            reg: empty,
+            ranges: empty,
+            bus_range: empty,
+            cells,
+        };
+        let mut depth = 0usize;
+        for t in self.tokens() {
+            match t? {
+                Token::Begin(name) => {
+                    depth += 1;
+                    if depth == 2 {
+                        node = Node {
+                            name,
+                            compatible: empty,
+                            reg: empty,
+                            ranges: empty,
+                            bus_range: empty,
+                            cells,
+                        };
+                    }
+                }
+                Token::End => {
+                    if depth == 2 && node.is_compatible(compat) {
+                        f(&node);
+                    }
+                    depth = depth.checked_sub(1).ok_or(FdtError::BadToken(END_NODE))?;
+                }
+                Token::Prop { name, value, .. } if depth == 2 => match name {
+                    b"compatible" => node.compatible = value,
+                    b"reg" => node.reg = value,
+                    b"ranges" => node.ranges = value,
+                    b"bus-range" => node.bus_range = value,
+                    _ => {}
+                },
+                Token::Prop { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Calls `f(mpidr)` for each `/cpus/cpu@N` node's `reg`.
     pub fn for_each_cpu(&self, mut f: impl FnMut(u64)) -> Result<(), FdtError> {
         let ac = self
@@ -320,6 +372,38 @@ impl<'a> Fdt<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// A child of the root node, with the properties hypmodel reads from devices.
+#[derive(Clone, Copy, Debug)]
+pub struct Node<'a> {
+    pub name: &'a [u8],
+    pub compatible: &'a [u8],
+    pub reg: &'a [u8],
+    pub ranges: &'a [u8],
+    pub bus_range: &'a [u8],
+    /// The root's #address-cells and #size-cells (a root child's `reg` is in them).
+    pub cells: (u32, u32),
+}
+
+impl Node<'_> {
+    /// Is `compat` one of the strings of `compatible`?
+    pub fn is_compatible(&self, compat: &str) -> bool {
+        self.compatible
+            .split(|&b| b == 0)
+            .any(|c| c == compat.as_bytes())
+    }
+
+    /// The `i`-th `reg` entry, base and size.
+    pub fn reg(&self, i: usize) -> Option<(u64, u64)> {
+        let (ac, sc) = self.cells;
+        let step = 4 * (ac + sc) as usize;
+        let e = self.reg.get(i * step..(i + 1) * step)?;
+        Some((
+            read_cells(e, 0, ac).ok()?,
+            read_cells(e, 4 * ac as usize, sc).ok()?,
+        ))
     }
 }
 
@@ -766,6 +850,70 @@ pub mod tests {
         let mut cpus = vec![];
         f.for_each_cpu(|m| cpus.push(m)).unwrap();
         assert_eq!(cpus, vec![0, 1]);
+    }
+
+    #[test]
+    fn root_children_by_compatible() {
+        let mut b = Builder::new();
+        b.begin("")
+            .prop("#address-cells", &cells(&[2]))
+            .prop("#size-cells", &cells(&[2]));
+        for base in [0x0a00_0000u32, 0x0a00_0200] {
+            b.begin(&format!("virtio_mmio@{base:x}"))
+                .prop("dma-coherent", b"")
+                .prop("reg", &cells(&[0, base, 0, 0x200]))
+                .prop("compatible", b"virtio,mmio\0");
+            // A grandchild with the same compatible is not a root child.
+            b.begin("inner")
+                .prop("compatible", b"virtio,mmio\0")
+                .prop("reg", &cells(&[0, 1, 0, 1]))
+                .end();
+            b.end();
+        }
+        b.begin("pcie@10000000")
+            .prop("compatible", b"pci-host-ecam-generic\0")
+            .prop("reg", &cells(&[0x40, 0x1000_0000, 0, 0x1000_0000]))
+            .prop(
+                "ranges",
+                &cells(&[0x0200_0000, 0, 0x1000_0000, 0, 0x1000_0000, 0, 0x2eff_0000]),
+            )
+            .end();
+        b.begin("other")
+            .prop("compatible", b"arm,pl011\0arm,primecell\0")
+            .end();
+        b.end();
+        let d = b.build(&[]);
+        let f = Fdt::new(&d).unwrap();
+        let mut seen = vec![];
+        f.for_each_compatible("virtio,mmio", |n| {
+            seen.push((n.name.to_vec(), n.reg(0), n.reg(1)))
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (
+                    b"virtio_mmio@a000000".to_vec(),
+                    Some((0x0a00_0000, 0x200)),
+                    None
+                ),
+                (
+                    b"virtio_mmio@a000200".to_vec(),
+                    Some((0x0a00_0200, 0x200)),
+                    None
+                ),
+            ]
+        );
+        let mut pci = vec![];
+        f.for_each_compatible("pci-host-ecam-generic", |n| {
+            pci.push((n.reg(0), n.ranges.len()))
+        })
+        .unwrap();
+        assert_eq!(pci, vec![(Some((0x40_1000_0000, 0x1000_0000)), 28)]);
+        let mut n = 0;
+        f.for_each_compatible("arm,primecell", |_| n += 1).unwrap();
+        f.for_each_compatible("arm", |_| n += 10).unwrap();
+        assert_eq!(n, 1, "one string of the list, whole");
     }
 
     #[test]

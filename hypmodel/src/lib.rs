@@ -8,13 +8,16 @@
 pub mod abi;
 pub mod chaos;
 pub mod console;
+pub mod dma;
 pub mod fdt;
 pub mod guard;
 pub mod image;
 pub mod layout;
 pub mod memshare;
 pub mod options;
+pub mod pci;
 pub mod profile;
 pub mod stage2;
 pub mod syndrome;
+pub mod virtq;
 pub mod vm;

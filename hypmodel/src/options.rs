@@ -83,10 +83,13 @@ pub enum Mutant {
     MapReturnsOne,
     RguardFirstOnly,
     LastByteUnchecked,
+    ShareIgnored,
+    DmaPrivateThrough,
+    UnshareMisalignedOk,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 36] = [
+    pub const ALL: [Mutant; 39] = [
         Mutant::GuardOff,
         Mutant::SilentDrop,
         Mutant::WrongDfsc,
@@ -123,6 +126,9 @@ impl Mutant {
         Mutant::MapReturnsOne,
         Mutant::RguardFirstOnly,
         Mutant::LastByteUnchecked,
+        Mutant::ShareIgnored,
+        Mutant::DmaPrivateThrough,
+        Mutant::UnshareMisalignedOk,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -162,6 +168,9 @@ impl Mutant {
             Mutant::MapReturnsOne => "map-returns-one",
             Mutant::RguardFirstOnly => "rguard-first-only",
             Mutant::LastByteUnchecked => "last-byte-unchecked",
+            Mutant::ShareIgnored => "share-ignored",
+            Mutant::DmaPrivateThrough => "dma-private-through",
+            Mutant::UnshareMisalignedOk => "unshare-misaligned-ok",
         }
     }
     pub fn from_name(s: &str) -> Option<Mutant> {

@@ -5,12 +5,15 @@
 
 use crate::abi::*;
 use crate::chaos::{self, CallChaos, Chaos};
+use crate::dma::{Dma, DmaEnv, Notify};
 use crate::guard::{GuardError, Registry};
 use crate::layout::PAGE_SIZE;
 use crate::memshare::{ShareError, ShareMap};
 use crate::options::{Mutant, Options, Profile};
+use crate::pci::{ConfigSpace, PciHost};
 use crate::profile;
 use crate::syndrome::{load_result, DataAbort};
+use crate::virtq::{GuestView, WalkBugs};
 use core::fmt::{self, Write};
 
 pub const MAX_CPUS: usize = 8;
@@ -350,6 +353,46 @@ pub struct Vm {
     pub chaos: Option<Chaos>,
     /// Forwarded accesses to the console's page so far (`console-dropped`).
     console_seen: u64,
+    /// The virtio transports and what their queues are told (`dma.rs`).
+    pub dma: Dma,
+}
+
+/// Guest memory as the host sees it, for the DMA walk: `read` reads guest RAM (the EL2
+/// layer's raw access, called only for ranges checked to be guest RAM), the share record
+/// says which pages the host can reach.
+struct HostView<'a> {
+    share: &'a ShareMap,
+    layout: &'a Layout,
+    granule: u64,
+    read: &'a dyn Fn(u64, &mut [u8]) -> bool,
+}
+
+/// The PCI host bridge's config space, for the scan: aligned words of its ECAM only.
+struct EcamView<'a> {
+    host: Option<PciHost>,
+    read: &'a dyn Fn(u64) -> Option<u32>,
+}
+
+impl ConfigSpace for EcamView<'_> {
+    fn read32(&self, addr: u64) -> Option<u32> {
+        let h = self.host?;
+        if !h.in_ecam(addr) || !h.in_ecam(addr + 3) || !addr.is_multiple_of(4) {
+            return None;
+        }
+        (self.read)(addr)
+    }
+}
+
+impl GuestView for HostView<'_> {
+    fn read(&self, ipa: u64, buf: &mut [u8]) -> bool {
+        self.layout.is_guest_ram(ipa, buf.len() as u64) && (self.read)(ipa, buf)
+    }
+
+    fn first_private(&self, ipa: u64, len: u64) -> Option<u64> {
+        self.share
+            .first_inaccessible(ipa, len)
+            .map(|frame| frame & !(self.granule - 1))
+    }
 }
 
 fn ret1(x0: u64) -> Hvc {
@@ -386,8 +429,9 @@ fn share_page_count(a16: bool, x: [u64; 4]) -> Option<u64> {
 
 /// One granule of a MEM_SHARE (`share`) or MEM_UNSHARE; true when done. The memshare
 /// mutants accept what pKVM refuses: a second share, a device page, a misaligned IPA
-/// (aligned down), an unshare of a private page; one refuses what pKVM accepts: the
-/// unshare of a shared page.
+/// (aligned down, or for an unshare not at all), an unshare of a private page; one refuses
+/// what pKVM accepts: the unshare of a shared page; one answers a share it never gives
+/// the host.
 fn share_page(
     map: &mut ShareMap,
     layout: &Layout,
@@ -398,7 +442,10 @@ fn share_page(
 ) -> bool {
     let op = |map: &mut ShareMap, ipa: u64| {
         let ram = layout.is_guest_ram(ipa, page);
-        if share {
+        if share && m == Some(Mutant::ShareIgnored) {
+            // `share-ignored`: the guest's state says shared, the host never gets the page.
+            map.share_state_only(ipa, page, ram)
+        } else if share {
             map.share(ipa, page, ram)
         } else {
             map.unshare(ipa, page, ram)
@@ -416,6 +463,9 @@ fn share_page(
         (Err(ShareError::Misaligned), Some(Mutant::ShareMisalignedOk)) => {
             op(map, ipa & !(page - 1)).is_ok()
         }
+        // `unshare-misaligned-ok`: the unshare path's alignment check leaves its error
+        // code at 0: nothing is unshared, and the call succeeds.
+        (Err(ShareError::Misaligned), Some(Mutant::UnshareMisalignedOk)) => !share,
         (Err(_), _) => false,
     }
 }
@@ -441,7 +491,69 @@ impl Vm {
             last_abort: [(0, 0, 0, 0); MAX_CPUS],
             chaos: opts.chaos.map(Chaos::new),
             console_seen: 0,
+            dma: Dma::new(),
         }
+    }
+
+    /// Does hypmodel judge DMA? Only where memory is private unless shared: under a
+    /// profile with memory sharing (a protected VM).
+    pub fn judges_dma(&self) -> bool {
+        profile::implements(self.opts.profile, FUNC_MEM_SHARE)
+    }
+
+    /// A forwarded write to a device, before hypmodel performs it: a virtio register
+    /// write is followed (`dma.rs`); a notify is walked, and `Some(n)` with `!n.forward()`
+    /// means do not perform it. `read` reads guest RAM, `cfg` a 32-bit word of the PCI
+    /// host bridge's ECAM (the EL2 layer's raw accesses; called only for guest RAM and for
+    /// the ECAM).
+    pub fn device_write(
+        &mut self,
+        ipa: u64,
+        size: u8,
+        value: u64,
+        read: &dyn Fn(u64, &mut [u8]) -> bool,
+        cfg: &dyn Fn(u64) -> Option<u32>,
+    ) -> Option<Notify> {
+        let view = HostView {
+            share: &self.share,
+            layout: &self.layout,
+            granule: self.page(),
+            read,
+        };
+        let ecam = EcamView {
+            host: self.dma.pci_host().copied(),
+            read: cfg,
+        };
+        let a = DmaEnv {
+            judge: self.judges_dma(),
+            view: &view,
+            cfg: &ecam,
+            bugs: WalkBugs {
+                skips_last: self.mutant(Mutant::DmaPrivateThrough),
+            },
+        };
+        self.dma.on_write(ipa, size, value, &a)
+    }
+
+    /// Follows the virtio-pci functions behind `h`: false (and not followed) if its ECAM
+    /// overlaps memory, which hypmodel must never read as config space.
+    pub fn set_pci_host(&mut self, h: PciHost) -> bool {
+        if self.layout.touches_memory(h.ecam, h.ecam_size) {
+            return false;
+        }
+        self.dma.set_pci_host(h);
+        true
+    }
+
+    /// A forwarded read from a device, with what the bus answered.
+    pub fn device_read(&mut self, ipa: u64, size: u8, value: u64) {
+        self.dma.on_read(ipa, size, value);
+    }
+
+    /// Notifies hypmodel refused: the guest handed a device private memory (or a queue
+    /// no device could follow). Any fails the run at power-off.
+    pub fn dma_refused(&self) -> u64 {
+        self.dma.refused()
     }
 
     /// hypmodel injects an abort (`esr`, `far`) into `cpu` at `pc`: true when it is the
@@ -1019,12 +1131,24 @@ impl Vm {
             self.share.shared_bytes(),
             s.share_ok, s.share_failed, s.unshare_ok, s.unshare_failed
         )?;
+        writeln!(w, "hypmodel: {}", self.dma.report_line())?;
         if let Some(c) = &self.chaos {
             let k = &c.stats;
             writeln!(
                 w,
                 "hypmodel: chaos seed={} calls={} drops={} aborts={} reads={}",
                 c.seed, k.calls, k.drops, k.aborts, k.reads
+            )?;
+        }
+        let d = &self.dma.stats;
+        if self.dma_refused() > 0 {
+            writeln!(
+                w,
+                "hypmodel: FAIL: dma: {} notifies refused ({} private, {} malformed), see the \
+                 'hypmodel: FAIL dma:' lines; the run fails",
+                self.dma_refused(),
+                d.private,
+                d.malformed
             )?;
         }
         writeln!(w, "hypmodel: end")
@@ -1054,7 +1178,8 @@ mod tests {
     fn vm_with(opts: Options) -> Vm {
         let l = layout();
         let frames = 0x2000_0000 / 4096;
-        let bits = Box::leak(vec![0u64; frames / 64].into_boxed_slice());
+        let bits =
+            Box::leak(vec![0u64; crate::memshare::words_for(frames as u64)].into_boxed_slice());
         Vm::new(
             opts,
             l,
@@ -1632,6 +1757,271 @@ mod tests {
             ),
             (1, 6, 1, 1)
         );
+    }
+
+    #[test]
+    fn unshare_misaligned_ok() {
+        let p = 0x4100_0000;
+        for (m, unshare) in [(None, EINVAL), (Some(Mutant::UnshareMisalignedOk), SUCCESS)] {
+            let mut v = vm(Profile::Android14, m);
+            // What the guest's `memshare: misaligned` does: share, unshare, aligned unshare.
+            assert_eq!(call(&mut v, 0, pk(3), p + 0x10, 0, 0)[0], EINVAL, "{m:?}");
+            assert_eq!(call(&mut v, 0, pk(4), p + 0x10, 0, 0)[0], unshare, "{m:?}");
+            assert_eq!(
+                call(&mut v, 0, pk(4), p, 0, 0)[0],
+                EINVAL,
+                "{m:?}: never shared"
+            );
+            // A misaligned unshare of a shared page unshares nothing either.
+            assert_eq!(call(&mut v, 0, pk(3), p, 0, 0)[0], SUCCESS);
+            assert_eq!(call(&mut v, 0, pk(4), p + 0x10, 0, 0)[0], unshare);
+            assert!(v.share.is_shared(p) && v.share.host_can_access(p));
+            assert_eq!(call(&mut v, 0, pk(4), p, 0, 0)[0], SUCCESS);
+            let s = &v.stats;
+            let ok = u64::from(m.is_some());
+            assert_eq!((s.unshare_ok, s.unshare_failed), (1 + 2 * ok, 3 - 2 * ok));
+        }
+        // android16 with a page count: x1 = the pages "done".
+        let mut v = vm(Profile::Android16, Some(Mutant::UnshareMisalignedOk));
+        assert_eq!(call(&mut v, 0, pk(3), p + 8, 2, 0)[0], EINVAL);
+        assert_eq!(call(&mut v, 0, pk(4), p + 8, 2, 0), [SUCCESS, 2, 0, 0]);
+        assert_eq!(v.share.shared_bytes(), 0);
+    }
+
+    mod dma {
+        use super::*;
+        use crate::dma::{Judged, NO_SHARING};
+        use crate::virtq::tests::{publish, FakeMem, BASE, PAGE};
+        use crate::virtq::{Area, Problem, Reach, Ring, DESC_F_NEXT, DESC_F_WRITE};
+
+        const WIN: u64 = 0x0a00_3e00;
+
+        /// Guest RAM from BASE: a legacy queue of 8 (descriptors and avail ring in page
+        /// 0, used ring in page 1), buffers from page 4. Nothing shared yet.
+        fn mem() -> (FakeMem, Ring) {
+            (
+                FakeMem::new(16),
+                Ring::legacy(BASE, 8, 4096, false).unwrap(),
+            )
+        }
+
+        fn read(m: &FakeMem) -> impl Fn(u64, &mut [u8]) -> bool + '_ {
+            |ipa, buf| m.read(ipa, buf)
+        }
+
+        fn no_pci(_: u64) -> Option<u32> {
+            None
+        }
+
+        /// A legacy virtio device in WIN with its queue 0 at BASE, as Linux sets it up.
+        fn set_up(v: &mut Vm, m: &FakeMem) {
+            assert!(v.dma.add_mmio_window(WIN, 0x200));
+            for (off, val) in [
+                (0x70, 0),
+                (0x28, 4096),
+                (0x30, 0),
+                (0x38, 8),
+                (0x3c, 4096),
+                (0x40, BASE >> 12),
+                (0x70, 0xf),
+            ] {
+                assert_eq!(v.device_write(WIN + off, 4, val, &read(m), &no_pci), None);
+            }
+        }
+
+        fn notify(v: &mut Vm, m: &FakeMem) -> Notify {
+            v.device_write(WIN + 0x50, 4, 0, &read(m), &no_pci)
+                .expect("a notify")
+        }
+
+        fn share(v: &mut Vm, pages: &[u64]) {
+            for &p in pages {
+                assert_eq!(call(v, 0, pk(3), p, 0, 0)[0], SUCCESS);
+            }
+        }
+
+        #[test]
+        fn shared_rings_and_buffers_are_forwarded_private_ones_refused() {
+            let mut v = vm(Profile::Android14, None);
+            let (mut m, r) = mem();
+            set_up(&mut v, &m);
+            m.put_desc(BASE, BASE + 4 * PAGE, 64, DESC_F_WRITE, 0);
+            publish(&mut m, &r, 0, &[0]);
+            // Nothing shared: the descriptor table is the first thing the device reads.
+            let n = notify(&mut v, &m);
+            assert_eq!(
+                n.refused(),
+                Some(Problem::Private {
+                    what: Reach::Ring(Area::DescTable),
+                    addr: BASE,
+                    len: 128,
+                    page: BASE
+                })
+            );
+            share(&mut v, &[BASE, BASE + PAGE, BASE + 4 * PAGE]);
+            assert!(notify(&mut v, &m).forward());
+            // The buffer given back: unshared, then used again.
+            assert_eq!(call(&mut v, 0, pk(4), BASE + 4 * PAGE, 0, 0)[0], SUCCESS);
+            publish(&mut m, &r, 1, &[0]);
+            let n = notify(&mut v, &m);
+            assert!(!n.forward());
+            assert_eq!(v.dma_refused(), 2);
+            let mut s = String::new();
+            v.report(&mut s).unwrap();
+            assert!(
+                s.contains(
+                    "hypmodel: dma notifies=3 walked=3 descriptors=2 private=2 malformed=0\n"
+                ),
+                "{s}"
+            );
+            assert!(s.contains(
+                "hypmodel: FAIL: dma: 2 notifies refused (2 private, 0 malformed), see the \
+                 'hypmodel: FAIL dma:' lines; the run fails\nhypmodel: end\n"
+            ));
+        }
+
+        #[test]
+        fn the_private_page_is_named_by_its_granule() {
+            let mut v = vm_with(Options {
+                granule: 16384,
+                ..Options::default()
+            });
+            let (mut m, r) = mem();
+            set_up(&mut v, &m);
+            share(&mut v, &[BASE]);
+            m.put_desc(BASE, BASE + 5 * PAGE, 64, 0, 0);
+            publish(&mut m, &r, 0, &[0]);
+            let n = notify(&mut v, &m);
+            assert!(matches!(
+                n.refused(),
+                Some(Problem::Private { page, .. }) if page == BASE + 4 * PAGE
+            ));
+        }
+
+        #[test]
+        fn share_ignored_answers_right_and_refuses_the_first_request() {
+            for (mutant, forwarded) in [(None, true), (Some(Mutant::ShareIgnored), false)] {
+                let mut v = vm(Profile::Android14, mutant);
+                let (mut m, r) = mem();
+                set_up(&mut v, &m);
+                // Every memshare answer is pKVM's: the guest's memshare checks pass.
+                share(&mut v, &[BASE, BASE + PAGE, BASE + 4 * PAGE]);
+                assert_eq!(call(&mut v, 0, pk(3), BASE, 0, 0)[0], EINVAL, "{mutant:?}");
+                assert_eq!(v.share.shared_bytes(), 3 * PAGE);
+                m.put_desc(BASE, BASE + 4 * PAGE, 64, DESC_F_WRITE, 0);
+                publish(&mut m, &r, 0, &[0]);
+                let n = notify(&mut v, &m);
+                assert_eq!(n.forward(), forwarded, "{mutant:?}");
+                if !forwarded {
+                    assert_eq!(
+                        n.fail_line().unwrap().to_string(),
+                        "FAIL dma: descriptor table: queue 0 of virtio-mmio@0xa003e00: \
+                         descriptor table [0x41000000, 0x41000080) in private page 0x41000000"
+                    );
+                }
+                assert_eq!(call(&mut v, 0, pk(4), BASE, 0, 0)[0], SUCCESS, "{mutant:?}");
+            }
+        }
+
+        #[test]
+        fn dma_private_through_lets_the_last_descriptor_through() {
+            for (mutant, forwarded) in [(None, false), (Some(Mutant::DmaPrivateThrough), true)] {
+                let mut v = vm(Profile::Android14, mutant);
+                let (mut m, r) = mem();
+                set_up(&mut v, &m);
+                share(&mut v, &[BASE, BASE + PAGE, BASE + 4 * PAGE]);
+                // A block request: header, data, and a status byte in a private page.
+                m.put_desc(BASE, BASE + 4 * PAGE, 16, DESC_F_NEXT, 1);
+                m.put_desc(
+                    BASE + 16,
+                    BASE + 4 * PAGE + 512,
+                    512,
+                    DESC_F_NEXT | DESC_F_WRITE,
+                    2,
+                );
+                m.put_desc(BASE + 32, BASE + 6 * PAGE, 1, DESC_F_WRITE, 0);
+                publish(&mut m, &r, 0, &[0]);
+                assert_eq!(notify(&mut v, &m).forward(), forwarded, "{mutant:?}");
+                // The guest's self-test: one private buffer, a one-descriptor chain.
+                m.put_desc(BASE + 48, BASE + 7 * PAGE, 64, DESC_F_WRITE, 0);
+                publish(&mut m, &r, u16::from(forwarded), &[3]);
+                assert_eq!(notify(&mut v, &m).forward(), forwarded, "{mutant:?}");
+            }
+        }
+
+        #[test]
+        fn only_profiles_with_memory_sharing_judge() {
+            for p in Profile::ALL {
+                let v = vm(p, None);
+                assert_eq!(v.judges_dma(), p != Profile::Kvm, "{p:?}");
+            }
+            let mut v = vm(Profile::Kvm, None);
+            let (mut m, r) = mem();
+            set_up(&mut v, &m);
+            publish(&mut m, &r, 0, &[0]);
+            let n = notify(&mut v, &m);
+            assert_eq!(n.judged, Judged::NotJudged(NO_SHARING));
+            assert!(n.forward());
+            let mut s = String::new();
+            v.report(&mut s).unwrap();
+            assert!(s.contains(
+                "hypmodel: dma notifies=1 walked=0 descriptors=0 private=0 malformed=0\n"
+            ));
+            assert!(!s.contains("FAIL"));
+        }
+
+        #[test]
+        fn the_pci_scan_reads_only_the_ecam_of_a_host_clear_of_memory() {
+            use crate::pci::tests::{qemu_host, ECAM, MEM32};
+            let mut v = vm(Profile::Android14, None);
+            let h = qemu_host();
+            let over_ram = PciHost {
+                ecam: 0x3ff0_0000,
+                ecam_size: 0x20_0000,
+                ..h
+            };
+            assert!(!v.set_pci_host(over_ram));
+            assert!(v.dma.pci_host().is_none());
+            assert!(v.set_pci_host(h));
+            let seen = std::cell::RefCell::new(Vec::new());
+            let cfg = |a: u64| {
+                seen.borrow_mut().push(a);
+                Some(0xffff_ffff)
+            };
+            let m = FakeMem::new(1);
+            // A write in the bridge's memory: the first one scans bus 0.
+            assert_eq!(v.device_write(MEM32 + 0x10, 4, 0, &read(&m), &cfg), None);
+            let seen = seen.into_inner();
+            assert_eq!(seen.len(), 32, "one word per device of bus 0");
+            assert!(seen.iter().all(|&a| (ECAM..ECAM + (1 << 20)).contains(&a)));
+            // The view refuses anything but aligned ECAM words.
+            let view = EcamView {
+                host: Some(h),
+                read: &|_| Some(7),
+            };
+            assert_eq!(view.read32(ECAM + 4), Some(7));
+            assert_eq!(view.read32(ECAM + 2), None);
+            assert_eq!(view.read32(ECAM - 4), None);
+            assert_eq!(view.read32(ECAM + h.ecam_size - 2), None);
+            assert_eq!(view.read32(0x4100_0000), None);
+        }
+
+        #[test]
+        fn the_walk_reads_only_guest_ram() {
+            let v = vm(Profile::Android14, None);
+            let read_any = |_: u64, _: &mut [u8]| true;
+            let view = HostView {
+                share: &v.share,
+                layout: &v.layout,
+                granule: 4096,
+                read: &read_any,
+            };
+            let mut b = [0u8; 16];
+            assert!(view.read(0x4100_0000, &mut b));
+            assert!(!view.read(0x4020_0000, &mut b), "hypmodel's memory");
+            assert!(!view.read(0x0900_0000, &mut b), "a device");
+            assert!(!view.read(0x5fff_fff8, &mut b), "past the end of RAM");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@ use core::fmt::{self, Write};
 use core::panic::PanicInfo;
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use hypmodel::fdt::{self, Fdt};
+use hypmodel::pci::PciHost;
 
 // QEMU virt devices (hw/arm/virt.c).
 const UART: u64 = 0x0900_0000; // PL011: data register at 0
@@ -17,6 +18,28 @@ const PL031_PCELL_ID3: u64 = 0xffc;
 const GPIO: u64 = 0x0903_0000; // PL061
 const VIRTIO: u64 = 0x0a00_0000; // 32 virtio-mmio slots; magic "virt" at offset 0
 const VIRTIO_SLOT: u64 = 0x200;
+const VIRTIO_SLOTS: u64 = 32;
+/// virtio-mmio registers (legacy layout, QEMU's default) and values.
+const VIRTIO_MAGIC: u64 = 0x7472_6976;
+const VIRTIO_ID_RNG: u64 = 4;
+const VM_VERSION: u64 = 0x004;
+const VM_DEVICE_ID: u64 = 0x008;
+const VM_GUEST_FEATURES: u64 = 0x020;
+const VM_GUEST_PAGE_SIZE: u64 = 0x028;
+const VM_QUEUE_SEL: u64 = 0x030;
+const VM_QUEUE_NUM_MAX: u64 = 0x034;
+const VM_QUEUE_NUM: u64 = 0x038;
+const VM_QUEUE_ALIGN: u64 = 0x03c;
+const VM_QUEUE_PFN: u64 = 0x040;
+const VM_QUEUE_NOTIFY: u64 = 0x050;
+const VM_STATUS: u64 = 0x070;
+/// Status: ACKNOWLEDGE | DRIVER, then DRIVER_OK.
+const VM_STATUS_DRIVER: u64 = 1 | 2;
+const VM_STATUS_DRIVER_OK: u64 = 4;
+/// Descriptor flag: the device writes the buffer.
+const VRING_DESC_F_WRITE: u16 = 2;
+/// Entries in the test guest's queue.
+const VQ_SIZE: u64 = 8;
 
 // ABI numbers, written here once more for the test guest.
 const KVM_FEATURES: u32 = 0x8600_0000;
@@ -181,6 +204,7 @@ tg_exc:
     // Probes: each access instruction has a label; the destination starts as a sentinel.
     .global tg_read32, tg_read32_insn, tg_read8, tg_read8_insn, tg_read_sx8, tg_read_sx8_insn
     .global tg_read64, tg_read64_insn, tg_write32, tg_write32_insn, tg_ldp, tg_ldp_insn
+    .global tg_read16, tg_read16_insn, tg_write16, tg_write16_insn, tg_write8, tg_write8_insn
     .macro SENT r
     movz \r, #0xbeef
     movk \r, #0xdead, lsl #16
@@ -215,6 +239,20 @@ tg_write32:
 tg_write32_insn:
     str w1, [x0]
     ret
+tg_read16:
+    SENT x9
+tg_read16_insn:
+    ldrh w9, [x0]
+    mov x0, x9
+    ret
+tg_write16:
+tg_write16_insn:
+    strh w1, [x0]
+    ret
+tg_write8:
+tg_write8_insn:
+    strb w1, [x0]
+    ret
 tg_ldp:
     SENT x9
     SENT x10
@@ -241,12 +279,18 @@ extern "C" {
     fn tg_read_sx8(a: u64) -> u64;
     fn tg_read64(a: u64) -> u64;
     fn tg_write32(a: u64, v: u64);
+    fn tg_read16(a: u64) -> u64;
+    fn tg_write16(a: u64, v: u64);
+    fn tg_write8(a: u64, v: u64);
     fn tg_ldp(a: u64) -> Pair;
     static tg_read32_insn: u8;
     static tg_read8_insn: u8;
     static tg_read_sx8_insn: u8;
     static tg_read64_insn: u8;
     static tg_write32_insn: u8;
+    static tg_read16_insn: u8;
+    static tg_write16_insn: u8;
+    static tg_write8_insn: u8;
     static tg_ldp_insn: u8;
 }
 
@@ -362,6 +406,38 @@ fn write32(a: u64, v: u64) -> Probe {
         || {
             // SAFETY: as read32, for a store.
             unsafe { tg_write32(a, v) };
+            (SENTINEL, 0)
+        },
+        true,
+    )
+}
+fn read16(a: u64) -> Probe {
+    probe(
+        addr_of!(tg_read16_insn),
+        || {
+            // SAFETY: as read32, for a halfword.
+            (unsafe { tg_read16(a) }, 0)
+        },
+        true,
+    )
+}
+fn write16(a: u64, v: u64) -> Probe {
+    probe(
+        addr_of!(tg_write16_insn),
+        || {
+            // SAFETY: as write32, for a halfword.
+            unsafe { tg_write16(a, v) };
+            (SENTINEL, 0)
+        },
+        true,
+    )
+}
+fn write8(a: u64, v: u64) -> Probe {
+    probe(
+        addr_of!(tg_write8_insn),
+        || {
+            // SAFETY: as write32, for a byte.
+            unsafe { tg_write8(a, v) };
             (SENTINEL, 0)
         },
         true,
@@ -501,6 +577,17 @@ extern "C" fn tg_main(dtb: u64) -> ! {
         say!("TG: dt bad");
         finish()
     };
+    if t.virtio {
+        virtio_rng(granule);
+        finish()
+    }
+    if t.virtio_pci {
+        match t.pci {
+            Some(h) => virtio_rng_pci(granule, &h),
+            None => say!("TG: virtio-pci no-host"),
+        }
+        finish()
+    }
     stray_then_registered();
     let ram_page = addr_of!(SHARE_PAGE) as u64;
     map_edges(granule, ram_page, t.hole);
@@ -558,6 +645,17 @@ struct GuestTree {
     ncpus: usize,
     /// hypmodel's memory: the gap between the first two memory ranges ((0, 0) if none).
     hole: (u64, u64),
+    /// The command line has the word `virtio` (`virtio-pci`): drive a virtio-rng on
+    /// virtio-mmio (virtio-pci) instead of the sequence.
+    virtio: bool,
+    virtio_pci: bool,
+    /// The PCI host bridge, for `virtio-pci`.
+    pci: Option<PciHost>,
+}
+
+fn has_word(tree: &Fdt<'_>, w: &str) -> bool {
+    tree.prop_str("/chosen", "bootargs")
+        .is_some_and(|a| a.split_ascii_whitespace().any(|x| x == w))
 }
 
 /// Reads (and prints) the tree at `dtb`.
@@ -581,7 +679,13 @@ fn read_tree(dtb: u64) -> Option<GuestTree> {
         mpidrs: [0; MAX_CPUS],
         ncpus: 0,
         hole: (0, 0),
+        virtio: has_word(&tree, "virtio"),
+        virtio_pci: has_word(&tree, "virtio-pci"),
+        pci: None,
     };
+    let _ = tree.for_each_compatible("pci-host-ecam-generic", |n| {
+        t.pci = t.pci.or_else(|| PciHost::from_node(n));
+    });
     let _ = tree.for_each_cpu(|m| {
         if t.ncpus < MAX_CPUS {
             t.mpidrs[t.ncpus] = m;
@@ -752,6 +856,227 @@ fn memshare(granule: u64, ram_page: u64, hole: (u64, u64)) {
     }
     say!("TG: memshare x2=1 -> {} x1={}", ret(r[0]), r[1]);
     say!("TG: memshare final={}", ret(hvc(SHARE, ram_page, 0, 0)[0]));
+}
+
+/// The queue (descriptors and avail ring in its first page, used ring in its second),
+/// a buffer the guest shares, and one it keeps private: each in its own 64 KiB, so that
+/// every granule size keeps them apart.
+#[repr(C, align(65536))]
+struct VirtioArea([u8; 3 * 65536]);
+static mut VIRTIO_AREA: VirtioArea = VirtioArea([0; 3 * 65536]);
+
+/// A legacy virtio-rng (`-device virtio-rng-device`), driven as a protected guest must:
+/// the queue and the first buffer shared (MEM_SHARE), then two requests of 16 bytes, one
+/// into the shared buffer, one into a private buffer (which hypmodel must refuse).
+fn virtio_rng(granule: u64) {
+    let end = VIRTIO + VIRTIO_SLOTS * VIRTIO_SLOT;
+    for g in (VIRTIO..end).step_by(granule as usize) {
+        hvc(MAP, g & !(granule - 1), 0, 0);
+    }
+    let rng = (0..VIRTIO_SLOTS)
+        .map(|i| VIRTIO + i * VIRTIO_SLOT)
+        .find(|&b| {
+            read32(b).value == VIRTIO_MAGIC && read32(b + VM_DEVICE_ID).value == VIRTIO_ID_RNG
+        });
+    let Some(dev) = rng else {
+        say!("TG: virtio no-rng");
+        return;
+    };
+    let version = read32(dev + VM_VERSION).value;
+    say!("TG: virtio rng={dev:#x} version={version}");
+    if version != 1 {
+        return;
+    }
+    let (ring, shares) = share_queue(granule);
+    let num = read32(dev + VM_QUEUE_NUM_MAX).value.min(VQ_SIZE);
+    for (reg, v) in [
+        (VM_STATUS, 0),
+        (VM_STATUS, VM_STATUS_DRIVER),
+        (VM_GUEST_FEATURES, 0),
+        (VM_GUEST_PAGE_SIZE, 4096),
+        (VM_QUEUE_SEL, 0),
+        (VM_QUEUE_NUM, num),
+        (VM_QUEUE_ALIGN, 4096),
+        (VM_QUEUE_PFN, ring >> 12),
+        (VM_STATUS, VM_STATUS_DRIVER | VM_STATUS_DRIVER_OK),
+    ] {
+        write32(dev + reg, v);
+    }
+    say!("TG: virtio shares={shares} num={num}");
+    two_requests("virtio", ring, num, || write32(dev + VM_QUEUE_NOTIFY, 0));
+}
+
+/// The queue area: the queue's two pages and the shared buffer shared, granule by granule.
+/// Returns the queue's address and the successful MEM_SHAREs.
+fn share_queue(granule: u64) -> (u64, u64) {
+    let ring = addr_of_mut!(VIRTIO_AREA) as u64;
+    let mut shares = 0;
+    for a in (ring..ring + 0x2000).step_by(granule as usize) {
+        shares += u64::from(hvc(SHARE, a, 0, 0)[0] == 0);
+    }
+    shares += u64::from(hvc(SHARE, ring + 0x1_0000, 0, 0)[0] == 0);
+    (ring, shares)
+}
+
+/// Two requests of 16 bytes on the queue at `ring` (descriptors and avail ring in its
+/// first page, used ring in its second): into the shared buffer, then into the private
+/// one; `notify` tells the device. Prints what came back of each.
+fn two_requests(tag: &str, ring: u64, num: u64, notify: impl Fn() -> Probe) {
+    let used = ring + 0x1000;
+    let bufs = [("shared", ring + 0x1_0000), ("private", ring + 0x2_0000)];
+    for (k, (what, buf)) in bufs.into_iter().enumerate() {
+        let k = k as u64;
+        let desc = ring + 16 * k;
+        let avail = ring + 16 * num;
+        // SAFETY: the queue is this guest's own static memory (MMU off: every access
+        // aligned, Device memory); the device reads it only after the notify below.
+        unsafe {
+            write_volatile(desc as *mut u64, buf);
+            write_volatile((desc + 8) as *mut u32, 16);
+            write_volatile((desc + 12) as *mut u16, VRING_DESC_F_WRITE);
+            write_volatile((desc + 14) as *mut u16, 0);
+            write_volatile((avail + 4 + 2 * (k % num)) as *mut u16, k as u16);
+            asm!("dsb sy", options(nostack));
+            write_volatile((avail + 2) as *mut u16, k as u16 + 1);
+            asm!("dsb sy", options(nostack));
+        }
+        let n = notify();
+        let (t0, f) = counter();
+        let mut idx = 0;
+        while counter().0 - t0 < f / 2 {
+            // SAFETY: the used ring's idx, written by the device.
+            idx = unsafe { read_volatile((used + 2) as *const u16) };
+            if u64::from(idx) > k {
+                break;
+            }
+        }
+        // SAFETY: the used ring's entry k: {id u32, len u32}.
+        let len = unsafe { read_volatile((used + 4 + 8 * k + 4) as *const u32) };
+        say!(
+            "TG: {tag} {what} buffer={buf:#x} notify-fault={} used={idx} len={len}",
+            u8::from(n.fault)
+        );
+    }
+}
+
+/// virtio-pci's capability types and common configuration (virtio 1.x 4.1.4).
+const PCI_VENDOR_VIRTIO: u64 = 0x1af4;
+const PCI_CAP_COMMON: u64 = 1;
+const PCI_CAP_NOTIFY: u64 = 2;
+const VPCI_DRIVER_FEATURE_SELECT: u64 = 0x08;
+const VPCI_DRIVER_FEATURE: u64 = 0x0c;
+const VPCI_DEVICE_STATUS: u64 = 0x14;
+const VPCI_QUEUE_SELECT: u64 = 0x16;
+const VPCI_QUEUE_SIZE: u64 = 0x18;
+const VPCI_QUEUE_ENABLE: u64 = 0x1c;
+const VPCI_QUEUE_NOTIFY_OFF: u64 = 0x1e;
+const VPCI_QUEUE_DESC: u64 = 0x20;
+const VPCI_QUEUE_DRIVER: u64 = 0x28;
+const VPCI_QUEUE_DEVICE: u64 = 0x30;
+/// FEATURES_OK in the device status.
+const VIRTIO_STATUS_FEATURES_OK: u64 = 8;
+/// Where the test guest puts the function's BAR 4: 1 MiB into the bridge's first range.
+const PCI_BAR_OFFSET: u64 = 0x10_0000;
+const PCI_BAR_SIZE: u64 = 0x4000;
+
+/// A modern virtio-rng on PCI (`-device virtio-rng-pci`, QEMU's layout: its structures in
+/// BAR 4): the test guest finds it on bus 0, places BAR 4, finds the common configuration
+/// and the notification structure, then drives it like the virtio-mmio one.
+fn virtio_rng_pci(granule: u64, h: &PciHost) {
+    let mut found = None;
+    for dev in 0..32u16 {
+        let a = h.cfg(dev << 3, 0);
+        hvc(MAP, a & !(granule - 1), 0, 0);
+        let id = read32(a).value;
+        if id & 0xffff == PCI_VENDOR_VIRTIO && matches!(id >> 16, 0x1005 | 0x1044) {
+            found = Some(dev << 3);
+            break;
+        }
+    }
+    let (Some(bdf), Some(r)) = (found, h.ranges().first()) else {
+        say!("TG: virtio-pci no-rng");
+        return;
+    };
+    let cfg = |off: u64| read32(h.cfg(bdf, off)).value;
+    let (bar_pci, bar) = (r.pci + PCI_BAR_OFFSET, r.cpu + PCI_BAR_OFFSET);
+    write32(h.cfg(bdf, 0x20), bar_pci & 0xffff_fff0);
+    write32(h.cfg(bdf, 0x24), bar_pci >> 32);
+    // Memory decoding and bus mastering (its DMA).
+    write32(h.cfg(bdf, 0x04), (cfg(0x04) & 0xffff) | 0x6);
+    let (mut common, mut notify, mut mult) = (None, None, 0);
+    let mut at = cfg(0x34) & 0xfc;
+    for _ in 0..48 {
+        if at < 0x40 {
+            break;
+        }
+        let w = cfg(at);
+        if w & 0xff == 0x09 && cfg(at + 4) & 0xff == 4 {
+            let off = bar + cfg(at + 8);
+            match (w >> 24) & 0xff {
+                PCI_CAP_COMMON if common.is_none() => common = Some(off),
+                PCI_CAP_NOTIFY if notify.is_none() => {
+                    notify = Some(off);
+                    mult = cfg(at + 16);
+                }
+                _ => {}
+            }
+        }
+        at = (w >> 8) & 0xfc;
+    }
+    let (Some(common), Some(notify)) = (common, notify) else {
+        say!("TG: virtio-pci no-structures");
+        return;
+    };
+    for g in (bar..bar + PCI_BAR_SIZE).step_by(granule as usize) {
+        hvc(MAP, g & !(granule - 1), 0, 0);
+    }
+    say!(
+        "TG: virtio-pci rng={:02x}:{:02x}.{} id={:#x} bar4={bar:#x}",
+        bdf >> 8,
+        (bdf >> 3) & 0x1f,
+        bdf & 7,
+        cfg(0) >> 16
+    );
+    modern_rng(granule, common, notify, mult);
+}
+
+/// The modern initialisation (virtio 1.x 3.1.1) of the function whose common
+/// configuration is at `common`, then the two requests.
+fn modern_rng(granule: u64, common: u64, notify: u64, mult: u64) {
+    write8(common + VPCI_DEVICE_STATUS, 0);
+    write8(common + VPCI_DEVICE_STATUS, VM_STATUS_DRIVER);
+    // VIRTIO_F_VERSION_1 (bit 32) and nothing else.
+    write32(common + VPCI_DRIVER_FEATURE_SELECT, 1);
+    write32(common + VPCI_DRIVER_FEATURE, 1);
+    write32(common + VPCI_DRIVER_FEATURE_SELECT, 0);
+    write32(common + VPCI_DRIVER_FEATURE, 0);
+    write8(
+        common + VPCI_DEVICE_STATUS,
+        VM_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK,
+    );
+    let (ring, shares) = share_queue(granule);
+    write16(common + VPCI_QUEUE_SELECT, 0);
+    let num = read16(common + VPCI_QUEUE_SIZE).value.min(VQ_SIZE);
+    write16(common + VPCI_QUEUE_SIZE, num);
+    for (field, a) in [
+        (VPCI_QUEUE_DESC, ring),
+        (VPCI_QUEUE_DRIVER, ring + 16 * num),
+        (VPCI_QUEUE_DEVICE, ring + 0x1000),
+    ] {
+        write32(common + field, a & 0xffff_ffff);
+        write32(common + field + 4, a >> 32);
+    }
+    let off = read16(common + VPCI_QUEUE_NOTIFY_OFF).value;
+    write16(common + VPCI_QUEUE_ENABLE, 1);
+    write8(
+        common + VPCI_DEVICE_STATUS,
+        VM_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK | VM_STATUS_DRIVER_OK,
+    );
+    say!(
+        "TG: virtio-pci shares={shares} num={num} status={:#x}",
+        read32(common + VPCI_DEVICE_STATUS).value & 0xff
+    );
+    two_requests("virtio-pci", ring, num, || write16(notify + off * mult, 0));
 }
 
 fn finish() -> ! {

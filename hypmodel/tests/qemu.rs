@@ -100,7 +100,7 @@ impl Run {
                 continue;
             };
             let (group, kvs) = rest.split_once(' ').unwrap_or((rest, ""));
-            if !matches!(group, "calls" | "accesses" | "guard" | "memshare") {
+            if !matches!(group, "calls" | "accesses" | "guard" | "memshare" | "dma") {
                 continue;
             }
             for kv in kvs.split_whitespace() {
@@ -802,4 +802,216 @@ fn chaos_every_seed_ends_with_a_verdict() {
     }
     eprintln!("{}", table.join("\n"));
     assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+}
+
+/// The test guest with `-device virtio-rng-device` and `virtio` on its command line: it
+/// shares its queue and one buffer, then asks for 16 bytes into the shared buffer and 16
+/// into a private one. Returns the run and the rng's window (`virtio-mmio@0x...`).
+fn virtio_rng(hypmodel_args: &str) -> (Run, Outcome, String) {
+    let (r, out) = boot_virtio("virtio-rng-device", "virtio", hypmodel_args);
+    let base = r
+        .tg("virtio")
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("rng="))
+        .unwrap_or_else(|| panic!("no virtio-rng found:\n{}", r.out))
+        .to_string();
+    r.has("virtio", "version=1");
+    (r, out, format!("virtio-mmio@{base}"))
+}
+
+/// The test guest with `-device DEVICE` and the word `mode` on its command line.
+fn boot_virtio(device: &str, mode: &str, hypmodel_args: &str) -> (Run, Outcome) {
+    let opts = Options {
+        smp: 1,
+        mem: "512M".into(),
+        qemu_args: vec!["-device".into(), device.into()],
+        ..Options::default()
+    };
+    let (text, out) = boot_opts(testguest(), &format!("{hypmodel_args} -- {mode}"), opts);
+    assert!(!out.timed_out, "{text}");
+    let r = Run::new(text);
+    r.done();
+    (r, out)
+}
+
+/// Under a profile with memory sharing, hypmodel walks each notified queue: a request into
+/// shared memory reaches the device, one into a private page does not, with a FAIL line
+/// that says where, and the run fails. Without memory sharing nothing is judged.
+#[test]
+fn a_virtio_request_into_private_memory_is_refused() {
+    for granule in ["4k", "64k"] {
+        let (r, out, win) = virtio_rng(&format!(
+            "hypmodel.profile=android14 hypmodel.granule={granule} hypmodel.trace"
+        ));
+        r.has(
+            "virtio",
+            &format!("shares={}", if granule == "4k" { 3 } else { 2 }),
+        );
+        r.has("virtio", "shared buffer=");
+        assert!(r.tg("virtio").contains("used=1 len=16 |"), "{}", r.out);
+        let private = r
+            .tg("virtio")
+            .split(" | ")
+            .find_map(|l| l.strip_prefix("private buffer="))
+            .and_then(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("{}", r.out));
+        r.has(
+            "virtio",
+            &format!("private buffer={private} notify-fault=0 used=1 "),
+        );
+        let p = u64::from_str_radix(private.trim_start_matches("0x"), 16).unwrap();
+        let fail = format!(
+            "hypmodel: FAIL dma: device-writable buffer: queue 0 of {win}: descriptor 1 \
+             [{p:#x}, {:#x}) in private page {p:#x}\n",
+            p + 16
+        );
+        assert!(r.out.contains(&fail), "{fail}\n{}", r.out);
+        assert!(
+            r.out.contains(&format!(
+                "hypmodel: trace cpu0 dma notify queue 0 of {win}: avail 0..1: 1 chains, \
+                 1 descriptors, all in shared memory -> forwarded\n"
+            )),
+            "{}",
+            r.out
+        );
+        assert!(
+            r.out.contains("-> not performed (dma refused) 0x0\n"),
+            "{}",
+            r.out
+        );
+        assert_eq!(
+            (r.c("dma.notifies"), r.c("dma.walked"), r.c("dma.private")),
+            (2, 2, 1)
+        );
+        assert!(r.out.contains(
+            "hypmodel: FAIL: dma: 1 notifies refused (1 private, 0 malformed), see the \
+             'hypmodel: FAIL dma:' lines; the run fails\nhypmodel: end\n"
+        ));
+        assert_eq!(out.qemu_status, Some(1), "semihosting exit 1\n{}", r.out);
+        assert_ne!(out.status, 0);
+    }
+    // kvm: an ordinary VM, memory is the host's anyway. Counted, not judged.
+    let (r, out, _) = virtio_rng("hypmodel.profile=kvm");
+    r.has("virtio", "shares=0");
+    r.has("virtio", "private buffer=");
+    assert!(r.tg("virtio").ends_with("used=2 len=16"), "{}", r.out);
+    assert!(r
+        .out
+        .contains("hypmodel: dma virtio-mmio windows=32 virtio-pci ecam=0x"));
+    assert!(r
+        .out
+        .contains(" judge=off (no memory sharing in this profile)\n"));
+    assert_eq!((r.c("dma.notifies"), r.c("dma.walked")), (2, 0));
+    assert!(!r.out.contains("FAIL"), "{}", r.out);
+    assert_eq!(out.qemu_status, Some(0), "{}", r.out);
+}
+
+/// The two DMA mutants against the correct model, with the same guest.
+#[test]
+fn the_dma_mutants_show_in_a_virtio_request() {
+    // share-ignored: every memshare answer is right, but the host never gets the pages:
+    // the first request is refused at its descriptor table, and so is the next.
+    let (r, out, win) = virtio_rng("hypmodel.profile=android14 hypmodel.mutant=share-ignored");
+    r.has("virtio", "shares=3");
+    assert!(r.tg("virtio").contains("used=0 len=0 |"), "{}", r.out);
+    assert!(
+        r.out.contains(&format!(
+            "hypmodel: FAIL dma: descriptor table: queue 0 of {win}: descriptor table ["
+        )),
+        "{}",
+        r.out
+    );
+    assert_eq!((r.c("dma.private"), r.c("memshare.share_ok")), (2, 3));
+    assert_eq!(out.qemu_status, Some(1));
+    // dma-private-through: the last descriptor of a chain is not checked, and a
+    // one-descriptor request is all last: the private buffer reaches the device.
+    let (r, out, _) = virtio_rng("hypmodel.profile=android14 hypmodel.mutant=dma-private-through");
+    assert!(r.tg("virtio").ends_with("used=2 len=16"), "{}", r.out);
+    assert_eq!((r.c("dma.walked"), r.c("dma.private")), (2, 0));
+    assert!(!r.out.contains("FAIL"), "{}", r.out);
+    assert_eq!(out.qemu_status, Some(0));
+}
+
+/// `unshare-misaligned-ok` under the real guest: `memshare: misaligned` FAILs with the
+/// words tests/hypmodel.rs expects of it.
+#[test]
+fn unshare_misaligned_ok_fails_the_real_guests_misaligned_check() {
+    let r = Run::new(qemu(
+        real_guest(),
+        "hypmodel.profile=android14 hypmodel.mutant=unshare-misaligned-ok -- only=memshare:misaligned",
+        2,
+        "512M",
+    ));
+    let line = r
+        .out
+        .lines()
+        .find(|l| l.contains("memshare: misaligned"))
+        .unwrap_or_else(|| panic!("{}", r.out));
+    assert!(
+        line.starts_with("FAIL: memshare: misaligned: ")
+            && line.contains("MEM_SHARE INVALID_PARAMETER, MEM_UNSHARE SUCCESS;"),
+        "{line}"
+    );
+    let good = Run::new(qemu(
+        real_guest(),
+        "hypmodel.profile=android14 -- only=memshare:misaligned",
+        2,
+        "512M",
+    ));
+    assert!(
+        good.out.contains("PASS: memshare: misaligned: "),
+        "{}",
+        good.out
+    );
+}
+
+/// The same two requests on a modern virtio-rng behind QEMU's PCIe host bridge: hypmodel
+/// finds the function and its structures in config space after the guest placed its BAR,
+/// follows the common configuration, and walks the queue at the notify address.
+#[test]
+fn a_virtio_pci_request_into_private_memory_is_refused() {
+    let (r, out) = boot_virtio(
+        "virtio-rng-pci",
+        "virtio-pci",
+        "hypmodel.profile=android14 hypmodel.trace",
+    );
+    assert!(r
+        .out
+        .contains("hypmodel: dma virtio-mmio windows=32 virtio-pci ecam=0x"));
+    r.has("virtio-pci", "rng=00:01.0");
+    r.has("virtio-pci", "status=0xf");
+    let lines = r.tg("virtio-pci");
+    assert!(lines.contains("used=1 len=16 |"), "{}", r.out);
+    let private = lines
+        .split(" | ")
+        .find_map(|l| l.strip_prefix("private buffer="))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{}", r.out));
+    assert!(lines.ends_with("used=1 len=0"), "{}", r.out);
+    let p = u64::from_str_radix(private.trim_start_matches("0x"), 16).unwrap();
+    let fail = format!(
+        "hypmodel: FAIL dma: device-writable buffer: queue 0 of virtio-pci@00:01.0: \
+         descriptor 1 [{p:#x}, {:#x}) in private page {p:#x}\n",
+        p + 16
+    );
+    assert!(r.out.contains(&fail), "{fail}\n{}", r.out);
+    assert!(
+        r.out.contains(
+            "hypmodel: trace cpu0 dma notify queue 0 of virtio-pci@00:01.0: avail 0..1: \
+             1 chains, 1 descriptors, all in shared memory -> forwarded\n"
+        ),
+        "{}",
+        r.out
+    );
+    assert_eq!(
+        (r.c("dma.notifies"), r.c("dma.walked"), r.c("dma.private")),
+        (2, 2, 1)
+    );
+    assert_eq!(out.qemu_status, Some(1), "{}", r.out);
+    // Without memory sharing both requests are served.
+    let (r, out) = boot_virtio("virtio-rng-pci", "virtio-pci", "hypmodel.profile=kvm");
+    assert!(r.tg("virtio-pci").ends_with("used=2 len=16"), "{}", r.out);
+    assert_eq!((r.c("dma.notifies"), r.c("dma.walked")), (2, 0));
+    assert_eq!(out.qemu_status, Some(0), "{}", r.out);
 }

@@ -6,11 +6,13 @@ use super::console::{self, hyp_line};
 use super::{setup_el2, sysreg, take_once, Stage2Regs, STAGE2, TRACE, VM};
 use core::fmt::Write;
 use core::sync::atomic::Ordering;
+use hypmodel::dma::Dma;
 use hypmodel::fdt::{self, Edits, Fdt};
 use hypmodel::image::{self, ImageHeader};
 use hypmodel::layout::*;
 use hypmodel::memshare::{self, ShareMap};
 use hypmodel::options::{self, Options};
+use hypmodel::pci::PciHost;
 use hypmodel::stage2::{self, Table};
 use hypmodel::vm::{Layout, Vm, MAX_CPUS, MAX_RAM_RANGES};
 use spin::Mutex;
@@ -33,8 +35,8 @@ const S2_TABLES: usize = 32;
 #[repr(C, align(32768))]
 struct S2Pool([Table; S2_TABLES]);
 static S2_POOL: Mutex<S2Pool> = Mutex::new(S2Pool([[0; stage2::ENTRIES]; S2_TABLES]));
-static SHARE_BITS: Mutex<[u64; (SHARE_MAX_RAM / memshare::FRAME / 64) as usize]> =
-    Mutex::new([0; (SHARE_MAX_RAM / memshare::FRAME / 64) as usize]);
+static SHARE_BITS: Mutex<[u64; memshare::words_for(SHARE_MAX_RAM / memshare::FRAME)]> =
+    Mutex::new([0; memshare::words_for(SHARE_MAX_RAM / memshare::FRAME)]);
 /// The guest's tree, built here and copied to `GUEST_DTB`.
 static DTB_OUT: Mutex<[u8; 0x10000]> = Mutex::new([0; 0x10000]);
 /// The guest's command line, copied out of QEMU's tree before the guest's tree replaces it.
@@ -92,6 +94,7 @@ pub(super) fn boot_main() -> ! {
     // Relaxed: written before this CPU takes a trap or starts another (CPU_ON orders it).
     TRACE.store(opts.trace, Ordering::Relaxed);
     let plat = platform(&tree);
+    let (dma, pci) = virtio_transports(&tree);
     let img = staged_image(plat.ram_end);
     let load = guest_load_address(img.text_offset);
     // QEMU's tree (`tree`, and the options read from it) is overwritten here: not used after.
@@ -99,7 +102,7 @@ pub(super) fn boot_main() -> ! {
     move_guest_image(load, img.image_size);
     let gram = GuestRam::of(&plat);
     build_stage2(&plat, &gram);
-    create_vm(opts, &plat, console_base);
+    create_vm(opts, &plat, console_base, dma, pci);
     print_config(&opts, &plat, &img, load, dtb_size, &gram);
     setup_el2();
     // SAFETY: the guest image is in place, stage 2 maps it, EL2 is set up; x0 = its tree.
@@ -247,6 +250,35 @@ fn memory(tree: &Fdt<'_>) -> ([(u64, u64); MAX_RAM_RANGES], usize) {
     (ram, nram)
 }
 
+/// The virtio-mmio windows of the tree (`compatible = "virtio,mmio"`) and its first PCI
+/// host bridge (`pci-host-ecam-generic`): hypmodel follows what the guest tells the
+/// virtio devices behind them about DMA memory.
+fn virtio_transports(tree: &Fdt<'_>) -> (Dma, Option<PciHost>) {
+    let mut dma = Dma::new();
+    let mut lost = 0usize;
+    let r = tree.for_each_compatible("virtio,mmio", |n| {
+        if let Some((base, size)) = n.reg(0) {
+            if !dma.add_mmio_window(base, size) {
+                lost += 1;
+            }
+        }
+    });
+    if r.is_err() {
+        fatal!("cannot read the virtio-mmio nodes of the device tree");
+    }
+    if lost > 0 {
+        hyp_line(format_args!(
+            "hypmodel: {lost} virtio-mmio windows beyond the first {} are not followed",
+            hypmodel::dma::MAX_MMIO_WINDOWS
+        ));
+    }
+    let mut pci = None;
+    let _ = tree.for_each_compatible("pci-host-ecam-generic", |n| {
+        pci = pci.or_else(|| PciHost::from_node(n));
+    });
+    (dma, pci)
+}
+
 /// The end of the RAM range that holds hypmodel.
 fn hyp_range_end(ram: &[(u64, u64)]) -> u64 {
     let Some(&(base, size)) = ram
@@ -365,7 +397,7 @@ fn build_stage2(plat: &Platform, gram: &GuestRam) {
     });
 }
 
-fn create_vm(opts: Options, plat: &Platform, console_base: u64) {
+fn create_vm(opts: Options, plat: &Platform, console_base: u64, dma: Dma, pci: Option<PciHost>) {
     let layout = Layout {
         ram: plat.ram,
         nram: plat.nram,
@@ -382,7 +414,17 @@ fn create_vm(opts: Options, plat: &Platform, console_base: u64) {
         - RAM_BASE;
     let bits = take_once(&SHARE_BITS);
     let share = ShareMap::new(RAM_BASE, span / memshare::FRAME, &mut bits[..]);
-    *VM.lock() = Some(Vm::new(opts, layout, share, &plat.cpus[..plat.ncpus]));
+    let mut vm = VM.lock();
+    let vm = vm.insert(Vm::new(opts, layout, share, &plat.cpus[..plat.ncpus]));
+    vm.dma = dma;
+    if let Some(h) = pci {
+        if !vm.set_pci_host(h) {
+            hyp_line(format_args!(
+                "hypmodel: the PCI host bridge's ECAM {:#x}+{:#x} overlaps memory: its virtio functions are not followed",
+                h.ecam, h.ecam_size
+            ));
+        }
+    }
 }
 
 /// The configuration line the tests and the runner read.
@@ -415,6 +457,32 @@ fn print_config(
     for (i, &(gb, gs)) in gram.ranges().iter().enumerate() {
         let _ = write!(line, "{}{gb:#x}+{gs:#x}", if i > 0 { "," } else { "" });
     }
+    line.emit();
+    let (windows, judge, ecam) = super::with_vm(|vm| {
+        (
+            vm.dma.mmio_windows().len(),
+            vm.judges_dma(),
+            vm.dma.pci_host().map(|h| (h.ecam, h.ecam_size)),
+        )
+    });
+    let mut line = console::Line::new();
+    let _ = write!(
+        line,
+        "hypmodel: dma virtio-mmio windows={windows} virtio-pci "
+    );
+    let _ = match ecam {
+        Some((e, size)) => write!(line, "ecam={e:#x}+{size:#x}"),
+        None => write!(line, "none"),
+    };
+    let _ = write!(
+        line,
+        " judge={}",
+        if judge {
+            "on (memory is private unless shared)"
+        } else {
+            "off (no memory sharing in this profile)"
+        }
+    );
     line.emit();
     if let Some(seed) = opts.chaos {
         hyp_line(format_args!(

@@ -268,9 +268,15 @@ fn hypercall(f: &mut Frame, how: &str) {
             trace(&[0; 4]);
             console::flush();
             let mut rep = console::Report;
-            with_vm(|vm| {
+            let refused = with_vm(|vm| {
                 let _ = vm.report(&mut rep);
+                vm.dma_refused()
             });
+            // The report said why (`hypmodel: FAIL: dma: ...`): the run fails as when
+            // the guest loops on an abort.
+            if refused > 0 {
+                fail_exit(EXIT_FAIL);
+            }
             let fid = if out == Hvc::SystemOff {
                 PSCI_SYSTEM_OFF
             } else {
@@ -412,6 +418,18 @@ fn data_abort(f: &mut Frame, iss: u32, il: bool) {
 fn forward(f: &mut Frame, t: &Dabt, is_console: bool) {
     let (d, ipa) = (&t.d, t.ipa);
     let stored = d.write.then(|| syndrome::store_value(f.reg(d.reg), d.size));
+    if let Some(v) = stored.filter(|_| !is_console) {
+        if !dma_allows(t.cpu, ipa, d.size, v) {
+            f.elr += t.step;
+            if trace_on() {
+                hyp_line(format_args!(
+                    "hypmodel: trace cpu{} dabt write {}B ipa={ipa:#x} x{} pc={:#x} -> not performed (dma refused) {v:#x}",
+                    t.cpu, d.size, d.reg, t.pc
+                ));
+            }
+            return;
+        }
+    }
     let r = match stored {
         // The guest's console output: keep hypmodel's lines out of its lines.
         Some(v) if is_console && ipa & (PAGE_SIZE - 1) == console::UART_DR => {
@@ -426,7 +444,10 @@ fn forward(f: &mut Frame, t: &Dabt, is_console: bool) {
     let val = match stored {
         Some(v) => v,
         None => {
-            let v = with_vm(|vm| vm.loaded(d, r.value));
+            let v = with_vm(|vm| {
+                vm.device_read(ipa, d.size, r.value);
+                vm.loaded(d, r.value)
+            });
             f.set_reg(d.reg, v);
             v
         }
@@ -442,6 +463,41 @@ fn forward(f: &mut Frame, t: &Dabt, is_console: bool) {
             t.pc
         ));
     }
+}
+
+/// Reads guest RAM for the DMA walk. The VM calls it only for ranges it checked to be
+/// guest RAM; bytes one by one, since EL2 (MMU off) sees RAM as Device memory, where an
+/// unaligned access would fault and a guest's addresses may be unaligned.
+fn read_guest_ram(ipa: u64, buf: &mut [u8]) -> bool {
+    for (a, b) in (ipa..).zip(buf.iter_mut()) {
+        // SAFETY: `[ipa, ipa + buf.len())` is guest RAM (the VM checked it: not hypmodel's
+        // memory, not a device), which EL2 reads at its IPA (stage 2 is the identity).
+        *b = unsafe { core::ptr::read_volatile(a as *const u8) };
+    }
+    true
+}
+
+/// Reads a word of the PCI host bridge's config space for the virtio-pci scan (the VM
+/// passes only aligned ECAM addresses); `None` if the bus aborts.
+fn read_ecam32(addr: u64) -> Option<u32> {
+    let r = mmio_read(addr, 4);
+    (r.fault == 0).then_some(r.value as u32)
+}
+
+/// A write hypmodel is about to perform for the guest: the VM follows virtio queue set-ups
+/// and walks a notified queue. False when the notify is refused: the device must not see
+/// it (the FAIL line says why).
+fn dma_allows(cpu: usize, ipa: u64, size: u8, v: u64) -> bool {
+    let Some(n) = with_vm(|vm| vm.device_write(ipa, size, v, &read_guest_ram, &read_ecam32)) else {
+        return true;
+    };
+    if let Some(l) = n.fail_line() {
+        hyp_line(format_args!("hypmodel: {l}"));
+    }
+    if trace_on() {
+        hyp_line(format_args!("hypmodel: trace cpu{cpu} {}", n.trace_line()));
+    }
+    n.forward()
 }
 
 /// The bus answered a forwarded access with an abort: the guest gets the same abort.
@@ -571,10 +627,12 @@ fn emulate_pair(f: &mut Frame, ipa: u64, far: u64) -> bool {
         f.set_reg(p.rt2, syndrome::load_result(b.value, &dab));
     } else {
         let (va0, vb0) = (f.reg(p.rt), f.reg(p.rt2));
-        if mmio_write(ipa, p.size, syndrome::store_value(va0, p.size)).fault != 0
-            || mmio_write(ipa + size, p.size, syndrome::store_value(vb0, p.size)).fault != 0
-        {
-            return false;
+        let cpu = cpu_index();
+        for (a, v) in [(ipa, va0), (ipa + size, vb0)] {
+            let v = syndrome::store_value(v, p.size);
+            if dma_allows(cpu, a, p.size, v) && mmio_write(a, p.size, v).fault != 0 {
+                return false;
+            }
         }
     }
     if p.mode != PairMode::Offset {
