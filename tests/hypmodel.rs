@@ -443,6 +443,26 @@ const MUTANTS: &[MutantRow] = &[
         "4k",
         &[("guard: other-cpu", "was not refused there")],
     ),
+    (
+        "share-ignored",
+        "4k",
+        &[
+            ("virtio: blk-rw", "the device did not answer within"),
+            ("virtio: rng", "the device did not answer within"),
+            (
+                "guard: console",
+                "the virtio-console carrying the suite's lines did not answer",
+            ),
+        ],
+    ),
+    (
+        "dma-private-through",
+        "4k",
+        &[(
+            "selftest: dma-private",
+            "the device wrote 32 bytes into private memory",
+        )],
+    ),
 ];
 
 /// Public mutants no guest check can catch, and why (docs/mutants.md says more).
@@ -451,10 +471,13 @@ const MUTANTS_NOT_REACHABLE: &[(&str, &str)] = &[];
 /// The guest's command line for a mutant's run. `console-dropped` drops the UART's
 /// registration after 1000 accesses to it: with virtio-console carrying the lines the UART
 /// never gets there, so that run keeps the lines on the UART, as a guest without a
-/// virtio-console does.
+/// virtio-console does. `dma-private-through` lets a private buffer reach a device, and
+/// only the self-test that offers one can tell.
 fn append_of(mutant: &str) -> &'static str {
     match mutant {
         "console-dropped" => "output=uart",
+        // Only a guest that hands a device a private buffer shows this one: the self-test.
+        "dma-private-through" => "only=selftest:dma-private",
         _ => "",
     }
 }

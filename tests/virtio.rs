@@ -203,3 +203,59 @@ fn output_virtio_without_a_console_keeps_the_uart() {
         out.transcript()
     );
 }
+
+/// hypmodel keeps a private buffer from the device: the self-test's request is never
+/// answered (PASS), and hypmodel reports the refused notify, which fails the run.
+#[test]
+fn a_private_buffer_never_reaches_the_device() {
+    let out = run(&[
+        "--hyp",
+        "model:android14",
+        "--append",
+        "only=selftest:dma-private",
+    ]);
+    let t = out.transcript();
+    assert_eq!(
+        out.result("selftest: dma-private").map(|r| r.kind),
+        Some(Kind::Pass),
+        "{t}"
+    );
+    assert!(
+        out.report
+            .lines
+            .iter()
+            .any(|l| l.starts_with("hypmodel: FAIL dma: device-writable buffer")),
+        "{t}"
+    );
+    assert_ne!(out.status, 0, "{t}");
+}
+
+/// Under hypmodel every notify of a default run is walked, and every descriptor the devices
+/// saw was in shared memory.
+#[test]
+fn hypmodel_walks_every_notify_and_finds_nothing_private() {
+    let out = run(&["--hyp", "model:android14"]);
+    let t = out.transcript();
+    assert_eq!(out.status, 0, "{t}");
+    let dma = out
+        .report
+        .lines
+        .iter()
+        .find_map(|l| l.strip_prefix("hypmodel: dma notifies="))
+        .unwrap_or_else(|| panic!("no dma report line:\n{t}"));
+    let field = |k: &str| -> u64 {
+        dma.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in '{dma}'"))
+    };
+    let notifies: u64 = dma
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(notifies > 20, "{dma}");
+    assert_eq!(field("walked="), notifies, "{dma}");
+    assert!(field("descriptors=") >= notifies, "{dma}");
+    assert_eq!(field("private="), 0, "{dma}");
+}

@@ -51,6 +51,9 @@ pub const MODEL_MUTANTS: &[&str] = &[
     "console-dropped",
     "map-returns-one",
     "rguard-first-only",
+    "unshare-misaligned-ok",
+    "share-ignored",
+    "dma-private-through",
 ];
 
 /// Where hypmodel expects the guest Image (`-device loader,...,addr=`).

@@ -38,6 +38,9 @@ pub enum Trouble {
     /// The virtio-console carrying the suite's lines aborted (its registration dropped,
     /// say): the lines went back to the UART.
     OutputAborted(Fault),
+    /// The virtio-console carrying the suite's lines did not take a line: it did not
+    /// answer within `ms` (Some), or refused the request (None).
+    OutputGivenUp { ms: Option<u64> },
 }
 
 impl fmt::Display for Trouble {
@@ -61,6 +64,14 @@ impl fmt::Display for Trouble {
             Self::OutputAborted(fault) => write!(
                 f,
                 "an access to the virtio-console carrying the suite's lines aborted ({fault})"
+            ),
+            Self::OutputGivenUp { ms: Some(ms) } => write!(
+                f,
+                "the virtio-console carrying the suite's lines did not answer within {ms} ms"
+            ),
+            Self::OutputGivenUp { ms: None } => write!(
+                f,
+                "the virtio-console carrying the suite's lines refused a request"
             ),
         }
     }
@@ -104,7 +115,7 @@ impl fmt::Display for Incident {
         }
         if let Trouble::NotRegistered(_) = self.trouble {
             write!(f, "; the UART is used through a stage-1 mapping alone")
-        } else if let Trouble::OutputAborted(_) = self.trouble {
+        } else if let Trouble::OutputAborted(_) | Trouble::OutputGivenUp { .. } = self.trouble {
             write!(f, "; the lines went back to the UART")
         } else if self.recovered {
             write!(f, "; output went on through the UART")
@@ -164,6 +175,15 @@ pub fn set_repair(f: fn() -> Repair) {
 pub fn output_aborted(fault: Fault) {
     note(Incident {
         trouble: Trouble::OutputAborted(fault),
+        repair: None,
+        recovered: true,
+    });
+}
+
+/// Records that the output sink above gave up on a device that did not take a line.
+pub fn output_given_up(ms: Option<u64>) {
+    note(Incident {
+        trouble: Trouble::OutputGivenUp { ms },
         repair: None,
         recovered: true,
     });

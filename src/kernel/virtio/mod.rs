@@ -17,6 +17,7 @@ mod transport;
 pub use transport::notifies;
 
 use crate::dma::Violation;
+use crate::kernel::exceptions;
 use crate::kernel::hyp::mem_sharer::MemSharer;
 use crate::kernel::mm::ioremap::IoremapError;
 use crate::platform::Platform;
@@ -312,7 +313,18 @@ pub fn abandon() {
         // else runs on this CPU, and virtio is driven from the boot CPU only.
         unsafe { BUS.force_unlock() };
     }
-    let _ = drop_bus();
+    // Resetting a device whose window the hypervisor now refuses aborts again: that
+    // abandons the clean-up (what is left of the set leaks, registered), not the run.
+    if !exceptions::run_abandonable(|| drop(drop_bus())) {
+        let _ = exceptions::take_unexpected();
+        if BUS.is_locked() {
+            // SAFETY: as above: the holder was the clean-up just abandoned.
+            unsafe { BUS.force_unlock() };
+        }
+        if let Some(bus) = BUS.lock().take() {
+            core::mem::forget(bus);
+        }
+    }
 }
 
 /// The ledger's view so far: counts, first violations, whether buffers are bounced.

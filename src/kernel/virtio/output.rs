@@ -53,9 +53,14 @@ fn write_locked(text: &str) -> bool {
             LINES.fetch_add(1, Ordering::Relaxed);
             true
         }
-        Err(_) => {
-            // Given up: from now on the UART carries everything.
+        Err(e) => {
+            // Given up: from now on the UART carries everything, and `guard: console` (or
+            // the end of the run) says why.
             console::set_sink(None);
+            console::output_given_up(match e {
+                DeviceError::NoAnswer { ms } => Some(ms),
+                _ => None,
+            });
             false
         }
     }
