@@ -20,7 +20,15 @@ const TX_SPIN_LIMIT: u32 = 100_000;
 pub struct Uart {
     base: u64,
     kind: UartKind,
+    /// Bytes the transmitter takes after one status read that says it is empty: the FIFO
+    /// depth once the FIFO is known to be on (`enable_fifo`), else 1.
+    depth: u32,
+    /// Bytes that may still be written before the next status read.
+    room: u32,
 }
+
+/// The transmit FIFO of a PL011 (r1p4 and earlier; r1p5 has 32) and of a 16550A.
+const FIFO_DEPTH: u32 = 16;
 
 /// What went wrong with the UART.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,7 +212,12 @@ impl Uart {
     /// `base` must be the virtual address of a mapped window over the UART's registers,
     /// valid for as long as the `Uart` is used.
     pub const unsafe fn new(base: u64, kind: UartKind) -> Self {
-        Self { base, kind }
+        Self {
+            base,
+            kind,
+            depth: 1,
+            room: 0,
+        }
     }
 
     fn width(&self) -> Width {
@@ -215,16 +228,75 @@ impl Uart {
         }
     }
 
-    /// The data and status registers' offsets, and whether a status value says the
-    /// transmitter takes a byte.
-    fn layout(&self) -> (u64, u64, fn(u64) -> bool) {
+    /// The data and status registers' offsets, whether a status value says the
+    /// transmitter takes a byte, and whether it says the transmitter is empty.
+    fn layout(&self) -> (u64, u64, fn(u64) -> bool, fn(u64) -> bool) {
         match self.kind {
-            // PL011: DR at 0x00; FR at 0x18, TXFF (bit 5) set while the FIFO is full.
-            UartKind::Pl011 => (0x00, 0x18, |fr| fr & (1 << 5) == 0),
+            // PL011: DR at 0x00; FR at 0x18, TXFF (bit 5) set while the FIFO is full, TXFE
+            // (bit 7) set when it is empty.
+            UartKind::Pl011 => (0x00, 0x18, |fr| fr & (1 << 5) == 0, |fr| fr & (1 << 7) != 0),
             // 16550: THR is register 0; LSR register 5, THRE (bit 5) set when it may be
-            // written; register n at base + (n << reg_shift).
-            UartKind::Ns16550 { reg_shift, .. } => (0, 5 << reg_shift, |lsr| lsr & (1 << 5) != 0),
+            // written (with the FIFO on: when the FIFO is empty); register n at
+            // base + (n << reg_shift).
+            UartKind::Ns16550 { reg_shift, .. } => (
+                0,
+                5 << reg_shift,
+                |lsr| lsr & (1 << 5) != 0,
+                |lsr| lsr & (1 << 5) != 0,
+            ),
         }
+    }
+
+    fn read_reg(&self, offset: u64) -> Result<u64, Fault> {
+        // SAFETY: a register inside the mapped window (the caller of `new` vouched for
+        // it), read without side effects that matter here; a fault is caught.
+        unsafe { probe::read_in(Slot::Console, self.base + offset, self.width()) }
+            .map_err(|l| l.fault)
+    }
+
+    fn write_reg(&self, offset: u64, v: u64) -> Result<(), Fault> {
+        // SAFETY: a control register inside the mapped window.
+        unsafe { probe::write_in(Slot::Console, self.base + offset, self.width(), v) }
+    }
+
+    /// Turns the transmit FIFO on, as Linux's drivers do, so that one status read that
+    /// says "empty" lets `FIFO_DEPTH` bytes out (a trap each under a hypervisor, instead of
+    /// two per byte). The depth is used only when the UART confirms the FIFO is on.
+    fn enable_fifo(&mut self) -> Result<(), Fault> {
+        match self.kind {
+            UartKind::Pl011 => {
+                const LCR_H: u64 = 0x2c;
+                const CR: u64 = 0x30;
+                const FEN: u64 = 1 << 4;
+                const UARTEN: u64 = 1;
+                const BUSY: u64 = 1 << 3;
+                let lcr = self.read_reg(LCR_H)?;
+                if lcr & FEN == 0 {
+                    // LCR_H may change only while the UART is disabled and idle.
+                    for _ in 0..TX_SPIN_LIMIT {
+                        if self.status()? & BUSY == 0 {
+                            break;
+                        }
+                    }
+                    let cr = self.read_reg(CR)?;
+                    self.write_reg(CR, cr & !UARTEN)?;
+                    self.write_reg(LCR_H, lcr | FEN)?;
+                    self.write_reg(CR, cr)?;
+                }
+                if self.read_reg(LCR_H)? & FEN != 0 {
+                    self.depth = FIFO_DEPTH;
+                }
+            }
+            UartKind::Ns16550 { reg_shift, .. } => {
+                // FCR (register 2, write): FIFO enable. IIR (register 2, read): bits 7:6
+                // are 11 when the FIFOs are on (a 16550A; a 16450 has none).
+                self.write_reg(2 << reg_shift, 1)?;
+                if self.read_reg(2 << reg_shift)? & 0xc0 == 0xc0 {
+                    self.depth = FIFO_DEPTH;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether a UART of the kind the tree names answers at the window: a PL011's
@@ -259,7 +331,7 @@ impl Uart {
 
     /// Reads the status register (no side effect on either UART).
     fn status(&self) -> Result<u64, Fault> {
-        let (_, status, _) = self.layout();
+        let (_, status, _, _) = self.layout();
         // SAFETY: a status register inside the mapped window (the caller of `new` vouched
         // for it); reading it has no side effect, and a fault is caught. The console's own
         // probe slot keeps a check's pending probe result intact.
@@ -268,19 +340,23 @@ impl Uart {
     }
 
     fn put(&mut self, b: u8) -> Result<(), Trouble> {
-        let (data, _, ready) = self.layout();
-        let mut status = 0;
-        let mut ok = false;
-        for _ in 0..TX_SPIN_LIMIT {
-            status = self.status().map_err(Trouble::Aborted)?;
-            if ready(status) {
-                ok = true;
-                break;
+        let (data, _, ready, empty) = self.layout();
+        if self.room == 0 {
+            let mut status = 0;
+            let mut ok = false;
+            for _ in 0..TX_SPIN_LIMIT {
+                status = self.status().map_err(Trouble::Aborted)?;
+                if ready(status) {
+                    ok = true;
+                    break;
+                }
             }
+            if !ok {
+                return Err(Trouble::Stuck { status });
+            }
+            self.room = if empty(status) { self.depth } else { 1 };
         }
-        if !ok {
-            return Err(Trouble::Stuck { status });
-        }
+        self.room -= 1;
         // SAFETY: the transmit register inside the mapped window.
         unsafe { probe::write_in(Slot::Console, self.base + data, self.width(), u64::from(b)) }
             .map_err(Trouble::Aborted)
@@ -331,10 +407,15 @@ static CONSOLE: Mutex<Option<Uart>> = Mutex::new(None);
 /// Installs the console. Until then output goes nowhere (the fatal path has its own).
 /// A window where no such UART answers is given up at once (output then goes to the
 /// semihosting console), rather than written into and lost.
-pub fn install(uart: Uart) {
+pub fn install(mut uart: Uart) {
     // An abort here is left to the first write, which tries the one repair.
-    if let Err(t @ Trouble::NotAUart { .. }) = uart.identify() {
-        *BROKEN.lock() = Some(t);
+    match uart.identify() {
+        Err(t @ Trouble::NotAUart { .. }) => *BROKEN.lock() = Some(t),
+        // Without the FIFO the UART still works, a byte per status read.
+        Ok(()) => {
+            let _ = uart.enable_fifo();
+        }
+        Err(_) => {}
     }
     *CONSOLE.lock() = Some(uart);
 }

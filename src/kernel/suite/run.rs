@@ -17,7 +17,6 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use spin::Mutex;
-use virtio_drivers::transport::DeviceType;
 
 use super::{all, BootInfo, Check, Ctx};
 
@@ -217,7 +216,7 @@ fn set_up_virtio(
     devices: &Devices,
 ) -> Devices {
     let mut held = devices.clone();
-    let mut lock = virtio::bus(platform, hv.mem_sharer());
+    let mut lock = virtio::bus_with_output(platform, hv.mem_sharer(), true);
     let Some(bus) = lock.as_mut() else {
         return held;
     };
@@ -226,21 +225,22 @@ fn set_up_virtio(
             held.hold(DeviceKind::Virtio, Region::new(addr, size), addr);
         }
     }
-    let at = bus
-        .found
-        .iter()
-        .find(|f| f.result.is_ok() && f.kind == Some(DeviceType::Console))
-        .map(|f| f.at);
-    match (bus.console.pop(), at) {
-        (Some(c), Some(at)) => {
+    match bus.output.take() {
+        Some((at, c)) => {
+            let windows = bus
+                .found
+                .iter()
+                .find(|f| f.at == at)
+                .map(|f| f.windows.clone())
+                .unwrap_or_default();
             drop(lock);
-            println!("ioguard: output: the suite's lines go to virtio-console at {at} from here on; fatal errors stay on this UART");
-            virtio::output::install(c);
+            println!("ioguard: output: virtio-console at {at} from here on");
+            virtio::output::install(at, windows, c);
         }
-        _ if opts.output == Output::Virtio => {
+        None if opts.output == Output::Virtio => {
             println!("INFO: output=virtio: no virtio-console was set up; the suite's lines stay on the UART");
         }
-        _ => {}
+        None => {}
     }
     held
 }

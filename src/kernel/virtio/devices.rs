@@ -8,6 +8,7 @@
 //! offer calls that spin until the device answers, which a broken host could make forever.
 
 use super::hal::GuestHal;
+use virtio_drivers::Hal;
 use super::transport::Guarded;
 use core::fmt;
 use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk, SECTOR_SIZE};
@@ -19,7 +20,7 @@ use virtio_drivers::transport::{DeviceStatus, Transport};
 use crate::kernel::time::Deadline;
 
 /// How long a device may take to answer one request.
-pub const ANSWER_MS: u64 = 2000;
+pub const ANSWER_MS: u64 = 500;
 const NET_QUEUE: usize = 16;
 const RNG_QUEUE: usize = 4;
 const CONSOLE_QUEUE: usize = 4;
@@ -72,8 +73,8 @@ fn wait(mut ready: impl FnMut() -> bool) -> Result<(), DeviceError> {
 
 /// One request on a queue of ours: add, notify, wait, pop. On no answer the device is
 /// reset before the buffers go back to the caller.
-fn request<'a, const N: usize>(
-    q: &mut VirtQueue<GuestHal, N>,
+fn request<'a, H: Hal, const N: usize>(
+    q: &mut VirtQueue<H, N>,
     t: &mut Guarded,
     idx: u16,
     inputs: &'a [&'a [u8]],
@@ -186,14 +187,14 @@ impl Rng {
     }
 }
 
-pub struct Console {
+pub struct Console<H: Hal = GuestHal> {
     t: Guarded,
     /// Port 0's receive queue is set up (the device expects both) and never filled.
-    _rx: VirtQueue<GuestHal, CONSOLE_QUEUE>,
-    tx: Option<VirtQueue<GuestHal, CONSOLE_QUEUE>>,
+    _rx: VirtQueue<H, CONSOLE_QUEUE>,
+    tx: Option<VirtQueue<H, CONSOLE_QUEUE>>,
 }
 
-impl Console {
+impl<H: Hal> Console<H> {
     pub fn new(mut t: Guarded) -> Result<Self, DeviceError> {
         set_up(&mut t);
         let rx = VirtQueue::new(&mut t, 0, false, false)?;

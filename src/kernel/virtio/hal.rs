@@ -42,16 +42,28 @@ fn known(addr: u64, len: u64) -> bool {
         .any(|w| w.contains(addr) && w.contains(last))
 }
 
-pub struct GuestHal;
+/// The Hal over one of the two pools (`pool::Which`): `GuestHal` for the devices,
+/// `OutputHal` for the virtio-console that carries the suite's lines to the end.
+pub struct PoolHal<const OUTPUT: bool>;
+pub type GuestHal = PoolHal<false>;
+pub type OutputHal = PoolHal<true>;
+
+const fn which(output: bool) -> pool::Which {
+    if output {
+        pool::Which::Output
+    } else {
+        pool::Which::Devices
+    }
+}
 
 // SAFETY: `dma_alloc` returns zeroed, page-aligned pool memory that nothing else uses until
 // `dma_dealloc`; `mmio_phys_to_virt` returns identity-mapped addresses of registered device
 // windows only (anything else gets an address that is never mapped, so it cannot alias);
 // `share` returns the address of a pool copy that lives until `unshare`, or (without
 // sharing) of the buffer itself, which the caller keeps valid.
-unsafe impl Hal for GuestHal {
+unsafe impl<const OUTPUT: bool> Hal for PoolHal<OUTPUT> {
     fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
-        match pool::alloc_pages(pages) {
+        match pool::alloc_pages(which(OUTPUT), pages) {
             // RAM is identity-mapped: the virtual address is the physical one.
             Some(p) => (p.as_ptr() as PhysAddr, p),
             // virtio-drivers turns a zero address into `Error::DmaError`.
@@ -62,7 +74,7 @@ unsafe impl Hal for GuestHal {
     unsafe fn dma_dealloc(_paddr: PhysAddr, vaddr: NonNull<u8>, pages: usize) -> i32 {
         // SAFETY: virtio-drivers passes back what `dma_alloc(pages)` returned, once the
         // queue it was for is gone.
-        unsafe { pool::free_pages(vaddr, pages) };
+        unsafe { pool::free_pages(which(OUTPUT), vaddr, pages) };
         0
     }
 
@@ -81,13 +93,13 @@ unsafe impl Hal for GuestHal {
     unsafe fn share(buffer: NonNull<[u8]>, direction: BufferDirection) -> PhysAddr {
         let device_reads = !matches!(direction, BufferDirection::DeviceToDriver);
         // SAFETY: virtio-drivers passes a buffer valid for the duration of the call.
-        unsafe { pool::bounce_in(buffer, device_reads) }
+        unsafe { pool::bounce_in(which(OUTPUT), buffer, device_reads) }
     }
 
     unsafe fn unshare(paddr: PhysAddr, buffer: NonNull<[u8]>, direction: BufferDirection) {
         let device_writes = !matches!(direction, BufferDirection::DriverToDevice);
         // SAFETY: virtio-drivers passes the address `share` returned for this buffer, once the
         // device has used it, and the buffer is valid for the duration of the call.
-        unsafe { pool::bounce_out(paddr, buffer, device_writes) };
+        unsafe { pool::bounce_out(which(OUTPUT), paddr, buffer, device_writes) };
     }
 }

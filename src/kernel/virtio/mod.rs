@@ -24,8 +24,9 @@ use crate::platform::Platform;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use devices::{Blk, Console, DeviceError, Net, Rng};
+use hal::OutputHal;
 use spin::{Mutex, MutexGuard};
 use transport::Guarded;
 use virtio_drivers::transport::mmio::MmioError;
@@ -68,6 +69,8 @@ pub enum ProbeError {
     NotDriven(DeviceType),
     /// The DMA pool could not be set up: no queue can be built.
     NoPool,
+    /// The output console's own pool could not be set up.
+    OutputPool(pool::PoolError),
 }
 
 impl fmt::Display for ProbeError {
@@ -86,6 +89,7 @@ impl fmt::Display for ProbeError {
             Self::Device(e) => write!(f, "set-up: {e}"),
             Self::NotDriven(t) => write!(f, "{t:?} devices are not driven by ioguard"),
             Self::NoPool => write!(f, "no DMA pool"),
+            Self::OutputPool(e) => write!(f, "the output console's pool: {e}"),
         }
     }
 }
@@ -118,9 +122,14 @@ pub struct Bus {
     pub notifies_at_setup: u64,
     /// PCI configuration pages registered for the scan (given back after it).
     pub config_pages: usize,
+    /// The console set up to carry the suite's lines (over its own pool), until
+    /// `output::install` takes it.
+    pub output: Option<(Location, Console<OutputHal>)>,
 }
 
 static BUS: Mutex<Option<Bus>> = Mutex::new(None);
+/// Whether a PCI scan placed BARs: later builds read them where they are.
+static BARS_PLACED: AtomicBool = AtomicBool::new(false);
 
 /// What the boot-time set-up is called in messages.
 pub const SETUP: &str = "virtio set-up at boot";
@@ -196,11 +205,29 @@ fn failed(at: Location, e: ProbeError) -> Found {
     }
 }
 
-/// Every transport in the tree (the DMA pool is not needed yet: no queue exists).
+/// The output console's entry: it was set up at boot and is not probed again.
+fn carrying_output(at: Location, windows: Vec<(u64, u64)>) -> Found {
+    Found {
+        at,
+        kind: Some(DeviceType::Console),
+        result: Ok(()),
+        windows,
+    }
+}
+
+/// Every transport in the tree (the DMA pool is not needed yet: no queue exists), but the
+/// one carrying the suite's lines, which is only listed.
 fn transports(p: &Platform, bus: &mut Bus) -> Vec<(Location, Guarded)> {
     let mut out = Vec::new();
     let mut empty = Vec::new();
+    let busy = output::location();
     for &r in &p.virtio_mmio {
+        if let Some((at @ Location::Mmio { base, .. }, windows)) = &busy {
+            if *base == r.base {
+                bus.found.push(carrying_output(*at, windows.clone()));
+                continue;
+            }
+        }
         match mmio::probe(r) {
             Ok(mmio::Slot::Device(t, version)) => {
                 let at = Location::Mmio {
@@ -222,14 +249,22 @@ fn transports(p: &Platform, bus: &mut Bus) -> Vec<(Location, Guarded)> {
     bus.empty_mmio = empty.len();
     drop(empty);
     for host in &p.pci {
-        match pci::probe(host, p.pci_probe_only) {
+        // BARs placed by an earlier build stay where they are: a live device (the output
+        // console) may be using them.
+        let assigned = p.pci_probe_only || BARS_PLACED.load(Ordering::Relaxed);
+        let skip = busy.as_ref().map(|(at, _)| *at);
+        match pci::probe(host, assigned, skip) {
             Ok((fns, pages)) => {
+                BARS_PLACED.store(true, Ordering::Relaxed);
                 bus.config_pages += pages;
                 for (at, t) in fns {
                     match t {
                         Ok(t) => out.push((at, t)),
                         Err(e) => bus.found.push(failed(at, ProbeError::Pci(e))),
                     }
+                }
+                if let Some((at @ Location::Pci { .. }, windows)) = &busy {
+                    bus.found.push(carrying_output(*at, windows.clone()));
                 }
             }
             Err(e) => bus.pci_errors.push((host.path.clone(), e)),
@@ -238,7 +273,25 @@ fn transports(p: &Platform, bus: &mut Bus) -> Vec<(Location, Guarded)> {
     out
 }
 
-fn build(p: &Platform, sharer: Option<&'static MemSharer>) -> Bus {
+/// The output pool: the console's two queues (two pages each) and room to bounce a line.
+const OUTPUT_POOL: u64 = 5 * 4096;
+
+/// Sets `t` up as the console carrying the suite's lines, over its own pool.
+fn output_console(
+    t: Guarded,
+    sharer: Option<&'static MemSharer>,
+) -> Result<Console<OutputHal>, ProbeError> {
+    pool::init(pool::Which::Output, OUTPUT_POOL, sharer).map_err(ProbeError::OutputPool)?;
+    match Console::<OutputHal>::new(t) {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            let _ = pool::teardown(pool::Which::Output);
+            Err(ProbeError::Device(e))
+        }
+    }
+}
+
+fn build(p: &Platform, sharer: Option<&'static MemSharer>, want_output: bool) -> Bus {
     let mut bus = Bus {
         found: Vec::new(),
         empty_mmio: 0,
@@ -251,12 +304,31 @@ fn build(p: &Platform, sharer: Option<&'static MemSharer>) -> Bus {
         net: Vec::new(),
         notifies_at_setup: 0,
         config_pages: 0,
+        output: None,
     };
-    let found = transports(p, &mut bus);
+    let t0 = crate::kernel::arch::sysreg::counter();
+    let mut found = transports(p, &mut bus);
+    log::debug!("virtio: transports found in {} us", crate::kernel::arch::sysreg::micros_since(t0));
+    if want_output && output::location().is_none() {
+        if let Some(i) = found
+            .iter()
+            .position(|(_, t)| t.device_type() == DeviceType::Console)
+        {
+            let (at, t) = found.remove(i);
+            let windows = t.windows().collect();
+            let result = output_console(t, sharer).map(|c| bus.output = Some((at, c)));
+            bus.found.push(Found {
+                at,
+                kind: Some(DeviceType::Console),
+                result,
+                windows,
+            });
+        }
+    }
     // The pool is shared only when there is a device to give it to.
     if !found.is_empty() {
         bus.pool_wanted = pool_size(p, found.len());
-        bus.pool = Some(pool::init(bus.pool_wanted.0, sharer));
+        bus.pool = Some(pool::init(pool::Which::Devices, bus.pool_wanted.0, sharer));
     }
     for (at, t) in found {
         let kind = t.device_type();
@@ -273,15 +345,26 @@ fn build(p: &Platform, sharer: Option<&'static MemSharer>) -> Bus {
         });
     }
     bus.notifies_at_setup = notifies();
+    log::debug!("virtio: set up in {} us", crate::kernel::arch::sysreg::micros_since(t0));
     bus
 }
 
 /// The bus, built on first use. None when a check holding it was abandoned and the state
 /// cannot be trusted (`abandon` drops it, so the next call builds it again).
 pub fn bus(p: &Platform, sharer: Option<&'static MemSharer>) -> MutexGuard<'static, Option<Bus>> {
+    bus_with_output(p, sharer, false)
+}
+
+/// `bus`, and where it is built now, the first console set up to carry the suite's lines
+/// (`Bus::output`).
+pub fn bus_with_output(
+    p: &Platform,
+    sharer: Option<&'static MemSharer>,
+    want_output: bool,
+) -> MutexGuard<'static, Option<Bus>> {
     let mut lock = BUS.lock();
     if lock.is_none() {
-        *lock = Some(build(p, sharer));
+        *lock = Some(build(p, sharer, want_output));
     }
     lock
 }
@@ -293,15 +376,16 @@ pub fn is_built() -> bool {
 
 /// Drops every device (each is reset and its windows unregistered), then takes the pool
 /// back. None when there was no bus.
+/// The console carrying the suite's lines is not among them: it has its own pool and lives
+/// until power-off.
 pub fn drop_bus() -> Option<(Bus, Option<pool::Teardown>)> {
-    // The output console's queues are in the pool too.
-    drop(output::uninstall());
     let mut bus = BUS.lock().take()?;
     bus.blk.clear();
     bus.rng.clear();
     bus.console.clear();
     bus.net.clear();
-    Some((bus, pool::teardown()))
+    bus.output = None;
+    Some((bus, pool::teardown(pool::Which::Devices)))
 }
 
 /// For a check abandoned while it used the bus: stop every device (they may be in the
@@ -327,7 +411,8 @@ pub fn abandon() {
     }
 }
 
-/// The ledger's view so far: counts, first violations, whether buffers are bounced.
-pub fn ledger() -> Option<(crate::dma::Tally, Vec<Violation>, bool)> {
-    pool::ledger()
+/// The devices' ledger so far (counts, first violations, whether buffers are bounced),
+/// and the output console's.
+pub fn ledgers() -> [Option<(crate::dma::Tally, Vec<Violation>, bool)>; 2] {
+    [pool::ledger(pool::Which::Devices), pool::ledger(pool::Which::Output)]
 }

@@ -3,11 +3,16 @@
 //! device does not take goes to the UART instead, and the device is not used again.
 
 use super::devices::{Console, DeviceError};
+use super::hal::OutputHal;
+use super::Location;
+use alloc::vec::Vec;
 use crate::kernel::{console, exceptions};
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 
-static OUTPUT: Mutex<Option<Console>> = Mutex::new(None);
+static OUTPUT: Mutex<Option<Console<OutputHal>>> = Mutex::new(None);
+/// Where the output console is, and its registered windows (it keeps them to the end).
+static WHERE: Mutex<Option<(Location, Vec<(u64, u64)>)>> = Mutex::new(None);
 static LINES: AtomicU64 = AtomicU64::new(0);
 
 /// Lines written through virtio-console so far.
@@ -66,10 +71,17 @@ fn write_locked(text: &str) -> bool {
     }
 }
 
-/// Routes the suite's lines to `c` from now on.
-pub fn install(c: Console) {
+/// Routes the suite's lines to `c` (at `at`, through `windows`) from now on.
+pub fn install(at: Location, windows: Vec<(u64, u64)>, c: Console<OutputHal>) {
+    *WHERE.lock() = Some((at, windows));
     *OUTPUT.lock() = Some(c);
     console::set_sink(Some(sink));
+}
+
+/// Where the console carrying the lines is, if one was installed (even if it was given
+/// up since: its transport is not to be probed again).
+pub fn location() -> Option<(Location, Vec<(u64, u64)>)> {
+    WHERE.lock().clone()
 }
 
 /// Whether lines go to virtio-console.
@@ -86,16 +98,4 @@ pub fn write(text: &str) -> Option<Result<(), DeviceError>> {
         LINES.fetch_add(1, Ordering::Relaxed);
     }
     Some(r)
-}
-
-/// Lines go back to the UART, and the device is handed back (to be dropped before the
-/// DMA pool is taken back).
-pub fn uninstall() -> Option<Console> {
-    console::set_sink(None);
-    if OUTPUT.is_locked() {
-        // SAFETY: the holder was abandoned mid-write on this CPU (virtio is driven from the
-        // boot CPU only) and never resumes.
-        unsafe { OUTPUT.force_unlock() };
-    }
-    OUTPUT.lock().take()
 }

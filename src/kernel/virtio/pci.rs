@@ -376,7 +376,8 @@ fn virtio_functions(config: &GuardedConfig) -> Vec<DeviceFunction> {
 /// none, and how many configuration pages the scan registered.
 pub type Scan = (Vec<(Location, Result<Guarded, PciError>)>, usize);
 
-pub fn probe(host: &PciHost, probe_only: bool) -> Result<Scan, PciError> {
+/// `skip`: a function already driven (the output console), left alone.
+pub fn probe(host: &PciHost, probe_only: bool, skip: Option<Location>) -> Result<Scan, PciError> {
     let pages = Rc::new(RefCell::new(Pages::default()));
     let config = GuardedConfig {
         base: host.config.base,
@@ -402,6 +403,9 @@ pub fn probe(host: &PciHost, probe_only: bool) -> Result<Scan, PciError> {
             device: df.device,
             function: df.function,
         };
+        if skip == Some(at) {
+            continue;
+        }
         out.push((
             at,
             function(&mut root, &reader, df, host, probe_only, &mut alloc),

@@ -44,7 +44,21 @@ pub struct Pool {
     ledger: Ledger,
 }
 
-static POOL: Mutex<Option<Pool>> = Mutex::new(None);
+/// Which pool: the devices' (set up with them, taken back when they are dropped) or the
+/// output console's (set up with it at boot, kept until power-off, so that the suite's last
+/// lines still go through virtio-console). The devices' pool starts at the section's start,
+/// the output's ends at its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    Devices,
+    Output,
+}
+
+static POOLS: [Mutex<Option<Pool>>; 2] = [Mutex::new(None), Mutex::new(None)];
+
+fn slot(w: Which) -> &'static Mutex<Option<Pool>> {
+    &POOLS[w as usize]
+}
 /// `selftest: dma-private`: the next buffer goes to the device as it is, unbounced.
 static UNBOUNCED_NEXT: AtomicBool = AtomicBool::new(false);
 
@@ -107,21 +121,41 @@ fn granules(r: Region, g: u64) -> impl Iterator<Item = u64> {
     (0..r.size / g).map(move |i| r.base + i * g)
 }
 
-/// Sets the pool up: `size` bytes (rounded up to the granule, capped at the image's
-/// section), shared granule by granule when `sharer` is given.
-pub fn init(size: u64, sharer: Option<&'static MemSharer>) -> Result<PoolInfo, PoolError> {
-    let mut lock = POOL.lock();
+/// Sets pool `w` up: `size` bytes (rounded up to the granule, capped at what the image's
+/// section has left beside the other pool), shared granule by granule when `sharer` is
+/// given.
+pub fn init(
+    w: Which,
+    size: u64,
+    sharer: Option<&'static MemSharer>,
+) -> Result<PoolInfo, PoolError> {
+    let mut lock = slot(w).lock();
     if lock.is_some() {
         return Err(PoolError::Busy);
     }
+    let other = match w {
+        Which::Devices => region(Which::Output),
+        Which::Output => region(Which::Devices),
+    };
     let sec = section();
+    // What the other pool leaves of the section.
+    let free = match (w, other) {
+        (Which::Devices, Some(o)) => Region::new(sec.base, o.base - sec.base),
+        (Which::Output, Some(o)) => Region::new(o.end(), sec.end() - o.end()),
+        (_, None) => sec,
+    };
     let granule = sharer.map_or(PAGE as u64, |s| s.granule().max(PAGE as u64));
     let rounded = size.max(1).div_ceil(granule).saturating_mul(granule);
-    let capped_from = (rounded > sec.size).then_some(size);
-    let region = Region::new(sec.base, rounded.min(sec.size / granule * granule));
+    let capped_from = (rounded > free.size).then_some(size);
+    let len = rounded.min(free.size / granule * granule);
+    let base = match w {
+        Which::Devices => free.base,
+        Which::Output => free.end() - len,
+    };
+    let region = Region::new(base, len);
     if region.size == 0 || !granule.is_power_of_two() || !region.base.is_multiple_of(granule) {
         return Err(PoolError::Section {
-            region: sec,
+            region: free,
             granule,
         });
     }
@@ -156,10 +190,10 @@ pub fn init(size: u64, sharer: Option<&'static MemSharer>) -> Result<PoolInfo, P
     })
 }
 
-/// Takes every granule back from the host and forgets the pool. The devices must have been
-/// dropped (reset) first: they must not touch the pool again.
-pub fn teardown() -> Option<Teardown> {
-    let mut pool = POOL.lock().take()?;
+/// Takes every granule of pool `w` back from the host and forgets the pool. Its devices
+/// must have been dropped (reset) first: they must not touch the pool again.
+pub fn teardown(w: Which) -> Option<Teardown> {
+    let mut pool = slot(w).lock().take()?;
     let mut unshared = 0;
     let mut failures = Vec::new();
     if let Some(s) = pool.sharer {
@@ -182,9 +216,9 @@ pub fn teardown() -> Option<Teardown> {
     })
 }
 
-/// The ledger's counts and first violations so far.
-pub fn ledger() -> Option<(Tally, Vec<Violation>, bool)> {
-    let lock = POOL.lock();
+/// Pool `w`'s ledger: counts and first violations so far, and whether it bounces.
+pub fn ledger(w: Which) -> Option<(Tally, Vec<Violation>, bool)> {
+    let lock = slot(w).lock();
     let p = lock.as_ref()?;
     Some((
         p.ledger.tally(),
@@ -193,20 +227,20 @@ pub fn ledger() -> Option<(Tally, Vec<Violation>, bool)> {
     ))
 }
 
-pub fn region() -> Option<Region> {
-    POOL.lock().as_ref().map(|p| p.region)
+pub fn region(w: Which) -> Option<Region> {
+    slot(w).lock().as_ref().map(|p| p.region)
 }
 
 /// Records MMIO asked for outside every registered window.
 pub fn note_unknown_mmio(addr: u64, len: u64) {
-    if let Some(p) = POOL.lock().as_mut() {
+    if let Some(p) = slot(Which::Devices).lock().as_mut() {
         p.ledger.unknown_mmio(addr, len);
     }
 }
 
 /// Zeroed, page-aligned queue memory, or None when the pool is full or not set up.
-pub fn alloc_pages(pages: usize) -> Option<NonNull<u8>> {
-    let mut lock = POOL.lock();
+pub fn alloc_pages(w: Which, pages: usize) -> Option<NonNull<u8>> {
+    let mut lock = slot(w).lock();
     let p = lock.as_mut()?;
     let layout = Layout::from_size_align(pages.checked_mul(PAGE)?, PAGE).ok()?;
     let Ok(ptr) = p.heap.allocate_first_fit(layout) else {
@@ -223,15 +257,15 @@ pub fn alloc_pages(pages: usize) -> Option<NonNull<u8>> {
 /// Gives back what `alloc_pages(pages)` returned.
 ///
 /// # Safety
-/// `ptr` came from `alloc_pages(pages)` and the device no longer uses it.
-pub unsafe fn free_pages(ptr: NonNull<u8>, pages: usize) {
+/// `ptr` came from `alloc_pages(w, pages)` and the device no longer uses it.
+pub unsafe fn free_pages(w: Which, ptr: NonNull<u8>, pages: usize) {
     let Some(layout) = pages
         .checked_mul(PAGE)
         .and_then(|s| Layout::from_size_align(s, PAGE).ok())
     else {
         return;
     };
-    if let Some(p) = POOL.lock().as_mut() {
+    if let Some(p) = slot(w).lock().as_mut() {
         // SAFETY: the caller passes memory this pool's heap allocated with this layout.
         unsafe { p.heap.deallocate(ptr, layout) };
     }
@@ -242,10 +276,10 @@ pub unsafe fn free_pages(ptr: NonNull<u8>, pages: usize) {
 ///
 /// # Safety
 /// `buffer` is valid for reads and writes of its length for the duration of the call.
-pub unsafe fn bounce_in(buffer: NonNull<[u8]>, device_reads: bool) -> u64 {
+pub unsafe fn bounce_in(w: Which, buffer: NonNull<[u8]>, device_reads: bool) -> u64 {
     let len = buffer.len();
     let addr = buffer.cast::<u8>().as_ptr() as u64;
-    let mut lock = POOL.lock();
+    let mut lock = slot(w).lock();
     let Some(p) = lock.as_mut() else {
         return addr;
     };
@@ -274,15 +308,15 @@ pub unsafe fn bounce_in(buffer: NonNull<[u8]>, device_reads: bool) -> u64 {
 /// device's writes back unless it only read, and frees the bounce buffer.
 ///
 /// # Safety
-/// `paddr` is what `bounce_in(buffer, ..)` returned, the device no longer uses it, and
+/// `paddr` is what `bounce_in(w, buffer, ..)` returned, the device no longer uses it, and
 /// `buffer` is valid for writes of its length for the duration of the call.
-pub unsafe fn bounce_out(paddr: u64, buffer: NonNull<[u8]>, device_writes: bool) {
+pub unsafe fn bounce_out(w: Which, paddr: u64, buffer: NonNull<[u8]>, device_writes: bool) {
     let len = buffer.len();
     let addr = buffer.cast::<u8>().as_ptr() as u64;
     if paddr == addr {
         return;
     }
-    let mut lock = POOL.lock();
+    let mut lock = slot(w).lock();
     let Some(p) = lock.as_mut() else {
         return;
     };
