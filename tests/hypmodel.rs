@@ -462,6 +462,23 @@ const MUTANTS: &[MutantRow] = &[
         ],
     ),
     (
+        "range-x1-zero",
+        "4k",
+        &[
+            // The guest refuses x1 = 0 with SUCCESS instead of calling again forever: its
+            // resume loop names the call it stopped at and the success it did not take.
+            (
+                "guard: range",
+                ") answered SUCCESS; after RGUARD_MAP of 2 granules from",
+            ),
+            ("guard: returns", ", 0x2, 0x0) answered x0=0x0 x1=0x0"),
+            (
+                "ioremap: spanning",
+                "ioremap(0xa000000, 0x2000): MMIO_GUARD_MAP(0xa000000) answered SUCCESS",
+            ),
+        ],
+    ),
+    (
         "dma-private-through",
         "4k",
         &[(
@@ -491,7 +508,7 @@ fn append_of(mutant: &str) -> &'static str {
 /// The profile a mutant is run under: its bug is in a call only that profile has.
 fn profile_of(mutant: &str) -> &'static str {
     match mutant {
-        "rguard-first-only" | "share-x1-zero" => "android16",
+        "rguard-first-only" | "share-x1-zero" | "range-x1-zero" => "android16",
         _ => "android14",
     }
 }
@@ -627,4 +644,135 @@ fn a_guest_calls_only_what_its_profiles_abi_has() {
             "{absent} called under upstream: {calls:?}"
         );
     }
+
+/// `hypmodel: calls NAME=N` from hypmodel's report (0 when absent: zero counters are not
+/// printed).
+fn calls(out: &Outcome, name: &str) -> u64 {
+    let prefix = format!("hypmodel: calls {name}=");
+    out.report
+        .lines
+        .iter()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0, |n| {
+            n.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{prefix}{n}\n{}", out.transcript()))
+        })
+}
+
+/// hypmodel's `range-max=1` is a correct hypervisor that stops every range call after one
+/// granule (§10.1: the caller resumes at base + x1 * granule): the whole suite must give
+/// the same verdicts as with range calls that do their whole run, through more calls.
+#[test]
+fn range_max_1_gives_every_check_the_same_verdict() {
+    let whole = model("android16", "");
+    let stepped = model("android16,range-max=1", "");
+    let verdicts = |out: &Outcome| -> Vec<(String, Kind)> {
+        assert!(!out.timed_out, "timed out\n{}", out.transcript());
+        out.report
+            .results
+            .iter()
+            .map(|r| (r.name(), r.kind))
+            .collect()
+    };
+    let (a, b) = (verdicts(&whole), verdicts(&stepped));
+    for name in DEFAULT_CHECKS {
+        assert!(
+            a.iter().any(|(n, _)| n == name),
+            "no {name}\n{}",
+            whole.transcript()
+        );
+    }
+    let t = stepped.transcript();
+    assert_eq!(a, b, "verdicts without and with range-max=1\n{t}");
+    assert_eq!(
+        (whole.status, stepped.status),
+        (0, 0),
+        "{}\n{t}",
+        whole.transcript()
+    );
+    // The option took effect: hypmodel says so, and the runs needed more range calls.
+    assert!(
+        stepped
+            .report
+            .lines
+            .iter()
+            .any(|l| l == "hypmodel: range_max=1"),
+        "{t}"
+    );
+    assert!(!whole.report.lines.iter().any(|l| l.contains("range_max")));
+    let (m1, m2) = (
+        calls(&whole, "MMIO_RGUARD_MAP"),
+        calls(&stepped, "MMIO_RGUARD_MAP"),
+    );
+    let (u1, u2) = (
+        calls(&whole, "MMIO_RGUARD_UNMAP"),
+        calls(&stepped, "MMIO_RGUARD_UNMAP"),
+    );
+    assert!(m1 > 0 && m2 > m1, "RGUARD_MAP calls: {m1}, then {m2}\n{t}");
+    assert!(u2 > u1, "RGUARD_UNMAP calls: {u1}, then {u2}\n{t}");
+    eprintln!(
+        "RGUARD_MAP {m1} -> {m2}, RGUARD_UNMAP {u1} -> {u2}; {} verdicts equal",
+        a.len()
+    );
+}
+
+/// Under `range-max=1` each range call of a run of N granules is followed by the next one
+/// exactly where hypmodel stopped (base + x1 * granule) for the rest (N - x1), until the
+/// run is done: hypmodel's trace of `guard: range` and `ioremap: spanning`, which register
+/// and release runs of 2.
+#[test]
+fn range_max_1_resumes_where_the_hypervisor_stopped() {
+    let out = model(
+        "android16,range-max=1,trace",
+        "only=guard:range,ioremap:spanning output=uart",
+    );
+    let t = out.transcript();
+    assert_eq!(out.status, 0, "{t}");
+    for check in ["guard: range", "ioremap: spanning"] {
+        assert_eq!(out.result(check).map(|r| r.kind), Some(Kind::Pass), "{t}");
+    }
+    // `hvc MMIO_RGUARD_MAP(0xa000000, 0x2, 0x0) fid=0xc600000a -> x0=0x0 x1=0x1`
+    let hex = |w: &str| u64::from_str_radix(w.trim().trim_start_matches("0x"), 16).unwrap();
+    let range_calls: Vec<(String, [u64; 5])> = out
+        .report
+        .lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("hypmodel: trace cpu0 hvc MMIO_RGUARD_"))
+        .map(|l| {
+            let (op, rest) = l.split_once('(').unwrap();
+            let (args, rest) = rest.split_once(')').unwrap();
+            let a: Vec<u64> = args.split(',').map(hex).collect();
+            let x0 = hex(rest.split("x0=").nth(1).unwrap().split(' ').next().unwrap());
+            let x1 = hex(rest.split("x1=").nth(1).unwrap());
+            (op.to_string(), [a[0], a[1], a[2], x0, x1])
+        })
+        .filter(|(_, c)| c[2] == 0)
+        .collect();
+    let mut expect: Option<(String, u64, u64)> = None;
+    let mut resumed = 0;
+    for (op, [base, count, _, x0, x1]) in &range_calls {
+        assert_eq!(
+            (*x0, *x1),
+            (0, 1),
+            "{op}({base:#x}, {count}): one granule\n{t}"
+        );
+        if let Some(e) = expect.take() {
+            assert_eq!(
+                (op.clone(), *base, *count),
+                e,
+                "the call after a stop\n{range_calls:#x?}\n{t}"
+            );
+            resumed += 1;
+        }
+        if *count > 1 {
+            expect = Some((op.clone(), base + 0x1000, count - 1));
+        }
+    }
+    assert!(expect.is_none(), "a run left unfinished\n{t}");
+    // Each check maps and unmaps a run of 2: four resumed calls at least.
+    assert!(
+        resumed >= 4,
+        "{resumed} resumed calls\n{range_calls:#x?}\n{t}"
+    );
 }

@@ -86,10 +86,11 @@ pub enum Mutant {
     ShareIgnored,
     DmaPrivateThrough,
     UnshareMisalignedOk,
+    RangeX1Zero,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 39] = [
+    pub const ALL: [Mutant; 40] = [
         Mutant::GuardOff,
         Mutant::SilentDrop,
         Mutant::WrongDfsc,
@@ -129,6 +130,7 @@ impl Mutant {
         Mutant::ShareIgnored,
         Mutant::DmaPrivateThrough,
         Mutant::UnshareMisalignedOk,
+        Mutant::RangeX1Zero,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -171,6 +173,7 @@ impl Mutant {
             Mutant::ShareIgnored => "share-ignored",
             Mutant::DmaPrivateThrough => "dma-private-through",
             Mutant::UnshareMisalignedOk => "unshare-misaligned-ok",
+            Mutant::RangeX1Zero => "range-x1-zero",
         }
     }
     pub fn from_name(s: &str) -> Option<Mutant> {
@@ -189,6 +192,10 @@ pub struct Options {
     pub trace: bool,
     /// `hypmodel.chaos=SEED`: misbehave at random, reproducibly per seed (see `chaos.rs`).
     pub chaos: Option<u64>,
+    /// `hypmodel.range-max=N` (N >= 1): each MMIO_RGUARD_MAP/UNMAP does at most N granules
+    /// and answers 0 with x1 = the number it did, so the guest must resume (§10.1: the
+    /// hypervisor may stop early). `None`: a range call does its whole run.
+    pub range_max: Option<u64>,
 }
 
 impl Default for Options {
@@ -200,6 +207,7 @@ impl Default for Options {
             enrolled_at_boot: false,
             trace: false,
             chaos: None,
+            range_max: None,
         }
     }
 }
@@ -253,9 +261,17 @@ fn apply<'a>(o: &mut Options, word: &'a str) -> Result<(), OptError<'a>> {
         ("hypmodel.chaos", Some(v)) => {
             o.chaos = Some(v.parse().map_err(|_| OptError::BadValue(word))?)
         }
+        ("hypmodel.range-max", Some(v)) => {
+            o.range_max = Some(
+                v.parse()
+                    .ok()
+                    .filter(|&n: &u64| n >= 1)
+                    .ok_or(OptError::BadValue(word))?,
+            )
+        }
         (
             "hypmodel.profile" | "hypmodel.granule" | "hypmodel.mutant" | "hypmodel.enrolled"
-            | "hypmodel.trace" | "hypmodel.chaos",
+            | "hypmodel.trace" | "hypmodel.chaos" | "hypmodel.range-max",
             _,
         ) => return Err(OptError::BadValue(word)),
         _ => return Err(OptError::UnknownOption(word)),
@@ -392,6 +408,28 @@ mod tests {
         assert_eq!(p("").unwrap().0.chaos, None);
         assert!(p("hypmodel.chaos=x").unwrap_err().contains("bad value"));
         assert!(p("hypmodel.chaos").unwrap_err().contains("bad value"));
+    }
+
+    #[test]
+    fn range_max() {
+        assert_eq!(p("").unwrap().0.range_max, None);
+        assert_eq!(p("hypmodel.range-max=1").unwrap().0.range_max, Some(1));
+        assert_eq!(
+            p("hypmodel.profile=android16 hypmodel.range-max=300 -- x")
+                .unwrap()
+                .0
+                .range_max,
+            Some(300)
+        );
+        for bad in ["0", "-1", "x", "", "1.5", "18446744073709551616"] {
+            assert!(
+                p(&format!("hypmodel.range-max={bad}"))
+                    .unwrap_err()
+                    .contains("bad value"),
+                "{bad}"
+            );
+        }
+        assert!(p("hypmodel.range-max").unwrap_err().contains("bad value"));
     }
 
     #[test]

@@ -813,15 +813,31 @@ impl Vm {
             && ipa.is_multiple_of(page)
     }
 
+    /// How many of the `n` granules a range call asks for it does in one go: all of them,
+    /// or at most `hypmodel.range-max` (§10.1: the hypervisor may stop early, x1 says where;
+    /// the caller resumes at base + x1 * granule).
+    fn range_pages(&self, n: u64) -> u64 {
+        self.opts.range_max.map_or(n, |max| n.min(max))
+    }
+
     /// MMIO_RGUARD_MAP (android16): x2 pages from x1, as many MAPs; x1 = pages done.
     fn rguard_map(&mut self, cpu: usize, x: [u64; 4]) -> Hvc {
         if x[3] != 0 || x[2] == 0 || !self.enrolled {
             self.stats.map_failed += 1;
             return ret1(INVALID_PARAMETER);
         }
+        // `range-x1-zero`: a run of more than one granule answers success with x1 = 0 and
+        // registers nothing (§10.1: x1 = 0 comes with an error in x0). A guest that takes
+        // it as progress calls again forever; one that resumes only after 1 <= x1 <= the
+        // rest of its run refuses it.
+        if x[2] > 1 && self.mutant(Mutant::RangeX1Zero) {
+            self.stats.map_ok += 1;
+            return Hvc::Ret([SUCCESS, 0, 0, 0]);
+        }
         let page = self.page();
         let first_only = self.mutant(Mutant::RguardFirstOnly);
-        let done = for_pages(x[1], x[2], page, |ipa| {
+        let n = self.range_pages(x[2]);
+        let done = for_pages(x[1], n, page, |ipa| {
             (first_only && ipa != x[1]) || self.map_one(cpu, ipa).is_ok()
         });
         if done == 0 {
@@ -888,7 +904,11 @@ impl Vm {
         let p = self.opts.profile;
         if p == Profile::Android16 {
             // UNMAP is a no-op there (kept for pre-6.12 guests): 0 whenever enrolled.
-            let n = if call == Call::RguardUnmap { x[2] } else { 1 };
+            let n = if call == Call::RguardUnmap {
+                self.range_pages(x[2])
+            } else {
+                1
+            };
             if !self.enrolled || (call == Call::RguardUnmap && x[3] != 0) {
                 self.stats.unmap_failed += 1;
                 return ret1(INVALID_PARAMETER);
@@ -1101,6 +1121,9 @@ impl Vm {
             if self.enrolled { "yes" } else { "no" },
             self.ncpus
         )?;
+        if let Some(n) = o.range_max {
+            writeln!(w, "hypmodel: range_max={n}")?;
+        }
         for c in Call::ALL {
             let n = s.calls[c.index()];
             if n > 0 {
@@ -1665,6 +1688,104 @@ mod tests {
         assert_eq!(v.share.shared_bytes(), 0x2000);
     }
 
+    /// `hypmodel.range-max=N`: a range call does at most N granules and says so in x1; the
+    /// caller resumes at base + x1 * granule until its run is done. Everything else (func 7,
+    /// the argument checks, MEM_SHARE's count) is as without it.
+    #[test]
+    fn range_max_stops_each_range_call_early_and_the_caller_resumes() {
+        let base = 0x0a00_0000;
+        let mut v = vm_with(Options {
+            profile: Profile::Android16,
+            range_max: Some(1),
+            ..Options::default()
+        });
+        call(&mut v, 0, pk(6), 0, 0, 0);
+        assert_eq!(call(&mut v, 0, pk(10), base, 3, 0), [0, 1, 0, 0]);
+        assert!(v.guard.is_registered(base) && !v.guard.is_registered(base + 0x1000));
+        // Resume as §10.1 says, until the run of 3 is done: one call per granule.
+        let (mut done, mut calls) = (0, 0);
+        while done < 3 {
+            let r = call(&mut v, 0, pk(10), base + done * 0x1000, 3 - done, 0);
+            assert_eq!(r, [0, 1, 0, 0], "at granule {done}");
+            done += r[1];
+            calls += 1;
+        }
+        assert_eq!(calls, 3);
+        for i in 0..3 {
+            assert!(v.guard.is_registered(base + i * 0x1000), "granule {i}");
+        }
+        assert!(
+            !v.guard.is_registered(base + 0x3000),
+            "nothing past the run"
+        );
+        assert_eq!(v.stats.calls[Call::RguardMap.index()], 4);
+        let mut report = String::new();
+        v.report(&mut report).unwrap();
+        assert!(
+            report.contains("hypmodel: calls MMIO_RGUARD_MAP=4\n")
+                && report.contains("hypmodel: range_max=1\n"),
+            "{report}"
+        );
+        // RGUARD_UNMAP (a no-op on android16) stops early too; its checks are unchanged.
+        assert_eq!(call(&mut v, 0, pk(11), base, 3, 0), [0, 1, 0, 0]);
+        assert_eq!(call(&mut v, 0, pk(11), base, 3, 1)[0], EINVAL);
+        assert_eq!(call(&mut v, 0, pk(10), base, 3, 1)[0], EINVAL);
+        assert_eq!(call(&mut v, 0, pk(10), base, 0, 0)[0], EINVAL);
+        // Not the other calls: func 7 does its one granule, MEM_SHARE its whole count.
+        assert_eq!(call(&mut v, 0, pk(7), RTC, 5, 5), [0, 1, 0, 0]);
+        assert_eq!(call(&mut v, 0, pk(3), 0x4100_0000, 3, 0), [0, 3, 0, 0]);
+
+        // range-max=2: a run of 3 is 2 then 1; a run shorter than the limit is done whole.
+        let mut v = vm_with(Options {
+            profile: Profile::Android16,
+            range_max: Some(2),
+            ..Options::default()
+        });
+        call(&mut v, 0, pk(6), 0, 0, 0);
+        assert_eq!(call(&mut v, 0, pk(10), base, 3, 0), [0, 2, 0, 0]);
+        assert_eq!(call(&mut v, 0, pk(10), base + 0x2000, 1, 0), [0, 1, 0, 0]);
+        assert_eq!(call(&mut v, 0, pk(11), base, 3, 0), [0, 2, 0, 0]);
+        // A run stopped by RAM before the limit still says where it stopped.
+        assert_eq!(call(&mut v, 0, pk(10), 0x3fff_f000, 2, 0), [0, 1, 0, 0]);
+        // Without the option a range call does its whole run (the default).
+        let mut v = vm(Profile::Android16, None);
+        call(&mut v, 0, pk(6), 0, 0, 0);
+        assert_eq!(v.opts.range_max, None);
+        assert_eq!(call(&mut v, 0, pk(10), base, 300, 0), [0, 300, 0, 0]);
+    }
+
+    /// `range-x1-zero`: RGUARD_MAP of more than one granule answers success with x1 = 0
+    /// and registers nothing; one granule, func 7 and the argument checks are unchanged.
+    #[test]
+    fn range_x1_zero_answers_success_without_progress() {
+        let base = 0x0a00_0000;
+        let mut v = enrolled_in(Profile::Android16, Mutant::RangeX1Zero);
+        assert_eq!(call(&mut v, 0, pk(10), base, 2, 0), [SUCCESS, 0, 0, 0]);
+        assert!(v.guard.is_empty(), "nothing registered");
+        assert!(matches!(
+            v.data_abort(0, base + 0xe00, base + 0xe00, &ldr(0)),
+            Access::Inject { .. }
+        ));
+        // Called again it answers the same: a caller that took x1 = 0 as progress loops.
+        assert_eq!(call(&mut v, 0, pk(10), base, 2, 0), [SUCCESS, 0, 0, 0]);
+        assert_eq!(
+            call(&mut v, 0, pk(10), base, 2, 1)[0],
+            EINVAL,
+            "x3 still checked"
+        );
+        assert_eq!(call(&mut v, 0, pk(10), base, 1, 0), [SUCCESS, 1, 0, 0]);
+        assert!(v.guard.is_registered(base) && v.guard.len() == 1);
+        assert_eq!(call(&mut v, 0, pk(7), RTC, 0, 0), [SUCCESS, 1, 0, 0]);
+        assert_eq!(call(&mut v, 0, pk(11), base, 2, 0), [SUCCESS, 2, 0, 0]);
+        // Not enrolled: refused as in the correct model.
+        let mut v = vm(Profile::Android16, Some(Mutant::RangeX1Zero));
+        assert_eq!(call(&mut v, 0, pk(10), base, 2, 0)[0], EINVAL);
+        // The correct model answers the run.
+        let mut v = vm(Profile::Android16, None);
+        call(&mut v, 0, pk(6), 0, 0, 0);
+        assert_eq!(call(&mut v, 0, pk(10), base, 2, 0), [SUCCESS, 2, 0, 0]);
+    }
+
     #[test]
     fn upstream_and_kvm() {
         let mut v = vm(Profile::Upstream, None);
@@ -2180,6 +2301,7 @@ mod tests {
         assert!(s.contains("hypmodel: guard registered=1 map_ok=1 map_failed=0"));
         assert!(s.contains("hypmodel: memshare shared_pages=1 shared_bytes=4096 share_ok=1"));
         assert!(s.ends_with("hypmodel: end\n"));
+        assert!(!s.contains("range_max"), "only with hypmodel.range-max");
     }
 
     #[test]

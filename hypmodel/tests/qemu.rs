@@ -517,6 +517,55 @@ fn every_mutant_is_active() {
         .contains("emulated from the instruction (mutant no-syndrome-forward)"));
 }
 
+/// android16's range call as the test guest makes it (RGUARD_MAP of 2 granules of the
+/// PL061): whole by default, one granule with `hypmodel.range-max=1` (x1 = 1, the caller
+/// must resume), and under `range-x1-zero` success with x1 = 0 and nothing registered.
+#[test]
+fn range_max_and_range_x1_zero_in_the_test_guest() {
+    let a16 = "hypmodel.profile=android16 hypmodel.trace";
+    let whole = run_tg(a16, 1);
+    whole.done();
+    whole.is("rguard-map", "0 pages=2");
+    assert!(!whole.out.contains("range_max"), "{}", whole.out);
+
+    let stepped = run_tg(&format!("{a16} hypmodel.range-max=1"), 1);
+    stepped.done();
+    stepped.is("rguard-map", "0 pages=1");
+    assert!(
+        stepped.out.contains(" range_max=1\n") && stepped.out.contains("hypmodel: range_max=1\n"),
+        "the configuration line and the report say so\n{}",
+        stepped.out
+    );
+    assert!(
+        stepped
+            .out
+            .contains("hvc MMIO_RGUARD_MAP(0x9030000, 0x2, 0x0) fid=0xc600000a -> x0=0x0 x1=0x1"),
+        "{}",
+        stepped.out
+    );
+    assert_eq!(
+        stepped.c("guard.registered") + 1,
+        whole.c("guard.registered"),
+        "one granule fewer registered"
+    );
+    // The rest of the run is the correct model's.
+    assert_eq!(stepped.tg("unmap"), whole.tg("unmap"));
+    assert_eq!(stepped.tg("memshare"), whole.tg("memshare"));
+
+    let bad = run_tg(&format!("{a16} hypmodel.mutant=range-x1-zero"), 1);
+    bad.done();
+    bad.is("rguard-map", "0 pages=0");
+    assert_eq!(
+        bad.c("guard.registered") + 2,
+        whole.c("guard.registered"),
+        "nothing registered\n{}",
+        bad.out
+    );
+    assert!(bad
+        .out
+        .contains("hvc MMIO_RGUARD_MAP(0x9030000, 0x2, 0x0) fid=0xc600000a -> x0=0x0 x1=0x0"));
+}
+
 #[test]
 fn cpu_on_with_four_cpus() {
     let r = run_tg("hypmodel.profile=android16", 4);

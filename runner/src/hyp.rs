@@ -54,6 +54,7 @@ pub const MODEL_MUTANTS: &[&str] = &[
     "unshare-misaligned-ok",
     "share-ignored",
     "dma-private-through",
+    "range-x1-zero",
 ];
 
 /// Where hypmodel expects the guest Image (`-device loader,...,addr=`).
@@ -87,7 +88,7 @@ pub fn check_model_limits(spec: &ModelSpec, smp: u32, append: &str) -> Result<()
     Ok(())
 }
 
-/// `--hyp model[:PROFILE][,mutant=NAME][,granule=SIZE][,enrolled=boot][,trace][,chaos=SEED]`.
+/// `--hyp model[:PROFILE][,mutant=NAME][,granule=SIZE][,enrolled=boot][,trace][,chaos=SEED][,range-max=N]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ModelSpec {
     /// `hypmodel.profile=` (hypmodel's default, android14, when absent).
@@ -102,6 +103,9 @@ pub struct ModelSpec {
     pub trace: bool,
     /// `hypmodel.chaos=SEED`: seeded garbage answers (hypmodel/README.md).
     pub chaos: Option<u64>,
+    /// `hypmodel.range-max=N` (N >= 1): each range call (android16's RGUARD_MAP/UNMAP) does
+    /// at most N granules and says how many in x1, so the guest must resume.
+    pub range_max: Option<u64>,
 }
 
 /// The hypervisor the guest runs under.
@@ -141,7 +145,7 @@ impl Hyp {
             ("model", None) => Ok(Hyp::Model(ModelSpec::default())),
             ("model", Some(rest)) => ModelSpec::parse(rest).map(Hyp::Model),
             ("plain" | "pkvm", Some(_)) => Err(format!("--hyp {kind} takes no parameters")),
-            _ => Err(format!("--hyp '{v}': expected plain, model[:PROFILE][,mutant=NAME][,granule=SIZE][,enrolled=boot][,trace][,chaos=SEED] or pkvm")),
+            _ => Err(format!("--hyp '{v}': expected plain, model[:PROFILE][,mutant=NAME][,granule=SIZE][,enrolled=boot][,trace][,chaos=SEED][,range-max=N] or pkvm")),
         }
     }
 }
@@ -173,7 +177,15 @@ impl ModelSpec {
                         format!("--hyp model: chaos={v}: the seed is a whole number")
                     })?)
                 }
-                _ => return Err(format!("--hyp model: cannot read '{item}' (keys: profile, mutant, granule, enrolled=boot, trace, chaos=SEED)")),
+                Some(("range-max", v)) => {
+                    m.range_max = Some(v.parse().ok().filter(|&n: &u64| n >= 1).ok_or_else(|| {
+                        format!(
+                            "--hyp model: range-max={v}: the most granules one range call does \
+                             is a whole number of at least 1"
+                        )
+                    })?)
+                }
+                _ => return Err(format!("--hyp model: cannot read '{item}' (keys: profile, mutant, granule, enrolled=boot, trace, chaos=SEED, range-max=N)")),
             }
         }
         Ok(m)
@@ -199,6 +211,9 @@ impl ModelSpec {
         }
         if let Some(seed) = self.chaos {
             a.push(format!("hypmodel.chaos={seed}"));
+        }
+        if let Some(n) = self.range_max {
+            a.push(format!("hypmodel.range-max={n}"));
         }
         a
     }
@@ -299,6 +314,42 @@ mod tests {
         }
         assert!(Hyp::parse("plain:x").is_err());
         assert!(Hyp::parse("xen").is_err());
+    }
+
+    #[test]
+    fn range_max() {
+        match Hyp::parse("model:android16,range-max=1") {
+            Ok(Hyp::Model(m)) => {
+                assert_eq!(m.range_max, Some(1));
+                assert_eq!(
+                    m.hypmodel_args(),
+                    ["hypmodel.profile=android16", "hypmodel.range-max=1"]
+                );
+                assert_eq!(
+                    m.bootargs(""),
+                    "hypmodel.profile=android16 hypmodel.range-max=1 --"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match Hyp::parse("model,mutant=range-x1-zero,range-max=300,chaos=3") {
+            Ok(Hyp::Model(m)) => {
+                assert_eq!((m.range_max, m.chaos), (Some(300), Some(3)));
+                assert_eq!(m.mutant.as_deref(), Some("range-x1-zero"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(ModelSpec::default().range_max, None, "unlimited by default");
+        for bad in ["0", "x", "", "-1", "1.5", "18446744073709551616"] {
+            let e = Hyp::parse(&format!("model:android16,range-max={bad}")).unwrap_err();
+            assert!(
+                e.contains(&format!("range-max={bad}: ")) && e.contains("at least 1"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(Hyp::parse("model:android16,range-max")
+            .unwrap_err()
+            .contains("range-max=N"));
     }
 
     #[test]

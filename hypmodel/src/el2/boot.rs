@@ -457,6 +457,9 @@ fn print_config(
     for (i, &(gb, gs)) in gram.ranges().iter().enumerate() {
         let _ = write!(line, "{}{gb:#x}+{gs:#x}", if i > 0 { "," } else { "" });
     }
+    if let Some(n) = opts.range_max {
+        let _ = write!(line, " range_max={n}");
+    }
     line.emit();
     let (windows, judge, ecam) = super::with_vm(|vm| {
         (
