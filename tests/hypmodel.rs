@@ -644,6 +644,7 @@ fn a_guest_calls_only_what_its_profiles_abi_has() {
             "{absent} called under upstream: {calls:?}"
         );
     }
+}
 
 /// `hypmodel: calls NAME=N` from hypmodel's report (0 when absent: zero counters are not
 /// printed).
