@@ -267,7 +267,10 @@ const MUTANTS: &[MutantRow] = &[
         &[
             ("guard: unmap-return", "answered NOT_SUPPORTED (expected 0)"),
             // ioremap counts the UNMAPs it could not get accepted.
-            ("ioremap: spanning", "UNMAP runs on release were not accepted"),
+            (
+                "ioremap: spanning",
+                "UNMAP runs on release were not accepted",
+            ),
         ],
     ),
     (
@@ -635,10 +638,17 @@ fn a_guest_calls_only_what_its_profiles_abi_has() {
         .filter(|l| l.starts_with("hypmodel: calls MMIO_"))
         .collect();
     assert!(
-        calls.iter().any(|l| l.starts_with("hypmodel: calls MMIO_GUARD_MAP=")),
+        calls
+            .iter()
+            .any(|l| l.starts_with("hypmodel: calls MMIO_GUARD_MAP=")),
         "{calls:?}\n{t}"
     );
-    for absent in ["MMIO_GUARD_UNMAP", "MMIO_GUARD_ENROLL", "MMIO_GUARD_INFO", "MMIO_RGUARD"] {
+    for absent in [
+        "MMIO_GUARD_UNMAP",
+        "MMIO_GUARD_ENROLL",
+        "MMIO_GUARD_INFO",
+        "MMIO_RGUARD",
+    ] {
         assert!(
             !calls.iter().any(|l| l.contains(absent)),
             "{absent} called under upstream: {calls:?}"

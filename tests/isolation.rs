@@ -9,10 +9,24 @@ use ioguard_runner::Kind;
 use std::sync::Mutex;
 
 /// Checks that judge the whole run by their definition (docs/CHECKS.md): every guard and
-/// memshare answer so far, the console through every check so far. Alone, the run is the
-/// boot and the check's own exercise, so an earlier check's trouble can make them FAIL in
-/// the full run only: that direction is allowed, the other is not.
-const RUN_WIDE: &[&str] = &["guard: returns", "guard: console"];
+/// memshare answer so far, the console through every check so far, and the virtio devices,
+/// which are set up at boot (one of them carries the suite's lines) and live through the
+/// run like the console. Alone, the run is the boot and the check's own exercise, so an
+/// earlier check's trouble (a second ENROLL that drops every registration, say) can make
+/// them FAIL in the full run only: that direction is allowed, the other is not.
+const RUN_WIDE: &[&str] = &[
+    "guard: returns",
+    "guard: console",
+    "virtio: discovered",
+    "virtio: registered",
+    "virtio: blk-rw",
+    "virtio: console",
+    "virtio: rng",
+    "virtio: net",
+    "virtio: no-stray",
+    "virtio: dma-shared",
+    "virtio: pool-unshared",
+];
 
 /// The hypmodel configurations: every profile at 4 KiB (and android14 at 64 KiB, where
 /// probe targets are scarce), every mutant.

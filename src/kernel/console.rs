@@ -27,6 +27,9 @@ pub struct Uart {
     room: u32,
 }
 
+/// A test of the status register's value.
+type StatusTest = fn(u64) -> bool;
+
 /// The transmit FIFO of a PL011 (r1p4 and earlier; r1p5 has 32) and of a 16550A.
 const FIFO_DEPTH: u32 = 16;
 
@@ -230,7 +233,7 @@ impl Uart {
 
     /// The data and status registers' offsets, whether a status value says the
     /// transmitter takes a byte, and whether it says the transmitter is empty.
-    fn layout(&self) -> (u64, u64, fn(u64) -> bool, fn(u64) -> bool) {
+    fn layout(&self) -> (u64, u64, StatusTest, StatusTest) {
         match self.kind {
             // PL011: DR at 0x00; FR at 0x18, TXFF (bit 5) set while the FIFO is full, TXFE
             // (bit 7) set when it is empty.

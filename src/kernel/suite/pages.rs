@@ -118,12 +118,14 @@ pub fn pick_refused(ctx: &Ctx, mut ts: Vec<Target>, g: u64, avoid: &[u64]) -> Op
             return Some(t);
         }
         match expect_refused(&t) {
+            // It answered (the device's value, or one that cannot be told from it where the
+            // device has no fixed ID): not refused, so possibly still registered.
             Err(NotRefused::Deviation {
-                deviation: Deviation::Forwarded { .. },
+                deviation: Deviation::Forwarded { .. } | Deviation::Dropped { .. },
                 ..
             }) => {
                 ctx.info(format_args!(
-                    "{} page {:#x} is still forwarded although it was unregistered by an earlier check: a leftover, not used here",
+                    "{} page {:#x} still answers although it was unregistered by an earlier check: a leftover, not used here",
                     t.device,
                     t.page()
                 ));

@@ -105,13 +105,15 @@ fn run_guarded(check: &Check, ctx: &Ctx) -> Outcome {
     if let (true, Some(o)) = (finished, outcome) {
         return o;
     }
+    // What abandoned the check, before the clean-ups run (one may fault in turn).
+    let unexpected = exceptions::take_unexpected();
     for f in cleanups {
         f();
     }
     if let Some(msg) = PANIC_MESSAGE.lock().take() {
         return Outcome::fail(format_args!("panic: {msg}"));
     }
-    match exceptions::take_unexpected() {
+    match unexpected {
         Some(u) => Outcome::fail(format_args!(
             "unexpected exception: {} {}",
             u.fault.esr.ec_name(),

@@ -44,6 +44,22 @@ fn kind_name(k: Option<DeviceType>) -> String {
     }
 }
 
+/// Why there is no `what` device to check: a FAIL when some device in the tree could not be
+/// set up (it may be that one), a SKIP when the tree simply has none.
+fn missing(bus: &Bus, what: &str) -> Outcome {
+    let broken = bus
+        .found
+        .iter()
+        .find_map(|f| f.result.as_ref().err().map(|e| (f.at, e)));
+    match (broken, &bus.pool) {
+        (_, Some(Err(e))) => Outcome::fail(format_args!("no {what} driven: the DMA pool: {e}")),
+        (Some((at, e)), _) if !matches!(e, virtio::ProbeError::NotDriven(_)) => {
+            Outcome::fail(format_args!("no {what} driven: {at}: {e}"))
+        }
+        _ => Outcome::skip(format_args!("no {what} device")),
+    }
+}
+
 /// A seed that differs between runs: the patterns must be what this run wrote.
 fn nonce() -> u64 {
     sysreg::counter()
@@ -171,7 +187,7 @@ fn header_sectors(first: &[u8]) -> Option<u64> {
 pub fn blk_rw(ctx: &Ctx) -> Outcome {
     with_bus(ctx, |bus| {
         let Some(blk) = bus.blk.first_mut() else {
-            return Outcome::skip("no virtio-blk device");
+            return missing(bus, "virtio-blk");
         };
         let cap = blk.capacity();
         if cap < 2 * RUN {
@@ -241,9 +257,14 @@ pub fn console(ctx: &Ctx) -> Outcome {
         // The device carrying the suite's lines, if one does; else the first one.
         let written = match virtio::output::write(&line) {
             Some(r) => r,
+            None if virtio::output::location().is_some() => {
+                return Outcome::fail(
+                    "the virtio-console carrying the suite's lines was given up (guard: console says why)",
+                )
+            }
             None => match bus.console.first_mut() {
                 Some(con) => con.write(line.as_bytes()),
-                None => return Outcome::skip("no virtio-console device"),
+                None => return missing(bus, "virtio-console"),
             },
         };
         match written {
@@ -261,7 +282,7 @@ pub fn console(ctx: &Ctx) -> Outcome {
 pub fn rng(ctx: &Ctx) -> Outcome {
     with_bus(ctx, |bus| {
         let Some(rng) = bus.rng.first_mut() else {
-            return Outcome::skip("no virtio-rng device");
+            return missing(bus, "virtio-rng");
         };
         let mut a = [0u8; 32];
         let mut b = [0u8; 32];
@@ -299,11 +320,17 @@ fn frame(from: &Net, to: &Net, header: usize, seed: u64) -> Vec<u8> {
 /// Two NICs on one QEMU hub: a frame sent on one arrives intact on the other.
 pub fn net(ctx: &Ctx) -> Outcome {
     with_bus(ctx, |bus| {
+        let n = bus.net.len();
+        if n < 2 {
+            return match missing(bus, "second virtio-net") {
+                skip if skip.verdict == crate::report::Verdict::Skip => Outcome::skip(
+                    format_args!("{n} virtio-net devices: the check needs two on one hub"),
+                ),
+                fail => fail,
+            };
+        }
         let [a, b, ..] = bus.net.as_mut_slice() else {
-            return Outcome::skip(format_args!(
-                "{} virtio-net devices: the check needs two on one hub",
-                bus.net.len()
-            ));
+            return Outcome::fail("two virtio-net devices counted, not found");
         };
         let header = match a.header_len() {
             Ok(h) => h,
@@ -470,7 +497,8 @@ pub fn pool_unshared(ctx: &Ctx) -> Outcome {
             t.tally.shares, t.unshared, t.still_shared
         ));
     }
-    let kept = match crate::kernel::virtio::pool::region(crate::kernel::virtio::pool::Which::Output) {
+    let kept = match crate::kernel::virtio::pool::region(crate::kernel::virtio::pool::Which::Output)
+    {
         Some(r) => format!("; the console carrying the suite's lines keeps its own {r} to the end"),
         None => String::new(),
     };

@@ -8,7 +8,6 @@
 //! offer calls that spin until the device answers, which a broken host could make forever.
 
 use super::hal::GuestHal;
-use virtio_drivers::Hal;
 use super::transport::Guarded;
 use core::fmt;
 use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk, SECTOR_SIZE};
@@ -16,6 +15,7 @@ use virtio_drivers::device::common::Feature;
 use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::{DeviceStatus, Transport};
+use virtio_drivers::Hal;
 
 use crate::kernel::time::Deadline;
 

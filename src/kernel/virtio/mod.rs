@@ -308,7 +308,10 @@ fn build(p: &Platform, sharer: Option<&'static MemSharer>, want_output: bool) ->
     };
     let t0 = crate::kernel::arch::sysreg::counter();
     let mut found = transports(p, &mut bus);
-    log::debug!("virtio: transports found in {} us", crate::kernel::arch::sysreg::micros_since(t0));
+    log::debug!(
+        "virtio: transports found in {} us",
+        crate::kernel::arch::sysreg::micros_since(t0)
+    );
     if want_output && output::location().is_none() {
         if let Some(i) = found
             .iter()
@@ -345,7 +348,10 @@ fn build(p: &Platform, sharer: Option<&'static MemSharer>, want_output: bool) ->
         });
     }
     bus.notifies_at_setup = notifies();
-    log::debug!("virtio: set up in {} us", crate::kernel::arch::sysreg::micros_since(t0));
+    log::debug!(
+        "virtio: set up in {} us",
+        crate::kernel::arch::sysreg::micros_since(t0)
+    );
     bus
 }
 
@@ -414,5 +420,8 @@ pub fn abandon() {
 /// The devices' ledger so far (counts, first violations, whether buffers are bounced),
 /// and the output console's.
 pub fn ledgers() -> [Option<(crate::dma::Tally, Vec<Violation>, bool)>; 2] {
-    [pool::ledger(pool::Which::Devices), pool::ledger(pool::Which::Output)]
+    [
+        pool::ledger(pool::Which::Devices),
+        pool::ledger(pool::Which::Output),
+    ]
 }

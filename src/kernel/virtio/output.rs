@@ -5,14 +5,17 @@
 use super::devices::{Console, DeviceError};
 use super::hal::OutputHal;
 use super::Location;
-use alloc::vec::Vec;
 use crate::kernel::{console, exceptions};
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 
 static OUTPUT: Mutex<Option<Console<OutputHal>>> = Mutex::new(None);
 /// Where the output console is, and its registered windows (it keeps them to the end).
-static WHERE: Mutex<Option<(Location, Vec<(u64, u64)>)>> = Mutex::new(None);
+static WHERE: Mutex<Option<Placed>> = Mutex::new(None);
+
+/// Where a transport is and the windows it holds: (base, size).
+pub type Placed = (Location, Vec<(u64, u64)>);
 static LINES: AtomicU64 = AtomicU64::new(0);
 
 /// Lines written through virtio-console so far.
@@ -80,7 +83,7 @@ pub fn install(at: Location, windows: Vec<(u64, u64)>, c: Console<OutputHal>) {
 
 /// Where the console carrying the lines is, if one was installed (even if it was given
 /// up since: its transport is not to be probed again).
-pub fn location() -> Option<(Location, Vec<(u64, u64)>)> {
+pub fn location() -> Option<Placed> {
     WHERE.lock().clone()
 }
 
