@@ -85,8 +85,13 @@ impl Target {
 }
 
 /// Offsets into a PCI configuration window probed as targets: pages in consecutive 4 KiB,
-/// 16 KiB and 64 KiB granules, so the neighbour check finds a pair at every granule.
-const PCI_CONFIG_OFFSETS: [u64; 6] = [0, 0x1000, 0x4000, 0x8000, 0x10000, 0x20000];
+/// 16 KiB and 64 KiB granules, so the neighbour check finds a pair at every granule; the
+/// same again 1 MiB in (bus 1 on ECAM), which the virtio layer's scan of bus 0 never
+/// registers, so that pages never registered remain for the checks that need them.
+const PCI_CONFIG_OFFSETS: [u64; 12] = [
+    0, 0x1000, 0x4000, 0x8000, 0x10000, 0x20000, 0x10_0000, 0x10_1000, 0x10_4000, 0x10_8000,
+    0x11_0000, 0x12_0000,
+];
 
 /// The devices ioguard knows an identification register of.
 fn known(compatible: &str) -> Option<(TargetKind, u64, u32, Option<u64>)> {
@@ -252,8 +257,10 @@ mod tests {
             ts.iter()
                 .filter(|t| t.device == TargetKind::PciConfig)
                 .count(),
-            6
+            12
         );
+        // Pages on bus 1, which a scan of bus 0 never registers.
+        assert!(ts.iter().any(|t| t.base == 0x3f00_0000 + 0x10_1000));
         assert_eq!(writable(&ts).unwrap().device, TargetKind::Pl031);
     }
 

@@ -29,8 +29,28 @@ const RUN_WIDE: &[&str] = &[
 ];
 
 /// The hypmodel configurations: every profile at 4 KiB (and android14 at 64 KiB, where
-/// probe targets are scarce), every mutant.
+/// probe targets are scarce), every mutant. `IOGUARD_ISOLATION_ONLY=A,B` keeps the
+/// configurations that contain A or B (`mutant=unmap-noop`, say): for judging one change
+/// quickly (cargo mutants), never in CI.
 fn configs() -> Vec<String> {
+    let all = all_configs();
+    match std::env::var("IOGUARD_ISOLATION_ONLY") {
+        Ok(only) if !only.is_empty() => {
+            let picked: Vec<String> = all
+                .into_iter()
+                .filter(|c| only.split(',').any(|o| c.contains(o)))
+                .collect();
+            assert!(
+                !picked.is_empty(),
+                "IOGUARD_ISOLATION_ONLY={only} matches no configuration"
+            );
+            picked
+        }
+        _ => all,
+    }
+}
+
+fn all_configs() -> Vec<String> {
     let mut c: Vec<String> = MODEL_PROFILES
         .iter()
         .map(|p| format!("model:{p},granule=4k"))
