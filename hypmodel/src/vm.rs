@@ -1046,6 +1046,16 @@ impl Vm {
         pa
     }
 
+    /// A forwarded access performed at `pa` (for the guest's `ipa`) that the bus answered
+    /// with an abort: true when the guest gets that abort, as it does for a hole it
+    /// registered itself. Under `forward-wrong-page`, when the slip took the access to
+    /// another page (`pa != ipa`), false: the host's emulation answers an address where it
+    /// has no device as a VMM does (crosvm, QEMU under KVM): a read gives 0, a write is
+    /// ignored, and the guest sees a wrong value instead of an abort.
+    pub fn bus_abort_passed_on(&self, ipa: u64, pa: u64) -> bool {
+        pa == ipa || !self.mutant(Mutant::ForwardWrongPage)
+    }
+
     /// `console-dropped`: the console's registration is lost after some accesses.
     fn console_forwarded(&mut self) {
         self.console_seen += 1;
@@ -1497,6 +1507,11 @@ mod tests {
         v.layout.ram[0] = (0x4000_1000, 0x1fff_f000);
         assert_eq!(v.forward_address(0x4000_0ff8, 8), 0x4000_0ff8);
         assert_eq!(v.forward_address(0x3fff_eff8, 8), 0x3fff_fff8);
+        // A slip onto a page with no device reads 0 (a write is ignored) instead of the
+        // bus's abort; an abort at the access's own address is passed on as ever.
+        assert!(!v.bus_abort_passed_on(RTC + 0xfe0, RTC + 0x1fe0));
+        assert!(v.bus_abort_passed_on(UART + 0x18, UART + 0x18));
+        assert!(g.bus_abort_passed_on(RTC + 0xfe0, RTC + 0xfe0));
         // The injected abort of a refused access is untouched.
         assert_eq!(v.inject_quirks(0, &ldr(0)), InjectQuirks::default());
     }
