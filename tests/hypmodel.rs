@@ -489,6 +489,32 @@ const MUTANTS: &[MutantRow] = &[
             "the device wrote 32 bytes into private memory",
         )],
     ),
+    (
+        "enroll-twice-refused",
+        "4k",
+        &[
+            (
+                "guard: enroll",
+                "ENROLL at boot answered SUCCESS, again INVALID_PARAMETER",
+            ),
+            // The -3 of each later ENROLL (guard: enroll's, guard: console's) is named.
+            (
+                "guard: returns",
+                "MMIO_GUARD_ENROLL(0x0, 0x0, 0x0) answered x0=0xfffffffffffffffd",
+            ),
+        ],
+    ),
+    (
+        "forward-wrong-page",
+        "4k",
+        &[
+            // The PL031 and PL061 are read one page off, where `virt` has no device: 0.
+            ("guard: registered-read", "ID read 0x0, expected 0x"),
+            ("guard: map-twice", "read 0x0, not its ID 0x"),
+            ("guard: other-cpu", "read 0x0, not its ID 0x"),
+            ("guard: registered-write", "wrote 0x13579bdf, read back 0x0"),
+        ],
+    ),
 ];
 
 /// Public mutants no guest check can catch, and why (docs/mutants.md says more).

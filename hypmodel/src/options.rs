@@ -87,10 +87,12 @@ pub enum Mutant {
     DmaPrivateThrough,
     UnshareMisalignedOk,
     RangeX1Zero,
+    EnrollTwiceRefused,
+    ForwardWrongPage,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 40] = [
+    pub const ALL: [Mutant; 42] = [
         Mutant::GuardOff,
         Mutant::SilentDrop,
         Mutant::WrongDfsc,
@@ -131,6 +133,8 @@ impl Mutant {
         Mutant::DmaPrivateThrough,
         Mutant::UnshareMisalignedOk,
         Mutant::RangeX1Zero,
+        Mutant::EnrollTwiceRefused,
+        Mutant::ForwardWrongPage,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -174,6 +178,8 @@ impl Mutant {
             Mutant::DmaPrivateThrough => "dma-private-through",
             Mutant::UnshareMisalignedOk => "unshare-misaligned-ok",
             Mutant::RangeX1Zero => "range-x1-zero",
+            Mutant::EnrollTwiceRefused => "enroll-twice-refused",
+            Mutant::ForwardWrongPage => "forward-wrong-page",
         }
     }
     pub fn from_name(s: &str) -> Option<Mutant> {

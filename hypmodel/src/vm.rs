@@ -32,6 +32,9 @@ pub const CONSOLE_DROP_AFTER: u64 = 1000;
 const ISS_SYNDROME: u32 = 0x01ff_c000;
 /// ESR ISS WnR (bit 6): the access was a write.
 const ISS_WNR: u32 = 1 << 6;
+/// `forward-wrong-page`: the IPA bit the emulation path gets wrong when it performs a
+/// forwarded access (an IPA-to-PA slip of one 4 KiB page).
+pub const WRONG_PAGE_BIT: u64 = 0x1000;
 
 /// Physical memory as the device tree gave it, hypmodel's own part of it, the IPA size.
 #[derive(Clone, Copy, Debug)]
@@ -744,6 +747,11 @@ impl Vm {
             Call::HypMeminfo | Call::GuardInfo => self.meminfo(call, x),
             Call::MemShare | Call::MemUnshare => self.mem_share(call == Call::MemShare, x),
             Call::GuardEnroll => {
+                // `enroll-twice-refused`: re-enrolment is taken for an error and changes
+                // nothing (§10.1: ENROLL has no argument checks and answers 0).
+                if self.enrolled && self.mutant(Mutant::EnrollTwiceRefused) {
+                    return ret1(INVALID_PARAMETER);
+                }
                 if self.enrolled && self.mutant(Mutant::EnrollResets) {
                     self.guard.clear();
                 }
@@ -1019,6 +1027,33 @@ impl Vm {
             return self.guard.covers(ipa, cpu, self.per_cpu());
         }
         self.guard.allows(ipa, size, cpu, self.per_cpu())
+    }
+
+    /// The physical address hypmodel performs a forwarded access of `size` bytes at `ipa`
+    /// at: `ipa` itself (device pages are mapped 1:1, as pKVM's host sees them).
+    /// `forward-wrong-page`: the IPA with bit 12 flipped, the guard's decision unchanged
+    /// (it was taken on `ipa`); not for the console's page, nor onto it, so the guest's
+    /// UART lines still come out, and never onto memory (hypmodel's or the guest's RAM).
+    pub fn forward_address(&self, ipa: u64, size: u64) -> u64 {
+        if !self.mutant(Mutant::ForwardWrongPage) {
+            return ipa;
+        }
+        let pa = ipa ^ WRONG_PAGE_BIT;
+        let l = &self.layout;
+        if l.on_console_page(ipa) || l.on_console_page(pa) || l.touches_memory(pa, size.max(1)) {
+            return ipa;
+        }
+        pa
+    }
+
+    /// A forwarded access performed at `pa` (for the guest's `ipa`) that the bus answered
+    /// with an abort: true when the guest gets that abort, as it does for a hole it
+    /// registered itself. Under `forward-wrong-page`, when the slip took the access to
+    /// another page (`pa != ipa`), false: the host's emulation answers an address where it
+    /// has no device as a VMM does (crosvm, QEMU under KVM): a read gives 0, a write is
+    /// ignored, and the guest sees a wrong value instead of an abort.
+    pub fn bus_abort_passed_on(&self, ipa: u64, pa: u64) -> bool {
+        pa == ipa || !self.mutant(Mutant::ForwardWrongPage)
     }
 
     /// `console-dropped`: the console's registration is lost after some accesses.
@@ -1395,6 +1430,90 @@ mod tests {
             v.data_abort(0, UART, UART, &st(0)),
             Access::Inject { .. }
         ));
+    }
+
+    #[test]
+    fn enroll_twice_refused_answers_minus_3_and_changes_nothing() {
+        // The correct model: ENROLL answers 0 however often it is made.
+        let mut g = vm(Profile::Android14, None);
+        for _ in 0..3 {
+            assert_eq!(call(&mut g, 0, pk(6), 0, 0, 0), [SUCCESS, 0, 0, 0]);
+        }
+        let mut v = vm(Profile::Android14, Some(Mutant::EnrollTwiceRefused));
+        assert!(!v.enrolled);
+        assert_eq!(
+            call(&mut v, 0, pk(6), 0, 0, 0),
+            [SUCCESS, 0, 0, 0],
+            "the first ENROLL"
+        );
+        assert!(v.enrolled);
+        assert_eq!(call(&mut v, 0, pk(7), RTC, 0, 0)[0], SUCCESS);
+        assert_eq!(call(&mut v, 0, pk(6), 0, 0, 0), [EINVAL, 0, 0, 0]);
+        assert_eq!(call(&mut v, 1, pk(6), 0, 0, 0)[0], EINVAL, "from any vCPU");
+        // Nothing changed: still enrolled, the registration holds, the guard still refuses.
+        assert!(v.enrolled && v.guard.is_registered(RTC));
+        assert_eq!(
+            v.data_abort(0, RTC + 0xfe0, RTC + 0xfe0, &ldr(0)),
+            Access::Forward
+        );
+        assert!(matches!(
+            v.data_abort(0, 0x0903_0fe0, 0x0903_0fe0, &ldr(0)),
+            Access::Inject { .. }
+        ));
+        assert_eq!(v.stats.calls[Call::GuardEnroll.index()], 3);
+        // Enrolled before the guest's first instruction: its first ENROLL is a second one.
+        let mut b = vm_with(Options {
+            mutant: Some(Mutant::EnrollTwiceRefused),
+            enrolled_at_boot: true,
+            ..Options::default()
+        });
+        assert_eq!(call(&mut b, 0, pk(6), 0, 0, 0)[0], EINVAL);
+        // Other profiles with ENROLL: the same -3 (64-bit, not MAP's 32-bit android13 form).
+        for p in [Profile::Android13, Profile::Android16] {
+            let mut v = enrolled_in(p, Mutant::EnrollTwiceRefused);
+            assert_eq!(call(&mut v, 0, pk(6), 0, 0, 0)[0], EINVAL, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn forward_wrong_page_performs_registered_accesses_one_page_off() {
+        // The correct model performs every forwarded access at its IPA.
+        let g = vm(Profile::Android14, None);
+        for ipa in [RTC + 0xfe0, UART + 0x18, 0x0a00_0000, 0x0a00_3e00] {
+            assert_eq!(g.forward_address(ipa, 4), ipa);
+        }
+        let mut v = enrolled(Mutant::ForwardWrongPage);
+        assert_eq!(call(&mut v, 0, pk(7), RTC, 0, 0)[0], SUCCESS);
+        // The guard's decision is the correct model's: taken on the IPA.
+        assert_eq!(
+            v.data_abort(0, RTC + 0xfe0, RTC + 0xfe0, &ldr(0)),
+            Access::Forward
+        );
+        assert!(matches!(
+            v.data_abort(0, RTC + 0x1fe0, RTC + 0x1fe0, &ldr(0)),
+            Access::Inject { .. }
+        ));
+        // Performed one page off, reads and writes alike: bit 12 flipped, either way.
+        assert_eq!(v.forward_address(RTC + 0xfe0, 4), RTC + 0x1fe0);
+        assert_eq!(v.forward_address(RTC + 0xfe0, 1), RTC + 0x1fe0);
+        assert_eq!(v.forward_address(0x0a00_1e00, 8), 0x0a00_0e00);
+        assert_eq!(v.forward_address(0x0a00_3e50, 4), 0x0a00_2e50);
+        // Not the console's page, nor onto it: the guest's UART lines still come out.
+        assert_eq!(v.forward_address(UART + 0x18, 4), UART + 0x18);
+        assert_eq!(v.forward_address(UART, 4), UART);
+        assert_eq!(v.forward_address(UART + 0x1000, 4), UART + 0x1000);
+        // Never onto memory: with RAM starting at an odd page, the device page below it
+        // stays where it is.
+        v.layout.ram[0] = (0x4000_1000, 0x1fff_f000);
+        assert_eq!(v.forward_address(0x4000_0ff8, 8), 0x4000_0ff8);
+        assert_eq!(v.forward_address(0x3fff_eff8, 8), 0x3fff_fff8);
+        // A slip onto a page with no device reads 0 (a write is ignored) instead of the
+        // bus's abort; an abort at the access's own address is passed on as ever.
+        assert!(!v.bus_abort_passed_on(RTC + 0xfe0, RTC + 0x1fe0));
+        assert!(v.bus_abort_passed_on(UART + 0x18, UART + 0x18));
+        assert!(g.bus_abort_passed_on(RTC + 0xfe0, RTC + 0xfe0));
+        // The injected abort of a refused access is untouched.
+        assert_eq!(v.inject_quirks(0, &ldr(0)), InjectQuirks::default());
     }
 
     #[test]

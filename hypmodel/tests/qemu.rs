@@ -517,6 +517,43 @@ fn every_mutant_is_active() {
         .contains("emulated from the instruction (mutant no-syndrome-forward)"));
 }
 
+/// The test guest under `enroll-twice-refused` (its second ENROLL answers -3, the first 0,
+/// and the registration holds) and `forward-wrong-page` (the registered PL031 is read at
+/// 0x9011000, where `virt` has no device: 0 instead of its ID, a write lost; the console
+/// still works, so the run ends as ever).
+#[test]
+fn enroll_twice_refused_and_forward_wrong_page_in_the_test_guest() {
+    let (g, b) = mutant("enroll-twice-refused", "", 1);
+    g.has("enroll-again", "0 then fault=0 value=0x31");
+    b.done();
+    b.is("enroll", "0 uart-map=0");
+    b.has("enroll-again", "-3 then fault=0 value=0x31");
+    assert!(
+        b.out.contains(
+            "hvc MMIO_GUARD_ENROLL(0x0, 0x0, 0x0) fid=0xc6000006 -> x0=0xfffffffffffffffd"
+        ),
+        "{}",
+        b.out
+    );
+
+    let (g, b) = mutant("forward-wrong-page", "", 1);
+    g.has("registered-read", "fault=0 value=0x31");
+    b.done();
+    b.has("stray-read", "fault=1 esr=0x96000010 far=0x9010fe0");
+    b.has("registered-read", "fault=0 value=0x0");
+    b.has("registered-write", "readback fault=0 value=0x0");
+    assert!(
+        b.out.contains("ipa=0x9010fe0 ")
+            && b.out
+                .contains("-> forwarded 0x0 at 0x9011fe0 (mutant forward-wrong-page)"),
+        "{}",
+        b.out
+    );
+    assert!(!g.out.contains("forward-wrong-page"));
+    assert_eq!(b.c("accesses.bus_errors"), 0, "{}", b.out);
+    assert!(b.c("accesses.console") > 0);
+}
+
 /// android16's range call as the test guest makes it (RGUARD_MAP of 2 granules of the
 /// PL061): whole by default, one granule with `hypmodel.range-max=1` (x1 = 1, the caller
 /// must resume), and under `range-x1-zero` success with x1 = 0 and nothing registered.

@@ -55,6 +55,8 @@ pub const MODEL_MUTANTS: &[&str] = &[
     "share-ignored",
     "dma-private-through",
     "range-x1-zero",
+    "enroll-twice-refused",
+    "forward-wrong-page",
 ];
 
 /// Where hypmodel expects the guest Image (`-device loader,...,addr=`).

@@ -333,7 +333,8 @@ fn abort_loop(cpu: usize, esr: u32, far: u64, pc: u64) -> ! {
 }
 
 fn mmio_read(addr: u64, size: u8) -> MmioResult {
-    // SAFETY: `addr` is a device address outside all RAM (the VM checked it), so the access
+    // SAFETY: `addr` is a device address outside all RAM (the VM checked it: `data_abort`
+    // for the IPA, `forward_address` for where it is performed), so the access
     // cannot touch hypmodel's memory; a bus abort is caught by the fixup in hm_cur_sync.
     unsafe {
         match size {
@@ -389,15 +390,16 @@ fn data_abort(f: &mut Frame, iss: u32, il: bool) {
         d: decode_dabt(iss),
         step: if il { 4 } else { 2 },
     };
-    let (action, is_console, quirks) = with_vm(|vm| {
+    let (action, is_console, quirks, pa) = with_vm(|vm| {
         (
             vm.data_abort(t.cpu, t.ipa, far, &t.d),
             vm.layout.on_console_page(t.ipa),
             vm.inject_quirks(iss, &t.d),
+            vm.forward_address(t.ipa, u64::from(t.d.size)),
         )
     });
     match action {
-        Access::Forward => forward(f, &t, is_console),
+        Access::Forward => forward(f, &t, is_console, pa),
         Access::Emulate => emulate(f, &t),
         Access::Inject { dfsc, far, why } => refuse(f, &t, (dfsc, far), why, quirks),
         Access::Drop => drop_access(f, &t),
@@ -414,12 +416,14 @@ fn data_abort(f: &mut Frame, iss: u32, il: bool) {
 }
 
 /// Performs the access at EL2 as the syndrome describes it and writes a load's result back.
-/// Accesses to the console's page are counted, not traced (one line per character).
-fn forward(f: &mut Frame, t: &Dabt, is_console: bool) {
+/// Accesses to the console's page are counted, not traced (one line per character). `pa`
+/// is where the access is performed: the IPA, but for `forward-wrong-page`; the device
+/// there is the one that sees it (and the DMA walk follows that one).
+fn forward(f: &mut Frame, t: &Dabt, is_console: bool, pa: u64) {
     let (d, ipa) = (&t.d, t.ipa);
     let stored = d.write.then(|| syndrome::store_value(f.reg(d.reg), d.size));
     if let Some(v) = stored.filter(|_| !is_console) {
-        if !dma_allows(t.cpu, ipa, d.size, v) {
+        if !dma_allows(t.cpu, pa, d.size, v) {
             f.elr += t.step;
             if trace_on() {
                 hyp_line(format_args!(
@@ -430,22 +434,26 @@ fn forward(f: &mut Frame, t: &Dabt, is_console: bool) {
             return;
         }
     }
-    let r = match stored {
+    let mut r = match stored {
         // The guest's console output: keep hypmodel's lines out of its lines.
         Some(v) if is_console && ipa & (PAGE_SIZE - 1) == console::UART_DR => {
-            console::guest_write(|| mmio_write(ipa, d.size, v), v as u8)
+            console::guest_write(|| mmio_write(pa, d.size, v), v as u8)
         }
-        Some(v) => mmio_write(ipa, d.size, v),
-        None => mmio_read(ipa, d.size),
+        Some(v) => mmio_write(pa, d.size, v),
+        None => mmio_read(pa, d.size),
     };
     if r.fault != 0 {
-        return bus_error(f, t);
+        if with_vm(|vm| vm.bus_abort_passed_on(ipa, pa)) {
+            return bus_error(f, t);
+        }
+        // `forward-wrong-page` slipped onto a page with no device: read 0, write ignored.
+        r = MmioResult { value: 0, fault: 0 };
     }
     let val = match stored {
         Some(v) => v,
         None => {
             let v = with_vm(|vm| {
-                vm.device_read(ipa, d.size, r.value);
+                vm.device_read(pa, d.size, r.value);
                 vm.loaded(d, r.value)
             });
             f.set_reg(d.reg, v);
@@ -454,14 +462,16 @@ fn forward(f: &mut Frame, t: &Dabt, is_console: bool) {
     };
     f.elr += t.step;
     if trace_on() && !is_console {
-        hyp_line(format_args!(
-            "hypmodel: trace cpu{} dabt {} {}B ipa={ipa:#x} x{} pc={:#x} -> forwarded {val:#x}",
-            t.cpu,
-            t.dir(),
-            d.size,
-            d.reg,
-            t.pc
-        ));
+        let (cpu, dir, size, reg, pc) = (t.cpu, t.dir(), d.size, d.reg, t.pc);
+        if pa == ipa {
+            hyp_line(format_args!(
+                "hypmodel: trace cpu{cpu} dabt {dir} {size}B ipa={ipa:#x} x{reg} pc={pc:#x} -> forwarded {val:#x}"
+            ));
+        } else {
+            hyp_line(format_args!(
+                "hypmodel: trace cpu{cpu} dabt {dir} {size}B ipa={ipa:#x} x{reg} pc={pc:#x} -> forwarded {val:#x} at {pa:#x} (mutant forward-wrong-page)"
+            ));
+        }
     }
 }
 
