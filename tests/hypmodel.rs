@@ -276,7 +276,11 @@ const MUTANTS: &[MutantRow] = &[
     (
         "granule-mismatch",
         "16k",
-        &[("guard: granule-16k", "did not cover")],
+        &[
+            ("guard: granule-16k", "did not cover"),
+            // The byte read is the granule's last, which the 4 KiB registration misses.
+            ("guard: neighbour", "3fff of registered granule"),
+        ],
     ),
     (
         "no-syndrome-forward",
@@ -472,13 +476,12 @@ const MUTANTS: &[MutantRow] = &[
             // resume loop names the call it stopped at and the success it did not take.
             (
                 "guard: range",
-                ") answered SUCCESS; after RGUARD_MAP of 2 granules from",
+                ", 2) answered SUCCESS; after RGUARD_MAP of 2 granules from",
             ),
             ("guard: returns", ", 0x2, 0x0) answered x0=0x0 x1=0x0"),
-            (
-                "ioremap: spanning",
-                "ioremap(0xa000000, 0x2000): MMIO_GUARD_MAP(0xa000000) answered SUCCESS",
-            ),
+            // The range call by its name, with the count it was asked for.
+            ("ioremap: spanning", ", 0x2000): MMIO_RGUARD_MAP(0x"),
+            ("ioremap: spanning", ", 2) answered SUCCESS"),
         ],
     ),
     (
@@ -811,5 +814,36 @@ fn range_max_1_resumes_where_the_hypervisor_stopped() {
     assert!(
         resumed >= 4,
         "{resumed} resumed calls\n{range_calls:#x?}\n{t}"
+    );
+}
+
+/// What PASS, KFAIL and SKIP lines say is part of the result: the answer the check saw, the
+/// CPU it ran on, the reason it could not run.
+#[test]
+fn result_lines_say_what_was_seen() {
+    let detail = |out: &Outcome, name: &str, kind: Kind| -> String {
+        let r = out
+            .result(name)
+            .unwrap_or_else(|| panic!("no {name}\n{}", out.transcript()));
+        assert_eq!(r.kind, kind, "{name}\n{}", out.transcript());
+        r.detail.clone().unwrap_or_default()
+    };
+    let out = model("android14", "only=guard:unmap-unmapped,guard:other-cpu");
+    assert!(detail(&out, "guard: unmap-unmapped", Kind::Pass)
+        .contains(") never mapped = INVALID_PARAMETER"));
+    assert!(detail(&out, "guard: other-cpu", Kind::Pass).contains("forwarded on CPU 1 (MPIDR 0x1)"));
+    let out = model("android13", "only=guard:unmap-unmapped");
+    assert_eq!(
+        detail(&out, "guard: unmap-unmapped", Kind::KFail),
+        "android13 returns 0 when UNMAP fails"
+    );
+    let one = run(&[
+        "--hyp",
+        "model:android14",
+        "--append",
+        "only=guard:other-cpu",
+    ]);
+    assert!(
+        detail(&one, "guard: other-cpu", Kind::Skip).contains("has 1 CPU: needs -smp 2 or more")
     );
 }

@@ -61,18 +61,26 @@ pub struct GuardCall {
 pub struct GuardError {
     pub op: GuardOp,
     pub granule: u64,
+    /// Granules the call was asked for: more than one only for a range call.
+    pub count: Option<u64>,
     pub answer: Result<Ret, Fault>,
 }
 
 impl fmt::Display for GuardError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let call = match self.op {
-            GuardOp::Map => "MMIO_GUARD_MAP",
-            GuardOp::Unmap => "MMIO_GUARD_UNMAP",
+        let call = match (self.op, self.count) {
+            (GuardOp::Map, None) => "MMIO_GUARD_MAP",
+            (GuardOp::Unmap, None) => "MMIO_GUARD_UNMAP",
+            (GuardOp::Map, Some(_)) => "MMIO_RGUARD_MAP",
+            (GuardOp::Unmap, Some(_)) => "MMIO_RGUARD_UNMAP",
+        };
+        let args = match self.count {
+            Some(n) => alloc::format!("{:#x}, {n}", self.granule),
+            None => alloc::format!("{:#x}", self.granule),
         };
         match self.answer {
-            Ok(r) => write!(f, "{call}({:#x}) answered {r}", self.granule),
-            Err(fault) => write!(f, "{call}({:#x}) aborted: {fault}", self.granule),
+            Ok(r) => write!(f, "{call}({args}) answered {r}",),
+            Err(fault) => write!(f, "{call}({args}) aborted: {fault}"),
         }
     }
 }
@@ -237,6 +245,7 @@ impl MmioGuard {
                     return Err(GuardError {
                         op,
                         granule: at,
+                        count: Some(count - done),
                         answer: other.map(|(r, _)| r),
                     })
                 }
@@ -260,6 +269,7 @@ impl MmioGuard {
                 return Err(GuardError {
                     op: GuardOp::Map,
                     granule: ipa,
+                    count: None,
                     answer,
                 });
             }
@@ -284,6 +294,7 @@ impl MmioGuard {
                 first = Err(GuardError {
                     op: GuardOp::Unmap,
                     granule: ipa,
+                    count: None,
                     answer,
                 });
             }
