@@ -86,7 +86,7 @@ fn every_profile_and_transport_under_hypmodel() {
             let t = out.transcript();
             let shared = detail(&out, "virtio: dma-shared");
             assert!(
-                shared.contains("all in the") && shared.contains("granules the pool shared"),
+                shared.contains("all in the") && shared.contains("granules the pools shared"),
                 "{t}"
             );
             assert!(
