@@ -165,7 +165,7 @@ fn output_through_virtio_console_spares_the_uart() {
             .report
             .lines
             .iter()
-            .any(|l| l.starts_with("ioguard: output: virtio-console at ")),
+            .any(|l| l.starts_with("ioguard: output: virtio-console virtio-")),
         "{}",
         virtio.transcript()
     );

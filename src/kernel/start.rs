@@ -3,7 +3,7 @@
 //! with a clear message on whatever console is reachable and a failure status, never a
 //! hang.
 
-use crate::cmdline::{self, CmdlineError, Options};
+use crate::cmdline::{self, CmdlineError};
 use crate::devices::{DeviceKind, Devices};
 use crate::fault::Fault;
 use crate::platform::{self, Platform, Region};
@@ -209,7 +209,7 @@ extern "C" fn ioguard_main(
         load_base,
         relocations,
     };
-    announce(hv, &platform, &opts, &boot, entry_el);
+    announce(hv, &platform, &boot, entry_el);
     suite::run(hv, &platform, &opts, &boot, &devices)
 }
 
@@ -295,7 +295,7 @@ fn repair_console() -> console::Repair {
 }
 
 /// The header line and what the reader needs to know before the first check.
-fn announce(hv: &Hypervisor, platform: &Platform, opts: &Options, boot: &BootInfo, entry_el: u64) {
+fn announce(hv: &Hypervisor, platform: &Platform, boot: &BootInfo, entry_el: u64) {
     let c = &platform.console;
     println!(
         "ioguard {}: hypervisor={} profile={} granule={} entered-el={} cpus={} midr={:#x} memory={}MiB console={}@{:#x} psci={} load={:#x}",
@@ -312,19 +312,6 @@ fn announce(hv: &Hypervisor, platform: &Platform, opts: &Options, boot: &BootInf
         platform.psci,
         boot.load_base,
     );
-    println!("INFO: profile {}: {}", hv.profile, hv.reason);
-    if let Some(why) = hv.guard_unusable() {
-        println!(
-            "INFO: the guard of profile {} is unusable: {why}",
-            hv.profile
-        );
-    }
-    if !opts.unknown.is_empty() {
-        println!(
-            "INFO: ignored command-line tokens: {}",
-            opts.unknown.join(" ")
-        );
-    }
 }
 
 #[panic_handler]

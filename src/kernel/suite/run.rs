@@ -146,6 +146,7 @@ pub fn run(
         finish(Some(report::code::FATAL));
     }
     let devices = &virtio_output(hv, platform, opts, devices);
+    preamble(hv, opts);
     for c in (0..opts.repeat).flat_map(|_| selected()) {
         let ctx = Ctx {
             name: c.name,
@@ -161,6 +162,24 @@ pub fn run(
         record(&outcome, c.name);
     }
     finish(None)
+}
+
+/// What the run should know before the first check (after the output is set up, so that
+/// these lines go where the checks' go).
+fn preamble(hv: &Hypervisor, opts: &Options) {
+    println!("INFO: profile {}: {}", hv.profile, hv.reason);
+    if let Some(why) = hv.guard_unusable() {
+        println!(
+            "INFO: the guard of profile {} is unusable: {why}",
+            hv.profile
+        );
+    }
+    if !opts.unknown.is_empty() {
+        println!(
+            "INFO: ignored command-line tokens: {}",
+            opts.unknown.join(" ")
+        );
+    }
 }
 
 /// Unless `output=uart` (or `auto` under a guard whose UNMAP does not take effect), sets
@@ -236,7 +255,7 @@ fn set_up_virtio(
                 .map(|f| f.windows.clone())
                 .unwrap_or_default();
             drop(lock);
-            println!("ioguard: output: virtio-console at {at} from here on");
+            println!("ioguard: output: virtio-console {at}");
             virtio::output::install(at, windows, c);
         }
         None if opts.output == Output::Virtio => {

@@ -12,6 +12,9 @@ use core::ptr::NonNull;
 use virtio_drivers::transport::mmio::{MmioError, MmioTransport, VirtIOHeader};
 use virtio_drivers::transport::SomeTransport;
 
+/// The DeviceID register of a virtio-mmio header.
+const DEVICE_ID: u64 = 0x008;
+
 /// What a virtio-mmio window holds.
 pub enum Slot {
     /// A device, its transport (which owns the window) and the header version.
@@ -29,6 +32,12 @@ pub fn probe(r: Region) -> Result<Slot, ProbeError> {
     // SAFETY: the magic register of the window just mapped; reading it has no effect.
     if let Err(l) = unsafe { probe::read(window.addr(), Width::W32) } {
         return Err(ProbeError::Refused(l.fault));
+    }
+    // Device ID 0: no device. Read here, so that an empty window costs two reads (each a
+    // trap under a hypervisor), not the three of a transport set up only to be refused.
+    // SAFETY: the device ID register of the same window; reading it has no effect.
+    if let Ok(0) = unsafe { probe::read(window.addr() + DEVICE_ID, Width::W32) } {
+        return Ok(Slot::Empty(window));
     }
     let header = NonNull::new(window.addr() as *mut VirtIOHeader).ok_or(ProbeError::Null)?;
     // SAFETY: `window` maps (and registers) `r.size` bytes of device memory at `header`, an

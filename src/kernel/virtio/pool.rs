@@ -24,8 +24,9 @@ use spin::Mutex;
 /// virtio-drivers allocates for a queue, legacy or modern layout).
 const PER_DEVICE: u64 = 4 * PAGE as u64;
 /// Room for bounce buffers: one request in flight per device, the largest a 4 KiB blk
-/// transfer or a 2 KiB frame, and indirect descriptor tables.
-const BOUNCE_ROOM: u64 = 0x1_0000;
+/// transfer or a 2 KiB frame, and indirect descriptor tables (each granule is a MEM_SHARE
+/// and a MEM_UNSHARE, so no more than that).
+const BOUNCE_ROOM: u64 = 0x4000;
 
 /// The pool size `devices` devices need.
 pub fn size_for(devices: usize) -> u64 {
