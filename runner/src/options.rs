@@ -107,10 +107,11 @@ Options:
   --tap FILE         also write the results as TAP version 13 to FILE
   --junit FILE       also write the results as JUnit XML to FILE (not the --tap FILE;
                      both are checked writable before booting)
-  --hyp plain|model[:PROFILE][,mutant=NAME][,granule=4k|16k|64k][,enrolled=boot][,trace][,chaos=SEED]
+  --hyp plain|model[:PROFILE][,mutant=NAME][,granule=4k|16k|64k][,enrolled=boot][,trace][,chaos=SEED][,range-max=N]
                      hypervisor under the guest: plain QEMU (default), or hypmodel,
                      the reference EL2 hypervisor (profiles android13, android14,
-                     android16, upstream, kvm, pkvm; mutants as in CHECKS.md);
+                     android16, upstream, kvm, pkvm; mutants as in hypmodel/README.md;
+                     range-max=N: each android16 range call does at most N granules);
                      `--hyp pkvm` (a real pKVM host) is reserved, not yet available
   --qemu PATH        QEMU binary (default qemu-system-aarch64)
   --bench [N]        benchmark instead of a run: boot N times (default 10) and print
