@@ -220,6 +220,8 @@ const MUTANTS: &[MutantRow] = &[
         &[
             ("guard: stray-read", "not 0x10"),
             ("guard: stray-write", "not 0x10"),
+            // An ldp (no syndrome) gets the same wrong abort.
+            ("guard: no-syndrome", "aborted with ESR=0x96000007"),
         ],
     ),
     (
@@ -228,6 +230,7 @@ const MUTANTS: &[MutantRow] = &[
         &[
             ("guard: stray-read", "is not the faulting address"),
             ("guard: stray-write", "is not the faulting address"),
+            ("guard: no-syndrome", "expected ESR 0x96000010 FAR=0x"),
         ],
     ),
     (
@@ -310,6 +313,8 @@ const MUTANTS: &[MutantRow] = &[
         &[
             ("guard: stray-read", "is not the access at"),
             ("guard: stray-write", "is not the access at"),
+            // The ldp's ESR and FAR are right; only its ELR is not the ldp's.
+            ("guard: no-syndrome", "expected ESR 0x96000010 FAR=0x"),
         ],
     ),
     (
@@ -845,5 +850,28 @@ fn result_lines_say_what_was_seen() {
     ]);
     assert!(
         detail(&one, "guard: other-cpu", Kind::Skip).contains("has 1 CPU: needs -smp 2 or more")
+    );
+}
+
+/// Console incidents a check reported are not reported again at the end of the run (two
+/// here: the UART's registration and the virtio-console's, both dropped by a second ENROLL).
+#[test]
+fn reported_console_incidents_are_not_reported_twice() {
+    let out = model("android14,mutant=enroll-resets", "");
+    let t = out.transcript();
+    let d = out
+        .result("guard: console")
+        .and_then(|r| r.detail.clone())
+        .unwrap_or_default();
+    assert!(
+        d.contains("the console's window aborted") && d.contains("virtio-console"),
+        "{d}\n{t}"
+    );
+    assert!(
+        !out.report
+            .lines
+            .iter()
+            .any(|l| l.contains("console incident(s) no check reported")),
+        "{t}"
     );
 }
