@@ -105,6 +105,14 @@ pub fn assert_clean_pass(out: &Outcome) {
     assert_clean_pass_except(out, &[]);
 }
 
+/// The default checks of the `virtio:` group.
+pub fn virtio_checks() -> impl Iterator<Item = &'static str> {
+    DEFAULT_CHECKS
+        .iter()
+        .copied()
+        .filter(|n| n.starts_with("virtio: "))
+}
+
 /// The virtio checks' verdicts on plain QEMU without any virtio device.
 pub const NO_VIRTIO_DEVICE: &[(&str, Kind)] = &[
     ("virtio: discovered", Kind::Skip),

@@ -6,18 +6,6 @@ mod common;
 use common::*;
 use ioguard_runner::{Kind, Outcome};
 
-const VIRTIO_CHECKS: &[&str] = &[
-    "virtio: discovered",
-    "virtio: registered",
-    "virtio: blk-rw",
-    "virtio: console",
-    "virtio: rng",
-    "virtio: net",
-    "virtio: no-stray",
-    "virtio: dma-shared",
-    "virtio: pool-unshared",
-];
-
 fn virtio_run(transport: &str, hyp: Option<&str>) -> Outcome {
     let mut args = vec!["--virtio-transport", transport, "--append", "only=virtio:*"];
     if let Some(h) = hyp {
@@ -29,7 +17,7 @@ fn virtio_run(transport: &str, hyp: Option<&str>) -> Outcome {
 /// Every virtio check as `want` says, and the devices found where `transport` put them.
 fn assert_virtio(out: &Outcome, transport: &str, sharing: bool) {
     let t = out.transcript();
-    for name in VIRTIO_CHECKS {
+    for name in virtio_checks() {
         let r = out
             .result(name)
             .unwrap_or_else(|| panic!("no result for {name}:\n{t}"));
