@@ -875,3 +875,18 @@ fn reported_console_incidents_are_not_reported_twice() {
         "{t}"
     );
 }
+
+/// Undocumented answers that come after `guard: returns` ran still fail the run, named at
+/// its end (`map-returns-one`: the MAPs of the later checks answer 1).
+#[test]
+fn undocumented_answers_after_guard_returns_fail_the_run() {
+    let out = model("android14,mutant=map-returns-one", "");
+    let t = out.transcript();
+    assert!(
+        out.report.lines.iter().any(|l| l
+            .contains("undocumented answer(s) after guard: returns ran: MMIO_GUARD_MAP(")
+            && l.ends_with("answered x0=0x1 x1=0x0: failing the run")),
+        "{t}"
+    );
+    assert_ne!(out.status, 0, "{t}");
+}
