@@ -842,6 +842,33 @@ fn result_lines_say_what_was_seen() {
         detail(&out, "guard: unmap-unmapped", Kind::KFail),
         "android13 returns 0 when UNMAP fails"
     );
+    // Every page state of the access matrix, each on the page it is meant for: 13 forms
+    // on each page, and on the neighbour granule one more (the ldp that straddles it and
+    // the registered granule).
+    let out = model("android14", "only=guard:access-forms");
+    assert_eq!(
+        detail(&out, "guard: access-forms", Kind::Pass),
+        "79 accesses on 6 page states as profile android14 says"
+    );
+    for state in [
+        "never registered: ",
+        "registered: ",
+        "after UNMAP: ",
+        "the granule after a registered one: virtio-mmio 0xa001000: 14 of 14 accesses",
+        "registered on CPU 0, from CPU 1: ",
+        "never registered, from CPU 1: ",
+    ] {
+        assert!(
+            out.report
+                .info
+                .iter()
+                .any(|l| l.starts_with(&format!("guard: access-forms: {state}"))),
+            "{state}\n{}",
+            out.transcript()
+        );
+    }
+    let out = model("android14", "only=guard:widths");
+    assert!(detail(&out, "guard: widths", Kind::Pass).starts_with("pl031 0x9010fe0: "));
     let one = run(&[
         "--hyp",
         "model:android14",
