@@ -96,19 +96,39 @@ fn find_objcopy(root: &Path) -> PathBuf {
 /// workspace's target directory, after making sure the target is installed. `verbose` lets
 /// cargo's progress through to stderr; otherwise its output is shown only in the error.
 fn cargo_build_bare(package: &str, bin: Option<&str>, verbose: bool) -> Result<(), RunError> {
+    cargo_build_for(GUEST_TARGET, package, bin, verbose)
+}
+
+/// The VMM's target triple: a static Linux binary for the pKVM host's userland.
+pub const VMM_TARGET: &str = "aarch64-unknown-linux-musl";
+
+/// Builds the VMM (`vmm/`) once per process for [`VMM_TARGET`] (linked by rust-lld, as
+/// `.cargo/config.toml` says); returns the binary's path.
+pub fn build_vmm() -> Result<PathBuf, RunError> {
+    static BUILT: OnceLock<Result<PathBuf, RunError>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            cargo_build_for(VMM_TARGET, "ioguard-vmm", Some("ioguard-vmm"), false)?;
+            Ok(target_dir()
+                .join(VMM_TARGET)
+                .join("release")
+                .join("ioguard-vmm"))
+        })
+        .clone()
+}
+
+fn cargo_build_for(
+    target: &str,
+    package: &str,
+    bin: Option<&str>,
+    verbose: bool,
+) -> Result<(), RunError> {
     let root = repo_root();
-    crate::setup::ensure_guest_target(&root, GUEST_TARGET)?;
+    crate::setup::ensure_guest_target(&root, target)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            GUEST_TARGET,
-            "-p",
-            package,
-        ])
+        .args(["build", "--release", "--target", target, "-p", package])
         .args(bin.map(|b| ["--bin", b]).into_iter().flatten())
         .env("CARGO_TARGET_DIR", target_dir())
         .stdin(Stdio::null());

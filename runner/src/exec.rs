@@ -6,7 +6,10 @@ use crate::build::{build_image, build_image_now};
 use crate::image::check_image;
 use crate::launch::{launcher_for, Launch, Launcher};
 use crate::options::{Command, Options};
-use crate::output::{Report, Stall, STATUS_LAUNCH, STATUS_NO_EXIT, STATUS_TIMEOUT, STATUS_USAGE};
+use crate::output::{
+    Report, Stall, Verdict, STATUS_LAUNCH, STATUS_NO_EXIT, STATUS_PASS, STATUS_TIMEOUT,
+    STATUS_USAGE,
+};
 use crate::render::{render_junit, render_tap, run_failure};
 use crate::stream::{stream_expecting, Limits, Stream};
 use std::fmt;
@@ -336,6 +339,26 @@ pub fn boot_image(
     boot_with(&*launcher_for(&opts.hyp), opts, image, on_line)
 }
 
+/// The guest's verdict with what the launcher's own lines say ([`Launcher::judge`]): a
+/// failed launcher (status 3) explains a missing EXIT line and overrides a pass; a
+/// hypervisor caught out by the launcher (status 1) overrides a pass. Either way its
+/// reason joins the verdict's problem.
+fn with_launcher_verdict(guest: Verdict, (status, why): (i32, String)) -> Verdict {
+    let status = match guest.status {
+        STATUS_PASS => status,
+        STATUS_NO_EXIT if status == STATUS_LAUNCH => status,
+        other => other,
+    };
+    let problem = match guest.problem {
+        Some(p) => format!("{why}; {p}"),
+        None => why,
+    };
+    Verdict {
+        status,
+        problem: Some(problem),
+    }
+}
+
 /// Removes a launch's temporary files when dropped.
 struct CleanUp<'a>(&'a Launch);
 
@@ -373,7 +396,12 @@ pub fn boot_with(
             stream_expecting(child, started, limits, &launch.expected_stderr, on_line)
         })
     };
-    let s = streamed?;
+    let mut s = streamed?;
+    if !s.timed_out && !s.silent && !crate::stream::stopping() {
+        if let Some(judged) = launcher.judge(&s.report.lines) {
+            s.verdict = with_launcher_verdict(s.verdict, judged);
+        }
+    }
     if opts.echo && !crate::stream::stopping() {
         if let Some(p) = &s.verdict.problem {
             println!("{p}");

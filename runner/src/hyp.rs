@@ -118,8 +118,104 @@ pub enum Hyp {
     Plain,
     /// hypmodel.
     Model(ModelSpec),
-    /// A real pKVM host (reserved).
-    Pkvm,
+    /// A real pKVM host: Debian's arm64 kernel at EL2 under QEMU TCG, running the guest
+    /// in a VM of its own ([`crate::pkvm`]).
+    Pkvm(PkvmSpec),
+}
+
+/// What runs the guest inside the pKVM host.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PkvmVm {
+    /// A protected VM started by ioguard's VMM (`vmm/`).
+    #[default]
+    Protected,
+    /// An ordinary VM started by ioguard's VMM.
+    Ordinary,
+    /// An ordinary VM started by Debian's arm64 `qemu-system-aarch64 -accel kvm`.
+    Qemu,
+}
+
+/// Where the VMM puts RAM and devices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PkvmLayout {
+    /// QEMU `virt`'s: RAM at 0x4000_0000, PL011, PL031, virtio-mmio.
+    #[default]
+    Qemu,
+    /// crosvm's: RAM at 0x8000_0000, 16550 at 0x3f8, PL030, a restricted DMA pool.
+    Crosvm,
+}
+
+/// `--hyp pkvm[:protected|:ordinary|:qemu][,layout=qemu|crosvm][,cpu=MODEL]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PkvmSpec {
+    /// What runs the guest.
+    pub vm: PkvmVm,
+    /// The VMM's layout (not for `:qemu`, which has its own).
+    pub layout: PkvmLayout,
+    /// The emulated host's QEMU CPU model: `max` runs pKVM in hVHE mode, `cortex-a72` in
+    /// nVHE mode.
+    pub cpu: String,
+}
+
+impl Default for PkvmSpec {
+    fn default() -> PkvmSpec {
+        PkvmSpec {
+            vm: PkvmVm::default(),
+            layout: PkvmLayout::default(),
+            cpu: String::from("max"),
+        }
+    }
+}
+
+/// Host CPU models that run pKVM here: an EL2 with the extensions upstream pKVM needs
+/// (`max` and `neoverse-n1` initialise it in hVHE mode, `cortex-a72` in nVHE mode).
+pub const PKVM_CPUS: &[&str] = &["max", "cortex-a72", "neoverse-n1"];
+
+const PKVM_SYNTAX: &str = "--hyp pkvm[:protected|:ordinary|:qemu][,layout=qemu|crosvm][,cpu=MODEL]";
+
+impl PkvmSpec {
+    fn parse(rest: &str) -> Result<PkvmSpec, String> {
+        let mut p = PkvmSpec::default();
+        for (i, item) in rest.split(',').enumerate() {
+            match (i, item.split_once('=')) {
+                (0, None) => {
+                    p.vm = match item {
+                        "protected" => PkvmVm::Protected,
+                        "ordinary" => PkvmVm::Ordinary,
+                        "qemu" => PkvmVm::Qemu,
+                        _ => {
+                            return Err(format!(
+                        "--hyp pkvm:{item}: the VM is protected, ordinary or qemu ({PKVM_SYNTAX})"
+                    ))
+                        }
+                    }
+                }
+                (_, Some(("layout", v))) => {
+                    p.layout = match v {
+                        "qemu" => PkvmLayout::Qemu,
+                        "crosvm" => PkvmLayout::Crosvm,
+                        _ => {
+                            return Err(format!("--hyp pkvm: layout={v}: expected qemu or crosvm"))
+                        }
+                    }
+                }
+                (_, Some(("cpu", v))) if PKVM_CPUS.contains(&v) => p.cpu = v.to_string(),
+                (_, Some(("cpu", v))) => {
+                    return Err(format!(
+                        "--hyp pkvm: cpu={v}: the host CPU is one of {} (an EL2 that runs pKVM)",
+                        PKVM_CPUS.join(", ")
+                    ))
+                }
+                _ => return Err(format!("--hyp pkvm: cannot read '{item}' ({PKVM_SYNTAX})")),
+            }
+        }
+        if p.vm == PkvmVm::Qemu && p.layout != PkvmLayout::Qemu {
+            return Err(String::from(
+                "--hyp pkvm:qemu: QEMU inside the host has its own layout (layout= is for the VMM)",
+            ));
+        }
+        Ok(p)
+    }
 }
 
 impl Hyp {
@@ -128,7 +224,7 @@ impl Hyp {
         match self {
             Hyp::Plain => "plain",
             Hyp::Model(_) => "model",
-            Hyp::Pkvm => "pkvm",
+            Hyp::Pkvm(_) => "pkvm",
         }
     }
 
@@ -143,11 +239,12 @@ impl Hyp {
         };
         match (kind, rest) {
             ("plain", None) => Ok(Hyp::Plain),
-            ("pkvm", None) => Ok(Hyp::Pkvm),
+            ("pkvm", None) => Ok(Hyp::Pkvm(PkvmSpec::default())),
+            ("pkvm", Some(rest)) => PkvmSpec::parse(rest).map(Hyp::Pkvm),
             ("model", None) => Ok(Hyp::Model(ModelSpec::default())),
             ("model", Some(rest)) => ModelSpec::parse(rest).map(Hyp::Model),
-            ("plain" | "pkvm", Some(_)) => Err(format!("--hyp {kind} takes no parameters")),
-            _ => Err(format!("--hyp '{v}': expected plain, model[:PROFILE][,mutant=NAME][,granule=SIZE][,enrolled=boot][,trace][,chaos=SEED][,range-max=N] or pkvm")),
+            ("plain", Some(_)) => Err(format!("--hyp {kind} takes no parameters")),
+            _ => Err(format!("--hyp '{v}': expected plain, model[:PROFILE][,mutant=NAME][,granule=SIZE][,enrolled=boot][,trace][,chaos=SEED][,range-max=N] or pkvm[:protected|:ordinary|:qemu][,layout=qemu|crosvm][,cpu=MODEL]")),
         }
     }
 }
@@ -261,6 +358,31 @@ impl fmt::Display for Hyp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_pkvm_forms() {
+        let p = |v: &str| match Hyp::parse(v) {
+            Ok(Hyp::Pkvm(s)) => s,
+            other => panic!("{v}: {other:?}"),
+        };
+        assert_eq!(p("pkvm"), PkvmSpec::default());
+        assert_eq!(p("pkvm").cpu, "max");
+        assert_eq!(p("pkvm:ordinary").vm, PkvmVm::Ordinary);
+        assert_eq!(p("pkvm:qemu").vm, PkvmVm::Qemu);
+        let s = p("pkvm:protected,layout=crosvm,cpu=cortex-a72");
+        assert_eq!(
+            (s.vm, s.layout, s.cpu.as_str()),
+            (PkvmVm::Protected, PkvmLayout::Crosvm, "cortex-a72")
+        );
+        assert_eq!(p("pkvm,layout=crosvm").layout, PkvmLayout::Crosvm);
+        assert_eq!(p("pkvm,layout=qemu").layout, PkvmLayout::Qemu);
+        let bad = |v: &str| Hyp::parse(v).unwrap_err();
+        assert!(bad("pkvm:secret").contains("protected, ordinary or qemu"));
+        assert!(bad("pkvm,layout=kvmtool").contains("expected qemu or crosvm"));
+        assert!(bad("pkvm,cpu=cortex-a53").contains("max, cortex-a72, neoverse-n1"));
+        assert!(bad("pkvm,granule=16k").contains("cannot read 'granule=16k'"));
+        assert!(bad("pkvm:qemu,layout=crosvm").contains("its own layout"));
+    }
 
     #[test]
     fn parses_every_form() {

@@ -3,10 +3,11 @@
 //! after the spawn is backend-neutral ([`crate::stream()`]). [`launcher_for`] is the only
 //! place that looks at `--hyp` to pick one.
 
-use crate::build::{build_hypmodel, guest_elf_path, runner_dir};
+use crate::build::{build_hypmodel, build_vmm, guest_elf_path, runner_dir};
 use crate::exec::RunError;
-use crate::hyp::{Hyp, ModelSpec};
+use crate::hyp::{Hyp, ModelSpec, PkvmSpec, PkvmVm};
 use crate::options::{Options, VirtioTransport, DEFAULT_BLK_SIZE};
+use crate::pkvm;
 use crate::qemu::{expected_stderr, qemu_argv, shell_line, Boot, Drives};
 use crate::setup::{ensure_qemu, QEMU_INSTALL};
 use std::path::{Path, PathBuf};
@@ -80,6 +81,14 @@ pub trait Launcher {
 
     /// The command that boots `image` with `opts`.
     fn prepare(&self, opts: &Options, image: &Path) -> Result<Launch, RunError>;
+
+    /// What the launcher's own lines (not the guest's) say about a finished boot:
+    /// `Some((status, why))` when the machinery around the guest failed or caught the
+    /// hypervisor out (a pKVM host that did not initialise, a VMM that read private
+    /// memory). Plain QEMU and hypmodel have none.
+    fn judge(&self, _lines: &[String]) -> Option<(i32, String)> {
+        None
+    }
 }
 
 /// The launcher for `--hyp`.
@@ -87,7 +96,7 @@ pub fn launcher_for(hyp: &Hyp) -> Box<dyn Launcher> {
     match hyp {
         Hyp::Plain => Box::new(PlainQemu),
         Hyp::Model(spec) => Box::new(Hypmodel::new(spec.clone())),
-        Hyp::Pkvm => Box::new(PkvmHost),
+        Hyp::Pkvm(spec) => Box::new(PkvmHost::new(spec.clone())),
     }
 }
 
@@ -189,15 +198,28 @@ impl Launcher for Hypmodel {
     }
 }
 
-/// `--hyp pkvm`: a real pKVM host (reserved; refuses to run until it exists).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PkvmHost;
+/// `--hyp pkvm`: a real pKVM host ([`crate::pkvm`]) runs the guest in a VM of its own.
+#[derive(Clone, Debug, Default)]
+pub struct PkvmHost {
+    spec: PkvmSpec,
+}
 
 impl PkvmHost {
-    fn unavailable() -> RunError {
-        RunError::Usage(String::from(
-            "--hyp pkvm is not yet available (--hyp plain and --hyp model are)",
-        ))
+    /// The host as `spec` says.
+    pub fn new(spec: PkvmSpec) -> PkvmHost {
+        PkvmHost { spec }
+    }
+
+    /// Whether the VMM gets virtio devices, from `--virtio-transport`.
+    fn virtio(opts: &Options) -> Result<bool, RunError> {
+        match opts.virtio_transport {
+            VirtioTransport::Mmio | VirtioTransport::MmioModern => Ok(true),
+            VirtioTransport::None => Ok(false),
+            VirtioTransport::Pci | VirtioTransport::Both => Err(RunError::Usage(String::from(
+                "--hyp pkvm: ioguard's VMM offers virtio-mmio (modern) only; use \
+                 --virtio-transport mmio or none",
+            ))),
+        }
     }
 }
 
@@ -206,12 +228,50 @@ impl Launcher for PkvmHost {
         "pkvm"
     }
 
-    fn ready(&self, _: &Options) -> Result<(), RunError> {
-        Err(PkvmHost::unavailable())
+    fn ready(&self, opts: &Options) -> Result<(), RunError> {
+        if self.spec.vm == PkvmVm::Qemu {
+            return Err(RunError::Usage(String::from(
+                "--hyp pkvm:qemu (Debian's QEMU with -accel kvm inside the host) is not yet \
+                 available; --hyp pkvm:protected and pkvm:ordinary are",
+            )));
+        }
+        PkvmHost::virtio(opts)?;
+        pkvm::mem_mib(&opts.mem).map_err(RunError::Usage)?;
+        ensure_qemu(&opts.qemu)?;
+        pkvm::fetch_kit()?;
+        build_vmm()?;
+        Ok(())
     }
 
-    fn prepare(&self, _: &Options, _: &Path) -> Result<Launch, RunError> {
-        Err(PkvmHost::unavailable())
+    fn prepare(&self, opts: &Options, image: &Path) -> Result<Launch, RunError> {
+        let kit = pkvm::fetch_kit()?;
+        let vmm = build_vmm()?;
+        let mem = pkvm::mem_mib(&opts.mem).map_err(RunError::Usage)?;
+        let args = pkvm::vmm_args(
+            &self.spec,
+            opts.smp,
+            mem,
+            &opts.append,
+            PkvmHost::virtio(opts)?,
+        );
+        let cpio = pkvm::initramfs(&kit, &vmm, image, &pkvm::init_script(&args))?;
+        let initrd = crate::temp::create("initrd", 0)?;
+        let launch = Launch {
+            argv: pkvm::host_argv(&opts.qemu, &self.spec.cpu, &kit.kernel, &initrd),
+            notice: None,
+            install: Some(QEMU_INSTALL),
+            temp_files: vec![initrd.clone()],
+            expected_stderr: Vec::new(),
+        };
+        if let Err(e) = std::fs::write(&initrd, cpio) {
+            launch.clean_up();
+            return Err(RunError::Io(format!("{}: {e}", initrd.display())));
+        }
+        Ok(launch)
+    }
+
+    fn judge(&self, lines: &[String]) -> Option<(i32, String)> {
+        pkvm::judge(lines)
     }
 }
 
@@ -396,18 +456,17 @@ mod tests {
     }
 
     #[test]
-    fn pkvm_refuses_through_the_seam() {
-        let o = opts(&["--hyp", "pkvm"]);
-        let l = launcher_for(&o.hyp);
-        for e in [
-            l.ready(&o).unwrap_err(),
-            l.prepare(&o, Path::new("i.bin")).unwrap_err(),
-        ] {
-            assert!(
-                matches!(&e, RunError::Usage(m) if m.contains("--hyp pkvm is not yet available")),
-                "{e}"
-            );
-        }
+    fn pkvm_refuses_what_it_cannot_run_before_fetching_anything() {
+        let refused = |args: &[&str]| {
+            let o = opts(args);
+            match launcher_for(&o.hyp).ready(&o) {
+                Err(RunError::Usage(m)) => m,
+                other => panic!("{args:?}: {other:?}"),
+            }
+        };
+        assert!(refused(&["--hyp", "pkvm:qemu"]).contains("not yet available"));
+        assert!(refused(&["--hyp", "pkvm", "--virtio-transport", "pci"]).contains("virtio-mmio"));
+        assert!(refused(&["--hyp", "pkvm", "--mem", "4G"]).contains("16M to 1G"));
     }
 
     #[test]

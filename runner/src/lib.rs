@@ -68,6 +68,7 @@
 
 pub mod bench;
 pub mod build;
+pub mod cpio;
 pub mod exec;
 pub mod floor;
 pub mod hyp;
@@ -75,6 +76,7 @@ pub mod image;
 pub mod launch;
 pub mod options;
 pub mod output;
+pub mod pkvm;
 pub mod qemu;
 pub mod render;
 pub mod setup;

@@ -744,7 +744,7 @@ mod tests {
     #[test]
     fn hyp_values() {
         assert_eq!(run(&["--hyp", "model"]).hyp, Hyp::Model(Default::default()));
-        assert_eq!(run(&["--hyp=pkvm"]).hyp, Hyp::Pkvm);
+        assert_eq!(run(&["--hyp=pkvm"]).hyp, Hyp::Pkvm(Default::default()));
         assert!(bad(&["--hyp", "xen"]).contains("expected plain, model"));
         assert!(bad(&["--hyp", "model:android99"]).contains("unknown profile"));
     }

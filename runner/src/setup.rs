@@ -5,7 +5,7 @@
 use crate::exec::RunError;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 /// The Debian command that provides `qemu-system-aarch64`.
 pub const QEMU_INSTALL: &str =
@@ -87,40 +87,53 @@ pub fn ensure_qemu(qemu: &Path) -> Result<(), RunError> {
 /// installs the toolchain itself, so a machine that already had that toolchain lacks them.
 /// `rustup target add` is used rather than `rustup toolchain install`: under cargo,
 /// RUSTUP_TOOLCHAIN is set and the latter then ignores the toolchain file's targets.
-/// Runs at most once per process.
+/// Runs at most once per process and target.
 pub fn ensure_guest_target(root: &Path, target: &str) -> Result<(), RunError> {
-    static DONE: OnceLock<Result<(), RunError>> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let installed = Command::new("rustup")
-            .args(["target", "list", "--installed"])
-            .current_dir(root)
-            .output();
-        match installed {
-            Ok(o) if String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == target) => Ok(()),
-            // No rustup: let cargo report what is missing.
-            Err(_) => Ok(()),
-            Ok(_) => {
-                eprintln!("ioguard-run: adding the guest target: rustup target add {target} && rustup component add llvm-tools");
-                let rustup = |args: &[&str]| {
-                    Command::new("rustup")
-                        .args(args)
-                        .current_dir(root)
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .status()
-                        .map(|s| s.success())
-                        .unwrap_or(false)
-                };
-                if rustup(&["target", "add", target]) && rustup(&["component", "add", "llvm-tools"]) {
-                    Ok(())
-                } else {
-                    Err(RunError::Build(format!(
-                        "target {target} is not installed; run in {}: rustup target add {target} && rustup component add llvm-tools",
-                        root.display()
-                    )))
-                }
+    static DONE: Mutex<Vec<(String, Result<(), RunError>)>> = Mutex::new(Vec::new());
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, r)) = done.iter().find(|(t, _)| t == target) {
+        return r.clone();
+    }
+    let r = add_target(root, target);
+    done.push((target.to_string(), r.clone()));
+    r
+}
+
+fn add_target(root: &Path, target: &str) -> Result<(), RunError> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(root)
+        .output();
+    match installed {
+        Ok(o)
+            if String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == target) =>
+        {
+            Ok(())
+        }
+        // No rustup: let cargo report what is missing.
+        Err(_) => Ok(()),
+        Ok(_) => {
+            eprintln!("ioguard-run: adding the guest target: rustup target add {target} && rustup component add llvm-tools");
+            let rustup = |args: &[&str]| {
+                Command::new("rustup")
+                    .args(args)
+                    .current_dir(root)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false)
+            };
+            if rustup(&["target", "add", target]) && rustup(&["component", "add", "llvm-tools"]) {
+                Ok(())
+            } else {
+                Err(RunError::Build(format!(
+                    "target {target} is not installed; run in {}: rustup target add {target} && rustup component add llvm-tools",
+                    root.display()
+                )))
             }
         }
-    })
-    .clone()
+    }
 }

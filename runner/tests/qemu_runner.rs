@@ -190,7 +190,7 @@ fn errors_before_qemu_starts() {
     assert_eq!(e.exit_status(), STATUS_LAUNCH);
 
     let mut hyp = quiet(img);
-    hyp.hyp = ioguard_runner::Hyp::Pkvm;
+    hyp.hyp = ioguard_runner::Hyp::parse("pkvm:qemu").unwrap();
     assert!(matches!(run(&hyp), Err(RunError::Usage(m)) if m.contains("not yet available")));
     assert!(matches!(
         ioguard_runner::boot(&["--smp", "x"]),

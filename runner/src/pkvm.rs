@@ -1,0 +1,426 @@
+//! `--hyp pkvm`: ioguard on a real upstream pKVM host. Debian's arm64 kernel (at least
+//! 7.2, the first that lets userspace create a protected VM) boots at EL2 under QEMU TCG
+//! with `kvm-arm.mode=protected`; an initramfs of busybox, ioguard's VMM (`vmm/`) and the
+//! guest Image runs the guest as a protected or an ordinary VM and relays its console.
+//!
+//! The pieces: [`fetch_kit`] gets the kernel and busybox (`runner/pkvm/fetch.sh`, through
+//! the machine's apt mirror, cached); [`init_script`] is what the host runs;
+//! [`initramfs`] packs it; [`host_argv`] boots it; [`judge`] reads the host's own lines
+//! (`pkvm-host: ...` from the init script, `vmm: ...` from the VMM) for what the guest's
+//! EXIT line cannot say: pKVM did not initialise, the VMM failed, private memory was
+//! readable.
+
+use crate::build::repo_root;
+use crate::cpio::{newc, Entry};
+use crate::exec::RunError;
+use crate::hyp::{PkvmLayout, PkvmSpec, PkvmVm};
+use crate::output::{STATUS_FAIL, STATUS_LAUNCH};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// What the host boots, from Debian's arm64 packages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kit {
+    /// The kernel's version, e.g. `7.3.4+deb13-arm64`.
+    pub kernel_version: String,
+    /// The uncompressed arm64 Image.
+    pub kernel: PathBuf,
+    /// busybox-static's binary.
+    pub busybox: PathBuf,
+}
+
+/// Where the kit is cached between runs: `$IOGUARD_CACHE/pkvm`, else
+/// `$XDG_CACHE_HOME/ioguard/pkvm`, else `~/.cache/ioguard/pkvm`.
+pub fn cache_dir() -> PathBuf {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(d) = var("IOGUARD_CACHE") {
+        return d.join("pkvm");
+    }
+    let base = var("XDG_CACHE_HOME")
+        .or_else(|| var("HOME").map(|h| h.join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("ioguard").join("pkvm")
+}
+
+/// Reads fetch.sh's output: `kernel VERSION PATH` and `busybox PATH`.
+pub fn parse_fetch_output(out: &str) -> Result<Kit, String> {
+    let mut kernel = None;
+    let mut busybox = None;
+    for line in out.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            ["kernel", ver, path] => kernel = Some((ver.to_string(), PathBuf::from(path))),
+            ["busybox", path] => busybox = Some(PathBuf::from(path)),
+            _ => {}
+        }
+    }
+    match (kernel, busybox) {
+        (Some((kernel_version, kernel)), Some(busybox)) => Ok(Kit {
+            kernel_version,
+            kernel,
+            busybox,
+        }),
+        _ => Err(format!(
+            "fetch.sh did not name a kernel and busybox; it printed:\n{out}"
+        )),
+    }
+}
+
+/// Fetch (or find in the cache) the kit, once per process. A machine that cannot reach
+/// Debian's archive gets an error that says so: the run fails, it is not skipped.
+pub fn fetch_kit() -> Result<Kit, RunError> {
+    static KIT: OnceLock<Result<Kit, RunError>> = OnceLock::new();
+    KIT.get_or_init(|| {
+        let script = repo_root().join("runner").join("pkvm").join("fetch.sh");
+        let cache = cache_dir();
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(&cache)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| RunError::Io(format!("cannot run {}: {e}", script.display())))?;
+        if !out.status.success() {
+            return Err(RunError::Io(format!(
+                "the pKVM host kit could not be fetched into {} ({}):\n{}",
+                cache.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim_end()
+            )));
+        }
+        parse_fetch_output(&String::from_utf8_lossy(&out.stdout)).map_err(RunError::Io)
+    })
+    .clone()
+}
+
+/// `s` as one word for a POSIX shell.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The dmesg line that proves pKVM took EL2 (hVHE on `max`/`neoverse-n1`, nVHE on
+/// `cortex-a72`). Some command lines fall back to plain KVM silently, and then a protected
+/// VM cannot be created: the line is required, not assumed.
+pub const PKVM_READY: &str = "Protected (h|n)VHE mode initialized successfully";
+
+/// Prefix of the init script's own lines.
+pub const HOST_PREFIX: &str = "pkvm-host: ";
+
+/// The guest's memory size in MiB for the VMM, from `--mem` (`256M`, `1G`, `512`).
+pub fn mem_mib(mem: &str) -> Result<u64, String> {
+    let (num, scale) = match mem.trim().to_ascii_uppercase() {
+        m if m.ends_with('G') => (m.trim_end_matches('G').to_string(), 1024),
+        m if m.ends_with('M') => (m.trim_end_matches('M').to_string(), 1),
+        m => (m, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .map(|n| n * scale)
+        .filter(|&n| (16..=1024).contains(&n))
+        .ok_or_else(|| {
+            format!("--mem {mem}: under --hyp pkvm the guest gets 16M to 1G (inside a 2G host)")
+        })
+}
+
+/// The VMM's command line for `spec` (image at `/ioguard.bin`).
+pub fn vmm_args(
+    spec: &PkvmSpec,
+    cpus: u32,
+    mem_mib: u64,
+    cmdline: &str,
+    virtio: bool,
+) -> Vec<String> {
+    let mut a = vec![String::from("/ioguard-vmm")];
+    if spec.vm == PkvmVm::Protected {
+        a.push("--protected".into());
+    }
+    a.extend(["--cpus".into(), cpus.to_string()]);
+    a.extend(["--mem".into(), mem_mib.to_string()]);
+    let layout = match spec.layout {
+        PkvmLayout::Qemu => "qemu",
+        PkvmLayout::Crosvm => "crosvm",
+    };
+    a.extend(["--layout".into(), layout.into()]);
+    if !cmdline.is_empty() {
+        a.extend(["--cmdline".into(), cmdline.to_string()]);
+    }
+    if !virtio {
+        a.push("--no-virtio".into());
+    }
+    a.push("/ioguard.bin".into());
+    a
+}
+
+/// The host's `/init`: mount, require pKVM, run the VM, say how it ended, power off.
+pub fn init_script(vmm: &[String]) -> String {
+    let vmm_line = vmm
+        .iter()
+        .map(|w| shell_quote(w))
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+say() {{ echo "{HOST_PREFIX}$*"; }}
+ready=$(dmesg | grep -m1 -E '{PKVM_READY}')
+if [ -z "$ready" ]; then
+  say "FAIL: pKVM did not initialise: no '{PKVM_READY}' in dmesg"
+  dmesg | grep -i -E 'kvm|hyp' | tail -n 8 | while read -r l; do say "dmesg: $l"; done
+  poweroff -f
+fi
+say "kernel $(uname -r), ${{ready#*]: }}"
+{vmm_line}
+say "vmm exit status $?"
+poweroff -f
+"#
+    )
+}
+
+/// The initramfs: busybox, the VMM, the guest Image and `/init`.
+pub fn initramfs(kit: &Kit, vmm: &Path, image: &Path, init: &str) -> Result<Vec<u8>, RunError> {
+    let read =
+        |p: &Path| std::fs::read(p).map_err(|e| RunError::Io(format!("{}: {e}", p.display())));
+    let file = |path: &str, mode, data| Entry::File {
+        path: path.into(),
+        mode,
+        data,
+    };
+    Ok(newc(&[
+        Entry::Dir("bin".into()),
+        Entry::Dir("dev".into()),
+        Entry::Dir("proc".into()),
+        Entry::Dir("sys".into()),
+        file("bin/busybox", 0o755, read(&kit.busybox)?),
+        file("ioguard-vmm", 0o755, read(vmm)?),
+        file("ioguard.bin", 0o644, read(image)?),
+        file("init", 0o755, init.as_bytes().to_vec()),
+    ]))
+}
+
+/// The host's kernel command line. `quiet loglevel=1` keeps the kernel's messages off the
+/// console the guest's lines come through; `panic=-1` with `-no-reboot` turns a host panic
+/// into QEMU's exit instead of a hang.
+pub const HOST_APPEND: &str =
+    "console=ttyAMA0 kvm-arm.mode=protected rdinit=/init quiet loglevel=1 panic=-1";
+
+/// QEMU's argv for the host. `max` gets `pauth-impdef=on`: QEMU's default pointer
+/// authentication algorithm is emulated so slowly that the host takes 9 s instead of 3 to
+/// boot.
+pub fn host_argv(qemu: &Path, cpu: &str, kernel: &Path, initrd: &Path) -> Vec<String> {
+    let cpu = if cpu == "max" {
+        String::from("max,pauth-impdef=on")
+    } else {
+        cpu.to_string()
+    };
+    [
+        qemu.to_string_lossy().as_ref(),
+        "-M",
+        "virt,virtualization=on,gic-version=3",
+        "-cpu",
+        &cpu,
+        "-smp",
+        "2",
+        "-m",
+        "2G",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        "-nic",
+        "none",
+        "-no-reboot",
+        "-kernel",
+        &kernel.to_string_lossy(),
+        "-initrd",
+        &initrd.to_string_lossy(),
+        "-append",
+        HOST_APPEND,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// What the host's lines say about the run, beyond the guest's EXIT line: `Some((status,
+/// why))` when the host or the VMM failed. The VMM's statuses (vmm/README.md): 0 the guest
+/// powered off, 3 it reset, 4 the private-memory proof failed, others a VMM failure.
+pub fn judge(lines: &[String]) -> Option<(i32, String)> {
+    let host: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(HOST_PREFIX))
+        .collect();
+    if let Some(f) = host.iter().find(|l| l.starts_with("FAIL: ")) {
+        return Some((STATUS_LAUNCH, format!("pkvm host: {}", &f[6..])));
+    }
+    if !host.iter().any(|l| l.starts_with("kernel ")) {
+        return Some((
+            STATUS_LAUNCH,
+            String::from(
+                "pkvm host: the host never reached its init (no 'pkvm-host: kernel' line)",
+            ),
+        ));
+    }
+    let status = host
+        .iter()
+        .find_map(|l| l.strip_prefix("vmm exit status "))
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    let last_vmm = || {
+        lines
+            .iter()
+            .rev()
+            .find(|l| l.starts_with("vmm: "))
+            .map(|l| format!(" (last: {l})"))
+            .unwrap_or_default()
+    };
+    match status {
+        Some(0) => None,
+        Some(3) => Some((
+            STATUS_FAIL,
+            String::from("pkvm host: the guest reset instead of powering off"),
+        )),
+        Some(4) => {
+            let proof: Vec<&str> = lines
+                .iter()
+                .filter(|l| l.starts_with("vmm: shared page") || l.starts_with("vmm: private page"))
+                .map(String::as_str)
+                .collect();
+            Some((
+                STATUS_FAIL,
+                format!(
+                    "pkvm host: the VMM's private-memory proof failed: {}",
+                    proof.join("; ")
+                ),
+            ))
+        }
+        Some(s) => Some((
+            STATUS_LAUNCH,
+            format!("pkvm host: the VMM failed with status {s}{}", last_vmm()),
+        )),
+        None => Some((
+            STATUS_LAUNCH,
+            format!("pkvm host: the VMM's end was never reported{}", last_vmm()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn fetch_output_is_read_or_refused() {
+        let k = parse_fetch_output(
+            "kernel 7.3.4+deb13-arm64 /c/vmlinuz-7.3.4+deb13-arm64\nbusybox /c/busybox\n",
+        )
+        .unwrap();
+        assert_eq!(k.kernel_version, "7.3.4+deb13-arm64");
+        assert_eq!(k.kernel, PathBuf::from("/c/vmlinuz-7.3.4+deb13-arm64"));
+        assert_eq!(k.busybox, PathBuf::from("/c/busybox"));
+        assert!(parse_fetch_output("kernel 7.3 /k\n")
+            .unwrap_err()
+            .contains("kernel 7.3 /k"));
+        assert!(parse_fetch_output("busybox /b\n").is_err());
+    }
+
+    #[test]
+    fn vmm_args_follow_the_spec() {
+        let spec = PkvmSpec::default();
+        assert_eq!(
+            vmm_args(&spec, 2, 256, "output=uart trace", true).join(" "),
+            "/ioguard-vmm --protected --cpus 2 --mem 256 --layout qemu --cmdline output=uart trace /ioguard.bin"
+        );
+        let ordinary = PkvmSpec {
+            vm: PkvmVm::Ordinary,
+            layout: PkvmLayout::Crosvm,
+            ..PkvmSpec::default()
+        };
+        assert_eq!(
+            vmm_args(&ordinary, 1, 64, "", false).join(" "),
+            "/ioguard-vmm --cpus 1 --mem 64 --layout crosvm --no-virtio /ioguard.bin"
+        );
+    }
+
+    #[test]
+    fn init_quotes_the_vmm_line_and_requires_pkvm() {
+        let s = init_script(&lines(&["/ioguard-vmm", "--cmdline", "only=a: b it's"]));
+        assert!(
+            s.contains(r"'/ioguard-vmm' '--cmdline' 'only=a: b it'\''s'"),
+            "{s}"
+        );
+        assert!(s.contains("grep -m1 -E 'Protected (h|n)VHE mode initialized successfully'"));
+        assert!(s.starts_with("#!/bin/busybox sh\n"));
+        assert!(s.trim_end().ends_with("poweroff -f"));
+    }
+
+    #[test]
+    fn mem_sizes() {
+        assert_eq!(mem_mib("256M"), Ok(256));
+        assert_eq!(mem_mib("1G"), Ok(1024));
+        assert_eq!(mem_mib("64"), Ok(64));
+        assert!(mem_mib("2G").unwrap_err().contains("16M to 1G"));
+        assert!(mem_mib("8M").is_err());
+        assert!(mem_mib("lots").is_err());
+    }
+
+    #[test]
+    fn host_argv_speeds_up_pauth_on_max_only() {
+        let a = host_argv(Path::new("q"), "max", Path::new("k"), Path::new("i")).join(" ");
+        assert!(a.contains("-cpu max,pauth-impdef=on "), "{a}");
+        assert!(a.contains("virtualization=on"));
+        assert!(a.ends_with(&format!("-append {HOST_APPEND}")));
+        let b = host_argv(Path::new("q"), "cortex-a72", Path::new("k"), Path::new("i")).join(" ");
+        assert!(b.contains("-cpu cortex-a72 "), "{b}");
+    }
+
+    #[test]
+    fn judge_reads_the_hosts_lines() {
+        let ok = lines(&[
+            "pkvm-host: kernel 7.3.4+deb13-arm64, Protected hVHE mode initialized successfully",
+            "EXIT: STATUS=1",
+            "vmm: guest powered off",
+            "pkvm-host: vmm exit status 0",
+        ]);
+        assert_eq!(judge(&ok), None);
+        let no_pkvm = lines(&["pkvm-host: FAIL: pKVM did not initialise: no ..."]);
+        let (st, why) = judge(&no_pkvm).unwrap();
+        assert_eq!(st, STATUS_LAUNCH);
+        assert!(why.contains("pKVM did not initialise"), "{why}");
+        assert_eq!(judge(&[]).unwrap().0, STATUS_LAUNCH);
+        let mut leak = ok.clone();
+        leak[3] = "pkvm-host: vmm exit status 4".into();
+        leak.insert(
+            3,
+            "vmm: private page 0x40080000: read ok (NOT private)".into(),
+        );
+        let (st, why) = judge(&leak).unwrap();
+        assert_eq!(st, STATUS_FAIL);
+        assert!(why.contains("read ok (NOT private)"), "{why}");
+        let mut crash = ok.clone();
+        crash[3] = "pkvm-host: vmm exit status 1".into();
+        crash[2] = "vmm: KVM_RUN failed: EINVAL".into();
+        let (st, why) = judge(&crash).unwrap();
+        assert_eq!(st, STATUS_LAUNCH);
+        assert!(
+            why.contains("status 1") && why.contains("KVM_RUN failed"),
+            "{why}"
+        );
+        let mut reset = ok.clone();
+        reset[3] = "pkvm-host: vmm exit status 3".into();
+        assert_eq!(judge(&reset).unwrap().0, STATUS_FAIL);
+        let unended = lines(&[&ok[0], "vmm: something"]);
+        assert!(judge(&unended).unwrap().1.contains("never reported"));
+    }
+}
