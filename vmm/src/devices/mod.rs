@@ -22,18 +22,41 @@ pub fn primecell_id(offset: u64, periph: u32) -> Option<u32> {
     }
 }
 
-/// A read of `data.len()` bytes at `offset` from a bank of 32-bit registers: narrower
-/// reads see their bytes of the register, wider or straddling ones read the rest as 0.
-pub fn read_reg32(offset: u64, data: &mut [u8], reg: impl FnOnce(u64) -> u32) {
-    let value = reg(offset & !3).to_le_bytes();
-    let skip = (offset & 3) as usize;
+/// A read of `data.len()` bytes at `offset` from a bank of 32-bit registers: each byte
+/// comes from the register that holds it, so a narrow read sees its bytes of one register
+/// and a 64-bit read two neighbouring registers (as QEMU splits it for such devices).
+pub fn read_reg32(offset: u64, data: &mut [u8], mut reg: impl FnMut(u64) -> u32) {
+    let mut cached: Option<(u64, [u8; 4])> = None;
     for (i, b) in data.iter_mut().enumerate() {
-        *b = value.get(skip + i).copied().unwrap_or(0);
+        let at = offset + i as u64;
+        let aligned = at & !3;
+        let bytes = match cached {
+            Some((a, v)) if a == aligned => v,
+            _ => {
+                let v = reg(aligned).to_le_bytes();
+                cached = Some((aligned, v));
+                v
+            }
+        };
+        *b = bytes[(at & 3) as usize];
     }
 }
 
-/// The value of a write to a 32-bit register: narrower writes are zero-extended (the
-/// byte stores a UART driver may use for its data register).
+/// A write of `data` at `offset` to a bank of 32-bit registers, as the register writes
+/// it makes: a wide write is split into its 32-bit halves, a narrow one at a register's
+/// start is zero-extended (the byte stores a UART driver may use for its data register),
+/// and a narrow one inside a register is dropped.
+pub fn write_reg32(offset: u64, data: &[u8], mut reg: impl FnMut(u64, u32)) {
+    if data.len() > 4 && offset % 4 == 0 {
+        for (i, chunk) in data.chunks(4).enumerate() {
+            reg(offset + 4 * i as u64, write_value(chunk));
+        }
+    } else if offset % 4 == 0 {
+        reg(offset, write_value(data));
+    }
+}
+
+/// The value of a write of at most 4 bytes, zero-extended.
 pub fn write_value(data: &[u8]) -> u32 {
     let mut b = [0u8; 4];
     for (d, s) in b.iter_mut().zip(data) {
@@ -69,10 +92,15 @@ mod tests {
             0x1234_5678
         });
         assert_eq!(b, [0x56]);
+        // A 64-bit read takes the next register as its upper half.
         let mut w = [0xffu8; 8];
-        read_reg32(0x0, &mut w, |_| 0x0403_0201);
-        assert_eq!(w, [1, 2, 3, 4, 0, 0, 0, 0]);
+        read_reg32(0xfe0, &mut w, |o| (o as u32) << 4);
+        assert_eq!(u64::from_le_bytes(w), 0xfe40_0000_fe00);
         assert_eq!(write_value(&[0x41]), 0x41);
-        assert_eq!(write_value(&[1, 2, 3, 4, 5]), 0x0403_0201);
+        let mut writes = Vec::new();
+        write_reg32(0x8, &[1, 2, 3, 4, 5, 6, 7, 8], |o, v| writes.push((o, v)));
+        write_reg32(0x0, &[0x41], |o, v| writes.push((o, v)));
+        write_reg32(0x1, &[0x41], |o, v| writes.push((o, v)));
+        assert_eq!(writes, [(0x8, 0x0403_0201), (0xc, 0x0807_0605), (0, 0x41)]);
     }
 }

@@ -6,7 +6,7 @@
 
 use std::io::Write;
 
-use super::{primecell_id, read_reg32, write_value, MmioDevice};
+use super::{primecell_id, read_reg32, write_reg32, MmioDevice};
 
 const DR: u64 = 0x000;
 const RSR_ECR: u64 = 0x004;
@@ -80,7 +80,12 @@ impl<W: Write + Send> MmioDevice for Pl011<W> {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        let v = write_value(data);
+        write_reg32(offset, data, |o, v| self.write_reg(o, v));
+    }
+}
+
+impl<W: Write + Send> Pl011<W> {
+    fn write_reg(&mut self, offset: u64, v: u32) {
         match offset {
             DR => {
                 // The console is best effort: a closed stdout must not stop the guest.

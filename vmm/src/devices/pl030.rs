@@ -7,7 +7,7 @@
 //! CR 0x10 (bit 0: match interrupt enable). Its peripheral ID is 0x00041030. Alarms are
 //! not implemented (as in crosvm): the match interrupt never rises, so STAT reads 0.
 
-use super::{primecell_id, read_reg32, write_value, MmioDevice};
+use super::{primecell_id, read_reg32, write_reg32, MmioDevice};
 
 const DR: u64 = 0x00;
 const MR: u64 = 0x04;
@@ -66,7 +66,12 @@ impl MmioDevice for Pl030 {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        let v = write_value(data);
+        write_reg32(offset, data, |o, v| self.write_reg(o, v));
+    }
+}
+
+impl Pl030 {
+    fn write_reg(&mut self, offset: u64, v: u32) {
         match offset {
             MR => self.mr = v,
             LR => {

@@ -6,7 +6,7 @@ use std::io::Write;
 use vm_superio::serial::NoEvents as NoSerialEvents;
 use vm_superio::{Rtc, Serial, Trigger};
 
-use super::{read_reg32, write_value, MmioDevice};
+use super::{read_reg32, write_reg32, MmioDevice};
 
 /// The guest polls: a raised interrupt goes nowhere.
 pub struct NoIrq;
@@ -66,9 +66,11 @@ impl MmioDevice for Pl031 {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        if let Ok(o) = u16::try_from(offset & !3) {
-            self.0.write(o, &write_value(data).to_le_bytes());
-        }
+        write_reg32(offset, data, |o, v| {
+            if let Ok(o) = u16::try_from(o) {
+                self.0.write(o, &v.to_le_bytes());
+            }
+        });
     }
 }
 
@@ -106,5 +108,9 @@ mod tests {
         let mut one = [0u8; 1];
         r.read(0xfe0, &mut one);
         assert_eq!(one, [0x31]);
+        // A 64-bit read spans two ID registers, as on QEMU.
+        let mut wide = [0u8; 8];
+        r.read(0xfe0, &mut wide);
+        assert_eq!(u64::from_le_bytes(wide), 0x10_0000_0031);
     }
 }
