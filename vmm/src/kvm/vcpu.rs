@@ -1,0 +1,107 @@
+//! One vCPU's thread: KVM_RUN and the answer to each exit.
+
+use kvm_bindings::{
+    kvm_vcpu_events, KVM_EXIT_ARM_NISV, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+
+use super::{Shared, Stop};
+
+/// What to do once the exit's borrow of the vCPU has ended.
+enum Next {
+    Run,
+    Stop(Stop),
+    /// An access without a valid syndrome, at this address when KVM said.
+    NoSyndrome(Option<u64>),
+}
+
+fn show(line: Option<String>) {
+    if let Some(l) = line {
+        eprintln!("{l}");
+    }
+}
+
+pub fn run_loop(id: usize, mut fd: VcpuFd, shared: &Shared) -> Stop {
+    // Locks are only poisoned by a panicking vCPU thread; the data stays usable.
+    let stats = || shared.stats.lock().unwrap_or_else(|e| e.into_inner());
+    let bus = || shared.bus.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let next = match fd.run() {
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                let kind = bus().read(addr, data);
+                show(stats().mmio(kind, addr, data.len(), false));
+                Next::Run
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                let kind = bus().write(addr, data);
+                show(stats().mmio(kind, addr, data.len(), true));
+                Next::Run
+            }
+            Ok(VcpuExit::SystemEvent(kind, data)) => {
+                stats().system_event += 1;
+                Next::Stop(match kind {
+                    KVM_SYSTEM_EVENT_SHUTDOWN => Stop::PoweredOff,
+                    KVM_SYSTEM_EVENT_RESET => Stop::Reset,
+                    other => Stop::Failed(format!("system event {other} ({data:x?})")),
+                })
+            }
+            Ok(VcpuExit::Unsupported(KVM_EXIT_ARM_NISV)) => Next::NoSyndrome(None),
+            Ok(VcpuExit::Intr) => {
+                stats().other += 1;
+                Next::Run
+            }
+            Ok(other) => {
+                stats().other += 1;
+                Next::Stop(Stop::Failed(format!("unexpected exit {other:?}")))
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Next::Run,
+            // KVM's answer to an access it cannot emulate (no valid syndrome) when the VMM
+            // did not ask for KVM_EXIT_ARM_NISV: the vCPU stays at the instruction.
+            Err(e) if e.errno() == libc::ENOSYS => Next::NoSyndrome(None),
+            Err(e) => Next::Stop(Stop::Failed(format!("KVM_RUN: {e}"))),
+        };
+        match next {
+            Next::Run => {}
+            Next::Stop(s) => return s,
+            Next::NoSyndrome(_) => {
+                let addr = nisv_address(&mut fd);
+                if let Err(why) = inject_abort(&fd) {
+                    show(stats().nisv(addr, "could not inject an abort"));
+                    let at = addr.map(|a| format!(" at {a:#x}")).unwrap_or_default();
+                    return Stop::Failed(format!(
+                        "vCPU {id}: access without a valid syndrome{at}: injecting an external \
+                         data abort failed ({why}); stopping rather than re-running it forever"
+                    ));
+                }
+                show(stats().nisv(addr, "external data abort injected"));
+            }
+        }
+    }
+}
+
+/// The faulting IPA of a KVM_EXIT_ARM_NISV exit (None after an ENOSYS, which has none).
+fn nisv_address(fd: &mut VcpuFd) -> Option<u64> {
+    let run = fd.get_kvm_run();
+    if run.exit_reason != KVM_EXIT_ARM_NISV {
+        return None;
+    }
+    // SAFETY: the exit reason says the arm_nisv member of the union is the valid one.
+    Some(unsafe { run.__bindgen_anon_1.arm_nisv.fault_ipa })
+}
+
+/// Answers an access KVM could not emulate with a synchronous external abort, so the
+/// guest sees a fault instead of re-running the instruction for ever.
+///
+/// crosvm does not do this: its vCPU loop (src/crosvm/sys/linux/vcpu.rs, `vcpu_loop`,
+/// `Err(e) => match e.errno()`) treats KVM_RUN's ENOSYS as an unknown error and crashes
+/// the VM, and it never enables KVM_CAP_ARM_NISV_TO_USER (hypervisor/src/kvm/mod.rs
+/// would panic on the unknown exit reason 28). ioguard makes such accesses on purpose and
+/// must see them fault to go on, so for an ordinary VM the VMM injects the abort (as the
+/// KVM API documents for KVM_EXIT_ARM_NISV). pKVM refuses the injection for a protected
+/// VM (EPERM): there the hypervisor itself answers such accesses, and the VMM never sees
+/// them.
+fn inject_abort(fd: &VcpuFd) -> Result<(), kvm_ioctls::Error> {
+    let mut ev = kvm_vcpu_events::default();
+    ev.exception.ext_dabt_pending = 1;
+    fd.set_vcpu_events(&ev)
+}
