@@ -92,6 +92,9 @@ pub struct Device {
     /// First entry of `compatible`, or "" when there is none.
     pub compatible: String,
     pub regs: Vec<Region>,
+    /// `arm,primecell-periphid`: how a PrimeCell whose only compatible is
+    /// `arm,primecell` says what it is (crosvm's PL030 does).
+    pub periphid: Option<u32>,
 }
 
 /// A PCI host bridge: its configuration window and the windows of its `ranges`.
@@ -518,6 +521,9 @@ fn walk(
                 path: cpath.clone(),
                 compatible: compat.first().copied().unwrap_or("").to_string(),
                 regs: rs,
+                periphid: prop_u32(&child, "arm,primecell-periphid", &cpath)
+                    .ok()
+                    .flatten(),
             });
         }
         if !is_pci {

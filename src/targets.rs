@@ -2,7 +2,7 @@
 //! on such a page proves the *hypervisor* refused the access (a hole in the machine's map
 //! aborts too, with the same syndrome, and proves nothing).
 
-use crate::platform::{Platform, Region};
+use crate::platform::{Device, Platform, Region};
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 
@@ -12,6 +12,7 @@ pub const PAGE: u64 = 0x1000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TargetKind {
     Pl011,
+    Pl030,
     Pl031,
     Pl061,
     VirtioMmio,
@@ -22,6 +23,7 @@ impl TargetKind {
     pub fn name(self) -> &'static str {
         match self {
             Self::Pl011 => "pl011",
+            Self::Pl030 => "pl030",
             Self::Pl031 => "pl031",
             Self::Pl061 => "pl061",
             Self::VirtioMmio => "virtio-mmio",
@@ -36,7 +38,7 @@ impl TargetKind {
         match self {
             Self::VirtioMmio => 1,
             Self::PciConfig => 2,
-            Self::Pl011 | Self::Pl031 | Self::Pl061 => 0,
+            Self::Pl011 | Self::Pl030 | Self::Pl031 | Self::Pl061 => 0,
         }
     }
 }
@@ -93,9 +95,17 @@ const PCI_CONFIG_OFFSETS: [u64; 12] = [
     0x11_0000, 0x12_0000,
 ];
 
+/// crosvm's RTC: a PrimeCell known only by its `arm,primecell-periphid`.
+const PL030_PERIPHID: u32 = 0x0004_1030;
+
 /// The devices ioguard knows an identification register of.
-fn known(compatible: &str) -> Option<(TargetKind, u64, u32, Option<u64>)> {
-    Some(match compatible {
+fn known(d: &Device) -> Option<(TargetKind, u64, u32, Option<u64>)> {
+    Some(match d.compatible.as_str() {
+        // PrimeCell peripheral ID0 at 0xfe0 (crosvm implements the ID registers); the
+        // match register (0x004) is read/write.
+        "arm,primecell" if d.periphid == Some(PL030_PERIPHID) => {
+            (TargetKind::Pl030, 0xfe0, 0x30, Some(0x004))
+        }
         // PrimeCell peripheral ID0 at 0xfe0; PL031's match register (0x004) is read/write.
         "arm,pl031" => (TargetKind::Pl031, 0xfe0, 0x31, Some(0x004)),
         "arm,pl061" => (TargetKind::Pl061, 0xfe0, 0x61, None),
@@ -114,7 +124,7 @@ pub fn targets(p: &Platform, held: &BTreeSet<u64>) -> Vec<Target> {
         .devices
         .iter()
         .filter_map(|d| {
-            let (device, id_offset, id_value, rw_offset) = known(&d.compatible)?;
+            let (device, id_offset, id_value, rw_offset) = known(d)?;
             let r = d.regs.first()?;
             let fits = r.size >= id_offset + 4 && r.base % 4 == 0;
             let page = r.base & !(PAGE - 1);
@@ -197,6 +207,7 @@ mod tests {
             path: alloc::format!("/dev@{base:x}"),
             compatible: compatible.to_string(),
             regs: vec![Region::new(base, size)],
+            periphid: None,
         }
     }
 
@@ -238,6 +249,25 @@ mod tests {
 
     fn console() -> BTreeSet<u64> {
         BTreeSet::from([0x0900_0000])
+    }
+
+    #[test]
+    fn crosvms_pl030_is_known_by_its_periphid_only() {
+        let mut p = virt();
+        p.pci.clear();
+        let mut rtc = dev("arm,primecell", 0x2000, 0x1000);
+        p.devices = vec![rtc.clone()];
+        assert!(targets(&p, &console()).is_empty(), "no periphid, no target");
+        rtc.periphid = Some(0x0004_1031);
+        p.devices = vec![rtc.clone()];
+        assert!(targets(&p, &console()).is_empty(), "another PrimeCell");
+        rtc.periphid = Some(0x0004_1030);
+        p.devices = vec![rtc];
+        let ts = targets(&p, &console());
+        assert_eq!(ts.len(), 1);
+        assert_eq!(ts[0].device.name(), "pl030");
+        assert_eq!((ts[0].id_addr(), ts[0].id_value), (0x2fe0, Some(0x30)));
+        assert_eq!(writable(&ts).unwrap().rw_offset, Some(0x004));
     }
 
     #[test]

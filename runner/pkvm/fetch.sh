@@ -16,7 +16,8 @@ shift
 mkdir -p "$cache"/apt/lists/partial "$cache"/apt/archives/partial "$cache"/debs
 cache=$(cd "$cache" && pwd)
 
-mirror=$(apt-get indextargets --format '$(REPO_URI)' 2>/dev/null | grep -m1 -E '/debian/?$' || true)
+# IOGUARD_DEBIAN_MIRROR overrides the mirror (a local mirror, or a test of the failure).
+mirror=${IOGUARD_DEBIAN_MIRROR:-$(apt-get indextargets --format '$(REPO_URI)' 2>/dev/null | grep -m1 -E '/debian/?$' || true)}
 mirror=${mirror:-http://deb.debian.org/debian/}
 mirror=${mirror%/}
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
@@ -38,7 +39,9 @@ apt_opts=(
 # A day-old list is fresh enough; a failed update with lists in hand goes on with them.
 stamp="$cache/apt/lists/.updated"
 if [ ! -e "$stamp" ] || [ -n "$(find "$stamp" -mmin +1440)" ]; then
-  if apt-get "${apt_opts[@]}" update >"$cache/apt/update.log" 2>&1; then
+  # apt-get update exits 0 when it could not fetch an index ("W: Failed to fetch"): look.
+  if apt-get "${apt_opts[@]}" update >"$cache/apt/update.log" 2>&1 \
+     && ! grep -q -E '^(W: Failed to fetch|E: )' "$cache/apt/update.log"; then
     touch "$stamp"
   elif [ ! -e "$stamp" ]; then
     echo "fetch.sh: cannot read Debian's arm64 package lists from $mirror:" >&2
@@ -49,7 +52,7 @@ fi
 
 depends_of() { # the linux-image-<ver>-arm64 that linux-image-arm64 from suite $1 depends on
   apt-cache "${apt_opts[@]}" show "linux-image-arm64/$1" 2>/dev/null \
-    | sed -n 's/^Depends: .*\(linux-image-[0-9][^ ,]*-arm64\).*/\1/p' | sort -V | tail -1
+    | sed -n 's/^Depends: .*\(linux-image-[0-9][^ ,]*-arm64\).*/\1/p' | sort -V | tail -1 || true
 }
 image=$(depends_of trixie-backports)
 [ -n "$image" ] || image=$(depends_of sid)

@@ -55,11 +55,16 @@ fn runner(args: &[&str]) -> Ran {
 
 /// [`runner`] with `TMPDIR=tmp`: where it makes the default virtio-blk files.
 fn runner_with_tmp(args: &[&str], tmp: &Path) -> Ran {
+    runner_with_env(args, &[("TMPDIR", tmp.as_os_str())])
+}
+
+/// [`runner`] with these environment variables.
+fn runner_with_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Ran {
     let start = Instant::now();
     let out = Command::new(BIN)
         .args(args)
         .env_remove("IOGUARD_RUN_CWD")
-        .env("TMPDIR", tmp)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("ioguard-run runs");
@@ -81,6 +86,33 @@ const PASSING: &str =
     "ioguard 0.1.0: hypervisor=none cpus=1\r\nPASS: a: x\r\nKFAIL: a: y: known\r\n\
                        SUMMARY: 2 tests, 0 unexpected failures, 1 known failures, 0 skipped\r\n\
                        EXIT: STATUS=1\r\n";
+
+/// A machine that cannot reach Debian's archive cannot run `--hyp pkvm`: the run fails
+/// with the launcher's status and says why, it is not skipped.
+#[test]
+fn a_pkvm_host_without_its_kernel_fails_and_says_why() {
+    let cache = scratch().join("pkvm-cache-unreachable");
+    let _ = std::fs::remove_dir_all(&cache);
+    let image = guest("pkvm-nofetch.bin", PASSING);
+    let r = runner_with_env(
+        &["--image", image.to_str().unwrap(), "--hyp", "pkvm"],
+        &[
+            ("IOGUARD_CACHE", cache.as_os_str()),
+            // Port 9 (discard) on the loopback: nothing listens, the connection is refused.
+            ("IOGUARD_DEBIAN_MIRROR", "http://127.0.0.1:9/debian".as_ref()),
+        ],
+    );
+    assert_eq!(r.status, 3, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("the pKVM host kit could not be fetched")
+            && r.stderr
+                .contains("cannot read Debian's arm64 package lists from http://127.0.0.1:9/debian"),
+        "{}",
+        r.all()
+    );
+    assert!(!r.stdout.contains("PASS"), "nothing booted:\n{}", r.all());
+}
 
 #[test]
 fn each_outcome_has_its_own_status() {

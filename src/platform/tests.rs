@@ -156,6 +156,14 @@ fn crosvm_like_tree_with_ns16550_and_alias() {
             prop("reg", [0u32, 0x1_0000, 0, 0x100_0000]),
         ],
     ));
+    r.add_child(node(
+        "rtc@2000",
+        vec![
+            prop("compatible", "arm,primecell"),
+            prop("arm,primecell-periphid", 0x0004_1030u32),
+            prop("reg", [0u32, 0x2000, 0, 0x1000]),
+        ],
+    ));
     r.add_child(node("psci", vec![prop("method", "hvc")]));
     r.add_child(node("aliases", vec![prop("serial0", "/U6_16550A@3f8")]));
     r.add_child(node(
@@ -182,6 +190,13 @@ fn crosvm_like_tree_with_ns16550_and_alias() {
     assert!(!p.pci[0].ecam);
     assert!(p.cpus.is_empty());
     assert!(p.virtio_mmio.is_empty());
+    let rtc = p.devices.iter().find(|d| d.path == "/rtc@2000").unwrap();
+    assert_eq!(
+        (rtc.compatible.as_str(), rtc.periphid),
+        ("arm,primecell", Some(0x0004_1030))
+    );
+    let uart = p.devices.iter().find(|d| d.path == "/U6_16550A@3f8").unwrap();
+    assert_eq!(uart.periphid, None);
 }
 
 #[test]

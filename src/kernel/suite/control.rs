@@ -25,8 +25,10 @@ pub fn stray_forwarded(ctx: &Ctx) -> Outcome {
     match stray_read(&t, Width::W32, t.id_offset) {
         Err(e) => Outcome::fail(format_args!("stage-1 map of {:#x}: {e}", t.page())),
         Ok(Ok(v)) if t.answers(v as u32) => Outcome::pass(format_args!(
-            "profile {profile}: unregistered {} page forwarded, ID {v:#x}",
-            t.device
+            "profile {profile} has no MMIO guard: a stray access reaches the host \
+             (unregistered {} page {:#x} forwarded, ID {v:#x})",
+            t.device,
+            t.page()
         )),
         Ok(Ok(v)) => Outcome::fail(format_args!(
             "{} ID read {v:#x}, expected {}",

@@ -1159,7 +1159,9 @@ pub fn access_forms(ctx: &Ctx) -> Outcome {
             Err(e) => bad.push(e),
         }
     }
-    if bad.is_empty() {
+    if bad.is_empty() && states == 0 {
+        Outcome::skip("no probe target: no page state could be tried")
+    } else if bad.is_empty() {
         Outcome::pass(format_args!(
             "{accesses} accesses on {states} page states as profile {} says",
             ctx.hv.profile

@@ -1,0 +1,197 @@
+//! ioguard on a real upstream pKVM host (`--hyp pkvm`): Debian's arm64 kernel at EL2 under
+//! QEMU TCG with `kvm-arm.mode=protected`, running the unchanged image in a VM of
+//! ioguard's own VMM (`vmm/`), protected and ordinary, in QEMU's layout and crosvm's, with
+//! pKVM in hVHE mode (`-cpu max`) and nVHE mode (`-cpu cortex-a72`). The first run fetches
+//! the kernel and busybox (runner/pkvm/fetch.sh): a machine that cannot fails here, it
+//! does not skip.
+
+mod common;
+
+use common::DEFAULT_CHECKS;
+use ioguard_runner::{Kind, Outcome};
+use std::sync::Mutex;
+
+/// One emulated host at a time: each keeps both cores busy, and its guest's timing-bound
+/// checks (polling deadlines) should not depend on how many others run beside it.
+static ONE_HOST: Mutex<()> = Mutex::new(());
+
+fn run_host(hyp: &str) -> Outcome {
+    let _one = ONE_HOST.lock().unwrap_or_else(|e| e.into_inner());
+    // The host boots in about 5 s; the guest's run takes about 1 s of that host's time.
+    common::run(&["--timeout", "240", "--smp", "2", "--hyp", hyp])
+}
+
+/// The guard checks that still run without a guard: what every access does there, and
+/// the ABI's answers so far.
+const GUARDLESS_RUNS: &[&str] = &[
+    "guard: widths",
+    "guard: no-syndrome",
+    "guard: access-forms",
+    "guard: returns",
+    "guard: console",
+];
+
+/// What each default check answers in a protected VM under upstream pKVM (profile `pkvm`).
+fn protected(name: &str) -> Kind {
+    match name {
+        // Upstream answers MEM_SHARE of a device page with an abort at the HVC.
+        "memshare: share-mmio" => Kind::KFail,
+        // The VMM gives each device one window, all driven; no virtio-net.
+        "ioremap: windows" | "ioremap: spanning" | "virtio: net" => Kind::Skip,
+        n if n.starts_with("guard:") && !GUARDLESS_RUNS.contains(&n) => Kind::Skip,
+        _ => Kind::Pass,
+    }
+}
+
+/// What each default check answers in an ordinary VM (profile `kvm`).
+fn ordinary(name: &str) -> Kind {
+    match name {
+        n if n.starts_with("meminfo:") || n.starts_with("memshare:") => Kind::Skip,
+        "virtio: dma-shared" | "virtio: pool-unshared" => Kind::Skip,
+        // The VMM, not the hypervisor, decides what an access without syndrome does.
+        "guard: no-syndrome" | "guard: returns" => Kind::Skip,
+        n => protected(n),
+    }
+}
+
+fn assert_verdicts(out: &Outcome, want: fn(&str) -> Kind) {
+    let t = out.transcript();
+    assert!(!out.timed_out, "timed out:\n{t}");
+    for name in DEFAULT_CHECKS {
+        let r = out
+            .result(name)
+            .unwrap_or_else(|| panic!("no result for {name}:\n{t}"));
+        assert_eq!(r.kind, want(name), "{name}: {:?}\n{t}", r.detail);
+    }
+    assert_eq!(out.status, 0, "status {}:\n{t}", out.status);
+    assert_eq!(out.problem, None, "{t}");
+}
+
+fn line<'a>(out: &'a Outcome, prefix: &str) -> &'a str {
+    out.line_starting(prefix)
+        .unwrap_or_else(|| panic!("no line '{prefix}...':\n{}", out.transcript()))
+}
+
+fn detail<'a>(out: &'a Outcome, name: &str) -> &'a str {
+    out.result(name)
+        .unwrap_or_else(|| panic!("no {name}:\n{}", out.transcript()))
+        .detail
+        .as_deref()
+        .unwrap_or("")
+}
+
+/// What every protected run must show beyond its verdicts: the profile, plain words on
+/// stray accesses, DMA through shared pages, and the VMM's proof that memory the guest did
+/// not share stayed private.
+fn assert_protected(out: &Outcome, ram: u64) {
+    let t = out.transcript();
+    assert!(line(out, "vmm: protected VM").contains("type 0x8"), "{t}");
+    assert!(detail(out, "smccc: profile").starts_with("pkvm:"), "{t}");
+    for name in DEFAULT_CHECKS
+        .iter()
+        .filter(|n| n.starts_with("guard:") && !GUARDLESS_RUNS.contains(n))
+    {
+        assert_eq!(detail(out, name), "profile pkvm has no MMIO guard", "{name}");
+    }
+    assert!(
+        detail(out, "control: stray-forwarded")
+            .starts_with("profile pkvm has no MMIO guard: a stray access reaches the host"),
+        "{t}"
+    );
+    assert!(
+        detail(out, "virtio: dma-shared").contains("nothing shared outside them"),
+        "{t}"
+    );
+    assert!(
+        detail(out, "memshare: share-mmio").contains("abort at the HVC"),
+        "{t}"
+    );
+    // The VMM read back a page the guest still shared, and faulted on the Image's first
+    // page, which the guest never shared.
+    let shared = line(out, "vmm: shared page 0x");
+    assert!(shared.ends_with(": read ok"), "{t}");
+    assert_eq!(
+        line(out, "vmm: private page 0x"),
+        format!("vmm: private page {ram:#x}: read faulted (SIGSEGV)"),
+        "{t}"
+    );
+    // The DMA the VMM saw went through the pages the guest shared: its pool.
+    let ipa = u64::from_str_radix(
+        shared
+            .trim_start_matches("vmm: shared page 0x")
+            .trim_end_matches(": read ok"),
+        16,
+    )
+    .unwrap();
+    assert!((ram..ram + (256 << 20)).contains(&ipa), "{t}");
+}
+
+fn assert_host(out: &Outcome, mode: &str) {
+    let t = out.transcript();
+    assert!(
+        line(out, "pkvm-host: kernel 7.")
+            .ends_with(&format!("Protected {mode} mode initialized successfully")),
+        "{t}"
+    );
+    assert_eq!(line(out, "pkvm-host: vmm exit status "), "pkvm-host: vmm exit status 0");
+    assert!(line(out, "vmm: exits: mmio=").contains("system_event=1"), "{t}");
+}
+
+#[test]
+fn protected_vm_under_hvhe_pkvm() {
+    let out = run_host("pkvm:protected,cpu=max");
+    assert_host(&out, "hVHE");
+    assert_verdicts(&out, protected);
+    assert_protected(&out, 0x4000_0000);
+    assert!(line(&out, "ioguard 0.1.0: ").contains("console=pl011@0x9000000"));
+}
+
+#[test]
+fn ordinary_vm_under_nvhe_pkvm() {
+    let out = run_host("pkvm:ordinary,cpu=cortex-a72");
+    assert_host(&out, "nVHE");
+    assert_verdicts(&out, ordinary);
+    let t = out.transcript();
+    assert!(line(&out, "vmm: ordinary VM").contains("type 0x28"), "{t}");
+    assert!(detail(&out, "smccc: profile").starts_with("kvm:"), "{t}");
+    assert!(
+        detail(&out, "control: stray-forwarded")
+            .starts_with("profile kvm has no MMIO guard: a stray access reaches the host"),
+        "{t}"
+    );
+    // Nothing private to prove in an ordinary VM.
+    assert!(out.line_starting("vmm: private page").is_none(), "{t}");
+}
+
+/// The same image, unchanged, in crosvm's layout: RAM at 0x8000_0000, the 16550 at 0x3f8,
+/// crosvm's PL030 (known only by its periphid) as the probe target, a restricted DMA pool.
+#[test]
+fn protected_vm_in_crosvms_layout_under_nvhe_pkvm() {
+    let out = run_host("pkvm:protected,layout=crosvm,cpu=cortex-a72");
+    assert_host(&out, "nVHE");
+    assert_verdicts(&out, protected);
+    assert_protected(&out, 0x8000_0000);
+    let t = out.transcript();
+    let header = line(&out, "ioguard 0.1.0: ");
+    assert!(header.contains("console=ns16550a@0x3f8"), "{t}");
+    assert!(header.contains("load=0x80000000"), "{t}");
+    assert!(
+        detail(&out, "control: stray-forwarded").contains("unregistered pl030 page 0x2000"),
+        "{t}"
+    );
+    assert!(
+        out.lines
+            .iter()
+            .any(|l| l.starts_with("INFO: virtio: discovered: DMA pool")
+                && l.contains("restricted_dma_reserved")),
+        "{t}"
+    );
+}
+
+#[test]
+fn ordinary_vm_in_crosvms_layout_under_hvhe_pkvm() {
+    let out = run_host("pkvm:ordinary,layout=crosvm");
+    assert_host(&out, "hVHE");
+    assert_verdicts(&out, ordinary);
+    assert!(detail(&out, "smccc: profile").starts_with("kvm:"));
+}
