@@ -91,7 +91,11 @@ fn assert_protected(out: &Outcome, ram: u64) {
         .iter()
         .filter(|n| n.starts_with("guard:") && !GUARDLESS_RUNS.contains(n))
     {
-        assert_eq!(detail(out, name), "profile pkvm has no MMIO guard", "{name}");
+        assert_eq!(
+            detail(out, name),
+            "profile pkvm has no MMIO guard",
+            "{name}"
+        );
     }
     assert!(
         detail(out, "control: stray-forwarded")
@@ -133,8 +137,14 @@ fn assert_host(out: &Outcome, mode: &str) {
             .ends_with(&format!("Protected {mode} mode initialized successfully")),
         "{t}"
     );
-    assert_eq!(line(out, "pkvm-host: vmm exit status "), "pkvm-host: vmm exit status 0");
-    assert!(line(out, "vmm: exits: mmio=").contains("system_event=1"), "{t}");
+    assert_eq!(
+        line(out, "pkvm-host: vmm exit status "),
+        "pkvm-host: vmm exit status 0"
+    );
+    assert!(
+        line(out, "vmm: exits: mmio=").contains("system_event=1"),
+        "{t}"
+    );
 }
 
 #[test]

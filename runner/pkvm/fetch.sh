@@ -1,7 +1,9 @@
 #!/bin/bash
 # Fetch what the pKVM host kit boots, from Debian's arm64 packages, into a cache directory:
-#   fetch.sh CACHE
-# prints `kernel VERSION PATH` (an uncompressed arm64 Image) and `busybox PATH` (static).
+#   fetch.sh CACHE [qemu]
+# prints `kernel VERSION PATH` (an uncompressed arm64 Image) and `busybox PATH` (static);
+# with `qemu`, also `qemu-root PATH`: Debian's arm64 qemu-system-arm (trixie) with every
+# package it depends on, unpacked into one tree, for QEMU with KVM inside the host.
 # Everything stays in CACHE; a second run reuses it (the package lists for a day).
 #
 # The machine's dpkg architecture list is never touched: apt runs with a private
@@ -11,8 +13,8 @@
 # sid's; it must be at least 7.2, the first upstream kernel that lets userspace create a
 # protected VM (KVM_CREATE_VM type bit 31).
 set -euo pipefail
-cache=${1:?usage: fetch.sh CACHE [PACKAGE...]}
-shift
+cache=${1:?usage: fetch.sh CACHE [qemu]}
+want_qemu=${2:-}
 mkdir -p "$cache"/apt/lists/partial "$cache"/apt/archives/partial "$cache"/debs
 cache=$(cd "$cache" && pwd)
 
@@ -101,3 +103,21 @@ if [ ! -s "$busybox" ]; then
   extract "$(deb_of busybox-static)" ./usr/bin/busybox "$busybox"
 fi
 echo "busybox $busybox"
+
+if [ "$want_qemu" = qemu ]; then
+  qroot="$cache/qemu-root"
+  if [ ! -e "$qroot/.unpacked" ]; then
+    rm -rf "$qroot" "$cache/qemu-debs"
+    mkdir -p "$qroot" "$cache/qemu-debs/partial"
+    # An empty status file: apt takes nothing as installed and fetches the whole closure.
+    apt-get "${apt_opts[@]}" -oDir::Cache::archives="$cache/qemu-debs" -t trixie \
+        --no-install-recommends install --download-only -y qemu-system-arm \
+        >"$cache/apt/qemu.log" 2>&1 || {
+      echo "fetch.sh: cannot download qemu-system-arm (arm64) and its dependencies:" >&2
+      tail -5 "$cache/apt/qemu.log" >&2; exit 3; }
+    for d in "$cache"/qemu-debs/*.deb; do dpkg-deb -x "$d" "$qroot"; done
+    rm -rf "$cache/qemu-debs"
+    touch "$qroot/.unpacked"
+  fi
+  echo "qemu-root $qroot"
+fi

@@ -4,6 +4,8 @@
 //! kit's initramfs is a handful of files whose modes and owners must not depend on the
 //! machine that packs them.
 
+use std::path::Path;
+
 /// One entry of an archive.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entry {
@@ -18,10 +20,18 @@ pub enum Entry {
         /// Its contents.
         data: Vec<u8>,
     },
+    /// A symbolic link (shared libraries are found through them).
+    Symlink {
+        /// Where, relative to the root.
+        path: String,
+        /// What it points to.
+        target: String,
+    },
 }
 
 const S_IFDIR: u32 = 0o040000;
 const S_IFREG: u32 = 0o100000;
+const S_IFLNK: u32 = 0o120000;
 
 /// The archive of `entries`, in order, owned by root, dated 0, ending with the trailer.
 pub fn newc(entries: &[Entry]) -> Vec<u8> {
@@ -30,12 +40,47 @@ pub fn newc(entries: &[Entry]) -> Vec<u8> {
         let (path, mode, data): (&str, u32, &[u8]) = match e {
             Entry::Dir(p) => (p, S_IFDIR | 0o755, &[]),
             Entry::File { path, mode, data } => (path, S_IFREG | (mode & 0o7777), data),
+            Entry::Symlink { path, target } => (path, S_IFLNK | 0o777, target.as_bytes()),
         };
         let nlink = if matches!(e, Entry::Dir(_)) { 2 } else { 1 };
         push_entry(&mut out, ino, mode, nlink, path, data);
     }
     push_entry(&mut out, 0, 0, 1, "TRAILER!!!", &[]);
     out
+}
+
+/// The entries of the tree at `root/dir` (directories before what they hold), with paths
+/// relative to `root`, leaving out every path `skip` says yes to.
+pub fn tree(root: &Path, dir: &str, skip: &dyn Fn(&str) -> bool) -> std::io::Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(root.join(dir))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    // Sorted: the same archive from the same tree.
+    names.sort();
+    for name in names {
+        let rel = format!("{dir}/{name}");
+        if skip(&rel) {
+            continue;
+        }
+        let full = root.join(&rel);
+        let meta = std::fs::symlink_metadata(&full)?;
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&full)?.to_string_lossy().into_owned();
+            out.push(Entry::Symlink { path: rel, target });
+        } else if meta.is_dir() {
+            out.push(Entry::Dir(rel.clone()));
+            out.extend(tree(root, &rel, skip)?);
+        } else if meta.is_file() {
+            use std::os::unix::fs::PermissionsExt;
+            out.push(Entry::File {
+                path: rel,
+                mode: meta.permissions().mode(),
+                data: std::fs::read(&full)?,
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn push_entry(out: &mut Vec<u8>, ino: u32, mode: u32, nlink: u32, name: &str, data: &[u8]) {
@@ -119,15 +164,49 @@ mod tests {
                 mode: 0o644,
                 data: vec![7; 5],
             },
+            Entry::Symlink {
+                path: "lib".into(),
+                target: "usr/lib".into(),
+            },
         ];
         let a = newc(&entries);
         assert_eq!(a.len() % 4, 0);
         let got = read(&a);
-        assert_eq!(got.len(), 4);
+        assert_eq!(got.len(), 5);
         assert_eq!(got[0], ("bin".into(), 0o040755, vec![]));
         assert_eq!(got[1], ("init".into(), 0o100755, b"#!/bin/sh\n".to_vec()));
         assert_eq!(got[2], ("bin/x".into(), 0o100644, vec![7; 5]));
-        assert_eq!(got[3].0, "TRAILER!!!");
+        assert_eq!(got[3], ("lib".into(), 0o120777, b"usr/lib".to_vec()));
+        assert_eq!(got[4].0, "TRAILER!!!");
+    }
+
+    #[test]
+    fn a_tree_is_packed_parents_first_with_links_and_skips() {
+        let root = std::env::temp_dir().join(format!("ioguard-cpio-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("usr/lib/x/skipme")).unwrap();
+        std::fs::write(root.join("usr/lib/x/a.so.1.2"), b"elf").unwrap();
+        std::os::unix::fs::symlink("a.so.1.2", root.join("usr/lib/x/a.so.1")).unwrap();
+        std::fs::write(root.join("usr/lib/x/skipme/big"), b"no").unwrap();
+        let got = tree(&root, "usr", &|p| p.ends_with("/skipme")).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+        let names: Vec<String> = got
+            .iter()
+            .map(|e| match e {
+                Entry::Dir(p) => format!("d {p}"),
+                Entry::File { path, data, .. } => format!("f {path} {}", data.len()),
+                Entry::Symlink { path, target } => format!("l {path} {target}"),
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "d usr/lib",
+                "d usr/lib/x",
+                "l usr/lib/x/a.so.1 a.so.1.2",
+                "f usr/lib/x/a.so.1.2 3"
+            ]
+        );
     }
 
     #[test]

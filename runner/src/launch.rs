@@ -229,32 +229,44 @@ impl Launcher for PkvmHost {
     }
 
     fn ready(&self, opts: &Options) -> Result<(), RunError> {
-        if self.spec.vm == PkvmVm::Qemu {
-            return Err(RunError::Usage(String::from(
-                "--hyp pkvm:qemu (Debian's QEMU with -accel kvm inside the host) is not yet \
-                 available; --hyp pkvm:protected and pkvm:ordinary are",
-            )));
+        let qemu = self.spec.vm == PkvmVm::Qemu;
+        if !qemu {
+            PkvmHost::virtio(opts)?;
         }
-        PkvmHost::virtio(opts)?;
         pkvm::mem_mib(&opts.mem).map_err(RunError::Usage)?;
         ensure_qemu(&opts.qemu)?;
-        pkvm::fetch_kit()?;
-        build_vmm()?;
+        pkvm::fetch_kit(qemu)?;
+        if !qemu {
+            build_vmm()?;
+        }
         Ok(())
     }
 
     fn prepare(&self, opts: &Options, image: &Path) -> Result<Launch, RunError> {
-        let kit = pkvm::fetch_kit()?;
-        let vmm = build_vmm()?;
-        let mem = pkvm::mem_mib(&opts.mem).map_err(RunError::Usage)?;
-        let args = pkvm::vmm_args(
-            &self.spec,
-            opts.smp,
-            mem,
-            &opts.append,
-            PkvmHost::virtio(opts)?,
-        );
-        let cpio = pkvm::initramfs(&kit, &vmm, image, &pkvm::init_script(&args))?;
+        let qemu = self.spec.vm == PkvmVm::Qemu;
+        let kit = pkvm::fetch_kit(qemu)?;
+        let cpio = if qemu {
+            let root = kit
+                .qemu_root
+                .clone()
+                .ok_or_else(|| RunError::Io("the kit has no QEMU".into()))?;
+            let size = DEFAULT_BLK_SIZE;
+            let mut blk = blk_header(size).into_bytes();
+            blk.resize(size as usize, 0);
+            let init = pkvm::init_script(&pkvm::qemu_in_host_args(opts));
+            pkvm::initramfs(&kit, pkvm::Vm::Qemu { root: &root, blk }, image, &init)?
+        } else {
+            let vmm = build_vmm()?;
+            let mem = pkvm::mem_mib(&opts.mem).map_err(RunError::Usage)?;
+            let args = pkvm::vmm_args(
+                &self.spec,
+                opts.smp,
+                mem,
+                &opts.append,
+                PkvmHost::virtio(opts)?,
+            );
+            pkvm::initramfs(&kit, pkvm::Vm::Vmm(&vmm), image, &pkvm::init_script(&args))?
+        };
         let initrd = crate::temp::create("initrd", 0)?;
         let launch = Launch {
             argv: pkvm::host_argv(&opts.qemu, &self.spec.cpu, &kit.kernel, &initrd),
@@ -464,7 +476,6 @@ mod tests {
                 other => panic!("{args:?}: {other:?}"),
             }
         };
-        assert!(refused(&["--hyp", "pkvm:qemu"]).contains("not yet available"));
         assert!(refused(&["--hyp", "pkvm", "--virtio-transport", "pci"]).contains("virtio-mmio"));
         assert!(refused(&["--hyp", "pkvm", "--mem", "4G"]).contains("16M to 1G"));
     }

@@ -28,6 +28,8 @@ pub struct Kit {
     pub kernel: PathBuf,
     /// busybox-static's binary.
     pub busybox: PathBuf,
+    /// Debian's arm64 qemu-system-arm and its dependencies unpacked (for `--hyp pkvm:qemu`).
+    pub qemu_root: Option<PathBuf>,
 }
 
 /// Where the kit is cached between runs: `$IOGUARD_CACHE/pkvm`, else
@@ -51,11 +53,13 @@ pub fn cache_dir() -> PathBuf {
 pub fn parse_fetch_output(out: &str) -> Result<Kit, String> {
     let mut kernel = None;
     let mut busybox = None;
+    let mut qemu_root = None;
     for line in out.lines() {
         let w: Vec<&str> = line.split_whitespace().collect();
         match w.as_slice() {
             ["kernel", ver, path] => kernel = Some((ver.to_string(), PathBuf::from(path))),
             ["busybox", path] => busybox = Some(PathBuf::from(path)),
+            ["qemu-root", path] => qemu_root = Some(PathBuf::from(path)),
             _ => {}
         }
     }
@@ -64,6 +68,7 @@ pub fn parse_fetch_output(out: &str) -> Result<Kit, String> {
             kernel_version,
             kernel,
             busybox,
+            qemu_root,
         }),
         _ => Err(format!(
             "fetch.sh did not name a kernel and busybox; it printed:\n{out}"
@@ -71,16 +76,20 @@ pub fn parse_fetch_output(out: &str) -> Result<Kit, String> {
     }
 }
 
-/// Fetch (or find in the cache) the kit, once per process. A machine that cannot reach
-/// Debian's archive gets an error that says so: the run fails, it is not skipped.
-pub fn fetch_kit() -> Result<Kit, RunError> {
+/// Fetch (or find in the cache) the kit, once per process; `with_qemu` adds Debian's arm64
+/// QEMU. A machine that cannot reach Debian's archive gets an error that says so: the run
+/// fails, it is not skipped.
+pub fn fetch_kit(with_qemu: bool) -> Result<Kit, RunError> {
     static KIT: OnceLock<Result<Kit, RunError>> = OnceLock::new();
-    KIT.get_or_init(|| {
+    static KIT_QEMU: OnceLock<Result<Kit, RunError>> = OnceLock::new();
+    let once = if with_qemu { &KIT_QEMU } else { &KIT };
+    once.get_or_init(|| {
         let script = repo_root().join("runner").join("pkvm").join("fetch.sh");
         let cache = cache_dir();
         let out = Command::new("bash")
             .arg(&script)
             .arg(&cache)
+            .args(with_qemu.then_some("qemu"))
             .stdin(Stdio::null())
             .output()
             .map_err(|e| RunError::Io(format!("cannot run {}: {e}", script.display())))?;
@@ -92,7 +101,12 @@ pub fn fetch_kit() -> Result<Kit, RunError> {
                 String::from_utf8_lossy(&out.stderr).trim_end()
             )));
         }
-        parse_fetch_output(&String::from_utf8_lossy(&out.stdout)).map_err(RunError::Io)
+        let kit =
+            parse_fetch_output(&String::from_utf8_lossy(&out.stdout)).map_err(RunError::Io)?;
+        if with_qemu && kit.qemu_root.is_none() {
+            return Err(RunError::Io(String::from("fetch.sh did not unpack QEMU")));
+        }
+        Ok(kit)
     })
     .clone()
 }
@@ -155,9 +169,16 @@ pub fn vmm_args(
     a
 }
 
-/// The host's `/init`: mount, require pKVM, run the VM, say how it ended, power off.
-pub fn init_script(vmm: &[String]) -> String {
-    let vmm_line = vmm
+/// The host's `/init`: mount, require pKVM, run the VM with `vm` (the VMM's or QEMU's
+/// command line), say how it ended (`vmm exit status N` or `qemu exit status N`), power
+/// off.
+pub fn init_script(vm: &[String]) -> String {
+    let what = if vm.first().is_some_and(|p| p.ends_with("ioguard-vmm")) {
+        "vmm"
+    } else {
+        "qemu"
+    };
+    let vmm_line = vm
         .iter()
         .map(|w| shell_quote(w))
         .collect::<Vec<_>>()
@@ -177,14 +198,81 @@ if [ -z "$ready" ]; then
 fi
 say "kernel $(uname -r), ${{ready#*]: }}"
 {vmm_line}
-say "vmm exit status $?"
+say "{what} exit status $?"
 poweroff -f
 "#
     )
 }
 
-/// The initramfs: busybox, the VMM, the guest Image and `/init`.
-pub fn initramfs(kit: &Kit, vmm: &Path, image: &Path, init: &str) -> Result<Vec<u8>, RunError> {
+/// Where the nested QEMU's virtio-blk disk is inside the host.
+pub const QEMU_BLK: &str = "/blk.img";
+
+/// QEMU's command line inside the host (`--hyp pkvm:qemu`): KVM, the host's CPU, the
+/// runner's usual virtio devices with the disk at [`QEMU_BLK`], the console on stdio.
+/// No semihosting: under KVM the guest ends with PSCI and its EXIT line.
+pub fn qemu_in_host_args(opts: &crate::Options) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "/usr/bin/qemu-system-aarch64",
+        "-M",
+        &format!("virt,gic-version={}", opts.gic),
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host",
+        "-smp",
+        &opts.smp.to_string(),
+        "-m",
+        &opts.mem,
+        "-display",
+        "none",
+        "-chardev",
+        "stdio,id=con,mux=on",
+        "-serial",
+        "chardev:con",
+        "-monitor",
+        "none",
+        "-nic",
+        "none",
+        "-no-reboot",
+        "-kernel",
+        "/ioguard.bin",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if !opts.append.is_empty() {
+        a.extend(["-append".into(), opts.append.clone()]);
+    }
+    a.extend(crate::qemu::virtio_args(
+        opts.virtio_transport,
+        &[PathBuf::from(QEMU_BLK)],
+    ));
+    a
+}
+
+/// Whether a path of the unpacked QEMU tree stays out of the initramfs: what QEMU does not
+/// load to boot a kernel on `virt` (documentation, locales, character-set converters,
+/// PAM modules, the 32-bit Arm emulator, perl).
+fn not_for_qemu(p: &str) -> bool {
+    [
+        "usr/share/doc",
+        "usr/share/man",
+        "usr/share/locale",
+        "usr/share/perl5",
+    ]
+    .contains(&p)
+        || p.ends_with("/gconv")
+        || p.ends_with("/security")
+        || p.contains("/perl")
+        || (p.starts_with("usr/bin/") && p != "usr/bin/qemu-system-aarch64")
+        || p.starts_with("usr/sbin")
+        || p.starts_with("etc")
+        || p.starts_with("var")
+}
+
+/// The initramfs: busybox, the VMM (or Debian's QEMU and what it needs), the guest Image,
+/// `/init`, and for QEMU its disk.
+pub fn initramfs(kit: &Kit, vm: Vm<'_>, image: &Path, init: &str) -> Result<Vec<u8>, RunError> {
     let read =
         |p: &Path| std::fs::read(p).map_err(|e| RunError::Io(format!("{}: {e}", p.display())));
     let file = |path: &str, mode, data| Entry::File {
@@ -192,16 +280,46 @@ pub fn initramfs(kit: &Kit, vmm: &Path, image: &Path, init: &str) -> Result<Vec<
         mode,
         data,
     };
-    Ok(newc(&[
+    let mut entries = vec![
         Entry::Dir("bin".into()),
         Entry::Dir("dev".into()),
         Entry::Dir("proc".into()),
         Entry::Dir("sys".into()),
+        Entry::Dir("tmp".into()),
         file("bin/busybox", 0o755, read(&kit.busybox)?),
-        file("ioguard-vmm", 0o755, read(vmm)?),
         file("ioguard.bin", 0o644, read(image)?),
         file("init", 0o755, init.as_bytes().to_vec()),
-    ]))
+    ];
+    match vm {
+        Vm::Vmm(vmm) => entries.push(file("ioguard-vmm", 0o755, read(vmm)?)),
+        Vm::Qemu { root, blk } => {
+            entries.push(Entry::Dir("usr".into()));
+            entries.extend(
+                crate::cpio::tree(root, "usr", &not_for_qemu)
+                    .map_err(|e| RunError::Io(format!("{}: {e}", root.display())))?,
+            );
+            // The dynamic loader's path in every binary; merged /usr has it under usr/lib.
+            entries.push(Entry::Symlink {
+                path: "lib".into(),
+                target: "usr/lib".into(),
+            });
+            entries.push(file(QEMU_BLK.trim_start_matches('/'), 0o644, blk));
+        }
+    }
+    Ok(newc(&entries))
+}
+
+/// What runs the guest inside the host, for [`initramfs`].
+pub enum Vm<'a> {
+    /// ioguard's VMM binary.
+    Vmm(&'a Path),
+    /// Debian's QEMU unpacked at `root`, and the disk image to give the guest.
+    Qemu {
+        /// The unpacked packages.
+        root: &'a Path,
+        /// The virtio-blk disk's contents.
+        blk: Vec<u8>,
+    },
 }
 
 /// The host's kernel command line. `quiet loglevel=1` keeps the kernel's messages off the
@@ -268,6 +386,18 @@ pub fn judge(lines: &[String]) -> Option<(i32, String)> {
                 "pkvm host: the host never reached its init (no 'pkvm-host: kernel' line)",
             ),
         ));
+    }
+    let qemu = host
+        .iter()
+        .find_map(|l| l.strip_prefix("qemu exit status "));
+    if let Some(q) = qemu {
+        return match q.trim() {
+            "0" => None,
+            s => Some((
+                STATUS_LAUNCH,
+                format!("pkvm host: QEMU inside the host failed with status {s}"),
+            )),
+        };
     }
     let status = host
         .iter()
@@ -363,6 +493,40 @@ mod tests {
         assert!(s.contains("grep -m1 -E 'Protected (h|n)VHE mode initialized successfully'"));
         assert!(s.starts_with("#!/bin/busybox sh\n"));
         assert!(s.trim_end().ends_with("poweroff -f"));
+        assert!(s.contains("say \"vmm exit status $?\""));
+        let q = init_script(&lines(&["/usr/bin/qemu-system-aarch64", "-accel", "kvm"]));
+        assert!(q.contains("say \"qemu exit status $?\""), "{q}");
+    }
+
+    #[test]
+    fn qemu_in_the_host_uses_kvm_and_the_disk_in_the_initramfs() {
+        let o = match crate::options::parse_args(["--smp", "2", "--append", "only=boot:*"]) {
+            Ok(crate::Command::Run(o)) => o,
+            other => panic!("{other:?}"),
+        };
+        let a = qemu_in_host_args(&o).join(" ");
+        assert!(a.starts_with("/usr/bin/qemu-system-aarch64 -M virt,gic-version=3 -accel kvm -cpu host -smp 2 -m 256M "), "{a}");
+        assert!(
+            a.contains("-kernel /ioguard.bin -append only=boot:*"),
+            "{a}"
+        );
+        assert!(a.contains("file=/blk.img,if=none,format=raw"), "{a}");
+        assert!(!a.contains("semihosting"), "{a}");
+        for kept in [
+            "usr/bin/qemu-system-aarch64",
+            "usr/lib/aarch64-linux-gnu",
+            "usr/share/qemu",
+        ] {
+            assert!(!not_for_qemu(kept), "{kept}");
+        }
+        for left in [
+            "usr/share/doc",
+            "usr/lib/aarch64-linux-gnu/gconv",
+            "usr/bin/qemu-system-arm",
+            "etc",
+        ] {
+            assert!(not_for_qemu(left), "{left}");
+        }
     }
 
     #[test]
@@ -420,6 +584,10 @@ mod tests {
         let mut reset = ok.clone();
         reset[3] = "pkvm-host: vmm exit status 3".into();
         assert_eq!(judge(&reset).unwrap().0, STATUS_FAIL);
+        let qemu_ok = lines(&[&ok[0], "EXIT: STATUS=1", "pkvm-host: qemu exit status 0"]);
+        assert_eq!(judge(&qemu_ok), None);
+        let qemu_bad = lines(&[&ok[0], "pkvm-host: qemu exit status 1"]);
+        assert_eq!(judge(&qemu_bad).unwrap().0, STATUS_LAUNCH);
         let unended = lines(&[&ok[0], "vmm: something"]);
         assert!(judge(&unended).unwrap().1.contains("never reported"));
     }

@@ -99,15 +99,18 @@ fn a_pkvm_host_without_its_kernel_fails_and_says_why() {
         &[
             ("IOGUARD_CACHE", cache.as_os_str()),
             // Port 9 (discard) on the loopback: nothing listens, the connection is refused.
-            ("IOGUARD_DEBIAN_MIRROR", "http://127.0.0.1:9/debian".as_ref()),
+            (
+                "IOGUARD_DEBIAN_MIRROR",
+                "http://127.0.0.1:9/debian".as_ref(),
+            ),
         ],
     );
     assert_eq!(r.status, 3, "{}", r.all());
     assert!(
-        r.stderr
-            .contains("the pKVM host kit could not be fetched")
-            && r.stderr
-                .contains("cannot read Debian's arm64 package lists from http://127.0.0.1:9/debian"),
+        r.stderr.contains("the pKVM host kit could not be fetched")
+            && r.stderr.contains(
+                "cannot read Debian's arm64 package lists from http://127.0.0.1:9/debian"
+            ),
         "{}",
         r.all()
     );

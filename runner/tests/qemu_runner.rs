@@ -190,8 +190,11 @@ fn errors_before_qemu_starts() {
     assert_eq!(e.exit_status(), STATUS_LAUNCH);
 
     let mut hyp = quiet(img);
-    hyp.hyp = ioguard_runner::Hyp::parse("pkvm:qemu").unwrap();
-    assert!(matches!(run(&hyp), Err(RunError::Usage(m)) if m.contains("not yet available")));
+    hyp.hyp = ioguard_runner::Hyp::parse("pkvm").unwrap();
+    hyp.virtio_transport = ioguard_runner::VirtioTransport::Pci;
+    assert!(
+        matches!(run(&hyp), Err(RunError::Usage(m)) if m.contains("virtio-mmio (modern) only"))
+    );
     assert!(matches!(
         ioguard_runner::boot(&["--smp", "x"]),
         Err(RunError::Usage(_))

@@ -195,7 +195,11 @@ fn crosvm_like_tree_with_ns16550_and_alias() {
         (rtc.compatible.as_str(), rtc.periphid),
         ("arm,primecell", Some(0x0004_1030))
     );
-    let uart = p.devices.iter().find(|d| d.path == "/U6_16550A@3f8").unwrap();
+    let uart = p
+        .devices
+        .iter()
+        .find(|d| d.path == "/U6_16550A@3f8")
+        .unwrap();
     assert_eq!(uart.periphid, None);
 }
 
