@@ -39,7 +39,6 @@ pub enum Stop {
 pub struct Shared {
     pub bus: Mutex<Bus>,
     pub stats: Mutex<Stats>,
-    pub protected: bool,
 }
 
 fn usage_error(msg: String) -> i32 {
@@ -121,7 +120,6 @@ pub fn run(opts: Options) -> i32 {
     let shared = Arc::new(Shared {
         bus: Mutex::new(bus),
         stats: Mutex::new(Stats::default()),
-        protected: opts.protected,
     });
 
     let (tx, rx) = mpsc::channel();
