@@ -19,6 +19,7 @@ use crate::fdt::{self, TreeSpec};
 use crate::image::Header;
 use crate::layout::{Layout, LayoutKind, RtcKind, UartKind, MIB};
 use crate::options::Options;
+use crate::proof;
 use crate::stats::Stats;
 use crate::status;
 use crate::virtio::blk::{Blk, Disk, FileDisk, MemDisk, DEFAULT_DISK};
@@ -235,55 +236,15 @@ fn build_bus(
 /// shared (the image's first page) must not. Returns whether both held.
 fn prove_private(mem: &GuestMemoryMmap, gate: &Gate, load: u64) -> bool {
     let read = |ipa: u64| {
-        mem.get_host_address(GuestAddress(ipa))
-            .map(|h| private::read_faults(h))
-            .ok()
+        let host = mem.get_host_address(GuestAddress(ipa)).ok()?;
+        Some(match private::read_faults(host) {
+            None => Ok(()),
+            Some(sig) => Err(private::signal_name(sig)),
+        })
     };
-    let shared_ok = match gate.pages_recent_first().first() {
-        None => {
-            eprintln!("vmm: no page was shared with the VMM: nothing to prove readable");
-            false
-        }
-        Some(&newest) => {
-            // The newest page the guest may have unshared since; an older one may remain.
-            let still = gate
-                .pages_recent_first()
-                .into_iter()
-                .take(64)
-                .find(|&p| matches!(read(p), Some(None)));
-            match still {
-                Some(p) => {
-                    eprintln!("vmm: shared page {p:#x}: read ok");
-                    true
-                }
-                None => {
-                    let sig = read(newest).flatten().unwrap_or(libc::SIGSEGV);
-                    eprintln!(
-                        "vmm: shared page {newest:#x}: read faulted ({})",
-                        private::signal_name(sig)
-                    );
-                    false
-                }
-            }
-        }
-    };
-    let page = load & !(PAGE - 1);
-    let private_ok = match read(page) {
-        Some(Some(sig)) => {
-            eprintln!(
-                "vmm: private page {page:#x}: read faulted ({})",
-                private::signal_name(sig)
-            );
-            true
-        }
-        Some(None) => {
-            eprintln!("vmm: private page {page:#x}: read ok (NOT private)");
-            false
-        }
-        None => {
-            eprintln!("vmm: private page {page:#x}: not guest RAM");
-            false
-        }
-    };
-    shared_ok && private_ok
+    let (lines, ok) = proof::judge(&gate.pages_recent_first(), load & !(PAGE - 1), read);
+    for l in lines {
+        eprintln!("{l}");
+    }
+    ok
 }

@@ -91,12 +91,15 @@ impl Machine {
             Err(e) => return Err(VmError::CreateVm(e)),
         };
         eprintln!(
-            "vmm: {} VM (type {vm_type:#x}), {} layout, {} vCPU(s), {} MiB",
+            "vmm: {} VM",
             if opts.protected {
                 "protected"
             } else {
                 "ordinary"
-            },
+            }
+        );
+        eprintln!(
+            "vmm: VM type {vm_type:#x}, {} layout, {} vCPU(s), {} MiB",
             layout.kind.name(),
             opts.cpus,
             layout.ram_size >> 20
