@@ -27,7 +27,10 @@ use crate::virtio::console::Console;
 use crate::virtio::dma::{Gate, Probe, PAGE};
 use crate::virtio::mmio::MmioTransport;
 use crate::virtio::rng::{host_entropy, Rng};
-use crate::virtio::{Dma, VirtioDevice};
+use crate::virtio::{Dma, Empty, VirtioDevice};
+
+/// virtio-mmio slots, as QEMU `virt` has: the devices take the first three.
+const VIRTIO_SLOTS: usize = 32;
 
 /// Why a vCPU thread stopped.
 pub enum Stop {
@@ -65,7 +68,8 @@ pub fn run(opts: Options) -> i32 {
         },
         (None, true) => Some(Box::new(MemDisk::with_header(DEFAULT_DISK))),
     };
-    let virtio_count = if opts.virtio { 3 } else { 0 };
+    // blk, rng, console, then empty slots up to QEMU virt's 32 transports.
+    let virtio_count = if opts.virtio { VIRTIO_SLOTS } else { 0 };
     let layout = Layout::new(opts.layout, opts.cpus, opts.mem_mib * MIB, virtio_count);
     let fdt_addr = layout.fdt_addr();
     let load = match header.place(layout.ram_base, file.len() as u64, fdt_addr) {
@@ -219,7 +223,8 @@ fn build_bus(
             Box::new(Rng::new(host_entropy)),
             Box::new(Console::new(std::io::stdout())),
         ];
-        for (dev, w) in devices.into_iter().zip(&layout.virtio) {
+        let empty = std::iter::repeat_with(|| Box::new(Empty) as Box<dyn VirtioDevice>);
+        for (dev, w) in devices.into_iter().chain(empty).zip(&layout.virtio) {
             let dma = Dma {
                 mem: mem.clone(),
                 gate: gate.clone(),

@@ -393,6 +393,19 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_slot_says_device_id_0_and_has_no_queues() {
+        let mut t = MmioTransport::new(Box::new(super::super::Empty), driver::dma(None), 0, false);
+        assert_eq!((r(&mut t, MAGIC), r(&mut t, VERSION)), (0x7472_6976, 2));
+        assert_eq!(r(&mut t, DEVICE_ID), 0);
+        assert_eq!(r(&mut t, QUEUE_NUM_MAX), 0);
+        w(&mut t, QUEUE_NOTIFY, 0);
+        assert!(
+            t.incidents.is_empty(),
+            "no notify is processed before DRIVER_OK"
+        );
+    }
+
+    #[test]
     fn features_ok_needs_version_1_and_nothing_unoffered() {
         let (mut t, _) = transport(true);
         w(&mut t, STATUS, 3);
