@@ -94,7 +94,11 @@ impl Machine {
         // pKVM launcher and tests/pkvm.rs read (with the type on it).
         eprintln!(
             "vmm: {} VM (type {vm_type:#x}), {} layout, {} vCPU(s), {} MiB",
-            if opts.protected { "protected" } else { "ordinary" },
+            if opts.protected {
+                "protected"
+            } else {
+                "ordinary"
+            },
             layout.kind.name(),
             opts.cpus,
             layout.ram_size >> 20
