@@ -38,6 +38,7 @@ pub struct Window {
     pub spi: u32,
 }
 
+#[cfg(test)]
 impl Window {
     pub fn contains(&self, addr: u64) -> bool {
         addr >= self.base && addr - self.base < self.size

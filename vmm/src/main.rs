@@ -18,6 +18,7 @@ mod image;
 mod kvm;
 mod layout;
 mod options;
+mod proof;
 mod stats;
 mod virtio;
 
@@ -42,7 +43,10 @@ fn main() {
             std::process::exit(status::USAGE);
         }
     };
-    std::process::exit(run(opts));
+    let code = run(opts);
+    // process::exit skips destructors: a last guest line without its newline would be lost.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    std::process::exit(code);
 }
 
 #[cfg(target_arch = "aarch64")]

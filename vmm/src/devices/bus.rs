@@ -88,7 +88,8 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    struct Echo(Arc<Mutex<Vec<(u64, Vec<u8>)>>>);
+    type Log = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
+    struct Echo(Log);
     impl MmioDevice for Echo {
         fn read(&mut self, offset: u64, data: &mut [u8]) {
             data.fill(offset as u8 + 1);

@@ -16,8 +16,12 @@ pub trait MmioDevice: Send {
 pub fn primecell_id(offset: u64, periph: u32) -> Option<u32> {
     const CELL: u32 = 0xb105_f00d;
     match offset {
-        0xfe0..=0xfef if offset % 4 == 0 => Some((periph >> (8 * ((offset - 0xfe0) / 4))) & 0xff),
-        0xff0..=0xfff if offset % 4 == 0 => Some((CELL >> (8 * ((offset - 0xff0) / 4))) & 0xff),
+        0xfe0..=0xfef if offset.is_multiple_of(4) => {
+            Some((periph >> (8 * ((offset - 0xfe0) / 4))) & 0xff)
+        }
+        0xff0..=0xfff if offset.is_multiple_of(4) => {
+            Some((CELL >> (8 * ((offset - 0xff0) / 4))) & 0xff)
+        }
         _ => None,
     }
 }
@@ -47,11 +51,11 @@ pub fn read_reg32(offset: u64, data: &mut [u8], mut reg: impl FnMut(u64) -> u32)
 /// start is zero-extended (the byte stores a UART driver may use for its data register),
 /// and a narrow one inside a register is dropped.
 pub fn write_reg32(offset: u64, data: &[u8], mut reg: impl FnMut(u64, u32)) {
-    if data.len() > 4 && offset % 4 == 0 {
+    if data.len() > 4 && offset.is_multiple_of(4) {
         for (i, chunk) in data.chunks(4).enumerate() {
             reg(offset + 4 * i as u64, write_value(chunk));
         }
-    } else if offset % 4 == 0 {
+    } else if offset.is_multiple_of(4) {
         reg(offset, write_value(data));
     }
 }

@@ -69,6 +69,7 @@ impl<W: Write + Send> Pl011<W> {
         }
     }
 
+    #[cfg(test)]
     pub fn out(&self) -> &W {
         &self.out
     }
@@ -118,8 +119,8 @@ mod tests {
     #[test]
     fn transmits_bytes_of_word_and_byte_writes() {
         let mut u = Pl011::new(Vec::new());
-        u.write(DR, &[b'o', 0, 0, 0]);
-        u.write(DR, &[b'k']);
+        u.write(DR, b"o\0\0\0");
+        u.write(DR, b"k");
         assert_eq!(u.out(), b"ok");
     }
 

@@ -11,8 +11,8 @@ use super::{Shared, Stop};
 enum Next {
     Run,
     Stop(Stop),
-    /// An access without a valid syndrome, at this address when KVM said.
-    NoSyndrome(Option<u64>),
+    /// An access without a valid syndrome (its address, if any, is in kvm_run).
+    NoSyndrome,
 }
 
 fn show(line: Option<String>) {
@@ -45,7 +45,7 @@ pub fn run_loop(id: usize, mut fd: VcpuFd, shared: &Shared) -> Stop {
                     other => Stop::Failed(format!("system event {other} ({data:x?})")),
                 })
             }
-            Ok(VcpuExit::Unsupported(KVM_EXIT_ARM_NISV)) => Next::NoSyndrome(None),
+            Ok(VcpuExit::Unsupported(KVM_EXIT_ARM_NISV)) => Next::NoSyndrome,
             Ok(VcpuExit::Intr) => {
                 stats().other += 1;
                 Next::Run
@@ -57,13 +57,13 @@ pub fn run_loop(id: usize, mut fd: VcpuFd, shared: &Shared) -> Stop {
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Next::Run,
             // KVM's answer to an access it cannot emulate (no valid syndrome) when the VMM
             // did not ask for KVM_EXIT_ARM_NISV: the vCPU stays at the instruction.
-            Err(e) if e.errno() == libc::ENOSYS => Next::NoSyndrome(None),
+            Err(e) if e.errno() == libc::ENOSYS => Next::NoSyndrome,
             Err(e) => Next::Stop(Stop::Failed(format!("KVM_RUN: {e}"))),
         };
         match next {
             Next::Run => {}
             Next::Stop(s) => return s,
-            Next::NoSyndrome(_) => {
+            Next::NoSyndrome => {
                 let addr = nisv_address(&mut fd);
                 if let Err(why) = inject_abort(&fd) {
                     show(stats().nisv(addr, "could not inject an abort"));

@@ -90,6 +90,8 @@ impl Machine {
             }
             Err(e) => return Err(VmError::CreateVm(e)),
         };
+        // One line, starting "vmm: protected VM" or "vmm: ordinary VM", which the runner's
+        // pKVM launcher and tests/pkvm.rs read (with the type on it).
         eprintln!(
             "vmm: {} VM (type {vm_type:#x}), {} layout, {} vCPU(s), {} MiB",
             if opts.protected {

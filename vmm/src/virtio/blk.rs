@@ -126,7 +126,7 @@ impl Blk {
         let sector = u64::from_le_bytes(s);
         let data_in = writable - 1;
         let within = |len: u64| {
-            len % SECTOR == 0
+            len.is_multiple_of(SECTOR)
                 && sector
                     .checked_mul(SECTOR)
                     .and_then(|start| start.checked_add(len))

@@ -18,6 +18,7 @@ impl<W: Write + Send> Console<W> {
     pub fn new(out: W) -> Self {
         Self { out }
     }
+    #[cfg(test)]
     pub fn out(&self) -> &W {
         &self.out
     }

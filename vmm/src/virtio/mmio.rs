@@ -38,7 +38,9 @@ const MAGIC_VALUE: u32 = 0x7472_6976; // "virt"
 /// "IOGV": any value will do, drivers do not check it.
 const VENDOR: u32 = 0x5647_4f49;
 
+#[cfg(test)]
 pub const STATUS_ACKNOWLEDGE: u32 = 1;
+#[cfg(test)]
 pub const STATUS_DRIVER: u32 = 2;
 pub const STATUS_DRIVER_OK: u32 = 4;
 pub const STATUS_FEATURES_OK: u32 = 8;
@@ -92,14 +94,6 @@ impl MmioTransport {
 
     pub fn name(&self) -> String {
         format!("virtio-{}@{:#x}", self.dev.name(), self.base)
-    }
-
-    pub fn status(&self) -> u32 {
-        self.status
-    }
-
-    pub fn interrupt_status(&self) -> u32 {
-        self.interrupt_status
     }
 
     fn reset(&mut self) {
@@ -201,7 +195,7 @@ impl MmioDevice for MmioTransport {
             return;
         }
         // Registers below the configuration space are 32 bits wide (§4.2.2.2).
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || !offset.is_multiple_of(4) {
             data.fill(0);
             return;
         }
@@ -209,7 +203,7 @@ impl MmioDevice for MmioTransport {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        if offset >= CONFIG || data.len() != 4 || offset % 4 != 0 {
+        if offset >= CONFIG || data.len() != 4 || !offset.is_multiple_of(4) {
             // The devices' configuration spaces are read-only.
             return;
         }
@@ -224,11 +218,12 @@ impl MmioDevice for MmioTransport {
         match offset {
             DEVICE_FEATURES_SEL => self.device_features_sel = v,
             DRIVER_FEATURES_SEL => self.driver_features_sel = v,
-            DRIVER_FEATURES => {
-                if self.status & STATUS_FEATURES_OK == 0 && self.driver_features_sel < 2 {
-                    self.driver_features =
-                        set_half(self.driver_features, self.driver_features_sel == 1);
-                }
+            // Features are fixed once FEATURES_OK is set.
+            DRIVER_FEATURES
+                if self.status & STATUS_FEATURES_OK == 0 && self.driver_features_sel < 2 =>
+            {
+                self.driver_features =
+                    set_half(self.driver_features, self.driver_features_sel == 1);
             }
             QUEUE_SEL => self.queue_sel = v,
             QUEUE_NUM => {
@@ -272,11 +267,9 @@ impl MmioDevice for MmioTransport {
                     q.set_used_ring_address(l, h);
                 }
             }
-            QUEUE_RESET => {
-                if v == 1 {
-                    if let Some(q) = self.queue() {
-                        q.reset();
-                    }
+            QUEUE_RESET if v == 1 => {
+                if let Some(q) = self.queue() {
+                    q.reset();
                 }
             }
             QUEUE_NOTIFY => self.notify(v & 0xffff),
@@ -397,6 +390,19 @@ mod tests {
         let mut narrow = [9u8; 2];
         t.read(MAGIC, &mut narrow);
         assert_eq!(narrow, [0, 0], "registers are 32-bit only");
+    }
+
+    #[test]
+    fn an_empty_slot_says_device_id_0_and_has_no_queues() {
+        let mut t = MmioTransport::new(Box::new(super::super::Empty), driver::dma(None), 0, false);
+        assert_eq!((r(&mut t, MAGIC), r(&mut t, VERSION)), (0x7472_6976, 2));
+        assert_eq!(r(&mut t, DEVICE_ID), 0);
+        assert_eq!(r(&mut t, QUEUE_NUM_MAX), 0);
+        w(&mut t, QUEUE_NOTIFY, 0);
+        assert!(
+            t.incidents.is_empty(),
+            "no notify is processed before DRIVER_OK"
+        );
     }
 
     #[test]

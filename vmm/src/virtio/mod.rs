@@ -74,3 +74,22 @@ pub trait VirtioDevice: Send {
     /// buffer was used (the transport then raises the used-buffer interrupt status).
     fn process(&mut self, index: usize, q: &mut Queue, dma: &Dma) -> Result<bool, VirtioError>;
 }
+
+/// An empty virtio-mmio slot (device ID 0), as QEMU `virt` has many: a window a driver
+/// probes and leaves, which ioguard's `ioremap: windows` uses.
+pub struct Empty;
+
+impl VirtioDevice for Empty {
+    fn device_id(&self) -> u32 {
+        0
+    }
+    fn name(&self) -> &'static str {
+        "none"
+    }
+    fn queue_count(&self) -> usize {
+        0
+    }
+    fn process(&mut self, _: usize, _: &mut Queue, _: &Dma) -> Result<bool, VirtioError> {
+        Ok(false)
+    }
+}

@@ -17,6 +17,9 @@ const DESC_SIZE: u64 = 16;
 const F_NEXT: u16 = 1;
 const F_WRITE: u16 = 2;
 const F_INDIRECT: u16 = 4;
+/// Most bytes one chain may describe: the devices copy a chain's readable part into a
+/// buffer of the VMM's, and 256 descriptors of all of RAM each must not exhaust the host.
+pub const MAX_CHAIN_BYTES: u64 = 16 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Buf {
@@ -98,6 +101,7 @@ impl Dma {
         let size = q.size();
         let mut bufs = Vec::new();
         let mut index = head;
+        let mut total = 0u64;
         loop {
             if index >= size {
                 return Err(VirtioError::Chain("descriptor index beyond the queue"));
@@ -108,6 +112,10 @@ impl Dma {
             let (addr, len, flags, next) = self.descriptor(q.desc_table(), index)?;
             if flags & F_INDIRECT != 0 {
                 return Err(VirtioError::Chain("indirect descriptor (not offered)"));
+            }
+            total += u64::from(len);
+            if total > MAX_CHAIN_BYTES {
+                return Err(VirtioError::Chain("more than 16 MiB of buffers"));
             }
             self.check(addr, u64::from(len))?;
             bufs.push(Buf {
@@ -176,17 +184,20 @@ impl Dma {
 #[cfg(test)]
 pub mod driver {
     use super::*;
-    use vm_memory::{Address, GuestMemoryBackend};
+    use vm_memory::Address;
 
     pub const RAM: u64 = 0x4000_0000;
     pub const DESC: u64 = RAM + 0x1000;
     pub const AVAIL: u64 = RAM + 0x2000;
     pub const USED: u64 = RAM + 0x3000;
     pub const SIZE: u16 = 8;
+    pub const RAM_SIZE: u64 = 4 << 20;
 
     pub fn dma(probe: Option<super::super::dma::Probe>) -> Dma {
         Dma {
-            mem: Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(RAM), 0x10_0000)]).unwrap()),
+            mem: Arc::new(
+                GuestMemoryMmap::from_ranges(&[(GuestAddress(RAM), RAM_SIZE as usize)]).unwrap(),
+            ),
             gate: Arc::new(Gate::new(probe)),
         }
     }
@@ -253,11 +264,6 @@ pub mod driver {
 
     pub fn put(dma: &Dma, addr: u64, data: &[u8]) {
         dma.mem.write_slice(data, GuestAddress(addr)).unwrap();
-    }
-
-    #[allow(dead_code)]
-    pub fn ram_size(dma: &Dma) -> u64 {
-        dma.mem.last_addr().0 - RAM + 1
     }
 }
 
@@ -349,6 +355,17 @@ mod tests {
         m.write_obj(3u16, at.unchecked_add(14)).unwrap();
         m.write_obj(3u16, GuestAddress(AVAIL + 4)).unwrap();
         m.write_obj(1u16, GuestAddress(AVAIL + 2)).unwrap();
+        assert!(matches!(d.pop(&mut q), Err(VirtioError::Chain(_))));
+    }
+
+    #[test]
+    fn refuses_chains_too_long_to_copy() {
+        let d = dma(None);
+        let mut q = queue(&d);
+        // Each buffer is all of RAM: four make 16 MiB, five more than one request may.
+        offer(&d, 0, &[(RAM, RAM_SIZE as u32, false); 4]);
+        assert_eq!(d.pop(&mut q).unwrap().unwrap().bufs.len(), 4);
+        offer(&d, 0, &[(RAM, RAM_SIZE as u32, false); 5]);
         assert!(matches!(d.pop(&mut q), Err(VirtioError::Chain(_))));
     }
 
