@@ -111,8 +111,13 @@ Options:
                      hypervisor under the guest: plain QEMU (default), or hypmodel,
                      the reference EL2 hypervisor (profiles android13, android14,
                      android16, upstream, kvm, pkvm; mutants as in hypmodel/README.md;
-                     range-max=N: each android16 range call does at most N granules);
-                     `--hyp pkvm` (a real pKVM host) is reserved, not yet available
+                     range-max=N: each android16 range call does at most N granules)
+  --hyp pkvm[:protected|:ordinary|:qemu][,layout=qemu|crosvm][,cpu=max|cortex-a72|neoverse-n1]
+                     a real upstream pKVM host: Debian's arm64 kernel (>= 7.2, fetched
+                     once into ~/.cache/ioguard/pkvm) at EL2 under QEMU TCG runs the guest
+                     in a protected (default) or ordinary VM of ioguard's VMM (vmm/), in
+                     QEMU's or crosvm's layout, or in Debian's QEMU with -accel kvm;
+                     cpu=max runs pKVM in hVHE mode, cortex-a72 in nVHE mode
   --qemu PATH        QEMU binary (default qemu-system-aarch64)
   --bench [N]        benchmark instead of a run: boot N times (default 10) and print
                      the image size and the median boot time against QEMU's floor
