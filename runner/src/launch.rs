@@ -230,6 +230,9 @@ impl Launcher for PkvmHost {
 
     fn ready(&self, opts: &Options) -> Result<(), RunError> {
         let qemu = self.spec.vm == PkvmVm::Qemu;
+        if let Some(why) = pkvm::refused_option(opts, self.spec.vm) {
+            return Err(RunError::Usage(why));
+        }
         if !qemu {
             PkvmHost::virtio(opts)?;
         }

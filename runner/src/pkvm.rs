@@ -140,6 +140,26 @@ pub fn mem_mib(mem: &str) -> Result<u64, String> {
         })
 }
 
+/// Options that mean nothing under `--hyp pkvm`, refused rather than ignored: the guest's
+/// CPU is the host's (`cpu=` in `--hyp`), the VMM has GICv3 only, nothing reaches the
+/// guest through the host's QEMU, and there is no gdb stub inside the host.
+pub fn refused_option(opts: &crate::Options, vm: PkvmVm) -> Option<String> {
+    let why = if opts.cpu != "max" {
+        "--cpu: under --hyp pkvm the guest runs on the host's CPU; choose it with --hyp pkvm,cpu=MODEL"
+    } else if opts.gic != 3 && vm != PkvmVm::Qemu {
+        "--gic 2: ioguard's VMM creates an in-kernel GICv3 only"
+    } else if opts.virtio_blk > 0 {
+        "--virtio-blk: the drives would stay outside the pKVM host"
+    } else if !opts.qemu_args.is_empty() {
+        "-- QEMU ARGS: the guest does not run in the QEMU the runner starts, but inside the pKVM host"
+    } else if opts.gdb {
+        "--gdb: there is no gdb stub for a guest inside the pKVM host"
+    } else {
+        return None;
+    };
+    Some(why.to_string())
+}
+
 /// The VMM's command line for `spec` (image at `/ioguard.bin`).
 pub fn vmm_args(
     spec: &PkvmSpec,
@@ -527,6 +547,31 @@ mod tests {
         ] {
             assert!(not_for_qemu(left), "{left}");
         }
+    }
+
+    #[test]
+    fn options_that_mean_nothing_inside_the_host_are_refused() {
+        let refused = |args: &[&str], vm| match crate::options::parse_args(args.iter().copied()) {
+            Ok(crate::Command::Run(o)) => refused_option(&o, vm),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(refused(&["--smp", "2"], PkvmVm::Protected), None);
+        assert!(refused(&["--cpu", "cortex-a53"], PkvmVm::Protected)
+            .unwrap()
+            .contains("cpu=MODEL"));
+        assert!(refused(&["--gic", "2"], PkvmVm::Ordinary)
+            .unwrap()
+            .contains("GICv3 only"));
+        assert_eq!(refused(&["--gic", "2"], PkvmVm::Qemu), None);
+        assert!(refused(&["--virtio-blk", "1"], PkvmVm::Qemu)
+            .unwrap()
+            .contains("--virtio-blk"));
+        assert!(refused(&["--", "-dtb", "x"], PkvmVm::Protected)
+            .unwrap()
+            .contains("QEMU ARGS"));
+        assert!(refused(&["--gdb"], PkvmVm::Protected)
+            .unwrap()
+            .contains("gdb"));
     }
 
     #[test]
