@@ -35,11 +35,12 @@ pub struct Kit {
 /// Where the kit is cached between runs: `$IOGUARD_CACHE/pkvm`, else
 /// `$XDG_CACHE_HOME/ioguard/pkvm`, else `~/.cache/ioguard/pkvm`.
 pub fn cache_dir() -> PathBuf {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
+    cache_dir_from(&|k| std::env::var_os(k))
+}
+
+/// [`cache_dir`] with the environment read through `env`.
+fn cache_dir_from(env: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    let var = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(d) = var("IOGUARD_CACHE") {
         return d.join("pkvm");
     }
@@ -572,6 +573,67 @@ mod tests {
         assert!(refused(&["--gdb"], PkvmVm::Protected)
             .unwrap()
             .contains("gdb"));
+    }
+
+    #[test]
+    fn the_cache_follows_the_environment() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let all = env(&[
+            ("IOGUARD_CACHE", "/c"),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/h"),
+        ]);
+        assert_eq!(cache_dir_from(&all), PathBuf::from("/c/pkvm"));
+        let xdg = env(&[
+            ("IOGUARD_CACHE", ""),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/h"),
+        ]);
+        assert_eq!(cache_dir_from(&xdg), PathBuf::from("/x/ioguard/pkvm"));
+        let home = env(&[("HOME", "/h")]);
+        assert_eq!(
+            cache_dir_from(&home),
+            PathBuf::from("/h/.cache/ioguard/pkvm")
+        );
+        assert!(cache_dir_from(&env(&[])).ends_with("ioguard/pkvm"));
+    }
+
+    #[test]
+    fn the_initramfs_holds_busybox_the_vmm_the_image_and_init() {
+        let dir = std::env::temp_dir().join(format!("ioguard-pkvm-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let put = |name: &str, data: &[u8]| {
+            let p = dir.join(name);
+            std::fs::write(&p, data).unwrap();
+            p
+        };
+        let kit = Kit {
+            kernel_version: "7.3".into(),
+            kernel: put("vmlinuz", b"k"),
+            busybox: put("busybox", b"bb"),
+            qemu_root: None,
+        };
+        let vmm = put("vmm", b"vmm!");
+        let image = put("image", b"ARM\x64");
+        let a = initramfs(&kit, Vm::Vmm(&vmm), &image, "#!init").unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let text = String::from_utf8_lossy(&a);
+        for (name, data) in [
+            ("bin/busybox", "bb"),
+            ("ioguard-vmm", "vmm!"),
+            ("ioguard.bin", "ARM\x64"),
+            ("init", "#!init"),
+        ] {
+            assert!(text.contains(&format!("{name}\0")), "{name}");
+            assert!(text.contains(data), "{data}");
+        }
+        assert!(text.contains("TRAILER!!!"));
     }
 
     #[test]
