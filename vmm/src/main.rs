@@ -18,6 +18,7 @@ mod image;
 mod kvm;
 mod layout;
 mod options;
+mod pci;
 mod proof;
 mod stats;
 mod virtio;
