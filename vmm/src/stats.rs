@@ -12,6 +12,7 @@ pub struct Stats {
     pub uart: u64,
     pub rtc: u64,
     pub virtio: u64,
+    pub pci_config: u64,
     pub unclaimed_reads: u64,
     pub unclaimed_writes: u64,
     pub first_unclaimed: Option<u64>,
@@ -35,6 +36,7 @@ impl Stats {
             Some(DeviceKind::Uart) => self.uart += 1,
             Some(DeviceKind::Rtc) => self.rtc += 1,
             Some(DeviceKind::Virtio) => self.virtio += 1,
+            Some(DeviceKind::PciConfig) => self.pci_config += 1,
             None => {
                 if write {
                     self.unclaimed_writes += 1;
@@ -77,7 +79,7 @@ impl Stats {
     }
 
     pub fn mmio_total(&self) -> u64 {
-        self.uart + self.rtc + self.virtio + self.unclaimed()
+        self.uart + self.rtc + self.virtio + self.pci_config + self.unclaimed()
     }
 
     /// `vmm: unclaimed mmio: ...`, when there were any.
@@ -106,11 +108,12 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "vmm: exits: mmio={} (uart={}, rtc={}, virtio={}, unclaimed={}), system_event={}, nisv={}, other={}",
+            "vmm: exits: mmio={} (uart={}, rtc={}, virtio={}, pci-config={}, unclaimed={}), system_event={}, nisv={}, other={}",
             self.mmio_total(),
             self.uart,
             self.rtc,
             self.virtio,
+            self.pci_config,
             self.unclaimed(),
             self.system_event,
             self.nisv,
@@ -129,6 +132,7 @@ mod tests {
         assert_eq!(s.mmio(Some(DeviceKind::Uart), 0x900_0000, 4, true), None);
         s.mmio(Some(DeviceKind::Rtc), 0x901_0000, 4, false);
         s.mmio(Some(DeviceKind::Virtio), 0xa00_0050, 4, true);
+        s.mmio(Some(DeviceKind::PciConfig), 0x1_0800, 4, false);
         let line = s.mmio(None, 0x901_1000, 4, false).unwrap();
         assert_eq!(
             line,
@@ -139,7 +143,7 @@ mod tests {
         s.other += 2;
         assert_eq!(
             s.to_string(),
-            "vmm: exits: mmio=5 (uart=1, rtc=1, virtio=1, unclaimed=2), system_event=1, nisv=0, other=2"
+            "vmm: exits: mmio=6 (uart=1, rtc=1, virtio=1, pci-config=1, unclaimed=2), system_event=1, nisv=0, other=2"
         );
         assert_eq!(
             s.unclaimed_line().unwrap(),

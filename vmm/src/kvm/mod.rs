@@ -17,8 +17,9 @@ use crate::devices::superio::{Pl031, Uart16550};
 use crate::devices::MmioDevice;
 use crate::fdt::{self, TreeSpec};
 use crate::image::Header;
-use crate::layout::{Layout, LayoutKind, RtcKind, UartKind, MIB};
+use crate::layout::{Layout, RtcKind, UartKind, MIB};
 use crate::options::Options;
+use crate::pci::{BarWindow, CamWindow, HostBridge, PciBus, SharedBus};
 use crate::proof;
 use crate::stats::Stats;
 use crate::status;
@@ -26,6 +27,7 @@ use crate::virtio::blk::{Blk, Disk, FileDisk, MemDisk, DEFAULT_DISK};
 use crate::virtio::console::Console;
 use crate::virtio::dma::{Gate, Probe, PAGE};
 use crate::virtio::mmio::MmioTransport;
+use crate::virtio::pci::VirtioPci;
 use crate::virtio::rng::{host_entropy, Rng};
 use crate::virtio::{Dma, Empty, VirtioDevice};
 
@@ -83,8 +85,9 @@ pub fn run(opts: Options) -> i32 {
         layout: &layout,
         cpus: opts.cpus,
         bootargs: &opts.cmdline,
-        // crosvm's layout always has the pool; QEMU's gets it for a protected VM.
-        dma_pool: opts.protected || layout.kind == LayoutKind::Crosvm,
+        // As crosvm, whose --swiotlb pool defaults to 64 MiB in every protected mode
+        // and is absent otherwise.
+        dma_pool: opts.protected,
     }) {
         Ok(d) => d,
         Err(e) => return fail(e.to_string()),
@@ -220,22 +223,59 @@ fn build_bus(
         .map_err(overlap)?;
     bus.add(layout.rtc.base, layout.rtc.size, DeviceKind::Rtc, rtc)
         .map_err(overlap)?;
-    if let Some(disk) = disk {
-        let devices: [Box<dyn VirtioDevice>; 3] = [
-            Box::new(Blk::new(disk)),
-            Box::new(Rng::new(host_entropy)),
-            Box::new(Console::new(std::io::stdout())),
-        ];
-        let empty = std::iter::repeat_with(|| Box::new(Empty) as Box<dyn VirtioDevice>);
-        for (dev, w) in devices.into_iter().chain(empty).zip(&layout.virtio) {
-            let dma = Dma {
-                mem: mem.clone(),
-                gate: gate.clone(),
+    let Some(disk) = disk else {
+        return Ok(bus);
+    };
+    let devices: [Box<dyn VirtioDevice>; 3] = [
+        Box::new(Blk::new(disk)),
+        Box::new(Rng::new(host_entropy)),
+        Box::new(Console::new(std::io::stdout())),
+    ];
+    let dma = || Dma {
+        mem: mem.clone(),
+        gate: gate.clone(),
+    };
+    if let Some(pci) = &layout.pci {
+        let mut b = PciBus::default();
+        b.add(0, Box::new(HostBridge::new()));
+        for (dev, slot) in devices.into_iter().zip(&pci.functions) {
+            let bar0 = u32::try_from(slot.bar0.base)
+                .map_err(|_| format!("BAR0 {:#x} is not below 4 GiB", slot.bar0.base))?;
+            let f = VirtioPci::new(dev, dma(), slot.device, bar0, protected)
+                .map_err(|e| e.to_string())?;
+            if !b.add(slot.device, Box::new(f)) {
+                return Err(format!("PCI device {} taken twice", slot.device));
+            }
+        }
+        // Each BAR's window where its function says it is.
+        let bars: Vec<(u8, (u64, u64))> = pci
+            .functions
+            .iter()
+            .filter_map(|s| Some((s.device, b.bar0(s.device)?)))
+            .collect();
+        let shared: SharedBus = Arc::new(Mutex::new(b));
+        bus.add(
+            pci.cam_base,
+            pci.cam_size,
+            DeviceKind::PciConfig,
+            Box::new(CamWindow(shared.clone())),
+        )
+        .map_err(overlap)?;
+        for (device, (base, size)) in bars {
+            let w = BarWindow {
+                bus: shared.clone(),
+                device,
             };
-            let t = MmioTransport::new(dev, dma, w.base, protected);
-            bus.add(w.base, w.size, DeviceKind::Virtio, Box::new(t))
+            bus.add(base, size, DeviceKind::Virtio, Box::new(w))
                 .map_err(overlap)?;
         }
+        return Ok(bus);
+    }
+    let empty = std::iter::repeat_with(|| Box::new(Empty) as Box<dyn VirtioDevice>);
+    for (dev, w) in devices.into_iter().chain(empty).zip(&layout.virtio) {
+        let t = MmioTransport::new(dev, dma(), w.base, protected);
+        bus.add(w.base, w.size, DeviceKind::Virtio, Box::new(t))
+            .map_err(overlap)?;
     }
     Ok(bus)
 }

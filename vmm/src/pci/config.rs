@@ -17,7 +17,6 @@ pub const INTERRUPT_PIN: usize = 0x3d;
 pub const FIRST_CAPABILITY: usize = 0x40;
 pub const SIZE: usize = 256;
 
-pub const COMMAND_IO: u16 = 1 << 0;
 pub const COMMAND_MEMORY: u16 = 1 << 1;
 pub const COMMAND_BUS_MASTER: u16 = 1 << 2;
 pub const COMMAND_INTX_DISABLE: u16 = 1 << 10;
@@ -112,8 +111,12 @@ impl ConfigSpace {
         self.bar0
     }
 
+    /// Places BAR0 and, as crosvm when it assigns a memory BAR (pci_configuration.rs
+    /// `add_pci_bar`), turns memory decoding on: the BAR answers before any driver ran.
     pub fn set_bar0(&mut self, bar: FixedBar) {
         self.bar0 = Some(bar);
+        let cmd = self.command() | COMMAND_MEMORY;
+        self.put16(COMMAND, cmd);
     }
 
     pub fn command(&self) -> u16 {
@@ -258,6 +261,11 @@ mod tests {
     fn command_takes_memory_enable_and_bus_master_only() {
         let mut c = ConfigSpace::new(&header());
         assert!(!c.memory_enabled());
+        c.set_bar0(FixedBar {
+            base: 0x0200_0000,
+            size: 0x8000,
+        });
+        assert!(c.memory_enabled(), "on with the BAR, as crosvm");
         c.write(COMMAND, &0xffff_ffffu32.to_le_bytes());
         assert_eq!(c.command(), 0x0406);
         assert!(c.memory_enabled());

@@ -113,19 +113,23 @@ impl PciBus {
     }
 
     /// A CAM read; no function there reads as all ones, which is how PCI says "absent".
-    /// An access crossing into the next function's space is no register either.
+    /// As crosvm's CAM (devices/src/pci/pci_root.rs `PciConfigMmio`), an access must
+    /// stay within one dword: a wider one (a 64-bit load) reads as all ones and a wider
+    /// write is dropped, so that a 64-bit store of an ID register cannot reach the
+    /// command register next to it.
     pub fn config_read(&mut self, offset: u64, data: &mut [u8]) {
         let a = CamAddress::decode(offset);
-        let fits = usize::from(a.register) + data.len() <= config::SIZE;
         match self.function(a) {
-            Some(f) if fits => f.config_read(usize::from(a.register), data),
+            Some(f) if within_dword(a.register, data.len()) => {
+                f.config_read(usize::from(a.register), data)
+            }
             _ => data.fill(0xff),
         }
     }
 
     pub fn config_write(&mut self, offset: u64, data: &[u8]) {
         let a = CamAddress::decode(offset);
-        if usize::from(a.register) + data.len() > config::SIZE {
+        if !within_dword(a.register, data.len()) {
             return;
         }
         if let Some(f) = self.function(a) {
@@ -162,6 +166,10 @@ impl PciBus {
             }
         }
     }
+}
+
+fn within_dword(register: u8, len: usize) -> bool {
+    usize::from(register % 4) + len <= 4
 }
 
 /// The bus as the MMIO bus's devices share it: the CAM window and each BAR are separate
@@ -236,6 +244,14 @@ mod tests {
             bus.config_read(absent, &mut d);
             assert_eq!(d, [0xff; 4], "{absent:#x}");
         }
+        // Nothing wider than a dword, nor across one.
+        let mut wide = [0u8; 8];
+        bus.config_read(0, &mut wide);
+        assert_eq!(wide, [0xff; 8]);
+        bus.config_read(2, &mut d);
+        assert_eq!(d, [0xff; 4]);
+        bus.config_read(2, &mut d[..2]);
+        assert_eq!(d[..2], [0x37, 0x12]);
         // Writes to nothing go nowhere; no BAR, no decode.
         bus.config_write(cam(5, 0, 4), &[2]);
         assert_eq!(bus.bar0(0), None);

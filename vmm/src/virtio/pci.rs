@@ -348,7 +348,7 @@ impl VirtioPci {
             o if o + len <= COMMON + COMMON_LEN => self.common_write(o - COMMON, data),
             // Any write to queue i's dword is its notify, whatever the value (crosvm
             // registers an ioevent per queue address with any length and data).
-            o if (NOTIFY..NOTIFY + NOTIFY_LEN).contains(&o) && (o - NOTIFY) % 4 == 0 => {
+            o if (NOTIFY..NOTIFY + NOTIFY_LEN).contains(&o) && (o - NOTIFY).is_multiple_of(4) => {
                 let q = (o - NOTIFY) / 4;
                 if (q as usize) < self.core.queue_count() {
                     self.core.notify(q as u32);
@@ -379,7 +379,7 @@ impl VirtioPci {
         let (bar, offset, length) = (self.config.byte(c + 4), word(c + 8), word(c + 12));
         let ok = bar == 0
             && matches!(length, 1 | 2 | 4)
-            && offset % length == 0
+            && offset.is_multiple_of(length)
             && u64::from(offset) + u64::from(length) <= BAR_SIZE;
         ok.then_some((offset.into(), length as usize))
     }
@@ -485,9 +485,11 @@ mod tests {
         f.bar_write(at, &v.to_le_bytes()[..len]);
     }
 
-    /// The vendor capabilities as a driver walks them: (cfg_type, cap_len, bar, offset,
-    /// length), and the offset of the notify one.
-    fn capabilities(f: &mut VirtioPci) -> (Vec<(u8, u8, u8, u32, u32)>, Vec<u8>) {
+    /// A vendor capability: (cfg_type, cap_len, bar, offset, length).
+    type Cap = (u8, u8, u8, u32, u32);
+
+    /// The vendor capabilities as a driver walks them, and every capability's ID.
+    fn capabilities(f: &mut VirtioPci) -> (Vec<Cap>, Vec<u8>) {
         let mut out = Vec::new();
         let mut ids = Vec::new();
         assert_ne!(cfg(f, 6, 2) & 0x10, 0, "status: capability list");
@@ -566,12 +568,17 @@ mod tests {
         cam.write(at, &BAR.to_le_bytes());
         cam.read(at, &mut d);
         assert_eq!(u32::from_le_bytes(d), BAR);
-        // Decoding is off until the driver sets memory enable.
-        bar.read(0x12, &mut d[..2]);
-        assert_eq!(d[..2], [0xff, 0xff]);
-        cam.write(1 << 11 | 4, &[2, 0]);
+        // Decoding is on from the start, and follows the command register.
         bar.read(0x12, &mut d[..2]);
         assert_eq!(u16::from_le_bytes([d[0], d[1]]), 2, "num_queues");
+        cam.write(1 << 11 | 4, &[0, 0]);
+        bar.read(0x12, &mut d[..2]);
+        assert_eq!(d[..2], [0xff, 0xff]);
+        // A 64-bit store at the IDs does not reach the command register.
+        cam.write(1 << 11 | 4, &[2, 0]);
+        cam.write(1 << 11, &[0; 8]);
+        bar.read(0x12, &mut d[..2]);
+        assert_eq!(d[..2], [2, 0]);
     }
 
     #[test]
