@@ -17,7 +17,7 @@ use crate::devices::superio::{Pl031, Uart16550};
 use crate::devices::MmioDevice;
 use crate::fdt::{self, TreeSpec};
 use crate::image::Header;
-use crate::layout::{Layout, RtcKind, UartKind, MIB};
+use crate::layout::{Layout, LayoutKind, RtcKind, UartKind, MIB};
 use crate::options::Options;
 use crate::pci::{BarWindow, CamWindow, HostBridge, PciBus, SharedBus};
 use crate::proof;
@@ -31,11 +31,11 @@ use crate::virtio::pci::VirtioPci;
 use crate::virtio::rng::{host_entropy, Rng};
 use crate::virtio::{Dma, Empty, VirtioDevice};
 
-/// virtio-mmio slots; the devices take the first three, any further ones are empty
-/// (device ID 0). QEMU `virt` has 32, and with 32 here ioguard's `ioremap: windows` finds
-/// windows no driver holds and passes (seen on the pKVM host); tests/pkvm.rs expects that
-/// check to SKIP with one window per device, so raise this together with that expectation.
-const VIRTIO_SLOTS: usize = 3;
+/// QEMU `virt` has 32 virtio-mmio slots (hw/arm/virt.c NUM_VIRTIO_TRANSPORTS); those no
+/// device takes answer as empty (device ID 0), which ioguard's `ioremap: windows` uses.
+const VIRTIO_MMIO_SLOTS: usize = 32;
+/// blk, rng, console.
+const VIRTIO_DEVICES: usize = 3;
 
 /// Why a vCPU thread stopped.
 pub enum Stop {
@@ -74,7 +74,11 @@ pub fn run(opts: Options) -> i32 {
         (None, true) => Some(Box::new(MemDisk::with_header(DEFAULT_DISK))),
     };
     // blk, rng, console, then any empty slots.
-    let virtio_count = if opts.virtio { VIRTIO_SLOTS } else { 0 };
+    let virtio_count = match (opts.virtio, opts.layout) {
+        (false, _) => 0,
+        (true, LayoutKind::Qemu) => VIRTIO_MMIO_SLOTS,
+        (true, LayoutKind::Crosvm) => VIRTIO_DEVICES,
+    };
     let layout = Layout::new(opts.layout, opts.cpus, opts.mem_mib * MIB, virtio_count);
     let fdt_addr = layout.fdt_addr();
     let load = match header.place(layout.ram_base, file.len() as u64, fdt_addr) {
@@ -271,8 +275,15 @@ fn build_bus(
         }
         return Ok(bus);
     }
+    // QEMU maps `-device` options in command-line order to decreasing slot addresses
+    // (hw/arm/virt.c `create_virtio_devices`: qbus_realize() prepends each new bus), so its
+    // first device sits in the last slot: blk in slot 31, rng in 30, console in 29.
     let empty = std::iter::repeat_with(|| Box::new(Empty) as Box<dyn VirtioDevice>);
-    for (dev, w) in devices.into_iter().chain(empty).zip(&layout.virtio) {
+    for (dev, w) in devices
+        .into_iter()
+        .chain(empty)
+        .zip(layout.virtio.iter().rev())
+    {
         let t = MmioTransport::new(dev, dma(), w.base, protected);
         bus.add(w.base, w.size, DeviceKind::Virtio, Box::new(t))
             .map_err(overlap)?;
