@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::devices::bus::DeviceKind;
+use crate::nisv::Access;
 
 /// Unclaimed accesses shown one line each; the rest only counted.
 pub const SHOWN: u32 = 8;
@@ -63,15 +64,12 @@ impl Stats {
     }
 
     /// Counts an access without a valid syndrome; returns the line to show, if any.
-    pub fn nisv(&mut self, addr: Option<u64>, answer: &str) -> Option<String> {
+    pub fn nisv(&mut self, access: &Access, answer: &str) -> Option<String> {
         self.nisv += 1;
-        if let Some(a) = addr {
+        if let Some(a) = access.addr {
             self.first_nisv.get_or_insert(a);
         }
-        (self.nisv <= u64::from(SHOWN)).then(|| match addr {
-            Some(a) => format!("vmm: access without a valid syndrome at {a:#x}: {answer}"),
-            None => format!("vmm: access without a valid syndrome: {answer}"),
-        })
+        (self.nisv <= u64::from(SHOWN)).then(|| format!("vmm: {access}: {answer}"))
     }
 
     pub fn unclaimed(&self) -> u64 {
@@ -168,14 +166,20 @@ mod tests {
     fn nisv_lines() {
         let mut s = Stats::default();
         assert_eq!(Stats::default().unclaimed_line(), None);
+        let at = |addr| Access {
+            vcpu: 1,
+            addr,
+            pc: Some(0x4000_10d0),
+        };
         let l = s
-            .nisv(Some(0x901_0000), "external data abort injected")
+            .nisv(&at(Some(0x901_0000)), "external data abort injected")
             .unwrap();
         assert_eq!(
             l,
-            "vmm: access without a valid syndrome at 0x9010000: external data abort injected"
+            "vmm: vCPU 1: access without a valid syndrome at 0x9010000, PC 0x400010d0: \
+             external data abort injected"
         );
-        s.nisv(None, "x");
+        s.nisv(&at(None), "x");
         assert_eq!(
             s.nisv_line().unwrap(),
             "vmm: accesses without a valid syndrome: 2, first at 0x9010000"

@@ -42,6 +42,8 @@ pub enum Stop {
     PoweredOff,
     Reset,
     Failed(String),
+    /// An access the VMM cannot emulate, under `--nisv stop`: the report.
+    Unemulated(String),
 }
 
 /// The state the vCPU threads share.
@@ -145,10 +147,11 @@ pub fn run(opts: Options) -> i32 {
     for (id, fd) in vcpus.into_iter().enumerate() {
         let tx = tx.clone();
         let shared = shared.clone();
+        let policy = opts.nisv;
         let spawned = std::thread::Builder::new()
             .name(format!("vcpu{id}"))
             .spawn(move || {
-                let stop = vcpu::run_loop(id, fd, &shared);
+                let stop = vcpu::run_loop(id, fd, &shared, policy);
                 // The receiver outlives every vCPU thread unless main already exited.
                 let _ = tx.send((id, stop));
             });
@@ -174,6 +177,10 @@ pub fn run(opts: Options) -> i32 {
         Stop::Failed(why) => {
             eprintln!("vmm: vCPU {id}: {why}");
             status::FAILED
+        }
+        Stop::Unemulated(why) => {
+            eprintln!("vmm: {why}");
+            status::UNEMULATED
         }
     };
     {
