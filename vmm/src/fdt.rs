@@ -4,7 +4,9 @@ use std::fmt;
 
 use vm_fdt::FdtWriter;
 
-use crate::layout::{Layout, LayoutKind, RtcKind, UartKind, DMA_POOL_ALIGN, DMA_POOL_SIZE};
+use crate::layout::{
+    Layout, LayoutKind, PciLayout, RtcKind, UartKind, DMA_POOL_ALIGN, DMA_POOL_SIZE,
+};
 
 pub const GIC_PHANDLE: u32 = 1;
 /// crosvm's phandle for its restricted DMA pool; every virtio node points at it.
@@ -131,6 +133,10 @@ pub fn build(spec: &TreeSpec<'_>) -> Result<Vec<u8>, FdtError> {
         ],
     )?;
     w.property_u32("phandle", GIC_PHANDLE)?;
+    // The parent unit address of the PCI bridge's interrupt-map entries is 2 cells, as
+    // crosvm's and QEMU's GIC nodes say.
+    w.property_u32("#address-cells", 2)?;
+    w.property_u32("#size-cells", 2)?;
     w.end_node(gic)?;
 
     let timer = w.begin_node("timer")?;
@@ -214,8 +220,58 @@ pub fn build(spec: &TreeSpec<'_>) -> Result<Vec<u8>, FdtError> {
         w.end_node(node)?;
     }
 
+    if let Some(pci) = &l.pci {
+        pci_node(&mut w, pci, spec.dma_pool)?;
+    }
+
     w.end_node(root)?;
     Ok(w.finish()?)
+}
+
+/// The first cell of a PCI address (IEEE 1275 PCI binding): space code in bits 24-25
+/// (2: 32-bit memory, 3: 64-bit memory), prefetchable in bit 30.
+const PCI_MEM32: u32 = 2 << 24;
+const PCI_MEM64_PREFETCH: u32 = 3 << 24 | 1 << 30;
+const PCI_INTA: u32 = 1;
+
+/// crosvm's `/pci` (aarch64/src/fdt.rs `create_pci_nodes`): a CAM generic host bridge on
+/// bus 0, its windows identity-mapped, INTx routed per device to a level-high SPI.
+fn pci_node(w: &mut FdtWriter, pci: &PciLayout, dma_pool: bool) -> Result<(), FdtError> {
+    let range = |hi: u32, (base, size): (u64, u64)| {
+        let split = |v: u64| [(v >> 32) as u32, v as u32];
+        let mut r = vec![hi];
+        r.extend(split(base));
+        r.extend(split(base));
+        r.extend(split(size));
+        r
+    };
+    let mut ranges = range(PCI_MEM32, pci.mem32);
+    ranges.extend(range(PCI_MEM64_PREFETCH, pci.mem64));
+    let mut map = Vec::new();
+    for f in &pci.functions {
+        // Child: device in bits 11-15 of the first address cell, then INTA#; parent:
+        // the GIC with a 2-cell unit address of 0 and its 3 interrupt cells.
+        map.extend([u32::from(f.device) << 11, 0, 0, PCI_INTA, GIC_PHANDLE, 0, 0]);
+        map.extend([GIC_SPI, f.bar0.spi, IRQ_LEVEL_HIGH]);
+    }
+    let node = w.begin_node("pci")?;
+    w.property_string("compatible", "pci-host-cam-generic")?;
+    w.property_string("device_type", "pci")?;
+    w.property_array_u32("ranges", &ranges)?;
+    w.property_array_u32("bus-range", &[0, 0])?;
+    w.property_u32("#address-cells", 3)?;
+    w.property_u32("#size-cells", 2)?;
+    w.property_array_u64("reg", &[pci.cam_base, pci.cam_size])?;
+    w.property_u32("#interrupt-cells", 1)?;
+    w.property_array_u32("interrupt-map", &map)?;
+    w.property_array_u32("interrupt-map-mask", &[0xf800, 0, 0, 7])?;
+    w.property_null("dma-coherent")?;
+    // The pool serves every device behind the bridge.
+    if dma_pool {
+        w.property_u32("memory-region", DMA_POOL_PHANDLE)?;
+    }
+    w.end_node(node)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -339,6 +395,13 @@ mod tests {
     }
 
     #[test]
+    fn ordinary_crosvm_tree_has_no_pool() {
+        let t = tree(LayoutKind::Crosvm, 1, false);
+        assert!(!t.contains_key("/reserved-memory"));
+        assert!(!t["/pci"].contains_key("memory-region"));
+    }
+
+    #[test]
     fn crosvm_tree() {
         let t = tree(LayoutKind::Crosvm, 1, true);
         let chosen = &t["/chosen"];
@@ -357,7 +420,52 @@ mod tests {
             [0x3fff_0000, 0x1_0000, 0x3ffd_0000, 0x2_0000]
         );
         assert_eq!(u64s(&t["/memory@80000000"]["reg"]), [0x8000_0000, 64 * MIB]);
-        assert_eq!(u32s(&t["/virtio_mmio@a000400"]["memory-region"]), [2]);
+        assert!(
+            !t.keys().any(|k| k.contains("virtio_mmio")),
+            "crosvm has no virtio-mmio"
+        );
+        let pci = &t["/pci"];
+        assert_eq!(pci["compatible"], b"pci-host-cam-generic\0");
+        assert_eq!(pci["device_type"], b"pci\0");
+        assert_eq!(u64s(&pci["reg"]), [0x1_0000, 0x100_0000]);
+        assert_eq!(u32s(&pci["bus-range"]), [0, 0]);
+        assert_eq!(
+            [
+                &pci["#address-cells"],
+                &pci["#size-cells"],
+                &pci["#interrupt-cells"]
+            ]
+            .map(|v| u32s(v)[0]),
+            [3, 2, 1]
+        );
+        assert!(pci.contains_key("dma-coherent"));
+        assert_eq!(u32s(&pci["memory-region"]), [2]);
+        assert_eq!(u32s(&pci["interrupt-map-mask"]), [0xf800, 0, 0, 7]);
+        let end = 0x8000_0000 + 64 * MIB + (1 << 30);
+        assert_eq!(
+            u32s(&pci["ranges"]),
+            [
+                0x0200_0000,
+                0,
+                0x0200_0000,
+                0,
+                0x0200_0000,
+                0,
+                0x0200_0000,
+                0x4300_0000,
+                (end >> 32) as u32,
+                end as u32,
+                (end >> 32) as u32,
+                end as u32,
+                0,
+                1 << 30,
+            ]
+        );
+        let map = u32s(&pci["interrupt-map"]);
+        assert_eq!(map.len(), 30);
+        assert_eq!(map[..10], [0x800, 0, 0, 1, 1, 0, 0, 0, 4, 4]);
+        assert_eq!(map[20..23], [0x1800, 0, 0]);
+        assert_eq!(u32s(&t["/intc@3fff0000"]["#address-cells"]), [2]);
         assert_eq!(u32s(&t["/"]["interrupt-parent"]), [1]);
         assert_eq!(u32s(&t["/intc@3fff0000"]["phandle"]), [1]);
     }

@@ -17,7 +17,9 @@ mod image;
 #[cfg(target_arch = "aarch64")]
 mod kvm;
 mod layout;
+mod nisv;
 mod options;
+mod pci;
 mod proof;
 mod stats;
 mod virtio;
@@ -29,6 +31,9 @@ pub mod status {
     pub const USAGE: i32 = 2;
     pub const RESET: i32 = 3;
     pub const NOT_PRIVATE: i32 = 4;
+    /// The guest made an access the VMM cannot emulate (no valid syndrome) and
+    /// `--nisv stop` (the default) stopped the VM, as crosvm does.
+    pub const UNEMULATED: i32 = 5;
 }
 
 fn main() {

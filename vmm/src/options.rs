@@ -4,10 +4,12 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::layout::LayoutKind;
+use crate::nisv::Policy;
 
 pub const USAGE: &str = "\
 usage: ioguard-vmm [--protected] [--cpus N] [--mem MIB] [--layout qemu|crosvm]
-                   [--cmdline STRING] [--blk FILE] [--no-virtio] IMAGE
+                   [--cmdline STRING] [--blk FILE] [--no-virtio] [--nisv stop|inject]
+                   IMAGE
 
 Boots IMAGE (an arm64 Linux Image, such as ioguard's) as a KVM VM on an aarch64 Linux host.
 
@@ -21,11 +23,15 @@ Boots IMAGE (an arm64 Linux Image, such as ioguard's) as a KVM VM on an aarch64 
   --blk FILE         back the virtio-blk device with FILE (read-write) instead of an
                      8 MiB disk in memory
   --no-virtio        no virtio devices (blk, rng, console)
+  --nisv P           an ordinary VM's access the VMM cannot emulate (no valid syndrome):
+                     stop (default) reports it and stops the VM with status 5, as
+                     crosvm does; inject reports it and injects an external data abort
   -h, --help         this text
 
 Exit status: 0 the guest powered off (PSCI SYSTEM_OFF); 3 the guest reset;
 1 the VMM failed or KVM_RUN returned an error; 2 bad usage or an unusable image;
-4 the private-memory proof of a protected VM failed.";
+4 the private-memory proof of a protected VM failed; 5 the guest made an access
+the VMM cannot emulate (no valid syndrome) and --nisv stop ended the VM.";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
@@ -36,6 +42,7 @@ pub struct Options {
     pub cmdline: String,
     pub blk: Option<PathBuf>,
     pub virtio: bool,
+    pub nisv: Policy,
     pub image: PathBuf,
 }
 
@@ -105,6 +112,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Parsed, OptionEr
     let mut cmdline = String::new();
     let mut blk = None;
     let mut virtio = true;
+    let mut nisv = Policy::Stop;
     let mut image: Option<PathBuf> = None;
     while let Some(arg) = it.next() {
         let mut value = |option: &'static str| it.next().ok_or(OptionError::MissingValue(option));
@@ -127,6 +135,14 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Parsed, OptionEr
                         })
                     }
                 }
+            }
+            "--nisv" => {
+                let v = value("--nisv")?;
+                nisv = Policy::parse(&v).ok_or(OptionError::BadValue {
+                    option: "--nisv",
+                    value: v,
+                    why: "expected stop or inject",
+                })?;
             }
             "--cmdline" => cmdline = value("--cmdline")?,
             "--blk" => blk = Some(PathBuf::from(value("--blk")?)),
@@ -155,6 +171,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Parsed, OptionEr
         cmdline,
         blk,
         virtio,
+        nisv,
         image: image.ok_or(OptionError::NoImage)?,
     }))
 }
@@ -182,6 +199,7 @@ mod tests {
                 cmdline: String::new(),
                 blk: None,
                 virtio: true,
+                nisv: Policy::Stop,
                 image: PathBuf::from("img"),
             }
         );
@@ -202,6 +220,8 @@ mod tests {
             "--blk",
             "/tmp/d",
             "--no-virtio",
+            "--nisv",
+            "inject",
             "img",
         ]) else {
             panic!("not parsed")
@@ -211,6 +231,7 @@ mod tests {
         assert_eq!(o.layout, LayoutKind::Crosvm);
         assert_eq!(o.cmdline, "only=boot:* trace");
         assert_eq!(o.blk, Some(PathBuf::from("/tmp/d")));
+        assert_eq!(o.nisv, Policy::Inject);
     }
 
     #[test]
@@ -252,6 +273,15 @@ mod tests {
                 ..
             })
         ));
+        assert_eq!(
+            run(&["--nisv", "abort", "i"]),
+            Err(OptionError::BadValue {
+                option: "--nisv",
+                value: "abort".into(),
+                why: "expected stop or inject"
+            })
+        );
+        assert_eq!(run(&["--nisv"]), Err(OptionError::MissingValue("--nisv")));
         assert_eq!(
             run(&["--nope", "i"]),
             Err(OptionError::Unknown("--nope".into()))

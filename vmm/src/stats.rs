@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::devices::bus::DeviceKind;
+use crate::nisv::Access;
 
 /// Unclaimed accesses shown one line each; the rest only counted.
 pub const SHOWN: u32 = 8;
@@ -12,6 +13,7 @@ pub struct Stats {
     pub uart: u64,
     pub rtc: u64,
     pub virtio: u64,
+    pub pci_config: u64,
     pub unclaimed_reads: u64,
     pub unclaimed_writes: u64,
     pub first_unclaimed: Option<u64>,
@@ -35,6 +37,7 @@ impl Stats {
             Some(DeviceKind::Uart) => self.uart += 1,
             Some(DeviceKind::Rtc) => self.rtc += 1,
             Some(DeviceKind::Virtio) => self.virtio += 1,
+            Some(DeviceKind::PciConfig) => self.pci_config += 1,
             None => {
                 if write {
                     self.unclaimed_writes += 1;
@@ -61,15 +64,12 @@ impl Stats {
     }
 
     /// Counts an access without a valid syndrome; returns the line to show, if any.
-    pub fn nisv(&mut self, addr: Option<u64>, answer: &str) -> Option<String> {
+    pub fn nisv(&mut self, access: &Access, answer: &str) -> Option<String> {
         self.nisv += 1;
-        if let Some(a) = addr {
+        if let Some(a) = access.addr {
             self.first_nisv.get_or_insert(a);
         }
-        (self.nisv <= u64::from(SHOWN)).then(|| match addr {
-            Some(a) => format!("vmm: access without a valid syndrome at {a:#x}: {answer}"),
-            None => format!("vmm: access without a valid syndrome: {answer}"),
-        })
+        (self.nisv <= u64::from(SHOWN)).then(|| format!("vmm: {access}: {answer}"))
     }
 
     pub fn unclaimed(&self) -> u64 {
@@ -77,7 +77,7 @@ impl Stats {
     }
 
     pub fn mmio_total(&self) -> u64 {
-        self.uart + self.rtc + self.virtio + self.unclaimed()
+        self.uart + self.rtc + self.virtio + self.pci_config + self.unclaimed()
     }
 
     /// `vmm: unclaimed mmio: ...`, when there were any.
@@ -106,11 +106,12 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "vmm: exits: mmio={} (uart={}, rtc={}, virtio={}, unclaimed={}), system_event={}, nisv={}, other={}",
+            "vmm: exits: mmio={} (uart={}, rtc={}, virtio={}, pci-config={}, unclaimed={}), system_event={}, nisv={}, other={}",
             self.mmio_total(),
             self.uart,
             self.rtc,
             self.virtio,
+            self.pci_config,
             self.unclaimed(),
             self.system_event,
             self.nisv,
@@ -129,6 +130,7 @@ mod tests {
         assert_eq!(s.mmio(Some(DeviceKind::Uart), 0x900_0000, 4, true), None);
         s.mmio(Some(DeviceKind::Rtc), 0x901_0000, 4, false);
         s.mmio(Some(DeviceKind::Virtio), 0xa00_0050, 4, true);
+        s.mmio(Some(DeviceKind::PciConfig), 0x1_0800, 4, false);
         let line = s.mmio(None, 0x901_1000, 4, false).unwrap();
         assert_eq!(
             line,
@@ -139,7 +141,7 @@ mod tests {
         s.other += 2;
         assert_eq!(
             s.to_string(),
-            "vmm: exits: mmio=5 (uart=1, rtc=1, virtio=1, unclaimed=2), system_event=1, nisv=0, other=2"
+            "vmm: exits: mmio=6 (uart=1, rtc=1, virtio=1, pci-config=1, unclaimed=2), system_event=1, nisv=0, other=2"
         );
         assert_eq!(
             s.unclaimed_line().unwrap(),
@@ -164,14 +166,20 @@ mod tests {
     fn nisv_lines() {
         let mut s = Stats::default();
         assert_eq!(Stats::default().unclaimed_line(), None);
+        let at = |addr| Access {
+            vcpu: 1,
+            addr,
+            pc: Some(0x4000_10d0),
+        };
         let l = s
-            .nisv(Some(0x901_0000), "external data abort injected")
+            .nisv(&at(Some(0x901_0000)), "external data abort injected")
             .unwrap();
         assert_eq!(
             l,
-            "vmm: access without a valid syndrome at 0x9010000: external data abort injected"
+            "vmm: vCPU 1: access without a valid syndrome at 0x9010000, PC 0x400010d0: \
+             external data abort injected"
         );
-        s.nisv(None, "x");
+        s.nisv(&at(None), "x");
         assert_eq!(
             s.nisv_line().unwrap(),
             "vmm: accesses without a valid syndrome: 2, first at 0x9010000"

@@ -7,6 +7,8 @@ pub enum DeviceKind {
     Uart,
     Rtc,
     Virtio,
+    /// PCI configuration space (the CAM window).
+    PciConfig,
 }
 
 struct Entry {

@@ -19,6 +19,7 @@ use crate::fdt::{self, TreeSpec};
 use crate::image::Header;
 use crate::layout::{Layout, LayoutKind, RtcKind, UartKind, MIB};
 use crate::options::Options;
+use crate::pci::{BarWindow, CamWindow, HostBridge, PciBus, SharedBus};
 use crate::proof;
 use crate::stats::Stats;
 use crate::status;
@@ -26,20 +27,23 @@ use crate::virtio::blk::{Blk, Disk, FileDisk, MemDisk, DEFAULT_DISK};
 use crate::virtio::console::Console;
 use crate::virtio::dma::{Gate, Probe, PAGE};
 use crate::virtio::mmio::MmioTransport;
+use crate::virtio::pci::VirtioPci;
 use crate::virtio::rng::{host_entropy, Rng};
 use crate::virtio::{Dma, Empty, VirtioDevice};
 
-/// virtio-mmio slots; the devices take the first three, any further ones are empty
-/// (device ID 0). QEMU `virt` has 32, and with 32 here ioguard's `ioremap: windows` finds
-/// windows no driver holds and passes (seen on the pKVM host); tests/pkvm.rs expects that
-/// check to SKIP with one window per device, so raise this together with that expectation.
-const VIRTIO_SLOTS: usize = 3;
+/// QEMU `virt` has 32 virtio-mmio slots (hw/arm/virt.c NUM_VIRTIO_TRANSPORTS); those no
+/// device takes answer as empty (device ID 0), which ioguard's `ioremap: windows` uses.
+const VIRTIO_MMIO_SLOTS: usize = 32;
+/// blk, rng, console.
+const VIRTIO_DEVICES: usize = 3;
 
 /// Why a vCPU thread stopped.
 pub enum Stop {
     PoweredOff,
     Reset,
     Failed(String),
+    /// An access the VMM cannot emulate, under `--nisv stop`: the report.
+    Unemulated(String),
 }
 
 /// The state the vCPU threads share.
@@ -72,7 +76,11 @@ pub fn run(opts: Options) -> i32 {
         (None, true) => Some(Box::new(MemDisk::with_header(DEFAULT_DISK))),
     };
     // blk, rng, console, then any empty slots.
-    let virtio_count = if opts.virtio { VIRTIO_SLOTS } else { 0 };
+    let virtio_count = match (opts.virtio, opts.layout) {
+        (false, _) => 0,
+        (true, LayoutKind::Qemu) => VIRTIO_MMIO_SLOTS,
+        (true, LayoutKind::Crosvm) => VIRTIO_DEVICES,
+    };
     let layout = Layout::new(opts.layout, opts.cpus, opts.mem_mib * MIB, virtio_count);
     let fdt_addr = layout.fdt_addr();
     let load = match header.place(layout.ram_base, file.len() as u64, fdt_addr) {
@@ -83,8 +91,9 @@ pub fn run(opts: Options) -> i32 {
         layout: &layout,
         cpus: opts.cpus,
         bootargs: &opts.cmdline,
-        // crosvm's layout always has the pool; QEMU's gets it for a protected VM.
-        dma_pool: opts.protected || layout.kind == LayoutKind::Crosvm,
+        // As crosvm, whose --swiotlb pool defaults to 64 MiB in every protected mode
+        // and is absent otherwise.
+        dma_pool: opts.protected,
     }) {
         Ok(d) => d,
         Err(e) => return fail(e.to_string()),
@@ -138,10 +147,11 @@ pub fn run(opts: Options) -> i32 {
     for (id, fd) in vcpus.into_iter().enumerate() {
         let tx = tx.clone();
         let shared = shared.clone();
+        let policy = opts.nisv;
         let spawned = std::thread::Builder::new()
             .name(format!("vcpu{id}"))
             .spawn(move || {
-                let stop = vcpu::run_loop(id, fd, &shared);
+                let stop = vcpu::run_loop(id, fd, &shared, policy);
                 // The receiver outlives every vCPU thread unless main already exited.
                 let _ = tx.send((id, stop));
             });
@@ -167,6 +177,10 @@ pub fn run(opts: Options) -> i32 {
         Stop::Failed(why) => {
             eprintln!("vmm: vCPU {id}: {why}");
             status::FAILED
+        }
+        Stop::Unemulated(why) => {
+            eprintln!("vmm: {why}");
+            status::UNEMULATED
         }
     };
     {
@@ -220,22 +234,66 @@ fn build_bus(
         .map_err(overlap)?;
     bus.add(layout.rtc.base, layout.rtc.size, DeviceKind::Rtc, rtc)
         .map_err(overlap)?;
-    if let Some(disk) = disk {
-        let devices: [Box<dyn VirtioDevice>; 3] = [
-            Box::new(Blk::new(disk)),
-            Box::new(Rng::new(host_entropy)),
-            Box::new(Console::new(std::io::stdout())),
-        ];
-        let empty = std::iter::repeat_with(|| Box::new(Empty) as Box<dyn VirtioDevice>);
-        for (dev, w) in devices.into_iter().chain(empty).zip(&layout.virtio) {
-            let dma = Dma {
-                mem: mem.clone(),
-                gate: gate.clone(),
+    let Some(disk) = disk else {
+        return Ok(bus);
+    };
+    let devices: [Box<dyn VirtioDevice>; 3] = [
+        Box::new(Blk::new(disk)),
+        Box::new(Rng::new(host_entropy)),
+        Box::new(Console::new(std::io::stdout())),
+    ];
+    let dma = || Dma {
+        mem: mem.clone(),
+        gate: gate.clone(),
+    };
+    if let Some(pci) = &layout.pci {
+        let mut b = PciBus::default();
+        b.add(0, Box::new(HostBridge::new()));
+        for (dev, slot) in devices.into_iter().zip(&pci.functions) {
+            let bar0 = u32::try_from(slot.bar0.base)
+                .map_err(|_| format!("BAR0 {:#x} is not below 4 GiB", slot.bar0.base))?;
+            let f = VirtioPci::new(dev, dma(), slot.device, bar0, protected)
+                .map_err(|e| e.to_string())?;
+            if !b.add(slot.device, Box::new(f)) {
+                return Err(format!("PCI device {} taken twice", slot.device));
+            }
+        }
+        // Each BAR's window where its function says it is.
+        let bars: Vec<(u8, (u64, u64))> = pci
+            .functions
+            .iter()
+            .filter_map(|s| Some((s.device, b.bar0(s.device)?)))
+            .collect();
+        let shared: SharedBus = Arc::new(Mutex::new(b));
+        bus.add(
+            pci.cam_base,
+            pci.cam_size,
+            DeviceKind::PciConfig,
+            Box::new(CamWindow(shared.clone())),
+        )
+        .map_err(overlap)?;
+        for (device, (base, size)) in bars {
+            let w = BarWindow {
+                bus: shared.clone(),
+                device,
             };
-            let t = MmioTransport::new(dev, dma, w.base, protected);
-            bus.add(w.base, w.size, DeviceKind::Virtio, Box::new(t))
+            bus.add(base, size, DeviceKind::Virtio, Box::new(w))
                 .map_err(overlap)?;
         }
+        return Ok(bus);
+    }
+    // QEMU maps `-device` options in command-line order to decreasing slot addresses
+    // (hw/arm/virt.c `create_virtio_devices`: qbus_realize() prepends each new bus), so its
+    // first device sits in the last slot: blk in slot 31, rng in 30, console in 29.
+    let empty = std::iter::repeat_with(|| Box::new(Empty) as Box<dyn VirtioDevice>);
+    for (dev, w) in devices
+        .into_iter()
+        .chain(empty)
+        .zip(layout.virtio.iter().rev())
+    {
+        let t = MmioTransport::new(dev, dma(), w.base, protected);
+        bus.add(w.base, w.size, DeviceKind::Virtio, Box::new(t))
+            .map_err(overlap)?;
     }
     Ok(bus)
 }

@@ -5,7 +5,8 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
-use super::{Shared, Stop};
+use super::{vm, Shared, Stop};
+use crate::nisv::{self, Access, Policy};
 
 /// What to do once the exit's borrow of the vCPU has ended.
 enum Next {
@@ -21,7 +22,7 @@ fn show(line: Option<String>) {
     }
 }
 
-pub fn run_loop(id: usize, mut fd: VcpuFd, shared: &Shared) -> Stop {
+pub fn run_loop(id: usize, mut fd: VcpuFd, shared: &Shared, policy: Policy) -> Stop {
     // Locks are only poisoned by a panicking vCPU thread; the data stays usable.
     let stats = || shared.stats.lock().unwrap_or_else(|e| e.into_inner());
     let bus = || shared.bus.lock().unwrap_or_else(|e| e.into_inner());
@@ -64,19 +65,36 @@ pub fn run_loop(id: usize, mut fd: VcpuFd, shared: &Shared) -> Stop {
             Next::Run => {}
             Next::Stop(s) => return s,
             Next::NoSyndrome => {
-                let addr = nisv_address(&mut fd);
+                let access = Access {
+                    vcpu: id,
+                    addr: nisv_address(&mut fd),
+                    pc: pc(&fd),
+                };
+                if policy == Policy::Stop {
+                    // Counted for the summary; the last line says the rest.
+                    let _ = stats().nisv(&access, "stopping the VM");
+                    return Stop::Unemulated(nisv::stopped(&access));
+                }
                 if let Err(why) = inject_abort(&fd) {
-                    show(stats().nisv(addr, "could not inject an abort"));
-                    let at = addr.map(|a| format!(" at {a:#x}")).unwrap_or_default();
+                    show(stats().nisv(&access, "could not inject an abort"));
                     return Stop::Failed(format!(
-                        "vCPU {id}: access without a valid syndrome{at}: injecting an external \
-                         data abort failed ({why}); stopping rather than re-running it forever"
+                        "{}: injecting an external data abort failed ({why}); stopping \
+                         rather than re-running it forever",
+                        access.what()
                     ));
                 }
-                show(stats().nisv(addr, "external data abort injected"));
+                show(stats().nisv(&access, "external data abort injected"));
             }
         }
     }
+}
+
+/// The vCPU's PC, if KVM lets the VMM read it (a protected VM's registers are not the
+/// VMM's to read).
+fn pc(fd: &VcpuFd) -> Option<u64> {
+    let mut b = [0u8; 8];
+    fd.get_one_reg(vm::pc_reg(), &mut b).ok()?;
+    Some(u64::from_le_bytes(b))
 }
 
 /// The faulting IPA of a KVM_EXIT_ARM_NISV exit (None after an ENOSYS, which has none).
@@ -89,16 +107,14 @@ fn nisv_address(fd: &mut VcpuFd) -> Option<u64> {
     Some(unsafe { run.__bindgen_anon_1.arm_nisv.fault_ipa })
 }
 
-/// Answers an access KVM could not emulate with a synchronous external abort, so the
-/// guest sees a fault instead of re-running the instruction for ever.
+/// `--nisv inject`: answers an access KVM could not emulate with a synchronous external
+/// abort, so the guest sees a fault instead of re-running the instruction for ever.
 ///
-/// crosvm does not do this: its vCPU loop (src/crosvm/sys/linux/vcpu.rs, `vcpu_loop`,
-/// `Err(e) => match e.errno()`) treats KVM_RUN's ENOSYS as an unknown error and crashes
-/// the VM, and it never enables KVM_CAP_ARM_NISV_TO_USER (hypervisor/src/kvm/mod.rs
-/// would panic on the unknown exit reason 28). ioguard makes such accesses on purpose and
-/// must see them fault to go on, so for an ordinary VM the VMM injects the abort (as the
-/// KVM API documents for KVM_EXIT_ARM_NISV). pKVM refuses the injection for a protected
-/// VM (EPERM): there the hypervisor itself answers such accesses, and the VMM never sees
+/// crosvm does not do this (see `crate::nisv`): its vCPU loop (src/crosvm/sys/linux/
+/// vcpu.rs, `vcpu_loop`, `Err(e) => match e.errno()`) treats KVM_RUN's ENOSYS as an
+/// unknown error and crashes the VM, which is this VMM's default. The injection is what
+/// the KVM API documents for KVM_EXIT_ARM_NISV. pKVM refuses it for a protected VM
+/// (EPERM): there the hypervisor itself answers such accesses, and the VMM never sees
 /// them.
 fn inject_abort(fd: &VcpuFd) -> Result<(), kvm_ioctls::Error> {
     let mut ev = kvm_vcpu_events::default();

@@ -61,6 +61,11 @@ fn core_reg(offset: usize) -> u64 {
     KVM_REG_ARM64 | KVM_REG_SIZE_U64 | u64::from(KVM_REG_ARM_CORE) | (offset / 4) as u64
 }
 
+/// The register ID of a vCPU's PC, for KVM_GET_ONE_REG.
+pub fn pc_reg() -> u64 {
+    core_reg(offset_of!(kvm_regs, regs) + offset_of!(user_pt_regs, pc))
+}
+
 pub struct Machine {
     _kvm: Kvm,
     vm: VmFd,
@@ -118,8 +123,10 @@ impl Machine {
         unsafe { vm.set_user_memory_region(region) }.map_err(VmError::Memory)?;
         if !opts.protected {
             // Accesses without a valid syndrome then come to the VMM as KVM_EXIT_ARM_NISV
-            // with their address. Best effort: without it KVM_RUN fails with ENOSYS, which
-            // is answered the same way. pKVM refuses it for protected VMs (EINVAL).
+            // with their address, for the report (crosvm leaves it off and sees ENOSYS;
+            // the answer, src/kvm/vcpu.rs, is the same). Best effort: without it KVM_RUN
+            // fails with ENOSYS, answered the same way. pKVM refuses it for protected VMs
+            // (EINVAL), which never see such exits.
             let cap = kvm_enable_cap {
                 cap: KVM_CAP_ARM_NISV_TO_USER,
                 ..Default::default()

@@ -2,8 +2,11 @@
 
 use virtio_queue::{Queue, QueueT};
 
+use super::core::Core;
+#[cfg(test)]
+use super::core::{INT_CONFIG_CHANGE, INT_USED_BUFFER, STATUS_FEATURES_OK, STATUS_NEEDS_RESET};
 use super::queue::Dma;
-use super::{VirtioDevice, VirtioError, QUEUE_MAX, VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_VERSION_1};
+use super::{VirtioDevice, QUEUE_MAX};
 use crate::devices::{read_reg32, write_value, MmioDevice};
 
 const MAGIC: u64 = 0x000;
@@ -42,92 +45,41 @@ const VENDOR: u32 = 0x5647_4f49;
 pub const STATUS_ACKNOWLEDGE: u32 = 1;
 #[cfg(test)]
 pub const STATUS_DRIVER: u32 = 2;
-pub const STATUS_DRIVER_OK: u32 = 4;
-pub const STATUS_FEATURES_OK: u32 = 8;
-pub const STATUS_NEEDS_RESET: u32 = 0x40;
 
-pub const INT_USED_BUFFER: u32 = 1;
-pub const INT_CONFIG_CHANGE: u32 = 2;
-
+/// virtio-mmio's registers over the shared [`Core`].
 pub struct MmioTransport {
-    dev: Box<dyn VirtioDevice>,
-    dma: Dma,
-    base: u64,
-    offered: u64,
+    pub core: Core,
     device_features_sel: u32,
     driver_features_sel: u32,
-    driver_features: u64,
     queue_sel: u32,
-    queues: Vec<Queue>,
-    status: u32,
-    interrupt_status: u32,
-    /// Reported problems, shown at the end of the run.
-    pub incidents: Vec<String>,
 }
 
 impl MmioTransport {
-    /// `access_platform`: offer VIRTIO_F_ACCESS_PLATFORM (protected VMs: the device can
-    /// reach only what the guest shares).
+    /// `access_platform`: offer VIRTIO_F_ACCESS_PLATFORM (protected VMs).
     pub fn new(dev: Box<dyn VirtioDevice>, dma: Dma, base: u64, access_platform: bool) -> Self {
-        let mut offered = dev.features() | VIRTIO_F_VERSION_1;
-        if access_platform {
-            offered |= VIRTIO_F_ACCESS_PLATFORM;
-        }
-        let queues = (0..dev.queue_count())
-            .filter_map(|_| Queue::new(QUEUE_MAX).ok())
-            .collect();
         Self {
-            dev,
-            dma,
-            base,
-            offered,
+            core: Core::new(dev, dma, &format!("{base:#x}"), access_platform),
             device_features_sel: 0,
             driver_features_sel: 0,
-            driver_features: 0,
             queue_sel: 0,
-            queues,
-            status: 0,
-            interrupt_status: 0,
-            incidents: Vec::new(),
-        }
-    }
-
-    pub fn name(&self) -> String {
-        format!("virtio-{}@{:#x}", self.dev.name(), self.base)
-    }
-
-    fn reset(&mut self) {
-        self.status = 0;
-        self.interrupt_status = 0;
-        self.driver_features = 0;
-        self.device_features_sel = 0;
-        self.driver_features_sel = 0;
-        self.queue_sel = 0;
-        for q in &mut self.queues {
-            q.reset();
         }
     }
 
     fn queue(&mut self) -> Option<&mut Queue> {
-        self.queues.get_mut(self.queue_sel as usize)
+        self.core.queue(self.queue_sel as usize)
     }
 
     fn reg(&mut self, offset: u64) -> u32 {
-        let half = |v: u64, high: bool| if high { (v >> 32) as u32 } else { v as u32 };
         match offset {
             MAGIC => MAGIC_VALUE,
             VERSION => 2,
-            DEVICE_ID => self.dev.device_id(),
+            DEVICE_ID => self.core.device_id(),
             VENDOR_ID => VENDOR,
-            DEVICE_FEATURES => match self.device_features_sel {
-                0 => half(self.offered, false),
-                1 => half(self.offered, true),
-                _ => 0,
-            },
+            DEVICE_FEATURES => self.core.offered_half(self.device_features_sel),
             QUEUE_NUM_MAX => self.queue().map_or(0, |_| u32::from(QUEUE_MAX)),
             QUEUE_READY => self.queue().map_or(0, |q| u32::from(q.ready())),
-            INTERRUPT_STATUS => self.interrupt_status,
-            STATUS => self.status,
+            INTERRUPT_STATUS => self.core.interrupt_status,
+            STATUS => self.core.status(),
             // No shared memory regions: length and base read as all ones.
             SHM_LEN_LOW..=SHM_BASE_HIGH => u32::MAX,
             QUEUE_RESET => 0,
@@ -138,56 +90,18 @@ impl MmioTransport {
 
     fn set_status(&mut self, v: u32) {
         if v == 0 {
-            self.reset();
-            return;
+            self.device_features_sel = 0;
+            self.driver_features_sel = 0;
+            self.queue_sel = 0;
         }
-        let mut v = v;
-        if v & STATUS_FEATURES_OK != 0 && self.status & STATUS_FEATURES_OK == 0 {
-            // A modern device insists on VERSION_1 and on nothing it did not offer.
-            // ACCESS_PLATFORM not accepted is tolerated, as crosvm does.
-            let unknown = self.driver_features & !self.offered;
-            if self.driver_features & VIRTIO_F_VERSION_1 == 0 || unknown != 0 {
-                v &= !STATUS_FEATURES_OK;
-            }
-        }
-        // The device keeps NEEDS_RESET until the driver resets it.
-        self.status = v | (self.status & STATUS_NEEDS_RESET);
-    }
-
-    fn notify(&mut self, index: u32) {
-        let ready = STATUS_DRIVER_OK;
-        if self.status & (ready | STATUS_NEEDS_RESET) != ready {
-            return;
-        }
-        let i = index as usize;
-        let Some(q) = self.queues.get_mut(i) else {
-            return self.fail(format!("notify of queue {index}, which does not exist"));
-        };
-        match self.dev.process(i, q, &self.dma) {
-            Ok(true) => self.interrupt_status |= INT_USED_BUFFER,
-            Ok(false) => {}
-            Err(e) => self.fail_on(i, e),
-        }
-    }
-
-    fn fail_on(&mut self, queue: usize, e: VirtioError) {
-        self.fail(format!("queue {queue}: {e}"));
-    }
-
-    /// The device stops until the driver resets it (virtio 1.x §2.1.2), and says why.
-    fn fail(&mut self, why: String) {
-        self.status |= STATUS_NEEDS_RESET;
-        self.interrupt_status |= INT_CONFIG_CHANGE;
-        let line = format!("{}: {why}; device needs reset", self.name());
-        eprintln!("vmm: {line}");
-        self.incidents.push(line);
+        self.core.set_status(v);
     }
 }
 
 impl MmioDevice for MmioTransport {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         if offset >= CONFIG {
-            let config = self.dev.config();
+            let config = self.core.config();
             let start = (offset - CONFIG) as usize;
             for (i, b) in data.iter_mut().enumerate() {
                 *b = config.get(start + i).copied().unwrap_or(0);
@@ -208,23 +122,10 @@ impl MmioDevice for MmioTransport {
             return;
         }
         let v = write_value(data);
-        let set_half = |old: u64, high: bool| {
-            if high {
-                (old & 0xffff_ffff) | (u64::from(v) << 32)
-            } else {
-                (old & !0xffff_ffff) | u64::from(v)
-            }
-        };
         match offset {
             DEVICE_FEATURES_SEL => self.device_features_sel = v,
             DRIVER_FEATURES_SEL => self.driver_features_sel = v,
-            // Features are fixed once FEATURES_OK is set.
-            DRIVER_FEATURES
-                if self.status & STATUS_FEATURES_OK == 0 && self.driver_features_sel < 2 =>
-            {
-                self.driver_features =
-                    set_half(self.driver_features, self.driver_features_sel == 1);
-            }
+            DRIVER_FEATURES => self.core.set_driver_half(self.driver_features_sel, v),
             QUEUE_SEL => self.queue_sel = v,
             QUEUE_NUM => {
                 if let Some(q) = self.queue() {
@@ -272,8 +173,8 @@ impl MmioDevice for MmioTransport {
                     q.reset();
                 }
             }
-            QUEUE_NOTIFY => self.notify(v & 0xffff),
-            INTERRUPT_ACK => self.interrupt_status &= !v,
+            QUEUE_NOTIFY => self.core.notify(v & 0xffff),
+            INTERRUPT_ACK => self.core.interrupt_status &= !v,
             STATUS => self.set_status(v),
             // Read-only registers and holes: ignored.
             _ => {}
@@ -284,6 +185,7 @@ impl MmioDevice for MmioTransport {
 #[cfg(test)]
 mod tests {
     use super::super::queue::driver::{self, *};
+    use super::super::VirtioError;
     use super::*;
     use std::sync::{Arc, Mutex};
 
@@ -400,7 +302,7 @@ mod tests {
         assert_eq!(r(&mut t, QUEUE_NUM_MAX), 0);
         w(&mut t, QUEUE_NOTIFY, 0);
         assert!(
-            t.incidents.is_empty(),
+            t.core.incidents.is_empty(),
             "no notify is processed before DRIVER_OK"
         );
     }
@@ -420,7 +322,7 @@ mod tests {
         assert_eq!(r(&mut t, STATUS), 0xb, "ACCESS_PLATFORM may be left out");
         // Features are fixed once FEATURES_OK is set.
         w(&mut t, DRIVER_FEATURES, 3);
-        assert_eq!(t.driver_features, 1 << 32);
+        assert_eq!(t.core.driver_features, 1 << 32);
     }
 
     #[test]
@@ -428,10 +330,10 @@ mod tests {
         let (mut t, log) = transport(false);
         bring_up(&mut t, 1);
         assert_eq!(r(&mut t, QUEUE_READY), 1);
-        offer(&t.dma, 0, &[(RAM + 0x8000, 64, true)]);
+        offer(&t.core.dma, 0, &[(RAM + 0x8000, 64, true)]);
         w(&mut t, QUEUE_NOTIFY, 0);
         assert_eq!(*log.lock().unwrap(), [0]);
-        assert_eq!(used(&t.dma), (1, vec![(0, 64)]));
+        assert_eq!(used(&t.core.dma), (1, vec![(0, 64)]));
         assert_eq!(r(&mut t, INTERRUPT_STATUS), INT_USED_BUFFER);
         w(&mut t, INTERRUPT_ACK, INT_USED_BUFFER);
         assert_eq!(r(&mut t, INTERRUPT_STATUS), 0);
@@ -443,7 +345,7 @@ mod tests {
     #[test]
     fn nothing_is_processed_before_driver_ok() {
         let (mut t, log) = transport(false);
-        offer(&t.dma, 0, &[(RAM + 0x8000, 64, true)]);
+        offer(&t.core.dma, 0, &[(RAM + 0x8000, 64, true)]);
         w(&mut t, QUEUE_NOTIFY, 0);
         assert!(log.lock().unwrap().is_empty());
     }
@@ -452,27 +354,27 @@ mod tests {
     fn a_bad_queue_makes_the_device_need_a_reset() {
         let (mut t, log) = transport(false);
         bring_up(&mut t, 1);
-        offer(&t.dma, 0, &[(0x0900_0000, 64, true)]);
+        offer(&t.core.dma, 0, &[(0x0900_0000, 64, true)]);
         w(&mut t, QUEUE_NOTIFY, 0);
         assert!(log.lock().unwrap().is_empty());
         assert_ne!(r(&mut t, STATUS) & STATUS_NEEDS_RESET, 0);
         assert_eq!(r(&mut t, INTERRUPT_STATUS), INT_CONFIG_CHANGE);
-        assert_eq!(t.incidents.len(), 1);
+        assert_eq!(t.core.incidents.len(), 1);
         assert!(
-            t.incidents[0].contains("is not guest RAM"),
+            t.core.incidents[0].contains("is not guest RAM"),
             "{:?}",
-            t.incidents
+            t.core.incidents
         );
         // Notifies are ignored until the reset, and a reset clears everything.
         w(&mut t, QUEUE_NOTIFY, 0);
-        assert_eq!(t.incidents.len(), 1);
+        assert_eq!(t.core.incidents.len(), 1);
         w(&mut t, QUEUE_NOTIFY, 7);
         w(&mut t, STATUS, 0);
         assert_eq!((r(&mut t, STATUS), r(&mut t, INTERRUPT_STATUS)), (0, 0));
         assert_eq!(r(&mut t, QUEUE_READY), 0);
         bring_up(&mut t, 1);
         w(&mut t, QUEUE_NOTIFY, 5);
-        assert_eq!(t.incidents.len(), 2, "{:?}", t.incidents);
-        assert!(t.incidents[1].contains("queue 5"));
+        assert_eq!(t.core.incidents.len(), 2, "{:?}", t.core.incidents);
+        assert!(t.core.incidents[1].contains("queue 5"));
     }
 }

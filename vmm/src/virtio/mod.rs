@@ -6,8 +6,10 @@
 
 pub mod blk;
 pub mod console;
+pub mod core;
 pub mod dma;
 pub mod mmio;
+pub mod pci;
 pub mod queue;
 pub mod rng;
 
