@@ -480,6 +480,9 @@ mod tests {
         assert_eq!(k.kernel_version, "7.3.4+deb13-arm64");
         assert_eq!(k.kernel, PathBuf::from("/c/vmlinuz-7.3.4+deb13-arm64"));
         assert_eq!(k.busybox, PathBuf::from("/c/busybox"));
+        assert_eq!(k.qemu_root, None);
+        let q = parse_fetch_output("kernel v /k\nbusybox /b\nqemu-root /c/qemu-root\n").unwrap();
+        assert_eq!(q.qemu_root, Some(PathBuf::from("/c/qemu-root")));
         assert!(parse_fetch_output("kernel 7.3 /k\n")
             .unwrap_err()
             .contains("kernel 7.3 /k"));
@@ -540,11 +543,24 @@ mod tests {
         ] {
             assert!(!not_for_qemu(kept), "{kept}");
         }
+        for kept in [
+            "usr/lib/ld-linux-aarch64.so.1",
+            "usr/lib/aarch64-linux-gnu/libc.so.6",
+        ] {
+            assert!(!not_for_qemu(kept), "{kept}");
+        }
         for left in [
             "usr/share/doc",
+            "usr/share/man",
+            "usr/share/locale",
+            "usr/share/perl5",
             "usr/lib/aarch64-linux-gnu/gconv",
+            "usr/lib/aarch64-linux-gnu/security",
+            "usr/lib/aarch64-linux-gnu/perl-base",
             "usr/bin/qemu-system-arm",
+            "usr/sbin/qemu-pr-helper",
             "etc",
+            "var",
         ] {
             assert!(not_for_qemu(left), "{left}");
         }
