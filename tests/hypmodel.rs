@@ -911,6 +911,34 @@ fn result_lines_say_what_was_seen() {
             out.transcript()
         );
     }
+    // With a 64 KiB granule the neighbour state is on the PCI configuration page after
+    // the granule of the first one: the granule before holds a probe target. (The PL031's
+    // granule follows the console's, which holds none, and is not the neighbour state's.)
+    // 12 forms (no stp on configuration space) and the ldp across the boundary.
+    let out = model("android14,granule=64k", "only=guard:access-forms");
+    assert_eq!(
+        detail(&out, "guard: access-forms", Kind::Pass),
+        "78 accesses on 6 page states as profile android14 says"
+    );
+    let state = "guard: access-forms: the granule after a registered one: pci-config 0x4010010000: 13 of 13 accesses";
+    assert!(
+        out.report.info.iter().any(|l| l.starts_with(state)),
+        "{state}\n{}",
+        out.transcript()
+    );
+    // Under kvm the VMM decides what an access without a syndrome does (it may stop the
+    // VM): no pair is tried on any state, not even the ldp across the neighbour boundary.
+    let out = model("kvm", "only=guard:access-forms");
+    assert_eq!(
+        detail(&out, "guard: access-forms", Kind::Pass),
+        "55 accesses on 5 page states as profile kvm says"
+    );
+    let state = "guard: access-forms: the granule after a registered one: virtio-mmio 0xa001000: 11 of 11 accesses";
+    assert!(
+        out.report.info.iter().any(|l| l.starts_with(state)),
+        "{state}\n{}",
+        out.transcript()
+    );
     let out = model("android14", "only=guard:widths");
     assert!(detail(&out, "guard: widths", Kind::Pass).starts_with("pl031 0x9010fe0: "));
     let one = run(&[
