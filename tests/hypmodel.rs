@@ -1068,3 +1068,27 @@ fn returns_alone_judges_a_call_of_each_kind() {
         assert_eq!(calls(&out, k), n, "{k}\n{t}");
     }
 }
+
+/// `guard: refcount` alone, with the console's window the only one held before it (no
+/// virtio set-up at boot): two windows of one granule cost one MAP and one UNMAP, as the
+/// check says and hypmodel counts (the console's MAP is the other).
+#[test]
+fn refcount_alone_makes_one_map_and_one_unmap() {
+    let out = model("android14", "only=guard:refcount output=uart");
+    let t = out.transcript();
+    let r = out.result("guard: refcount").unwrap();
+    assert_eq!(r.kind, Kind::Pass, "{t}");
+    assert_eq!(
+        r.detail.as_deref().unwrap_or_default(),
+        "windows 0xa000000 and 0xa000200: 1 MAP, other kept forwarded, 1 UNMAP",
+        "{t}"
+    );
+    assert_eq!(
+        (
+            calls(&out, "MMIO_GUARD_MAP"),
+            calls(&out, "MMIO_GUARD_UNMAP")
+        ),
+        (2, 1),
+        "{t}"
+    );
+}
