@@ -523,6 +523,23 @@ const MUTANTS: &[MutantRow] = &[
             ("guard: registered-write", "wrote 0x13579bdf, read back 0x0"),
         ],
     ),
+    (
+        "range-x1-overcount",
+        "4k",
+        &[
+            // Run with range-max=1 (`options_of`): the call that resumes a run of 2 after
+            // its first granule is asked for 1 and answers x1 = 2, which the guest must not
+            // take as progress past its run.
+            ("guard: range", "RGUARD_MAP of 2 granules from 0x"),
+            (
+                "guard: range",
+                ", 1) answered SUCCESS; RGUARD_UNMAP of 2 granules",
+            ),
+            ("guard: returns", ", 0x1, 0x0) answered x0=0x0 x1=0x2"),
+            ("ioremap: spanning", ", 0x2000): MMIO_RGUARD_MAP(0x"),
+            ("ioremap: spanning", ", 1) answered SUCCESS"),
+        ],
+    ),
 ];
 
 /// Public mutants no guest check can catch, and why (docs/mutants.md says more).
@@ -545,8 +562,19 @@ fn append_of(mutant: &str) -> &'static str {
 /// The profile a mutant is run under: its bug is in a call only that profile has.
 fn profile_of(mutant: &str) -> &'static str {
     match mutant {
-        "rguard-first-only" | "share-x1-zero" | "range-x1-zero" => "android16",
+        "rguard-first-only" | "share-x1-zero" | "range-x1-zero" | "range-x1-overcount" => {
+            "android16"
+        }
         _ => "android14",
+    }
+}
+
+/// hypmodel options a mutant's run adds: `range-x1-overcount` shows only on a call that
+/// resumes a run, so its run has every range call stop after one granule (§10.1 allows it).
+fn options_of(mutant: &str) -> &'static str {
+    match mutant {
+        "range-x1-overcount" => ",range-max=1",
+        _ => "",
     }
 }
 
@@ -555,7 +583,10 @@ fn every_mutant_is_caught_by_a_fail_that_names_it() {
     for (mutant, granule, checks) in MUTANTS {
         let profile = profile_of(mutant);
         let out = model(
-            &format!("{profile},granule={granule},mutant={mutant}"),
+            &format!(
+                "{profile},granule={granule},mutant={mutant}{}",
+                options_of(mutant)
+            ),
             append_of(mutant),
         );
         let t = out.transcript();
@@ -648,7 +679,10 @@ fn a_known_bug_is_the_profiles_not_any_abort() {
         .as_deref()
         .unwrap_or_default()
         .contains("upstream pKVM answers with an abort"));
-    let out = model("pkvm", "only=memshare:share-mmio ioguard.profile=android14");
+    let out = model(
+        "pkvm",
+        "only=memshare:share-mmio,guard:returns ioguard.profile=android14",
+    );
     let r = out.result("memshare: share-mmio").unwrap();
     assert_eq!(r.kind, Kind::Fail, "{}", out.transcript());
     assert!(r
@@ -656,6 +690,16 @@ fn a_known_bug_is_the_profiles_not_any_abort() {
         .as_deref()
         .unwrap_or_default()
         .contains("(expected -3)"));
+    // `guard: returns` exempts that abort only under the profile whose bug it is: here it
+    // names it (with the ENROLL that pkvm does not have, which android14 makes).
+    let r = out.result("guard: returns").unwrap();
+    assert_eq!(r.kind, Kind::Fail, "{}", out.transcript());
+    let d = r.detail.as_deref().unwrap_or_default();
+    assert!(
+        d.contains("; MEM_SHARE(0x") && d.contains(", 0x0, 0x0) aborted (ESR=0x96000010 "),
+        "{d}\n{}",
+        out.transcript()
+    );
 }
 
 /// A guest calls only what its profile's ABI has: upstream pKVM's guard ABI is MAP alone
@@ -867,6 +911,34 @@ fn result_lines_say_what_was_seen() {
             out.transcript()
         );
     }
+    // With a 64 KiB granule the neighbour state is on the PCI configuration page after
+    // the granule of the first one: the granule before holds a probe target. (The PL031's
+    // granule follows the console's, which holds none, and is not the neighbour state's.)
+    // 12 forms (no stp on configuration space) and the ldp across the boundary.
+    let out = model("android14,granule=64k", "only=guard:access-forms");
+    assert_eq!(
+        detail(&out, "guard: access-forms", Kind::Pass),
+        "78 accesses on 6 page states as profile android14 says"
+    );
+    let state = "guard: access-forms: the granule after a registered one: pci-config 0x4010010000: 13 of 13 accesses";
+    assert!(
+        out.report.info.iter().any(|l| l.starts_with(state)),
+        "{state}\n{}",
+        out.transcript()
+    );
+    // Under kvm the VMM decides what an access without a syndrome does (it may stop the
+    // VM): no pair is tried on any state, not even the ldp across the neighbour boundary.
+    let out = model("kvm", "only=guard:access-forms");
+    assert_eq!(
+        detail(&out, "guard: access-forms", Kind::Pass),
+        "55 accesses on 5 page states as profile kvm says"
+    );
+    let state = "guard: access-forms: the granule after a registered one: virtio-mmio 0xa001000: 11 of 11 accesses";
+    assert!(
+        out.report.info.iter().any(|l| l.starts_with(state)),
+        "{state}\n{}",
+        out.transcript()
+    );
     let out = model("android14", "only=guard:widths");
     assert!(detail(&out, "guard: widths", Kind::Pass).starts_with("pl031 0x9010fe0: "));
     let one = run(&[
@@ -916,4 +988,107 @@ fn undocumented_answers_after_guard_returns_fail_the_run() {
         "{t}"
     );
     assert_ne!(out.status, 0, "{t}");
+}
+
+/// `guard: returns` names the first eight undocumented answers and counts the rest
+/// (`map-returns-one`: every MAP since boot answers 1), and with fewer names them all and
+/// counts nothing more (`enroll-twice-refused`: the second ENROLL of `guard: enroll` and
+/// the check's own); answers it reported are not reported again at the end of the run.
+#[test]
+fn returns_names_eight_answers_and_counts_the_rest() {
+    let out = model("android14,mutant=map-returns-one", "only=guard:returns");
+    let t = out.transcript();
+    let r = out.result("guard: returns").unwrap();
+    assert_eq!(r.kind, Kind::Fail, "{t}");
+    let d = r.detail.as_deref().unwrap_or_default();
+    assert_eq!(d.matches("MMIO_GUARD_MAP(").count(), 8, "{d}");
+    let more: u64 = d
+        .rsplit_once("; ")
+        .and_then(|(_, m)| m.strip_suffix(" more"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no '; N more' at the end: {d}"));
+    assert!(more > 0, "{d}");
+
+    let out = model(
+        "android14,mutant=enroll-twice-refused",
+        "only=guard:enroll,guard:returns",
+    );
+    let t = out.transcript();
+    let r = out.result("guard: returns").unwrap();
+    assert_eq!(r.kind, Kind::Fail, "{t}");
+    let d = r.detail.as_deref().unwrap_or_default();
+    assert_eq!(
+        d,
+        ["MMIO_GUARD_ENROLL(0x0, 0x0, 0x0) answered x0=0xfffffffffffffffd x1=0x0"; 2].join("; "),
+        "{t}"
+    );
+    assert!(
+        !out.report
+            .lines
+            .iter()
+            .any(|l| l.contains("after guard: returns ran")),
+        "{t}"
+    );
+}
+
+/// Alone, `guard: returns` makes one call of each kind itself (ENROLL, MAP and UNMAP twice,
+/// MEM_SHARE and MEM_UNSHARE) and judges them with the boot's: the count on its line is the
+/// number of guard and memshare calls hypmodel answered.
+#[test]
+fn returns_alone_judges_a_call_of_each_kind() {
+    // output=uart: no virtio set-up at boot, whose pool would share memory.
+    let out = model("android14", "only=guard:returns output=uart");
+    let t = out.transcript();
+    let r = out.result("guard: returns").unwrap();
+    assert_eq!(r.kind, Kind::Pass, "{t}");
+    let d = r.detail.as_deref().unwrap_or_default();
+    let judged: u64 = d
+        .strip_suffix(" guard and memshare calls so far, every answer documented for its call")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{d}"));
+    let kinds = [
+        "MMIO_GUARD_ENROLL",
+        "MMIO_GUARD_MAP",
+        "MMIO_GUARD_UNMAP",
+        "MMIO_RGUARD_MAP",
+        "MMIO_RGUARD_UNMAP",
+        "MEM_SHARE",
+        "MEM_UNSHARE",
+    ];
+    let answered: u64 = kinds.iter().map(|k| calls(&out, k)).sum();
+    assert_eq!(judged, answered, "{t}");
+    // The boot makes one ENROLL and the console's MAP; the rest are the check's own.
+    for (k, n) in [
+        ("MMIO_GUARD_ENROLL", 2),
+        ("MMIO_GUARD_MAP", 3),
+        ("MMIO_GUARD_UNMAP", 2),
+        ("MEM_SHARE", 1),
+        ("MEM_UNSHARE", 1),
+    ] {
+        assert_eq!(calls(&out, k), n, "{k}\n{t}");
+    }
+}
+
+/// `guard: refcount` alone, with the console's window the only one held before it (no
+/// virtio set-up at boot): two windows of one granule cost one MAP and one UNMAP, as the
+/// check says and hypmodel counts (the console's MAP is the other).
+#[test]
+fn refcount_alone_makes_one_map_and_one_unmap() {
+    let out = model("android14", "only=guard:refcount output=uart");
+    let t = out.transcript();
+    let r = out.result("guard: refcount").unwrap();
+    assert_eq!(r.kind, Kind::Pass, "{t}");
+    assert_eq!(
+        r.detail.as_deref().unwrap_or_default(),
+        "windows 0xa000000 and 0xa000200: 1 MAP, other kept forwarded, 1 UNMAP",
+        "{t}"
+    );
+    assert_eq!(
+        (
+            calls(&out, "MMIO_GUARD_MAP"),
+            calls(&out, "MMIO_GUARD_UNMAP")
+        ),
+        (2, 1),
+        "{t}"
+    );
 }

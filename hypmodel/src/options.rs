@@ -89,10 +89,11 @@ pub enum Mutant {
     RangeX1Zero,
     EnrollTwiceRefused,
     ForwardWrongPage,
+    RangeX1Overcount,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 42] = [
+    pub const ALL: [Mutant; 43] = [
         Mutant::GuardOff,
         Mutant::SilentDrop,
         Mutant::WrongDfsc,
@@ -135,6 +136,7 @@ impl Mutant {
         Mutant::RangeX1Zero,
         Mutant::EnrollTwiceRefused,
         Mutant::ForwardWrongPage,
+        Mutant::RangeX1Overcount,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -180,6 +182,7 @@ impl Mutant {
             Mutant::RangeX1Zero => "range-x1-zero",
             Mutant::EnrollTwiceRefused => "enroll-twice-refused",
             Mutant::ForwardWrongPage => "forward-wrong-page",
+            Mutant::RangeX1Overcount => "range-x1-overcount",
         }
     }
     pub fn from_name(s: &str) -> Option<Mutant> {

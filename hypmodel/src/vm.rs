@@ -356,6 +356,9 @@ pub struct Vm {
     pub chaos: Option<Chaos>,
     /// Forwarded accesses to the console's page so far (`console-dropped`).
     console_seen: u64,
+    /// `range-x1-overcount`: where the last range call stopped early (the IPA it would
+    /// resume at) and the granules of that run so far.
+    range_resume: Option<(u64, u64)>,
     /// The virtio transports and what their queues are told (`dma.rs`).
     pub dma: Dma,
 }
@@ -494,6 +497,7 @@ impl Vm {
             last_abort: [(0, 0, 0, 0); MAX_CPUS],
             chaos: opts.chaos.map(Chaos::new),
             console_seen: 0,
+            range_resume: None,
             dma: Dma::new(),
         }
     }
@@ -853,7 +857,32 @@ impl Vm {
             return ret1(INVALID_PARAMETER);
         }
         self.stats.map_ok += 1;
-        Hvc::Ret([SUCCESS, done, 0, 0])
+        let x1 = self.range_x1(x[1], x[2], done);
+        Hvc::Ret([SUCCESS, x1, 0, 0])
+    }
+
+    /// x1 of a successful range call from `base` that did `done` of the `asked` granules:
+    /// `done` (§10.1: the pages this call guarded; the caller resumes at base + x1 *
+    /// granule). `range-x1-overcount` keeps a cursor where a call stopped early and, when
+    /// the next call resumes there, answers the granules of the whole run so far (the
+    /// earlier call's and this one's), more than this call was asked for.
+    fn range_x1(&mut self, base: u64, asked: u64, done: u64) -> u64 {
+        if !self.mutant(Mutant::RangeX1Overcount) {
+            return done;
+        }
+        let before = match self.range_resume {
+            Some((at, n)) if at == base => n,
+            _ => 0,
+        };
+        let page = self.page();
+        self.range_resume = if done < asked {
+            done.checked_mul(page)
+                .and_then(|o| base.checked_add(o))
+                .map(|at| (at, before + done))
+        } else {
+            None
+        };
+        before + done
     }
 
     fn share_failed(&mut self, share: bool) -> u64 {
@@ -922,7 +951,12 @@ impl Vm {
                 return ret1(INVALID_PARAMETER);
             }
             self.stats.unmap_ok += 1;
-            return Hvc::Ret([SUCCESS, n, 0, 0]);
+            let x1 = if call == Call::RguardUnmap {
+                self.range_x1(x[1], x[2], n)
+            } else {
+                n
+            };
+            return Hvc::Ret([SUCCESS, x1, 0, 0]);
         }
         let page = self.page();
         let ok = if !self.enrolled || !x[1].is_multiple_of(page) {
@@ -1903,6 +1937,61 @@ mod tests {
         let mut v = vm(Profile::Android16, None);
         call(&mut v, 0, pk(6), 0, 0, 0);
         assert_eq!(call(&mut v, 0, pk(10), base, 2, 0), [SUCCESS, 2, 0, 0]);
+    }
+
+    /// `range-x1-overcount`: a call that resumes a run where the last one stopped early
+    /// answers the granules of the whole run so far, more than it was asked for; calls
+    /// that start a run, and every call without an early stop, answer as the correct model.
+    #[test]
+    fn range_x1_overcount_answers_the_runs_progress_on_a_resumed_call() {
+        let base = 0x0a00_0000;
+        let opts = |m| Options {
+            profile: Profile::Android16,
+            mutant: m,
+            range_max: Some(1),
+            ..Options::default()
+        };
+        let mut v = vm_with(opts(Some(Mutant::RangeX1Overcount)));
+        call(&mut v, 0, pk(6), 0, 0, 0);
+        // The first call of a run of 2 stops after one granule and says so.
+        assert_eq!(call(&mut v, 0, pk(10), base, 2, 0), [SUCCESS, 1, 0, 0]);
+        // The call that resumes there, asked for 1, answers 2.
+        assert_eq!(
+            call(&mut v, 0, pk(10), base + 0x1000, 1, 0),
+            [SUCCESS, 2, 0, 0]
+        );
+        assert!(v.guard.is_registered(base) && v.guard.is_registered(base + 0x1000));
+        assert_eq!(v.guard.len(), 2, "nothing registered beyond the run");
+        // A run of one granule, and a call that does not resume, answer right.
+        assert_eq!(
+            call(&mut v, 0, pk(10), 0x0a00_4000, 1, 0),
+            [SUCCESS, 1, 0, 0]
+        );
+        assert_eq!(call(&mut v, 0, pk(10), base, 2, 0), [SUCCESS, 1, 0, 0]);
+        assert_eq!(
+            call(&mut v, 0, pk(10), 0x0a00_8000, 1, 0),
+            [SUCCESS, 1, 0, 0]
+        );
+        // RGUARD_UNMAP (a no-op) the same way; func 7 is unchanged.
+        assert_eq!(call(&mut v, 0, pk(11), base, 2, 0), [SUCCESS, 1, 0, 0]);
+        assert_eq!(
+            call(&mut v, 0, pk(11), base + 0x1000, 1, 0),
+            [SUCCESS, 2, 0, 0]
+        );
+        assert_eq!(call(&mut v, 0, pk(7), RTC, 0, 0), [SUCCESS, 1, 0, 0]);
+        // The correct model answers each call's own progress.
+        let mut v = vm_with(opts(None));
+        call(&mut v, 0, pk(6), 0, 0, 0);
+        assert_eq!(call(&mut v, 0, pk(10), base, 2, 0), [SUCCESS, 1, 0, 0]);
+        assert_eq!(
+            call(&mut v, 0, pk(10), base + 0x1000, 1, 0),
+            [SUCCESS, 1, 0, 0]
+        );
+        assert_eq!(call(&mut v, 0, pk(11), base, 2, 0), [SUCCESS, 1, 0, 0]);
+        assert_eq!(
+            call(&mut v, 0, pk(11), base + 0x1000, 1, 0),
+            [SUCCESS, 1, 0, 0]
+        );
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub const MODEL_MUTANTS: &[&str] = &[
     "range-x1-zero",
     "enroll-twice-refused",
     "forward-wrong-page",
+    "range-x1-overcount",
 ];
 
 /// Where hypmodel expects the guest Image (`-device loader,...,addr=`).
