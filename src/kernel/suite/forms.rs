@@ -74,14 +74,17 @@ fn perform(form: Form, addr: u64) -> Tried {
 }
 
 /// The forms `profile` lets ioguard try on `t` in `state`: not those whose outcome is
-/// the VMM's to choose, and no store pair on PCI configuration space (it would reach the
-/// command register).
+/// the VMM's to choose, and on PCI configuration space no store that reaches past the
+/// read-only IDs at offset 0 (a 64-bit `str` or an `stp` would write the command register
+/// of whatever function answers there, and a live device's memory decoding with it).
 pub fn forms_for(t: &Target, state: State, profile: Profile) -> Vec<Form> {
     FORMS
         .iter()
         .copied()
         .filter(|f| expect(*f, state, profile) != Expect::NotTried)
-        .filter(|f| !(*f == Form::StorePair && t.device == TargetKind::PciConfig))
+        .filter(|f| {
+            t.device != TargetKind::PciConfig || !matches!(f, Form::StorePair | Form::Store(8))
+        })
         .collect()
 }
 
