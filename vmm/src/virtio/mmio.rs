@@ -185,38 +185,8 @@ impl MmioDevice for MmioTransport {
 #[cfg(test)]
 mod tests {
     use super::super::queue::driver::{self, *};
-    use super::super::VirtioError;
     use super::*;
     use std::sync::{Arc, Mutex};
-
-    /// A device that uses every chain with the length of its writable part.
-    struct Sink(Arc<Mutex<Vec<u16>>>);
-    impl VirtioDevice for Sink {
-        fn device_id(&self) -> u32 {
-            42
-        }
-        fn name(&self) -> &'static str {
-            "sink"
-        }
-        fn features(&self) -> u64 {
-            1 << 5
-        }
-        fn queue_count(&self) -> usize {
-            2
-        }
-        fn config(&self) -> Vec<u8> {
-            vec![1, 2, 3, 4, 5]
-        }
-        fn process(&mut self, _: usize, q: &mut Queue, dma: &Dma) -> Result<bool, VirtioError> {
-            let mut any = false;
-            while let Some(c) = dma.pop(q)? {
-                self.0.lock().unwrap().push(c.head);
-                dma.complete(q, &c, c.writable_len() as u32)?;
-                any = true;
-            }
-            Ok(any)
-        }
-    }
 
     fn r(t: &mut MmioTransport, o: u64) -> u32 {
         let mut d = [0u8; 4];
@@ -230,7 +200,11 @@ mod tests {
     fn transport(access_platform: bool) -> (MmioTransport, Arc<Mutex<Vec<u16>>>) {
         let log = Arc::new(Mutex::new(Vec::new()));
         let t = MmioTransport::new(
-            Box::new(Sink(log.clone())),
+            Box::new(Sink {
+                id: 42,
+                features: 1 << 5,
+                heads: log.clone(),
+            }),
             driver::dma(None),
             0xa00_0000,
             access_platform,

@@ -432,41 +432,27 @@ impl PciFunction for VirtioPci {
 mod tests {
     use super::super::core::{INT_USED_BUFFER, STATUS_FEATURES_OK};
     use super::super::queue::driver::{self, *};
-    use super::super::{VirtioError, ID_RNG};
+    use super::super::ID_RNG;
     use super::*;
     use crate::devices::MmioDevice;
     use crate::pci::{BarWindow, CamWindow, PciBus};
     use std::sync::{Arc, Mutex};
 
-    /// Uses every chain with its writable length, as an rng would.
-    struct Sink;
-    impl VirtioDevice for Sink {
-        fn device_id(&self) -> u32 {
-            ID_RNG
-        }
-        fn name(&self) -> &'static str {
-            "sink"
-        }
-        fn queue_count(&self) -> usize {
-            2
-        }
-        fn config(&self) -> Vec<u8> {
-            vec![1, 2, 3, 4, 5]
-        }
-        fn process(&mut self, _: usize, q: &mut Queue, dma: &Dma) -> Result<bool, VirtioError> {
-            let mut any = false;
-            while let Some(c) = dma.pop(q)? {
-                dma.complete(q, &c, c.writable_len() as u32)?;
-                any = true;
-            }
-            Ok(any)
-        }
-    }
-
     const BAR: u32 = 0x0200_8000;
 
     fn function(access_platform: bool) -> VirtioPci {
-        VirtioPci::new(Box::new(Sink), driver::dma(None), 1, BAR, access_platform).unwrap()
+        VirtioPci::new(
+            Box::new(Sink {
+                id: ID_RNG,
+                features: 0,
+                heads: Default::default(),
+            }),
+            driver::dma(None),
+            1,
+            BAR,
+            access_platform,
+        )
+        .unwrap()
     }
 
     fn cfg(f: &mut VirtioPci, at: usize, len: usize) -> u64 {
