@@ -244,21 +244,14 @@ pub fn qemu_in_host_args(opts: &crate::Options) -> Vec<String> {
         &opts.smp.to_string(),
         "-m",
         &opts.mem,
-        "-display",
-        "none",
         "-chardev",
         "stdio,id=con,mux=on",
         "-serial",
         "chardev:con",
-        "-monitor",
-        "none",
-        "-nic",
-        "none",
-        "-no-reboot",
-        "-kernel",
-        "/ioguard.bin",
     ]
     .iter()
+    .chain(HEADLESS)
+    .chain(&["-kernel", "/ioguard.bin"])
     .map(|s| s.to_string())
     .collect();
     if !opts.append.is_empty() {
@@ -368,26 +361,35 @@ pub fn host_argv(qemu: &Path, cpu: &str, kernel: &Path, initrd: &Path) -> Vec<St
         "2",
         "-m",
         "2G",
-        "-display",
-        "none",
         "-serial",
         "stdio",
-        "-monitor",
-        "none",
-        "-nic",
-        "none",
-        "-no-reboot",
+    ]
+    .iter()
+    .chain(HEADLESS)
+    .chain(&[
         "-kernel",
         &kernel.to_string_lossy(),
         "-initrd",
         &initrd.to_string_lossy(),
         "-append",
         HOST_APPEND,
-    ]
-    .iter()
+    ])
     .map(|s| s.to_string())
     .collect()
 }
+
+/// What both QEMUs (the host's, and the one `:qemu` runs inside it) have beside their
+/// console: no display, no monitor, no network but the guest's own virtio NICs, and an
+/// exit instead of a reset.
+const HEADLESS: &[&str] = &[
+    "-display",
+    "none",
+    "-monitor",
+    "none",
+    "-nic",
+    "none",
+    "-no-reboot",
+];
 
 /// What the host's lines say about the run, beyond the guest's EXIT line: `Some((status,
 /// why))` when the host or the VMM failed. The VMM's statuses (vmm/README.md): 0 the guest
