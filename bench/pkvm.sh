@@ -19,7 +19,7 @@ median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else prin
 ./qemu-run.sh --hyp pkvm --append 'only=boot:device-tree' >/dev/null 2>&1 \
     || die "the warm-up run failed: ./qemu-run.sh --hyp pkvm --append 'only=boot:device-tree'"
 
-printf '| VM | host CPU | VMM start to power-off (ms) | MMIO exits (uart/rtc/virtio/unclaimed) | system events | host uptime at power-off (s) | whole cycle (s) | checks (pass/fail/skip) |\n'
+printf '| VM | host CPU | VMM start to power-off (ms) | MMIO exits (by device) | system events | host uptime at power-off (s) | whole cycle (s) | checks (pass/fail/skip) |\n'
 printf '|---|---|---|---|---|---|---|---|\n'
 for spec in "pkvm:protected,cpu=max" "pkvm:protected,layout=crosvm,cpu=max" \
             "pkvm:ordinary,cpu=max" "pkvm:protected,cpu=cortex-a72" "pkvm:qemu,cpu=max"; do
@@ -37,7 +37,7 @@ for spec in "pkvm:protected,cpu=max" "pkvm:protected,layout=crosvm,cpu=max" \
     layout=qemu; [[ $spec == *layout=crosvm* ]] && layout=crosvm
     [[ $vm == qemu ]] && layout="QEMU virt, -accel kvm"
     cpu=${spec##*cpu=}
-    exits=$(sed -n 's/^vmm: exits: mmio=\([0-9]*\) (uart=\([0-9]*\), rtc=\([0-9]*\), virtio=\([0-9]*\), unclaimed=\([0-9]*\)).*/\1 (\2\/\3\/\4\/\5)/p' <<<"$out")
+    exits=$(sed -n 's/^vmm: exits: mmio=\([0-9]*\) (\([^)]*\)).*/\1 (\2)/p' <<<"$out")
     events=$(sed -n 's/^vmm: exits: .*system_event=\([0-9]*\).*/\1/p' <<<"$out")
     totals=$(sed -n 's/^ioguard: \([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped.*/\1\/\2\/\3/p' <<<"$out")
     printf '| %s (%s) | %s | %s | %s | %s | %s | %s | %s |\n' "$vm" "$layout" "$cpu" \
