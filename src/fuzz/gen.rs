@@ -343,8 +343,10 @@ impl Pool {
                 | abi::MMIO_RGUARD_UNMAP
                 | abi::MEM_SHARE
                 | abi::MEM_UNSHARE => span(args[0], args[1]),
-                // ENROLL, the info calls: everything may depend on them.
-                _ => return None,
+                // ENROLL: everything may depend on it (a hypervisor that forgets).
+                abi::MMIO_GUARD_ENROLL => return None,
+                // The info and version calls name no granule.
+                _ => BTreeSet::new(),
             },
             Op::Read { addr, width, .. } => span(addr, 1)
                 .union(&span(addr + width.bytes() - 1, 1))

@@ -395,7 +395,9 @@ impl Model {
                 Invariant::Answer,
                 &format!("android13's inverted UNMAP answers {want} here"),
             )?;
-            self.registered.remove(&g);
+            if ok {
+                self.registered.remove(&g);
+            }
             self.known += 1;
             return Ok(Judged {
                 note: Note::Known(KnownBug::UnmapInverted),
@@ -813,6 +815,11 @@ mod tests {
             Some(Invariant::Answer)
         );
         assert_eq!(m.known, 2);
+        // A misaligned UNMAP fails (SUCCESS, inverted) and leaves the registration.
+        m.call(abi::MMIO_GUARD_MAP, [DEV, 0, 0], ok(0, 0)).unwrap();
+        m.call(abi::MMIO_GUARD_UNMAP, [DEV + 8, 0, 0], ok(0, 0))
+            .unwrap();
+        assert!(m.is_registered(DEV));
     }
 
     #[test]
