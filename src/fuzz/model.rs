@@ -688,7 +688,7 @@ pub fn console(ping: Option<Result<u64, Fault>>, incidents: &[String]) -> Result
 mod tests {
     use super::*;
     use crate::esr::Esr;
-    use crate::fuzz::gen::Width;
+    use crate::fuzz::gen::{Width, HUGE};
 
     const G: u64 = 0x1000;
     const DEV: u64 = 0x901_0000;
@@ -876,14 +876,14 @@ mod tests {
         // A huge run below RAM stops at RAM: at most 2 granules, then -3.
         let below = RAM - 2 * G;
         assert_eq!(
-            inv(m.call(abi::MMIO_RGUARD_MAP, [below, 1 << 40, 0], ok(0, 3))),
+            inv(m.call(abi::MMIO_RGUARD_MAP, [below, HUGE, 0], ok(0, 3))),
             Some(Invariant::Progress)
         );
         assert_eq!(
-            m.call(abi::MMIO_RGUARD_MAP, [below, 1 << 40, 0], ok(0, 2))
+            m.call(abi::MMIO_RGUARD_MAP, [below, HUGE, 0], ok(0, 2))
                 .unwrap()
                 .resume,
-            Some([RAM, (1 << 40) - 2, 0])
+            Some([RAM, HUGE - 2, 0])
         );
         assert_eq!(
             inv(m.call(abi::MMIO_RGUARD_MAP, [RAM, 5, 0], ok(0, 1))),
@@ -1091,11 +1091,11 @@ mod tests {
         );
         // A huge UNSHARE stops at the first private page.
         assert_eq!(
-            inv(m.call(abi::MEM_UNSHARE, [p + G, 1 << 40, 0], ok(0, 4))),
+            inv(m.call(abi::MEM_UNSHARE, [p + G, HUGE, 0], ok(0, 4))),
             Some(Invariant::Progress)
         );
         assert_eq!(
-            inv(m.call(abi::MEM_UNSHARE, [p + G, 1 << 40, 0], ok(0, 3))),
+            inv(m.call(abi::MEM_UNSHARE, [p + G, HUGE, 0], ok(0, 3))),
             None
         );
         assert_eq!(m.shared().collect::<Vec<_>>(), [p]);
