@@ -130,7 +130,7 @@ impl Pool {
             14 => r.pick(&self.share_pool).unwrap_or(self.ram_base),
             15 => self.ram_base - g * (1 + r.below(3)),
             16 => 1 << IPA_MAX_BITS,
-            17 => u64::MAX & !(g - 1),
+            17 => !(g - 1),
             18 => (1 << 48) - g,
             _ => self.ram_base,
         }
@@ -147,7 +147,7 @@ impl Pool {
                 .map_or(1 << IPA_MAX_BITS, |t| self.align(t.id_addr)),
             17 => r.pick(&self.holes).map_or(p, |h| self.align(h)),
             18 => 1 << IPA_MAX_BITS,
-            _ => u64::MAX & !(self.granule - 1),
+            _ => !(self.granule - 1),
         }
     }
 
@@ -170,7 +170,7 @@ impl Pool {
     fn reserved(&self, r: &mut Rng) -> u64 {
         match r.below(10) {
             0 => 1,
-            1 => r.next(),
+            1 => r.next_u64(),
             _ => 0,
         }
     }
@@ -317,7 +317,7 @@ impl Pool {
                     34..=37 => match self.targets.iter().find_map(|t| t.rw_addr) {
                         Some(addr) => Op::Write {
                             addr,
-                            value: r.next() as u32,
+                            value: r.next_u64() as u32,
                         },
                         None => self.read(&mut r),
                     },
@@ -717,11 +717,10 @@ pub(crate) mod tests {
             for &i in &s[..s.len() - 1] {
                 let op = p.step(9, i).op;
                 assert!(!matches!(op, Op::Canary | Op::Console));
-                match (&last, p.footprint(&op)) {
-                    (Some(l), Some(f)) => assert!(f.iter().any(|a| l.contains(a)
+                if let (Some(l), Some(f)) = (&last, p.footprint(&op)) {
+                    assert!(f.iter().any(|a| l.contains(a)
                         || l.contains(&(a + 0x1000))
-                        || l.contains(&(a.wrapping_sub(0x1000))))),
-                    _ => {}
+                        || l.contains(&(a.wrapping_sub(0x1000)))));
                 }
             }
             // Steps near the failing one are never left out.

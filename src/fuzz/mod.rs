@@ -88,11 +88,11 @@ impl Rng {
     /// step's, so that a step can be made without making the ones before it.
     pub fn for_step(seed: u64, index: u64) -> Self {
         let mut r = Self(seed ^ mix(index.wrapping_add(1).wrapping_mul(GOLDEN)));
-        r.next();
+        r.next_u64();
         r
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(GOLDEN);
         mix(self.0)
     }
@@ -102,7 +102,7 @@ impl Rng {
         if n == 0 {
             0
         } else {
-            self.next() % n
+            self.next_u64() % n
         }
     }
 
@@ -136,16 +136,25 @@ mod tests {
     fn splitmix64_reference_values() {
         // The reference implementation's first outputs for seed 1234567.
         let mut r = Rng::new(1234567);
-        assert_eq!(r.next(), 6457827717110365317);
-        assert_eq!(r.next(), 3203168211198807973);
-        assert_eq!(r.next(), 9817491932198370423);
+        assert_eq!(r.next_u64(), 6457827717110365317);
+        assert_eq!(r.next_u64(), 3203168211198807973);
+        assert_eq!(r.next_u64(), 9817491932198370423);
     }
 
     #[test]
     fn steps_have_independent_reproducible_generators() {
-        assert_eq!(Rng::for_step(7, 3).next(), Rng::for_step(7, 3).next());
-        assert_ne!(Rng::for_step(7, 3).next(), Rng::for_step(7, 4).next());
-        assert_ne!(Rng::for_step(7, 3).next(), Rng::for_step(8, 3).next());
+        assert_eq!(
+            Rng::for_step(7, 3).next_u64(),
+            Rng::for_step(7, 3).next_u64()
+        );
+        assert_ne!(
+            Rng::for_step(7, 3).next_u64(),
+            Rng::for_step(7, 4).next_u64()
+        );
+        assert_ne!(
+            Rng::for_step(7, 3).next_u64(),
+            Rng::for_step(8, 3).next_u64()
+        );
         let mut r = Rng::new(5);
         for _ in 0..1000 {
             assert!(r.below(7) < 7);
