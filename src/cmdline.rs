@@ -179,24 +179,8 @@ pub fn parse(line: &str) -> Result<Options, CmdlineError> {
                     }
                 }
             }
-            ("repeat", Some(v)) => {
-                o.repeat = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_REPEAT).contains(n))
-                    .ok_or(CmdlineError::BadValue {
-                        option: "repeat",
-                        value: v.to_string(),
-                    })?
-            }
-            ("fuzz", Some(v)) => {
-                o.fuzz = Some(
-                    crate::fuzz::FuzzSpec::parse(v).ok_or(CmdlineError::BadValue {
-                        option: "fuzz",
-                        value: v.to_string(),
-                    })?,
-                )
-            }
+            ("repeat", Some(v)) => o.repeat = repeat(v)?,
+            ("fuzz", Some(v)) => o.fuzz = Some(fuzz_spec(v)?),
             ("ioguard.profile", Some(v)) if !v.is_empty() => {
                 o.profile = Some(
                     Profile::parse(v).ok_or_else(|| CmdlineError::UnknownProfile(v.to_string()))?,
@@ -212,6 +196,23 @@ pub fn parse(line: &str) -> Result<Options, CmdlineError> {
         }
     }
     Ok(o)
+}
+
+fn fuzz_spec(v: &str) -> Result<crate::fuzz::FuzzSpec, CmdlineError> {
+    crate::fuzz::FuzzSpec::parse(v).ok_or(CmdlineError::BadValue {
+        option: "fuzz",
+        value: v.to_string(),
+    })
+}
+
+fn repeat(v: &str) -> Result<u32, CmdlineError> {
+    v.parse()
+        .ok()
+        .filter(|n| (1..=MAX_REPEAT).contains(n))
+        .ok_or(CmdlineError::BadValue {
+            option: "repeat",
+            value: v.to_string(),
+        })
 }
 
 /// The key a check is selected by: its name with the ": " between group and case
