@@ -72,6 +72,8 @@ pub struct Options {
     pub repeat: u32,
     /// `output=uart|virtio|auto`.
     pub output: Output,
+    /// `fuzz=SEED[,COUNT][,only=N]`: run the seeded hypercall fuzzer (`fuzz: run`).
+    pub fuzz: Option<crate::fuzz::FuzzSpec>,
     /// Tokens that are not ours (kept for a warning line).
     pub unknown: Vec<String>,
 }
@@ -87,6 +89,7 @@ impl Default for Options {
             profile: None,
             repeat: 1,
             output: Output::Auto,
+            fuzz: None,
             unknown: Vec::new(),
         }
     }
@@ -176,16 +179,8 @@ pub fn parse(line: &str) -> Result<Options, CmdlineError> {
                     }
                 }
             }
-            ("repeat", Some(v)) => {
-                o.repeat = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_REPEAT).contains(n))
-                    .ok_or(CmdlineError::BadValue {
-                        option: "repeat",
-                        value: v.to_string(),
-                    })?
-            }
+            ("repeat", Some(v)) => o.repeat = repeat(v)?,
+            ("fuzz", Some(v)) => o.fuzz = Some(fuzz_spec(v)?),
             ("ioguard.profile", Some(v)) if !v.is_empty() => {
                 o.profile = Some(
                     Profile::parse(v).ok_or_else(|| CmdlineError::UnknownProfile(v.to_string()))?,
@@ -203,6 +198,23 @@ pub fn parse(line: &str) -> Result<Options, CmdlineError> {
     Ok(o)
 }
 
+fn fuzz_spec(v: &str) -> Result<crate::fuzz::FuzzSpec, CmdlineError> {
+    crate::fuzz::FuzzSpec::parse(v).ok_or(CmdlineError::BadValue {
+        option: "fuzz",
+        value: v.to_string(),
+    })
+}
+
+fn repeat(v: &str) -> Result<u32, CmdlineError> {
+    v.parse()
+        .ok()
+        .filter(|n| (1..=MAX_REPEAT).contains(n))
+        .ok_or(CmdlineError::BadValue {
+            option: "repeat",
+            value: v.to_string(),
+        })
+}
+
 /// The key a check is selected by: its name with the ": " between group and case
 /// written as ":", so `only=guard:stray-read` needs no quoting.
 pub fn check_key(name: &str) -> String {
@@ -215,6 +227,10 @@ impl Options {
     /// without wildcards that names them exactly.
     pub fn selects(&self, name: &str, default: bool) -> bool {
         let key = check_key(name);
+        if self.only.is_empty() && self.fuzz.is_some() {
+            // `fuzz=` alone runs the fuzzer alone.
+            return key == "fuzz:run";
+        }
         if self.only.is_empty() {
             return default;
         }
@@ -231,6 +247,25 @@ impl Options {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fuzz_runs_the_fuzzer_alone() {
+        let o = parse("fuzz=7,100").unwrap();
+        assert_eq!(o.fuzz.map(|f| (f.seed, f.count)), Some((7, 100)));
+        assert!(o.selects("fuzz: run", false));
+        assert!(!o.selects("guard: stray-read", true));
+        let both = parse("fuzz=7 only=guard:*").unwrap();
+        assert!(both.selects("guard: stray-read", true));
+        assert!(!both.selects("fuzz: run", false));
+        assert!(!parse("").unwrap().selects("fuzz: run", false));
+        assert_eq!(
+            parse("fuzz=x"),
+            Err(CmdlineError::BadValue {
+                option: "fuzz",
+                value: "x".into()
+            })
+        );
+    }
 
     #[test]
     fn empty_line_gives_defaults() {

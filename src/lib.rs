@@ -22,6 +22,7 @@ pub mod devices;
 pub mod dma;
 pub mod esr;
 pub mod fault;
+pub mod fuzz;
 pub mod glob;
 pub mod granules;
 pub mod hyp;

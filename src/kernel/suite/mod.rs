@@ -34,6 +34,7 @@ mod bench;
 mod boot;
 mod control;
 mod forms;
+mod fuzz;
 mod guard;
 mod ioremap;
 mod meminfo;
@@ -70,6 +71,7 @@ const GROUPS: &[&[Check]] = &[
     virtio::CHECKS,
     selftest::CHECKS,
     bench::CHECKS,
+    fuzz::CHECKS,
 ];
 
 /// What ioguard learned while booting, for the checks to examine.

@@ -323,3 +323,9 @@ impl fmt::Display for Answer<'_> {
         }
     }
 }
+
+/// The granules that may be registered now (what the guest itself MAPped and did not take
+/// back with an UNMAP that takes effect): where the fuzzer's model starts.
+pub fn tainted_granules() -> BTreeSet<u64> {
+    TAINTED.lock().clone()
+}
