@@ -293,3 +293,34 @@ fn qemu_with_kvm_inside_the_pkvm_host() {
         "{t}"
     );
 }
+
+/// The hypercall fuzzer's fixed budget runs clean in a protected VM on upstream pKVM: every
+/// invariant holds, and the only unexpected answers are upstream's known one (MEM_SHARE of
+/// a device page aborts at the HVC), so the run is a KFAIL, as the suite's `share-mmio` is.
+#[test]
+fn the_fuzzers_budget_runs_clean_in_a_protected_vm() {
+    let _one = ONE_HOST.lock().unwrap_or_else(|e| e.into_inner());
+    let out = common::run(&[
+        "--timeout",
+        "240",
+        "--smp",
+        "2",
+        "--hyp",
+        "pkvm",
+        "--append",
+        "fuzz=1,2000",
+    ]);
+    let t = out.transcript();
+    assert_host(&out, "hVHE");
+    let r = out
+        .result("fuzz: run")
+        .unwrap_or_else(|| panic!("no fuzz: run:\n{t}"));
+    assert_eq!(r.kind, Kind::KFail, "{t}");
+    let d = r.detail.as_deref().unwrap_or("");
+    assert!(
+        d.starts_with("seed 1: 2000 steps") && d.contains("every invariant held"),
+        "{t}"
+    );
+    assert!(d.contains("profile pkvm's known bug"), "{t}");
+    assert_eq!(out.status, 0, "{t}");
+}
