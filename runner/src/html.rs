@@ -32,7 +32,7 @@ body{font-family:system-ui,sans-serif;margin:1em;color:#222;background:#fff}
 table{border-collapse:collapse;font-size:13px}
 th,td{border:1px solid #bbb;padding:2px 6px;text-align:center;white-space:nowrap}
 th.check{text-align:left;font-weight:normal}
-thead th.col{writing-mode:vertical-rl;transform:rotate(180deg);vertical-align:bottom;height:11em}
+thead th.col{writing-mode:vertical-rl;transform:rotate(180deg);vertical-align:bottom;height:13em}
 tr.group th{background:#e8e8f0;text-align:left;font-weight:bold}
 .pass{background:#c8ecc8}
 .fail{background:#f4a0a0;font-weight:bold}

@@ -943,6 +943,57 @@ mod tests {
     }
 
     #[test]
+    fn ktap_and_matrix_options() {
+        let o = run(&["--ktap", "r.ktap", "--tap", "r.tap"]);
+        assert_eq!(o.ktap, Some(PathBuf::from("r.ktap")));
+        assert!(bad(&["--ktap", "r", "--tap", "r"]).contains("--ktap and --tap name the same file"));
+        assert!(
+            bad(&["--ktap", "r", "--junit", "r"]).contains("--ktap and --junit name the same file")
+        );
+        assert!(bad(&["--ktap="]).contains("--ktap needs a file name"));
+        assert_eq!(
+            run(&["--matrix"]).matrix,
+            Some(PathBuf::from(DEFAULT_MATRIX_DIR))
+        );
+        assert_eq!(
+            run(&["--matrix", "docs"]).matrix,
+            Some(PathBuf::from("docs"))
+        );
+        assert_eq!(run(&["--matrix=m"]).matrix, Some(PathBuf::from("m")));
+        let o = run(&[
+            "--matrix",
+            "--smp",
+            "2",
+            "--matrix-columns",
+            "plain, model-*",
+        ]);
+        assert_eq!((o.matrix, o.smp), (Some(PathBuf::from("matrix")), 2));
+        assert_eq!(o.matrix_columns, ["plain", "model-*"]);
+        assert!(bad(&["--matrix-columns", "plain"]).contains("goes with --matrix"));
+        assert!(bad(&["--matrix", "--matrix-columns", "a,,b"]).contains("separated by commas"));
+        assert!(bad(&["--matrix="]).contains("--matrix needs a file name"));
+        for (opt, val) in [
+            ("--tap", Some("t")),
+            ("--junit", Some("j")),
+            ("--ktap", Some("k")),
+            ("--bench", None),
+            ("--gdb", None),
+            ("--hyp", Some("model")),
+            ("--image", Some("i.bin")),
+        ] {
+            let mut args = vec!["--matrix", "m", opt];
+            args.extend(val);
+            let e = bad(&args);
+            assert!(e.starts_with(&format!("{opt} with --matrix: ")), "{e}");
+        }
+        // --hyp plain is the default, so it is no conflict.
+        assert!(run(&["--matrix", "m", "--hyp", "plain"]).matrix.is_some());
+        for words in ["--ktap FILE", "--matrix [DIR]", "--matrix-columns LIST"] {
+            assert!(HELP.contains(words), "--help lacks {words}");
+        }
+    }
+
+    #[test]
     fn mem_sizes() {
         for good in ["128M", "2G", "1024", "256m", "1T", "524288k"] {
             assert_eq!(validate_mem(good), Ok(()), "{good}");
