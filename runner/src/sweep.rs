@@ -50,6 +50,18 @@ fn next(q: &mut Queue) -> Option<Option<(usize, Column)>> {
     }))
 }
 
+/// The order columns start in, each with its place in the table: the pKVM host's first,
+/// since they run one after the other and make the sweep's critical path; the light
+/// columns fill the other worker meanwhile.
+fn start_order(cols: Vec<Column>) -> VecDeque<(usize, Column)> {
+    let (mut heavy, light): (VecDeque<_>, VecDeque<_>) = cols
+        .into_iter()
+        .enumerate()
+        .partition(|(_, c)| c.is_pkvm_host());
+    heavy.extend(light);
+    heavy
+}
+
 /// The options of one column's run: its hypervisor, the shared Image, its report files.
 fn column_options(opts: &Options, col: &Column, image: &Path, dir: &Path) -> Options {
     let mut o = opts.clone();
@@ -191,7 +203,7 @@ pub fn sweep(opts: &Options) -> Result<Matrix, RunError> {
     let total = cols.len();
     let shared = (
         Mutex::new(Queue {
-            todo: cols.into_iter().enumerate().collect(),
+            todo: start_order(cols),
             pkvm_busy: false,
         }),
         Condvar::new(),
@@ -252,6 +264,19 @@ mod tests {
         q.pkvm_busy = false;
         assert_eq!(take(&mut q), Some(Some("pkvm-qemu".into())));
         assert_eq!(take(&mut q), None);
+    }
+
+    #[test]
+    fn the_pkvm_host_columns_start_first_and_keep_their_place_in_the_table() {
+        let order: Vec<(usize, String)> = start_order(columns())
+            .into_iter()
+            .map(|(i, c)| (i, c.name))
+            .collect();
+        assert_eq!(order.len(), 20);
+        assert_eq!(order[0], (15, "pkvm-protected".to_string()));
+        assert_eq!(order[4], (19, "pkvm-qemu".to_string()));
+        assert_eq!(order[5], (0, "plain".to_string()));
+        assert_eq!(order[19], (14, "model-pkvm".to_string()));
     }
 
     #[test]
