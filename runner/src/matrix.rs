@@ -132,6 +132,8 @@ pub fn select(all: Vec<Column>, filter: &[String]) -> Result<Vec<Column>, Matrix
 }
 
 /// What running one column gave.
+// One per column, moved once into the table: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum ColumnRun {
     /// The run could not happen (the pKVM host kit could not be fetched, QEMU is
