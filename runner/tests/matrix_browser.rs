@@ -204,7 +204,7 @@ fn the_rendered_matrix_shows_each_columns_own_results() {
         &page,
         &[
             &format!("--screenshot={}", shot.display()),
-            "--window-size=900,1700",
+            "--window-size=900,1950",
         ],
         "shot",
     );
