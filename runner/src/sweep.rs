@@ -139,11 +139,16 @@ fn worker(
         }
         let mut d = done.lock().expect("results lock");
         if opts.echo {
-            let k = d.iter().filter(|x| x.is_some()).count() + 1;
-            println!("matrix: [{k}/{total}] {}", describe(&col, &result));
+            let finished = d.iter().filter(|x| x.is_some()).count();
+            println!("{}", progress(finished, total, &col, &result));
         }
         d[i] = Some((col, result));
     }
+}
+
+/// `matrix: [3/20] ...`: the line printed when a column ends, `finished` columns before.
+fn progress(finished: usize, total: usize, col: &Column, r: &ColumnRun) -> String {
+    format!("matrix: [{}/{total}] {}", finished + 1, describe(col, r))
 }
 
 /// `model-android14-4k (--hyp model:android14,granule=4k): status 0 in 1.2 s`.
@@ -317,6 +322,39 @@ mod tests {
         };
         let o = column_options(&given, pk, Path::new("/i.bin"), Path::new("m"));
         assert_eq!(o.timeout, Some(Duration::from_secs(9)));
+    }
+
+    #[test]
+    fn each_column_says_how_it_ended() {
+        let all = columns();
+        let ran = ColumnRun::Ran {
+            report: Report::parse(&["PASS: a: b"]),
+            status: 124,
+            problem: Some("TIMEOUT: guest did not finish within 60 s".into()),
+            stall: None,
+            secs: 61.04,
+        };
+        assert_eq!(
+            progress(2, 20, &all[4], &ran),
+            "matrix: [3/20] model-android14-4k (--hyp model:android14,granule=4k): status 124 \
+             in 61.0 s: TIMEOUT: guest did not finish within 60 s"
+        );
+        let ok = ColumnRun::Ran {
+            report: Report::parse(&["PASS: a: b"]),
+            status: 0,
+            problem: None,
+            stall: None,
+            secs: 0.25,
+        };
+        assert_eq!(
+            describe(&all[0], &ok),
+            "plain (--hyp plain): status 0 in 0.2 s"
+        );
+        let gone = ColumnRun::Unreachable("no kit".into());
+        assert_eq!(
+            progress(0, 1, &all[19], &gone),
+            "matrix: [1/1] pkvm-qemu (--hyp pkvm:qemu): unreachable: no kit"
+        );
     }
 
     #[test]
