@@ -143,6 +143,16 @@ impl Outcome {
         )
     }
 
+    /// The results as KTAP version 1 ([`crate::ktap`]).
+    pub fn ktap(&self) -> String {
+        crate::ktap::render_ktap(
+            &self.report,
+            self.status,
+            self.problem.as_deref(),
+            self.stall.as_ref(),
+        )
+    }
+
     /// The results as JUnit XML.
     pub fn junit(&self) -> String {
         render_junit(
@@ -186,13 +196,17 @@ pub fn resolve_image(opts: &Options) -> Result<PathBuf, RunError> {
     Ok(image)
 }
 
-/// Check before anything is built or booted that the `--tap` and `--junit` files can be
-/// written, and are neither the same file nor the Image.
+/// Check before anything is built or booted that the `--tap`, `--junit` and `--ktap` files
+/// can be written, and are neither the same file nor the Image.
 pub fn check_report_paths(opts: &Options) -> Result<(), RunError> {
-    let paths: Vec<(&str, &Path)> = [("--tap", &opts.tap), ("--junit", &opts.junit)]
-        .into_iter()
-        .filter_map(|(n, p)| p.as_deref().map(|p| (n, p)))
-        .collect();
+    let paths: Vec<(&str, &Path)> = [
+        ("--tap", &opts.tap),
+        ("--junit", &opts.junit),
+        ("--ktap", &opts.ktap),
+    ]
+    .into_iter()
+    .filter_map(|(n, p)| p.as_deref().map(|p| (n, p)))
+    .collect();
     let same = |a: &Path, b: &Path| {
         a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
     };
@@ -222,7 +236,7 @@ pub fn check_report_paths(opts: &Options) -> Result<(), RunError> {
 }
 
 /// Run with `opts`: build (unless `--image`), boot, stream, decide the status, and write
-/// `--tap`/`--junit` files. With `opts.echo` the command line, every line and the runner's
+/// `--tap`/`--junit`/`--ktap` files. With `opts.echo` the command line, every line and the runner's
 /// verdict go to stdout (QEMU's stderr to stderr) as they arrive.
 pub fn run(opts: &Options) -> Result<Outcome, RunError> {
     let echo = opts.echo;
@@ -275,6 +289,7 @@ pub fn run_with(
     };
     write(&opts.tap, outcome.tap())?;
     write(&opts.junit, outcome.junit())?;
+    write(&opts.ktap, outcome.ktap())?;
     Ok(outcome)
 }
 

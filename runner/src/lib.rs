@@ -71,9 +71,12 @@ pub mod build;
 pub mod cpio;
 pub mod exec;
 pub mod floor;
+pub mod html;
 pub mod hyp;
 pub mod image;
+pub mod ktap;
 pub mod launch;
+pub mod matrix;
 pub mod options;
 pub mod output;
 pub mod pkvm;
@@ -82,6 +85,7 @@ pub mod render;
 pub mod setup;
 pub mod signals;
 pub mod stream;
+pub mod sweep;
 pub mod temp;
 
 pub use build::{
@@ -94,6 +98,7 @@ pub use exec::{
 };
 pub use floor::{floor_image, scripted_image, write_floor_image, FLOOR_LINE};
 pub use image::{check_image, image_problem};
+pub use ktap::{check_name, ktap_name, render_ktap};
 pub use launch::{
     blk_images, default_blk_files, drives, dump_dtb, launcher_for, Hypmodel, Launch, Launcher,
     PkvmHost, PlainQemu,

@@ -36,6 +36,28 @@ fn main() {
     if let Err(e) = ioguard_runner::signals::install() {
         eprintln!("ioguard-run: warning: cannot handle SIGTERM/SIGHUP/SIGINT: {e}");
     }
+    if opts.matrix.is_some() {
+        let result = ioguard_runner::sweep::sweep(&opts);
+        wait_if_stopping();
+        match result {
+            Ok(m) => {
+                let dir = opts.matrix.as_deref().unwrap_or(std::path::Path::new("."));
+                println!(
+                    "matrix: {} checks x {} columns: {}/matrix.md, {}/matrix.html; status {}",
+                    m.rows.len(),
+                    m.columns.len(),
+                    dir.display(),
+                    dir.display(),
+                    m.exit_status()
+                );
+                exit(m.exit_status());
+            }
+            Err(e) => {
+                eprintln!("ioguard-run: error: {e}");
+                exit(e.exit_status());
+            }
+        }
+    }
     if opts.bench.is_some() {
         let result = bench(&opts);
         wait_if_stopping();

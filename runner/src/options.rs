@@ -9,6 +9,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default time the guest may print nothing before the runner stops it (`--silence`).
 /// A whole run prints a line per check and takes well under a second on TCG.
 pub const DEFAULT_SILENCE: Duration = Duration::from_secs(20);
+/// Default directory of `--matrix`.
+pub const DEFAULT_MATRIX_DIR: &str = "matrix";
 /// Default number of boots of `--bench`.
 pub const DEFAULT_BENCH_BOOTS: u32 = 10;
 /// QEMU `virt` has 32 virtio-mmio transports.
@@ -107,6 +109,17 @@ Options:
   --tap FILE         also write the results as TAP version 13 to FILE
   --junit FILE       also write the results as JUnit XML to FILE (not the --tap FILE;
                      both are checked writable before booting)
+  --ktap FILE        also write the results as KTAP version 1 to FILE (names written
+                     group_case, which Linaro's test-definitions keep unchanged)
+  --matrix [DIR]     instead of one run, run the suite on every hypervisor reachable
+                     here (plain QEMU, hypmodel's profiles and granules, the pKVM host's
+                     VMs) and write DIR/matrix.md, DIR/matrix.html (check x hypervisor)
+                     and DIR/<column>.tap/.ktap (default DIR: matrix); exit 0 when every
+                     column ended with a verdict and no check FAILed, 1 when one did,
+                     4 when a column ended without a verdict, 3 when one was unreachable
+  --matrix-columns LIST
+                     with --matrix: only these columns (comma-separated names as
+                     DIR/matrix.md lists them; a trailing * matches a prefix)
   --hyp plain|model[:PROFILE][,mutant=NAME][,granule=4k|16k|64k][,enrolled=boot][,trace][,chaos=SEED][,range-max=N]
                      hypervisor under the guest: plain QEMU (default), or hypmodel,
                      the reference EL2 hypervisor (profiles android13, android14,
@@ -258,6 +271,12 @@ pub struct Options {
     pub tap: Option<PathBuf>,
     /// `--junit FILE`.
     pub junit: Option<PathBuf>,
+    /// `--ktap FILE`.
+    pub ktap: Option<PathBuf>,
+    /// `--matrix [DIR]`: `Some(DIR)` runs the conformance matrix ([`crate::sweep`]).
+    pub matrix: Option<PathBuf>,
+    /// `--matrix-columns LIST`: the matrix's columns to run (all when empty).
+    pub matrix_columns: Vec<String>,
     /// `--hyp`.
     pub hyp: Hyp,
     /// `--qemu PATH`.
@@ -288,6 +307,9 @@ impl Default for Options {
             gdb: false,
             tap: None,
             junit: None,
+            ktap: None,
+            matrix: None,
+            matrix_columns: Vec::new(),
             hyp: Hyp::Plain,
             qemu: PathBuf::from("qemu-system-aarch64"),
             bench: None,
@@ -427,6 +449,7 @@ where
             "-h" | "--help" => return Ok(Command::Help),
             "--gdb" if inline.is_none() => o.gdb = true,
             "--bench" => o.bench = Some(bench_count(inline, &args, &mut i)?),
+            "--matrix" => o.matrix = Some(matrix_dir(inline, &args, &mut i)?),
             _ => {
                 // Takes the option's value: inline `--x=v` or the next word. Called only
                 // for options that have one, so an unknown option is reported as such.
@@ -491,7 +514,71 @@ fn check_combination(o: &Options) -> Result<(), UsageError> {
             ));
         }
     }
+    check_report_options(o)
+}
+
+/// `--ktap` needs its own file; `--matrix` writes its own reports and picks each
+/// column's hypervisor, so it refuses what would make it one run.
+fn check_report_options(o: &Options) -> Result<(), UsageError> {
+    for (other, p) in [("--tap", &o.tap), ("--junit", &o.junit)] {
+        if p.is_some() && *p == o.ktap {
+            return err(format!(
+                "--ktap and {other} name the same file: give each its own file"
+            ));
+        }
+    }
+    if !o.matrix_columns.is_empty() && o.matrix.is_none() {
+        return err("--matrix-columns goes with --matrix");
+    }
+    if o.matrix.is_some() {
+        let refused = [
+            ("--tap", o.tap.is_some()),
+            ("--junit", o.junit.is_some()),
+            ("--ktap", o.ktap.is_some()),
+            ("--bench", o.bench.is_some()),
+            ("--gdb", o.gdb),
+            ("--hyp", o.hyp != Hyp::Plain),
+            ("--image", o.image.is_some()),
+        ];
+        if let Some((opt, _)) = refused.iter().find(|(_, given)| *given) {
+            return err(format!(
+                "{opt} with --matrix: the matrix picks each column's hypervisor, builds the \
+                 guest once and writes DIR/<column>.tap and .ktap itself"
+            ));
+        }
+    }
     Ok(())
+}
+
+/// The directory of `--matrix`, which is optional: `--matrix`, `--matrix DIR`,
+/// `--matrix=DIR`.
+fn matrix_dir(
+    inline: Option<String>,
+    args: &[String],
+    i: &mut usize,
+) -> Result<PathBuf, UsageError> {
+    let dir = match inline {
+        Some(v) => v,
+        None => match args.get(*i) {
+            Some(v) if !v.starts_with('-') => {
+                *i += 1;
+                v.clone()
+            }
+            _ => DEFAULT_MATRIX_DIR.to_string(),
+        },
+    };
+    Ok(PathBuf::from(non_empty("--matrix", dir)?))
+}
+
+/// `--matrix-columns a,b,model-*`.
+fn matrix_columns(v: &str) -> Result<Vec<String>, UsageError> {
+    let names: Vec<String> = v.split(',').map(|w| w.trim().to_string()).collect();
+    if names.iter().any(String::is_empty) {
+        return err(format!(
+            "--matrix-columns '{v}': expected column names separated by commas"
+        ));
+    }
+    Ok(names)
 }
 
 /// `--virtio-blk` drives and the default devices share `virt`'s virtio-mmio slots.
@@ -565,6 +652,8 @@ fn set_value(
         }
         "--tap" => o.tap = Some(PathBuf::from(non_empty("--tap", value()?)?)),
         "--junit" => o.junit = Some(PathBuf::from(non_empty("--junit", value()?)?)),
+        "--ktap" => o.ktap = Some(PathBuf::from(non_empty("--ktap", value()?)?)),
+        "--matrix-columns" => o.matrix_columns = matrix_columns(&value()?)?,
         "--qemu" => o.qemu = PathBuf::from(non_empty("--qemu", value()?)?),
         "--hyp" => o.hyp = Hyp::parse(&value()?).map_err(UsageError)?,
         _ => return Ok(false),
@@ -850,6 +939,57 @@ mod tests {
             "27 with mmio, mmio-modern or both",
         ] {
             assert!(HELP.contains(words), "--help lacks {words:?}");
+        }
+    }
+
+    #[test]
+    fn ktap_and_matrix_options() {
+        let o = run(&["--ktap", "r.ktap", "--tap", "r.tap"]);
+        assert_eq!(o.ktap, Some(PathBuf::from("r.ktap")));
+        assert!(bad(&["--ktap", "r", "--tap", "r"]).contains("--ktap and --tap name the same file"));
+        assert!(
+            bad(&["--ktap", "r", "--junit", "r"]).contains("--ktap and --junit name the same file")
+        );
+        assert!(bad(&["--ktap="]).contains("--ktap needs a file name"));
+        assert_eq!(
+            run(&["--matrix"]).matrix,
+            Some(PathBuf::from(DEFAULT_MATRIX_DIR))
+        );
+        assert_eq!(
+            run(&["--matrix", "docs"]).matrix,
+            Some(PathBuf::from("docs"))
+        );
+        assert_eq!(run(&["--matrix=m"]).matrix, Some(PathBuf::from("m")));
+        let o = run(&[
+            "--matrix",
+            "--smp",
+            "2",
+            "--matrix-columns",
+            "plain, model-*",
+        ]);
+        assert_eq!((o.matrix, o.smp), (Some(PathBuf::from("matrix")), 2));
+        assert_eq!(o.matrix_columns, ["plain", "model-*"]);
+        assert!(bad(&["--matrix-columns", "plain"]).contains("goes with --matrix"));
+        assert!(bad(&["--matrix", "--matrix-columns", "a,,b"]).contains("separated by commas"));
+        assert!(bad(&["--matrix="]).contains("--matrix needs a file name"));
+        for (opt, val) in [
+            ("--tap", Some("t")),
+            ("--junit", Some("j")),
+            ("--ktap", Some("k")),
+            ("--bench", None),
+            ("--gdb", None),
+            ("--hyp", Some("model")),
+            ("--image", Some("i.bin")),
+        ] {
+            let mut args = vec!["--matrix", "m", opt];
+            args.extend(val);
+            let e = bad(&args);
+            assert!(e.starts_with(&format!("{opt} with --matrix: ")), "{e}");
+        }
+        // --hyp plain is the default, so it is no conflict.
+        assert!(run(&["--matrix", "m", "--hyp", "plain"]).matrix.is_some());
+        for words in ["--ktap FILE", "--matrix [DIR]", "--matrix-columns LIST"] {
+            assert!(HELP.contains(words), "--help lacks {words}");
         }
     }
 
