@@ -54,7 +54,7 @@ impl Launch {
     /// Spawn [`Launch::command`].
     pub fn spawn(&self) -> Result<Child, RunError> {
         let program = &self.argv[0];
-        self.command().spawn().map_err(|e| {
+        crate::stream::spawn_listed(&mut self.command()).map_err(|e| {
             RunError::Qemu(match self.install {
                 Some(how) if e.kind() == std::io::ErrorKind::NotFound => {
                     format!("{program} not found; install it (as root) with: {how}")

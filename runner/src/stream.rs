@@ -262,10 +262,32 @@ fn children() -> std::sync::MutexGuard<'static, Vec<u32>> {
 /// early on an error).
 struct Registered(u32);
 
+/// Held while a process is spawned and listed ([`spawn_listed`]) and while
+/// [`stop_children`] reads the list, so that a signal arriving while QEMU is being started
+/// finds it listed (and stops it) instead of finding nothing.
+static SPAWNING: Mutex<()> = Mutex::new(());
+
+/// Spawns `cmd` and lists it in [`CHILDREN`] before [`stop_children`] can look: between
+/// a plain `spawn` and the stream's registration the process exists, can be seen, and a
+/// signal to the runner then reported "no QEMU was running".
+pub fn spawn_listed(cmd: &mut std::process::Command) -> std::io::Result<Child> {
+    let _spawning = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
+    let child = cmd.spawn()?;
+    let mut list = children();
+    list.push(child.id());
+    if stopping() {
+        signal_all(&[child.id()], "-KILL");
+    }
+    Ok(child)
+}
+
 impl Registered {
     fn new(pid: u32) -> Registered {
         let mut list = children();
-        list.push(pid);
+        // Listed already when it was spawned through [`spawn_listed`].
+        if !list.contains(&pid) {
+            list.push(pid);
+        }
         if stopping() {
             signal_all(&[pid], "-KILL");
         }
@@ -294,6 +316,8 @@ fn try_reap(child: &mut Child) -> std::io::Result<Option<std::process::ExitStatu
 /// Returns the pids it signalled.
 pub fn stop_children() -> Vec<u32> {
     let pids = {
+        // A spawn in progress finishes listing its process first.
+        let _spawning = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
         let list = children();
         STOPPING.store(true, Ordering::SeqCst);
         list.clone()
