@@ -501,6 +501,93 @@ pub(crate) mod tests {
         }
     }
 
+    /// Every kind of IPA the guard calls are meant to get, and nothing else: a census of
+    /// many draws, each put in exactly one class.
+    #[test]
+    fn guard_ipas_cover_every_class_and_only_those() {
+        let p = pool(Profile::Android16, true);
+        let g = p.granule;
+        let target_granules: Vec<u64> = p.targets.iter().map(|t| p.align(t.id_addr)).collect();
+        let mut seen = alloc::collections::BTreeMap::new();
+        let mut r = Rng::new(5);
+        for _ in 0..20_000 {
+            let a = p.guard_ipa(&mut r);
+            let class = if target_granules.contains(&a) {
+                "target"
+            } else if target_granules.iter().any(|t| a > *t && a < t + g) {
+                assert_eq!(a % 8, 0, "{a:#x}");
+                "inside a target granule"
+            } else if target_granules.contains(&(a - g)) {
+                "the granule after a target's"
+            } else if p.holes.contains(&a) {
+                "hole"
+            } else if p.share_pool.contains(&a) {
+                "share pool"
+            } else if a < p.ram_base && a >= p.ram_base - 3 * g {
+                "below RAM"
+            } else if a == 1 << IPA_MAX_BITS {
+                "beyond 52 bits"
+            } else if a == !(g - 1) {
+                "top granule"
+            } else if a == (1 << 48) - g {
+                "below 48 bits"
+            } else if a == p.ram_base {
+                "RAM"
+            } else {
+                panic!("an IPA of no class: {a:#x}")
+            };
+            *seen.entry(class).or_insert(0u32) += 1;
+        }
+        assert_eq!(seen.len(), 10, "{seen:?}");
+        // Mostly target granules, as the generator intends (9 draws in 20).
+        assert!(seen["target"] > 8_000, "{seen:?}");
+        // 1 to 3 granules below RAM, each of them.
+        let mut r = Rng::new(6);
+        let below: alloc::collections::BTreeSet<u64> = (0..20_000)
+            .map(|_| p.guard_ipa(&mut r))
+            .filter(|a| *a < p.ram_base && *a >= p.ram_base - 3 * g)
+            .collect();
+        assert_eq!(below.len(), 3, "{below:x?}");
+    }
+
+    /// Range counts: 0, 1, a few, and huge only where the run stops soon.
+    #[test]
+    fn range_counts_are_huge_only_where_a_run_stops_soon() {
+        let p = pool(Profile::Android16, true);
+        let g = p.granule;
+        let mut r = Rng::new(9);
+        let counts = |base: u64, r: &mut Rng| -> alloc::collections::BTreeSet<u64> {
+            (0..2000).map(|_| p.range_count(r, base)).collect()
+        };
+        let at_target = counts(0x901_0000, &mut r);
+        assert_eq!(
+            at_target.into_iter().collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4],
+            "a target: never huge"
+        );
+        for bounded in [
+            p.ram_base - g,
+            p.ram_base - 4 * g,
+            p.ram_base,
+            1 << IPA_MAX_BITS,
+            p.share_pool[1],
+        ] {
+            let c = counts(bounded, &mut r);
+            assert!(
+                c.contains(&0) && c.contains(&1) && c.contains(&4),
+                "{bounded:#x}"
+            );
+            assert!(
+                (HUGE..HUGE + 3).all(|h| c.contains(&h)) && c.iter().all(|n| *n <= 4 || *n >= HUGE),
+                "{bounded:#x}: {c:?}"
+            );
+        }
+        for unbounded in [p.ram_base - 5 * g, p.ram_base + g, (1 << IPA_MAX_BITS) - g] {
+            let c = counts(unbounded, &mut r);
+            assert!(c.iter().all(|n| *n <= 4), "{unbounded:#x}: {c:?}");
+        }
+    }
+
     #[test]
     fn steps_are_reproducible_and_varied() {
         let p = pool(Profile::Android16, true);
