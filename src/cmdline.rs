@@ -72,7 +72,7 @@ pub struct Options {
     pub repeat: u32,
     /// `output=uart|virtio|auto`.
     pub output: Output,
-    /// `fuzz=SEED[,COUNT][,only=N]`: run the seeded hypercall fuzzer (`fuzz: run`).
+    /// `fuzz=SEED[,COUNT][,only=N][,private-dma]`: run the seeded hypercall fuzzer (`fuzz: run`).
     pub fuzz: Option<crate::fuzz::FuzzSpec>,
     /// Tokens that are not ours (kept for a warning line).
     pub unknown: Vec<String>,

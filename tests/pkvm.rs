@@ -322,5 +322,57 @@ fn the_fuzzers_budget_runs_clean_in_a_protected_vm() {
         "{t}"
     );
     assert!(d.contains("profile pkvm's known bug"), "{t}");
+    // Its DMA steps went to the VMM's virtio-rng through pages the guest shared.
+    let (made, private) = dma_requests(d);
+    assert!(made >= 20 && private == 0, "{made} {private}\n{t}");
+    assert_eq!(out.status, 0, "{t}");
+}
+
+/// From a `fuzz: run` line: the DMA requests made, and of them into private pages.
+fn dma_requests(detail: &str) -> (u64, u64) {
+    let number_before = |words: &str| -> Option<u64> {
+        let at = detail.find(words)?;
+        detail[..at].split([' ', '(']).next_back()?.parse().ok()
+    };
+    (
+        number_before(" DMA requests").unwrap_or(0),
+        number_before(" into private pages").unwrap_or(0),
+    )
+}
+
+/// pKVM keeps a protected VM's private pages from the host: each of the fuzzer's requests
+/// into a private page (`private-dma`) goes unanswered in the guest, and the VMM's one
+/// load from that page faults (it reports the page and marks the device for a reset), one
+/// for one, while requests into shared pages are served.
+#[test]
+fn private_pages_stay_out_of_the_vmms_reach() {
+    let _one = ONE_HOST.lock().unwrap_or_else(|e| e.into_inner());
+    let out = common::run(&[
+        "--timeout",
+        "240",
+        "--smp",
+        "2",
+        "--hyp",
+        "pkvm",
+        "--append",
+        "fuzz=1,500,private-dma",
+    ]);
+    let t = out.transcript();
+    assert_host(&out, "hVHE");
+    let r = out
+        .result("fuzz: run")
+        .unwrap_or_else(|| panic!("no fuzz: run:\n{t}"));
+    assert_eq!(r.kind, Kind::KFail, "{t}");
+    let d = r.detail.as_deref().unwrap_or("");
+    assert!(d.contains("every invariant held"), "{t}");
+    let (made, private) = dma_requests(d);
+    assert!(private >= 5 && made > private, "{made} {private}\n{t}");
+    let refused = out
+        .report
+        .lines
+        .iter()
+        .filter(|l| l.starts_with("vmm: virtio-rng@") && l.contains("is private to the guest"))
+        .count() as u64;
+    assert_eq!(refused, private, "{t}");
     assert_eq!(out.status, 0, "{t}");
 }

@@ -46,6 +46,8 @@ pub struct Pool {
     pub ram_base: u64,
     /// Two or more CPUs: steps may run on CPU 1.
     pub smp: bool,
+    /// A device the fuzzer can hand buffers to (virtio-rng): DMA steps.
+    pub dma: bool,
 }
 
 /// A load or store width in bytes.
@@ -84,6 +86,9 @@ pub enum Op {
     Pair { addr: u64 },
     /// One 32-bit store.
     Write { addr: u64, value: u32 },
+    /// The entropy device is handed `DMA_BYTES` at `addr` (in the sharing pool) as they
+    /// are, unbounced: it fills them if and only if the host can reach the page.
+    Dma { addr: u64 },
     /// The console's page still answers, and it had no incident.
     Console,
     /// The canary and the sharing pool still hold their pattern.
@@ -100,6 +105,12 @@ pub struct Step {
 
 /// Every this many steps the canary is checked (and the console pinged half-way).
 pub const CANARY_EVERY: u64 = 50;
+/// Where in each `CANARY_EVERY` steps a DMA step is, when the pool has a device for it.
+/// Fixed places rather than a share of the mix: a run without a device makes the same
+/// steps everywhere else.
+pub const DMA_AT: [u64; 2] = [12, 37];
+/// The bytes a DMA step asks the device to write.
+pub const DMA_BYTES: u64 = 32;
 
 /// Beyond any IPA space (52 bits is the architecture's largest).
 pub const IPA_MAX_BITS: u32 = 52;
@@ -298,11 +309,22 @@ impl Pool {
         }
     }
 
+    /// A DMA buffer: in one of the sharing pool's granules, anywhere a whole buffer fits
+    /// (8-byte aligned).
+    fn dma_addr(&self, r: &mut Rng) -> Op {
+        let base = r.pick(&self.share_pool).unwrap_or(self.ram_base);
+        let slots = (self.granule - DMA_BYTES) / 8 + 1;
+        Op::Dma {
+            addr: base + 8 * r.below(slots),
+        }
+    }
+
     /// Step `index` of the run seeded `seed`.
     pub fn step(&self, seed: u64, index: u64) -> Step {
         let op = match index % CANARY_EVERY {
             i if i == CANARY_EVERY - 1 => Op::Canary,
             i if i == CANARY_EVERY / 2 - 1 => Op::Console,
+            i if self.dma && DMA_AT.contains(&i) => self.dma_addr(&mut Rng::for_step(seed, index)),
             _ => {
                 let mut r = Rng::for_step(seed, index);
                 let no_pair = self.profile.no_syndrome() == NoSyndrome::VmmDecides;
@@ -357,7 +379,7 @@ impl Pool {
                 .union(&span(addr + width.bytes() - 1, 1))
                 .copied()
                 .collect(),
-            Op::Pair { addr } | Op::Write { addr, .. } => span(addr, 1),
+            Op::Pair { addr } | Op::Write { addr, .. } | Op::Dma { addr } => span(addr, 1),
             Op::Console | Op::Canary => return None,
         })
     }
@@ -414,7 +436,8 @@ fn on_any_cpu(op: &Op) -> bool {
                 | abi::MEM_UNSHARE
                 | abi::MMIO_GUARD_ENROLL
         ),
-        Op::Console | Op::Canary => false,
+        // The devices are driven from the boot CPU only.
+        Op::Dma { .. } | Op::Console | Op::Canary => false,
     }
 }
 
@@ -448,6 +471,9 @@ impl fmt::Display for Step {
             ),
             Op::Pair { addr } => write!(f, "ldp 16B at {addr:#x}"),
             Op::Write { addr, value } => write!(f, "write 4B at {addr:#x} = {value:#x}"),
+            Op::Dma { addr } => {
+                write!(f, "dma: the entropy device fills {DMA_BYTES}B at {addr:#x}")
+            }
             Op::Console => write!(f, "console ping"),
             Op::Canary => write!(f, "canary check"),
         }
@@ -498,6 +524,7 @@ pub(crate) mod tests {
             share_pool: (0..4).map(|i| 0x4100_0000 + i * 0x1000).collect(),
             ram_base: 0x4000_0000,
             smp,
+            dma: false,
         }
     }
 
@@ -872,7 +899,67 @@ pub(crate) mod tests {
             }),
             "step 7 cpu1: write 4B at 0x20 = 0x5"
         );
+        assert_eq!(
+            s(Op::Dma { addr: 0x4100_0108 }),
+            "step 7 cpu1: dma: the entropy device fills 32B at 0x41000108"
+        );
         assert_eq!(s(Op::Console), "step 7 cpu1: console ping");
         assert_eq!(s(Op::Canary), "step 7 cpu1: canary check");
+    }
+
+    /// With a device, DMA steps take the same two places in every 50 and nothing else
+    /// changes; without one there are none.
+    #[test]
+    fn dma_steps_only_with_a_device_and_only_in_their_places() {
+        let without = pool(Profile::Android14, true);
+        let with = Pool {
+            dma: true,
+            ..without.clone()
+        };
+        for i in 0..2000 {
+            let (a, b) = (without.step(4, i), with.step(4, i));
+            assert!(!matches!(a.op, Op::Dma { .. }), "{a}");
+            if DMA_AT.contains(&(i % CANARY_EVERY)) {
+                let Op::Dma { addr } = b.op else {
+                    panic!("{b}")
+                };
+                assert_eq!(b.cpu, 0, "{b}");
+                let g = with.align(addr);
+                assert!(with.share_pool.contains(&g), "{b}");
+                assert!(addr % 8 == 0 && addr + DMA_BYTES <= g + with.granule, "{b}");
+                assert_eq!(with.footprint(&b.op), Some(BTreeSet::from([g])));
+            } else {
+                assert_eq!(a, b);
+            }
+        }
+    }
+
+    /// DMA buffers: every granule of the sharing pool, from its first byte to its last
+    /// whole buffer, 8-byte aligned, never beyond.
+    #[test]
+    fn dma_buffers_cover_the_pool_granules_and_stay_inside() {
+        let p = Pool {
+            dma: true,
+            ..pool(Profile::Android14, false)
+        };
+        let g = p.granule;
+        let mut r = Rng::new(3);
+        let mut granules = BTreeSet::new();
+        let mut offsets = BTreeSet::new();
+        for _ in 0..40_000 {
+            let Op::Dma { addr } = p.dma_addr(&mut r) else {
+                panic!("not a DMA step")
+            };
+            let base = p.align(addr);
+            assert!(p.share_pool.contains(&base), "{addr:#x}");
+            assert!(addr % 8 == 0 && addr - base + DMA_BYTES <= g, "{addr:#x}");
+            granules.insert(base);
+            offsets.insert(addr - base);
+        }
+        assert_eq!(granules.len(), p.share_pool.len());
+        assert!(
+            offsets.contains(&0) && offsets.contains(&(g - DMA_BYTES)),
+            "{offsets:?}"
+        );
     }
 }

@@ -20,6 +20,11 @@ pub struct FuzzSpec {
     pub count: u64,
     /// Replay only the slice of steps 0..=N that step N depends on.
     pub only: Option<u64>,
+    /// DMA steps into private pages too (`private-dma`): only for a hypervisor that keeps
+    /// them from the host without harm to it. hypmodel refuses each such notify and fails
+    /// the run for it, as it fails any guest that offers a device private memory; a real
+    /// VMM may die of it.
+    pub private_dma: bool,
 }
 
 /// COUNT when `fuzz=SEED` gives none.
@@ -28,8 +33,8 @@ pub const DEFAULT_COUNT: u64 = 1000;
 pub const MAX_COUNT: u64 = 1_000_000;
 
 impl FuzzSpec {
-    /// Parses the value of `fuzz=`: `SEED[,COUNT][,only=N]` (SEED and COUNT decimal or
-    /// 0x-hex; N < COUNT).
+    /// Parses the value of `fuzz=`: `SEED[,COUNT][,only=N][,private-dma]` (SEED and COUNT
+    /// decimal or 0x-hex; N < COUNT).
     pub fn parse(v: &str) -> Option<Self> {
         let mut parts = v.split(',');
         let seed = number(parts.next()?)?;
@@ -37,9 +42,17 @@ impl FuzzSpec {
             seed,
             count: DEFAULT_COUNT,
             only: None,
+            private_dma: false,
         };
         let mut counted = false;
         for p in parts {
+            if spec.private_dma {
+                return None;
+            }
+            if p == PRIVATE_DMA {
+                spec.private_dma = true;
+                continue;
+            }
             match p.strip_prefix("only=") {
                 Some(n) if spec.only.is_none() => spec.only = Some(number(n)?),
                 None if !counted && spec.only.is_none() => {
@@ -52,13 +65,28 @@ impl FuzzSpec {
         let in_range = (1..=MAX_COUNT).contains(&spec.count);
         (in_range && spec.only.is_none_or(|n| n < spec.count)).then_some(spec)
     }
+
+    /// The same run with `count` steps and `only`.
+    pub fn with(self, count: u64, only: Option<u64>) -> Self {
+        Self {
+            count,
+            only,
+            ..self
+        }
+    }
 }
+
+/// The flag of `fuzz=` that allows DMA steps into private pages.
+pub const PRIVATE_DMA: &str = "private-dma";
 
 impl fmt::Display for FuzzSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "fuzz={},{}", self.seed, self.count)?;
         if let Some(n) = self.only {
             write!(f, ",only={n}")?;
+        }
+        if self.private_dma {
+            write!(f, ",{PRIVATE_DMA}")?;
         }
         Ok(())
     }
@@ -179,7 +207,14 @@ mod tests {
 
     #[test]
     fn spec_parsing() {
-        let s = |seed, count, only| Some(FuzzSpec { seed, count, only });
+        let s = |seed, count, only| {
+            Some(FuzzSpec {
+                seed,
+                count,
+                only,
+                private_dma: false,
+            })
+        };
         assert_eq!(FuzzSpec::parse("42"), s(42, DEFAULT_COUNT, None));
         assert_eq!(FuzzSpec::parse("0x10,5"), s(16, 5, None));
         assert_eq!(FuzzSpec::parse("1,100,only=7"), s(1, 100, Some(7)));
@@ -194,6 +229,9 @@ mod tests {
             "1,only=3,9",
             "1,1000001",
             "1,only=",
+            "1,private-dma,5",
+            "1,private-dma,private-dma",
+            "1,private",
         ] {
             assert_eq!(FuzzSpec::parse(bad), None, "{bad}");
         }
@@ -206,5 +244,24 @@ mod tests {
             "fuzz=3,9,only=2"
         );
         assert_eq!(format!("{}", FuzzSpec::parse("3").unwrap()), "fuzz=3,1000");
+        let private = |v| {
+            FuzzSpec::parse(v)
+                .filter(|s| s.private_dma)
+                .map(|s| format!("{s}"))
+        };
+        assert_eq!(
+            private("3,private-dma").as_deref(),
+            Some("fuzz=3,1000,private-dma")
+        );
+        assert_eq!(
+            private("3,9,only=2,private-dma").as_deref(),
+            Some("fuzz=3,9,only=2,private-dma")
+        );
+        let spec = FuzzSpec::parse("3,9,private-dma").unwrap();
+        assert_eq!(
+            format!("{}", spec.with(4, Some(1))),
+            "fuzz=3,4,only=1,private-dma"
+        );
+        assert_eq!(format!("{}", spec.with(4, None)), "fuzz=3,4,private-dma");
     }
 }

@@ -35,6 +35,8 @@ pub enum Invariant {
     Memory,
     /// The console's registered page aborted, or the console had an incident.
     Console,
+    /// A device reached a page the host must not reach, or did not reach one it must.
+    Dma,
     /// The step itself could not be run (another CPU did not answer in time).
     Step,
 }
@@ -50,6 +52,7 @@ impl Invariant {
             Self::Value => "value",
             Self::Memory => "memory",
             Self::Console => "console",
+            Self::Dma => "dma",
             Self::Step => "step",
         }
     }
@@ -108,6 +111,9 @@ enum Can {
 pub struct Model {
     pub profile: Profile,
     pub granule: u64,
+    /// The VM's memory is private unless shared (a protected VM): the host's devices reach
+    /// only the pages the guest shared.
+    pub private_memory: bool,
     ram: Vec<Region>,
     registered: BTreeSet<u64>,
     shared: BTreeSet<u64>,
@@ -134,6 +140,7 @@ impl Model {
         Self {
             profile,
             granule,
+            private_memory: false,
             ram,
             registered,
             shared: BTreeSet::new(),
@@ -153,6 +160,11 @@ impl Model {
     /// The pages the model says are shared now.
     pub fn shared(&self) -> impl Iterator<Item = u64> + '_ {
         self.shared.iter().copied()
+    }
+
+    /// Whether the host (its devices) may reach the granule holding `addr`.
+    pub fn host_reaches(&self, addr: u64) -> bool {
+        !self.private_memory || self.shared.contains(&self.granule_of(addr))
     }
 
     fn is_ram(&self, base: u64) -> bool {
@@ -587,7 +599,7 @@ impl Model {
             } => (addr, width.bytes(), device, hole),
             Op::Write { addr, .. } => (addr, 4, None, false),
             Op::Pair { addr } => return self.pair(addr, site, seen),
-            Op::Call { .. } | Op::Console | Op::Canary => return Ok(Note::Kept),
+            Op::Call { .. } | Op::Dma { .. } | Op::Console | Op::Canary => return Ok(Note::Kept),
         };
         let forwarded = !guard || (self.is_registered(addr) && self.is_registered(addr + size - 1));
         if !forwarded {
@@ -645,6 +657,51 @@ impl Model {
                     .map(|_| Note::Kept)
                     .map_err(|d| Violation::new(Invariant::Refusal, format_args!("ldp at {addr:#x} (no valid syndrome, refused even when registered): {d}")))
             }
+        }
+    }
+}
+
+/// What a DMA step saw: whether the device answered within `waited_ms` (and the length it
+/// reported written), and whether the buffer changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmaSeen {
+    pub answered: Option<u32>,
+    pub changed: bool,
+    pub waited_ms: u64,
+}
+
+impl Model {
+    /// Judges a request the entropy device was handed at `addr`, unbounced: the host fills
+    /// a page it may reach (the device answers, the buffer changes) and never sees a
+    /// request into one it may not (no answer, the buffer untouched).
+    pub fn dma(&self, addr: u64, seen: DmaSeen) -> Result<Note, Violation> {
+        let g = self.granule_of(addr);
+        let page = if !self.private_memory {
+            format!("page {g:#x} (no private memory: the host reaches every page)")
+        } else if self.shared.contains(&g) {
+            format!("shared page {g:#x}")
+        } else {
+            format!("private page {g:#x}")
+        };
+        let bad = |why: core::fmt::Arguments| {
+            Err(Violation::new(
+                Invariant::Dma,
+                format_args!("a request into {page} at {addr:#x}: {why}"),
+            ))
+        };
+        match (self.host_reaches(addr), seen.answered, seen.changed) {
+            (true, Some(_), true) | (false, None, false) => Ok(Note::Kept),
+            (true, None, _) => bad(format_args!(
+                "the device never answered within {} ms: the host cannot reach it",
+                seen.waited_ms
+            )),
+            (true, Some(n), false) => bad(format_args!(
+                "the device answered ({n} bytes written) but the buffer is unchanged"
+            )),
+            (false, _, true) => bad(format_args!("the device wrote into it")),
+            (false, Some(n), false) => bad(format_args!(
+                "the device answered ({n} bytes written): the host saw the request"
+            )),
         }
     }
 }
@@ -1250,15 +1307,75 @@ mod tests {
             Invariant::Value,
             Invariant::Memory,
             Invariant::Console,
+            Invariant::Dma,
             Invariant::Step,
         ]
         .iter()
         .map(|i| i.name())
         .collect();
-        assert_eq!(names.len(), 9);
+        assert_eq!(names.len(), 10);
         assert_eq!(
             format!("{}", Violation::new(Invariant::Value, "x")),
             "invariant 'value': x"
         );
+    }
+
+    /// DMA: a protected VM's device reaches exactly the pages it shared; an ordinary VM's
+    /// reaches every page.
+    #[test]
+    fn dma_reaches_shared_pages_only_when_memory_is_private() {
+        let seen = |answered: Option<u32>, changed: bool| DmaSeen {
+            answered,
+            changed,
+            waited_ms: 500,
+        };
+        let filled = seen(Some(32), true);
+        let silent = seen(None, false);
+        let judge = |m: &Model, addr: u64, s: DmaSeen| m.dma(addr, s).err().map(|v| v.invariant);
+        let mut m = model(Profile::Android14);
+        m.private_memory = true;
+        let page = RAM + 0x10_0000;
+        assert_eq!(inv(m.call(abi::MEM_SHARE, [page, 0, 0], ok(0, 0))), None);
+        // Shared: filled, at any offset of the granule.
+        assert!(m.host_reaches(page + 0x100) && !m.host_reaches(page + G));
+        assert_eq!(judge(&m, page + 0x100, filled), None);
+        for wrong in [silent, seen(Some(32), false), seen(None, true)] {
+            assert_eq!(
+                judge(&m, page + 0x100, wrong),
+                Some(Invariant::Dma),
+                "{wrong:?}"
+            );
+        }
+        // Private: never answered, never written.
+        assert_eq!(judge(&m, page + G, silent), None);
+        for wrong in [filled, seen(Some(0), false), seen(None, true)] {
+            assert_eq!(
+                judge(&m, page + G, wrong),
+                Some(Invariant::Dma),
+                "{wrong:?}"
+            );
+        }
+        let d = m.dma(page + G + 8, filled).unwrap_err().detail;
+        assert!(
+            d.contains(&format!(
+                "private page {:#x} at {:#x}",
+                page + G,
+                page + G + 8
+            )),
+            "{d}"
+        );
+        let d = m.dma(page, silent).unwrap_err().detail;
+        assert!(d.contains("shared page") && d.contains("500 ms"), "{d}");
+        // Unshared again: private again.
+        assert_eq!(inv(m.call(abi::MEM_UNSHARE, [page, 0, 0], ok(0, 0))), None);
+        assert!(!m.host_reaches(page));
+        assert_eq!(judge(&m, page, filled), Some(Invariant::Dma));
+        // Without private memory every page is the host's, shared or not.
+        let open = model(Profile::Kvm);
+        assert!(open.host_reaches(page + G));
+        assert_eq!(judge(&open, page + G, filled), None);
+        assert_eq!(judge(&open, page + G, silent), Some(Invariant::Dma));
+        let d = open.dma(page, silent).unwrap_err().detail;
+        assert!(d.contains("no private memory"), "{d}");
     }
 }

@@ -1,21 +1,26 @@
-//! `fuzz: run`, the seeded hypercall fuzzer (`fuzz=SEED[,COUNT][,only=N]`): performs the
-//! steps `crate::fuzz::gen` makes and hands what each did to `crate::fuzz::model`, which
-//! judges it. This file only builds the pool, performs steps (on CPU 1 through `smp` when
-//! a step asks), and prints the reproduction of the first broken invariant.
+//! `fuzz: run`, the seeded hypercall fuzzer (`fuzz=SEED[,COUNT][,only=N][,private-dma]`):
+//! performs the steps `crate::fuzz::gen` makes and hands what each did to
+//! `crate::fuzz::model`, which judges it. This file only builds the pool, performs steps
+//! (on CPU 1 through `smp` when a step asks; DMA steps through the virtio-rng), and prints
+//! the reproduction of the first broken invariant.
 
 use super::pages::{all_targets, observed_load, tainted_granules};
 use super::Ctx;
-use crate::fuzz::gen::{Op, Pool, PoolTarget, Step, Width};
-use crate::fuzz::model::{self, Invariant, Model, Note, Violation};
+use crate::fuzz::gen::{Op, Pool, PoolTarget, Step, Width, DMA_BYTES};
+use crate::fuzz::model::{self, DmaSeen, Invariant, Model, Note, Violation};
 use crate::fuzz::{pattern, FuzzSpec};
-use crate::kernel::hyp::conduit;
+use crate::kernel::hyp::{conduit, Hypervisor};
 use crate::kernel::mm::mmu;
 use crate::kernel::probe::{self, Width as PWidth};
-use crate::kernel::{console, smp};
-use crate::platform::Region;
+use crate::kernel::virtio::devices::{DeviceError, ANSWER_MS};
+use crate::kernel::virtio::{self, pool as dma_pool};
+use crate::kernel::{console, exceptions, smp};
+use crate::devices::{DeviceKind, Devices};
+use crate::platform::{Platform, Region};
 use crate::refusal::Observed;
 use crate::report::Outcome;
 use crate::targets::{TargetKind, PAGE};
+use alloc::collections::BTreeSet;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -67,10 +72,10 @@ fn check(seed: u64, at: u64, len: u64) -> Option<(u64, u64, u64)> {
     })
 }
 
-/// Runs `COUNT` seeded steps of hypercalls and accesses (or, with `only=N`, the steps
-/// step N depends on), judging each against the profile's ABI and the guest's model of
-/// registered granules and shared pages; FAILs at the first broken invariant with the
-/// seed, the step and the steps that reproduce it.
+/// Runs `COUNT` seeded steps of hypercalls, accesses and DMA requests (or, with `only=N`,
+/// the steps step N depends on), judging each against the profile's ABI and the guest's
+/// model of registered granules and shared pages; FAILs at the first broken invariant with
+/// the seed, the step and the steps that reproduce it.
 pub fn run(ctx: &Ctx) -> Outcome {
     let Some(spec) = ctx.opts.fuzz else {
         return Outcome::skip("no fuzz=SEED[,COUNT] on the command line");
@@ -83,20 +88,36 @@ pub fn run(ctx: &Ctx) -> Outcome {
             hv.guard_unusable()
         ));
     }
-    let pool = pool(ctx);
+    // The devices are set up before the model starts: their windows are registered then.
+    let built_here = !virtio::is_built();
+    ctx.on_abandon(virtio::abandon);
+    let dma = dma_device(ctx);
+    let pool = pool(ctx, &dma);
     let mpidr = crate::cpus::other_cpu(&ctx.platform.cpus, smp::this_mpidr());
     let ram: Vec<Region> = ctx.platform.memory.clone();
     let granule = pool.granule;
+    let mut model = Model::new(hv.profile, granule, ram, tainted_granules());
+    model.private_memory = hv.mem_sharer().is_some();
+    let mut held = ctx.devices.units(granule);
+    if let Ok(d) = &dma {
+        held.extend(d.busy.iter().copied());
+    }
     let mut run = Run {
         spec,
         pool,
-        model: Model::new(hv.profile, granule, ram, tainted_granules()),
+        model,
         mpidr,
         // Every incident since boot counts: the console's page is registered for the run.
         incidents: 0,
         calls: 0,
         accesses: 0,
         remote: 0,
+        platform: ctx.platform,
+        hv,
+        dma: dma.as_ref().ok().cloned(),
+        dma_count: DmaCount::default(),
+        held,
+        spared: 0,
     };
     let g = granule;
     fill(spec.seed, base(&SHARE_POOL), (POOL_GRANULES as u64 + 1) * g);
@@ -110,6 +131,16 @@ pub fn run(ctx: &Ctx) -> Outcome {
         base(&CANARY),
         if run.pool.smp { "steps on CPU 0 and 1" } else { "one CPU" }
     ));
+    match &dma {
+        Ok(d) => {
+            ctx.info(format_args!(
+            "DMA steps: the entropy device at {} fills buffers in the sharing pool, unbounced{}",
+            d.at,
+            if spec.private_dma { ", private pages too" } else { ", shared pages only" }
+        ))
+        }
+        Err(why) => ctx.info(format_args!("no DMA steps: {why}")),
+    }
     let steps: Vec<u64> = match spec.only {
         Some(n) => run.pool.slice(spec.seed, n),
         None => (0..spec.count).collect(),
@@ -132,20 +163,76 @@ pub fn run(ctx: &Ctx) -> Outcome {
         };
         failed = run.step(&end).err().map(|v| (end, v));
     }
+    if built_here {
+        // Resetting a device whose window a step unregistered aborts: that abandons the
+        // clean-up only (the set leaks, registered), not the verdict.
+        if !exceptions::run_abandonable(|| drop(virtio::drop_bus())) {
+            let _ = exceptions::take_unexpected();
+            virtio::abandon();
+        }
+    }
     run.unshare_all();
     run.verdict(ctx, ran, &steps, failed)
 }
 
+/// The device DMA steps use, and the guard granules its windows are in.
+#[derive(Clone, Debug)]
+struct DmaDevice {
+    at: virtio::Location,
+    granules: Vec<u64>,
+    /// Every driven device's granules: no step may name them (an UNMAP would cut a
+    /// device off in the middle of the run).
+    busy: BTreeSet<u64>,
+}
+
+/// The entropy device, set up with the rest of the device set, or why there is none.
+fn dma_device(ctx: &Ctx) -> Result<DmaDevice, String> {
+    let p = ctx.platform;
+    if p.virtio_mmio.is_empty() && p.pci.is_empty() {
+        return Err("no virtio transport in the device tree".into());
+    }
+    let g = ctx
+        .hv
+        .mmio_guard()
+        .map_or(crate::targets::PAGE, |g| g.granule());
+    let granules = |windows: &[(u64, u64)]| -> BTreeSet<u64> {
+        let mut d = Devices::default();
+        for &(base, size) in windows {
+            d.hold(DeviceKind::Virtio, Region::new(base, size), base);
+        }
+        d.units(g)
+    };
+    let lock = virtio::bus(p, ctx.hv.mem_sharer());
+    let Some(bus) = lock.as_ref() else {
+        return Err("the virtio device set could not be built".into());
+    };
+    let driven = || bus.found.iter().filter(|f| f.result.is_ok());
+    let busy = driven().flat_map(|f| granules(&f.windows)).collect();
+    let rng = driven()
+        .find(|f| f.kind == Some(virtio_drivers::transport::DeviceType::EntropySource))
+        .filter(|_| !bus.rng.is_empty());
+    match rng {
+        Some(f) => Ok(DmaDevice {
+            at: f.at,
+            granules: granules(&f.windows).into_iter().collect(),
+            busy,
+        }),
+        None => Err("no virtio-rng device driven".into()),
+    }
+}
+
 /// The pool of addresses every step of this run chooses from.
-fn pool(ctx: &Ctx) -> Pool {
+fn pool(ctx: &Ctx, dma: &Result<DmaDevice, String>) -> Pool {
     let hv = ctx.hv;
     let granule = hv
         .mmio_guard()
         .map(|g| g.granule())
         .or(hv.mem_sharer().map(|s| s.granule()))
         .unwrap_or(PAGE);
+    let busy = dma.as_ref().map(|d| d.busy.clone()).unwrap_or_default();
     let targets = all_targets(ctx)
         .iter()
+        .filter(|t| !busy.contains(&(t.base & !(granule - 1))))
         .map(|t| PoolTarget {
             id_addr: t.id_addr(),
             id: t.id_value,
@@ -189,10 +276,11 @@ fn pool(ctx: &Ctx) -> Pool {
             .collect(),
         ram_base: p.first_ram().map_or(0x4000_0000, |r| r.base),
         smp: crate::cpus::other_cpu(&p.cpus, smp::this_mpidr()).is_some(),
+        dma: dma.is_ok(),
     }
 }
 
-struct Run {
+struct Run<'a> {
     spec: FuzzSpec,
     pool: Pool,
     model: Model,
@@ -202,6 +290,27 @@ struct Run {
     calls: u64,
     accesses: u64,
     remote: u64,
+    platform: &'a Platform,
+    hv: &'static Hypervisor,
+    dma: Option<DmaDevice>,
+    dma_count: DmaCount,
+    /// Granules the drivers hold (the console, the virtio devices): no UNMAP step is
+    /// made that would take one from under its driver.
+    held: BTreeSet<u64>,
+    /// UNMAP steps not made for that.
+    spared: u64,
+}
+
+/// What the DMA steps did.
+#[derive(Clone, Copy, Debug, Default)]
+struct DmaCount {
+    /// Requests made into pages the host may reach, and into private ones.
+    reachable: u64,
+    private: u64,
+    /// Not made: the page was private (no `private-dma`), or a step had unregistered the
+    /// device's window.
+    private_skipped: u64,
+    window_gone: u64,
 }
 
 fn pwidth(w: Width) -> PWidth {
@@ -255,11 +364,11 @@ fn perform(op: Op) -> (u64, Observed) {
                 r.map_or_else(Observed::StoreFaulted, |_| Observed::Stored),
             )
         }
-        Op::Call { .. } | Op::Console | Op::Canary => (0, Observed::Stored),
+        Op::Call { .. } | Op::Dma { .. } | Op::Console | Op::Canary => (0, Observed::Stored),
     }
 }
 
-impl Run {
+impl Run<'_> {
     fn on_cpu<R: Send + 'static>(
         &mut self,
         step: &Step,
@@ -281,6 +390,10 @@ impl Run {
 
     fn step(&mut self, step: &Step) -> Result<Note, Violation> {
         match step.op {
+            Op::Call { fid, .. } if self.takes_held(fid, &step.op) => {
+                self.spared += 1;
+                Ok(Note::Kept)
+            }
             Op::Call { fid, args } => self.call(step, fid, args),
             Op::Read { addr, .. } | Op::Pair { addr } | Op::Write { addr, .. } => {
                 self.accesses += 1;
@@ -318,6 +431,7 @@ impl Run {
                 };
                 model::console(ping, &new).map(|_| Note::Kept)
             }
+            Op::Dma { addr } => self.dma(addr),
             Op::Canary => {
                 let g = self.pool.granule;
                 let bad = check(self.spec.seed, base(&CANARY), CANARY_BYTES as u64).or_else(|| {
@@ -359,6 +473,95 @@ impl Run {
         ))
     }
 
+    /// Whether a step is an UNMAP of a granule a driver holds.
+    fn takes_held(&self, fid: u32, op: &Op) -> bool {
+        let unmap = matches!(
+            fid,
+            crate::hyp::abi::MMIO_GUARD_UNMAP | crate::hyp::abi::MMIO_RGUARD_UNMAP
+        );
+        unmap
+            && self.model.profile.has_guard()
+            && self
+                .pool
+                .footprint(op)
+                .is_some_and(|f| f.iter().any(|g| self.held.contains(g)))
+    }
+
+    /// One DMA step: the entropy device is handed `DMA_BYTES` at `addr`, unbounced. A page
+    /// the model says is private is handed over only with `private-dma`.
+    fn dma(&mut self, addr: u64) -> Result<Note, Violation> {
+        let reach = self.model.host_reaches(addr);
+        if !reach && !self.spec.private_dma {
+            self.dma_count.private_skipped += 1;
+            return Ok(Note::Kept);
+        }
+        let Some(dev) = &self.dma else {
+            return Err(Violation::new(
+                Invariant::Step,
+                "a DMA step without a device",
+            ));
+        };
+        // The notify is an MMIO write: through a window a step unregistered it aborts.
+        let guard = self.model.profile.has_guard();
+        if guard && dev.granules.iter().any(|&g| !self.model.is_registered(g)) {
+            self.dma_count.window_gone += 1;
+            return Ok(Note::Kept);
+        }
+        if reach {
+            self.dma_count.reachable += 1;
+        } else {
+            self.dma_count.private += 1;
+        }
+        let seed = self.spec.seed;
+        let answered = {
+            let mut lock = virtio::bus(self.platform, self.hv.mem_sharer());
+            let Some(rng) = lock.as_mut().and_then(|b| b.rng.first_mut()) else {
+                return Err(Violation::new(
+                    Invariant::Step,
+                    "the entropy device is gone",
+                ));
+            };
+            dma_pool::give_next_unbounced();
+            // SAFETY: the generator puts a DMA buffer inside the sharing pool (a static
+            // only this check touches, through raw pointers, one step at a time); nothing
+            // else refers to these bytes while the device may write them, and `fill`
+            // resets the device before it returns without an answer.
+            let buf =
+                unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, DMA_BYTES as usize) };
+            let r = rng.fill(buf);
+            dma_pool::bounce_next();
+            let answered = match r {
+                Ok(n) => Some(n as u32),
+                Err(DeviceError::NoAnswer { .. }) => None,
+                Err(e) => {
+                    return Err(Violation::new(
+                        Invariant::Step,
+                        format_args!("the request into {addr:#x} could not be made: {e}"),
+                    ))
+                }
+            };
+            if answered.is_none() {
+                rng.revive().map_err(|e| {
+                    Violation::new(
+                        Invariant::Step,
+                        format_args!("the entropy device could not be set up again: {e}"),
+                    )
+                })?;
+            }
+            answered
+        };
+        let changed = check(seed, addr, DMA_BYTES).is_some();
+        fill(seed, addr, DMA_BYTES);
+        self.model.dma(
+            addr,
+            DmaSeen {
+                answered,
+                changed,
+                waited_ms: ANSWER_MS,
+            },
+        )
+    }
+
     /// Takes back what the run left shared (the pool is the image's memory).
     fn unshare_all(&mut self) {
         let pages: Vec<u64> = self.model.shared().collect();
@@ -375,13 +578,30 @@ impl Run {
         failed: Option<(Step, Violation)>,
     ) -> Outcome {
         let spec = self.spec;
+        let d = self.dma_count;
+        let dma = if self.dma.is_some() {
+            format!(
+                ", {} DMA requests ({} into private pages; not made: {} private, {} with the device cut off)",
+                d.reachable + d.private,
+                d.private,
+                d.private_skipped,
+                d.window_gone
+            )
+        } else {
+            String::new()
+        };
+        let spared = if self.spared > 0 {
+            format!(", {} UNMAPs of a driver's granule not made", self.spared)
+        } else {
+            String::new()
+        };
         let what = format!(
-            "{ran} steps ({} calls, {} accesses, {} on CPU 1)",
+            "{ran} steps ({} calls, {} accesses, {} on CPU 1{dma}{spared})",
             self.calls, self.accesses, self.remote
         );
         let Some((step, v)) = failed else {
             return match spec.only {
-                Some(n) => Outcome::pass(format_args!("seed {}: the slice of step {n} ran clean: {what}; its failure needs more than its slice: replay the prefix fuzz={},{}", spec.seed, spec.seed, n + 1)),
+                Some(n) => Outcome::pass(format_args!("seed {}: the slice of step {n} ran clean: {what}; its failure needs more than its slice: replay the prefix {}", spec.seed, spec.with(n + 1, None))),
                 None if self.model.known > 0 => Outcome::kfail(true, false, format_args!("seed {}: {what}; every invariant held, {} answers were profile {}'s known bug", spec.seed, self.model.known, self.model.profile)),
                 None => Outcome::pass(format_args!("seed {}: {what}; every invariant held", spec.seed)),
             };
@@ -397,19 +617,16 @@ impl Run {
                     .take_while(|&i| i <= step.index)
                     .collect::<Vec<u64>>(),
             ),
-            None if step.index >= spec.count => {
-                (format!("fuzz={},{}", spec.seed, spec.count), Vec::new())
-            }
+            None if step.index >= spec.count => (format!("{spec}"), Vec::new()),
             None => (
-                format!("fuzz={},{},only={}", spec.seed, spec.count, step.index),
+                format!("{}", spec.with(spec.count, Some(step.index))),
                 self.pool.slice(spec.seed, step.index),
             ),
         };
         ctx.info(format_args!(
-            "reproduce: {replay} replays these {} steps (or the whole prefix: fuzz={},{}):",
+            "reproduce: {replay} replays these {} steps (or the whole prefix: {}):",
             slice.len(),
-            spec.seed,
-            step.index + 1
+            spec.with(step.index + 1, None)
         ));
         for &i in slice.iter().take(MAX_LINES) {
             ctx.info(format_args!("  {}", self.pool.step(spec.seed, i)));

@@ -174,6 +174,21 @@ impl Rng {
         Ok(Self { t, q: Some(q) })
     }
 
+    /// Sets the device up again after a request it never answered (it was reset then):
+    /// for the fuzzer, whose requests into private memory must go unanswered, and which
+    /// goes on.
+    pub fn revive(&mut self) -> Result<(), DeviceError> {
+        if self.q.is_some() {
+            return Ok(());
+        }
+        self.t.set_status(DeviceStatus::empty());
+        set_up(&mut self.t);
+        let q = VirtQueue::new(&mut self.t, 0, false, false)?;
+        self.t.finish_init();
+        self.q = Some(q);
+        Ok(())
+    }
+
     /// Fills `buf` with entropy; returns how many bytes the device wrote.
     pub fn fill(&mut self, buf: &mut [u8]) -> Result<usize, DeviceError> {
         let q = self.q.as_mut().ok_or(DeviceError::GivenUp)?;

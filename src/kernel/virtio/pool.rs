@@ -69,6 +69,11 @@ pub fn give_next_unbounced() {
     UNBOUNCED_NEXT.store(true, Ordering::Relaxed);
 }
 
+/// Takes back a `give_next_unbounced` no buffer used (the request failed before it).
+pub fn bounce_next() {
+    UNBOUNCED_NEXT.store(false, Ordering::Relaxed);
+}
+
 #[derive(Debug)]
 pub enum PoolError {
     /// The pool is already set up.
