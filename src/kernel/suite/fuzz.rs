@@ -6,16 +6,17 @@
 
 use super::pages::{all_targets, observed_load, tainted_granules};
 use super::Ctx;
+use crate::devices::{DeviceKind, Devices};
 use crate::fuzz::gen::{Op, Pool, PoolTarget, Step, Width, DMA_BYTES};
 use crate::fuzz::model::{self, DmaSeen, Invariant, Model, Note, Violation};
 use crate::fuzz::{pattern, FuzzSpec};
 use crate::kernel::hyp::{conduit, Hypervisor};
 use crate::kernel::mm::mmu;
 use crate::kernel::probe::{self, Width as PWidth};
+use crate::kernel::time::Deadline;
 use crate::kernel::virtio::devices::{DeviceError, ANSWER_MS};
 use crate::kernel::virtio::{self, pool as dma_pool};
 use crate::kernel::{console, exceptions, smp};
-use crate::devices::{DeviceKind, Devices};
 use crate::platform::{Platform, Region};
 use crate::refusal::Observed;
 use crate::report::Outcome;
@@ -40,6 +41,8 @@ const MAX_LINES: usize = 400;
 const OTHER_SLOT: usize = 1;
 /// Console status reads per Console step.
 const CONSOLE_PINGS: usize = 16;
+/// A line at least this often during a run.
+const PROGRESS_MS: u64 = 5000;
 
 #[repr(C, align(65536))]
 struct Ram<const N: usize>(UnsafeCell<[u8; N]>);
@@ -147,7 +150,16 @@ pub fn run(ctx: &Ctx) -> Outcome {
     };
     let mut failed = None;
     let mut ran = 0;
+    let mut progress = Deadline::after_ms(PROGRESS_MS);
     for &i in &steps {
+        if progress.passed() {
+            // A long run is not a silent one (the runner stops a guest that prints nothing).
+            ctx.info(format_args!(
+                "step {i} of {}: every invariant held so far",
+                spec.count
+            ));
+            progress = Deadline::after_ms(PROGRESS_MS);
+        }
         ran += 1;
         let step = run.pool.step(spec.seed, i);
         if let Err(v) = run.step(&step) {
