@@ -962,4 +962,109 @@ pub(crate) mod tests {
             "{offsets:?}"
         );
     }
+
+    /// Every kind of IPA MEM_SHARE/UNSHARE are meant to get, and nothing else.
+    #[test]
+    fn share_ipas_cover_every_class_and_only_those() {
+        let p = pool(Profile::Android16, true);
+        let g = p.granule;
+        let targets: Vec<u64> = p.targets.iter().map(|t| p.align(t.id_addr)).collect();
+        let mut seen = alloc::collections::BTreeMap::new();
+        let mut r = Rng::new(8);
+        let n = 20_000;
+        for _ in 0..n {
+            let a = p.share_ipa(&mut r);
+            let class = if p.share_pool.contains(&a) {
+                "pool page"
+            } else if p.share_pool.contains(&p.align(a)) {
+                assert!(a % 8 == 0 && a % g != 0, "{a:#x}");
+                "inside a pool page"
+            } else if targets.contains(&a) {
+                "target"
+            } else if p.holes.contains(&a) {
+                "hole"
+            } else if a == 1 << IPA_MAX_BITS {
+                "beyond 52 bits"
+            } else if a == !(g - 1) {
+                "top granule"
+            } else {
+                panic!("an IPA of no class: {a:#x}")
+            };
+            *seen.entry(class).or_insert(0u32) += 1;
+        }
+        // In twentieths, as the generator draws them.
+        for (class, twentieths) in [
+            ("pool page", 14),
+            ("inside a pool page", 1),
+            ("target", 2),
+            ("hole", 1),
+            ("beyond 52 bits", 1),
+            ("top granule", 1),
+        ] {
+            let want = n * twentieths / 20;
+            let got = seen.get(class).copied().unwrap_or(0);
+            assert!(
+                got.abs_diff(want) < n / 100,
+                "{class}: {got} of {n}, want about {want}"
+            );
+        }
+    }
+
+    /// The mix of steps, as designed: in every 100 ops, 30 reads, 4 load pairs, 4 writes
+    /// and 62 calls (of those, in every 100: 22 MAP, 12 UNMAP, 12 RGUARD_MAP,
+    /// 5 RGUARD_UNMAP, 18 MEM_SHARE, 16 MEM_UNSHARE, 4 ENROLL, 5 info, 6 others).
+    #[test]
+    fn the_op_mix_is_as_designed() {
+        let p = pool(Profile::Android14, true);
+        let mut seen = alloc::collections::BTreeMap::new();
+        let mut total = 0u32;
+        for i in (0..60_000).filter(|i| {
+            let k = i % CANARY_EVERY;
+            k != CANARY_EVERY - 1 && k != CANARY_EVERY / 2 - 1
+        }) {
+            let class = match p.step(21, i).op {
+                Op::Read { .. } => "read",
+                Op::Pair { .. } => "ldp",
+                Op::Write { .. } => "write",
+                Op::Call { fid, .. } => match fid {
+                    abi::HYP_MEMINFO | abi::MMIO_GUARD_INFO => "info",
+                    abi::SMCCC_VERSION
+                    | abi::PSCI_VERSION
+                    | abi::KVM_FEATURES
+                    | abi::VENDOR_HYP_CALL_UID
+                    | 0x8600_0003
+                    | 0x8600_0007
+                    | 0x8600_0008 => "other",
+                    _ => abi::name(fid),
+                },
+                other => panic!("{other:?}"),
+            };
+            *seen.entry(class).or_insert(0u32) += 1;
+            total += 1;
+        }
+        let calls = |per_100: u32| 62 * per_100;
+        for (class, per_10000) in [
+            ("read", 3000),
+            ("ldp", 400),
+            ("write", 400),
+            ("MMIO_GUARD_MAP", calls(22)),
+            ("MMIO_GUARD_UNMAP", calls(12)),
+            ("MMIO_RGUARD_MAP", calls(12)),
+            ("MMIO_RGUARD_UNMAP", calls(5)),
+            ("MEM_SHARE", calls(18)),
+            ("MEM_UNSHARE", calls(16)),
+            ("MMIO_GUARD_ENROLL", calls(4)),
+            ("info", calls(5)),
+            ("other", calls(6)),
+        ] {
+            let want = u64::from(total) * per_10000 as u64 / 10_000;
+            let got = u64::from(seen.get(class).copied().unwrap_or(0));
+            // 0.4% of all steps: about five standard deviations for these counts.
+            assert!(
+                got.abs_diff(want) < u64::from(total) / 250,
+                "{class}: {got} of {total}, want about {want}"
+            );
+        }
+        assert_eq!(seen.len(), 12, "{seen:?}");
+    }
 }

@@ -94,11 +94,11 @@ pub fn run(ctx: &Ctx) -> Outcome {
     // The devices are set up before the model starts: their windows are registered then.
     let built_here = !virtio::is_built();
     ctx.on_abandon(virtio::abandon);
-    let dma = dma_device(ctx);
-    let pool = pool(ctx, &dma);
+    let granule = granule(hv);
+    let dma = dma_device(ctx, granule);
+    let pool = pool(ctx, granule, &dma);
     let mpidr = crate::cpus::other_cpu(&ctx.platform.cpus, smp::this_mpidr());
     let ram: Vec<Region> = ctx.platform.memory.clone();
-    let granule = pool.granule;
     let mut model = Model::new(hv.profile, granule, ram, tainted_granules());
     model.private_memory = hv.mem_sharer().is_some();
     let mut held = ctx.devices.units(granule);
@@ -137,8 +137,12 @@ pub fn run(ctx: &Ctx) -> Outcome {
     match &dma {
         Ok(d) => {
             ctx.info(format_args!(
-            "DMA steps: the entropy device at {} fills buffers in the sharing pool, unbounced{}",
-            d.at,
+            "DMA steps: the entropy device (windows {}) fills buffers in the sharing pool, unbounced{}",
+            d.windows
+                .iter()
+                .map(|(b, s)| format!("{b:#x}+{s:#x}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             if spec.private_dma { ", private pages too" } else { ", shared pages only" }
         ))
         }
@@ -190,57 +194,56 @@ pub fn run(ctx: &Ctx) -> Outcome {
 /// The device DMA steps use, and the guard granules its windows are in.
 #[derive(Clone, Debug)]
 struct DmaDevice {
-    at: virtio::Location,
+    windows: Vec<(u64, u64)>,
     granules: Vec<u64>,
     /// Every driven device's granules: no step may name them (an UNMAP would cut a
     /// device off in the middle of the run).
     busy: BTreeSet<u64>,
 }
 
-/// The entropy device, set up with the rest of the device set, or why there is none.
-fn dma_device(ctx: &Ctx) -> Result<DmaDevice, String> {
-    let p = ctx.platform;
-    if p.virtio_mmio.is_empty() && p.pci.is_empty() {
-        return Err("no virtio transport in the device tree".into());
+/// The granules of size `g` that `windows` touch.
+fn granules_of(windows: &[(u64, u64)], g: u64) -> BTreeSet<u64> {
+    let mut d = Devices::default();
+    for &(base, size) in windows {
+        d.hold(DeviceKind::Virtio, Region::new(base, size), base);
     }
-    let g = ctx
-        .hv
-        .mmio_guard()
-        .map_or(crate::targets::PAGE, |g| g.granule());
-    let granules = |windows: &[(u64, u64)]| -> BTreeSet<u64> {
-        let mut d = Devices::default();
-        for &(base, size) in windows {
-            d.hold(DeviceKind::Virtio, Region::new(base, size), base);
-        }
-        d.units(g)
-    };
-    let lock = virtio::bus(p, ctx.hv.mem_sharer());
+    d.units(g)
+}
+
+/// The entropy device, set up with the rest of the device set, or why there is none.
+fn dma_device(ctx: &Ctx, g: u64) -> Result<DmaDevice, String> {
+    let lock = virtio::bus(ctx.platform, ctx.hv.mem_sharer());
     let Some(bus) = lock.as_ref() else {
         return Err("the virtio device set could not be built".into());
     };
-    let driven = || bus.found.iter().filter(|f| f.result.is_ok());
-    let busy = driven().flat_map(|f| granules(&f.windows)).collect();
-    let rng = driven()
-        .find(|f| f.kind == Some(virtio_drivers::transport::DeviceType::EntropySource))
-        .filter(|_| !bus.rng.is_empty());
-    match rng {
-        Some(f) => Ok(DmaDevice {
-            at: f.at,
-            granules: granules(&f.windows).into_iter().collect(),
-            busy,
-        }),
-        None => Err("no virtio-rng device driven".into()),
-    }
+    let Some(rng) = bus.rng.first() else {
+        return Err("no virtio-rng device driven".into());
+    };
+    let windows: Vec<(u64, u64)> = rng.windows().collect();
+    Ok(DmaDevice {
+        granules: granules_of(&windows, g).into_iter().collect(),
+        windows,
+        busy: bus
+            .found
+            .iter()
+            .filter(|f| f.result.is_ok())
+            .flat_map(|f| granules_of(&f.windows, g))
+            .collect(),
+    })
+}
+
+/// The granule every step's addresses are aligned to and judged by: the guard's, else
+/// memory sharing's, else a page.
+fn granule(hv: &Hypervisor) -> u64 {
+    hv.mmio_guard()
+        .map(|g| g.granule())
+        .or(hv.mem_sharer().map(|s| s.granule()))
+        .unwrap_or(PAGE)
 }
 
 /// The pool of addresses every step of this run chooses from.
-fn pool(ctx: &Ctx, dma: &Result<DmaDevice, String>) -> Pool {
+fn pool(ctx: &Ctx, granule: u64, dma: &Result<DmaDevice, String>) -> Pool {
     let hv = ctx.hv;
-    let granule = hv
-        .mmio_guard()
-        .map(|g| g.granule())
-        .or(hv.mem_sharer().map(|s| s.granule()))
-        .unwrap_or(PAGE);
     let busy = dma.as_ref().map(|d| d.busy.clone()).unwrap_or_default();
     let targets = all_targets(ctx)
         .iter()

@@ -174,6 +174,11 @@ impl Rng {
         Ok(Self { t, q: Some(q) })
     }
 
+    /// The windows its transport reaches it through: (address, size).
+    pub fn windows(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.t.windows()
+    }
+
     /// Sets the device up again after a request it never answered (it was reset then):
     /// for the fuzzer, whose requests into private memory must go unanswered, and which
     /// goes on.
