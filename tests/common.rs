@@ -175,3 +175,17 @@ pub fn detail<'a>(out: &'a Outcome, name: &str) -> &'a str {
         .and_then(|r| r.detail.as_deref())
         .unwrap_or_else(|| panic!("no detail for {name}:\n{}", out.transcript()))
 }
+
+/// From a `fuzz: run` line: the DMA requests made, of them into private pages, and those
+/// not made because the page was private.
+pub fn dma_requests(detail: &str) -> (u64, u64, u64) {
+    let number_before = |words: &str| -> Option<u64> {
+        let at = detail.find(words)?;
+        detail[..at].split([' ', '(']).next_back()?.parse().ok()
+    };
+    (
+        number_before(" DMA requests").unwrap_or(0),
+        number_before(" into private pages").unwrap_or(0),
+        number_before(" private, ").unwrap_or(0),
+    )
+}
