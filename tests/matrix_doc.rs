@@ -117,3 +117,59 @@ fn every_cell_is_its_columns_own_result() {
     );
     assert_eq!(md.matches("| passed (0) |").count(), cols.len(), "{md}");
 }
+
+const SUMMARY_BEGIN: &str =
+    "<!-- matrix summary: written by tests/matrix_doc.rs from docs/matrix/matrix.md; \
+                             IOGUARD_BLESS=1 cargo test --test matrix_doc rewrites it -->";
+const SUMMARY_END: &str = "<!-- end of matrix summary -->";
+
+/// The README's view of the matrix: each column's verdicts, counted from matrix.md.
+fn summary(md: &str) -> String {
+    let (cols, rows) = check_table(md);
+    let mut s = format!(
+        "Each column's verdicts over the {} default checks, counted from that file:\n\n\
+         | column | PASS | KFAIL | SKIP | FAIL or XPASS | no verdict or not run |\n\
+         |---|---|---|---|---|---|\n",
+        rows.len()
+    );
+    for (j, col) in cols.iter().enumerate() {
+        let count = |kinds: &[&str]| {
+            rows.iter()
+                .filter(|r| kinds.contains(&r[j + 1].as_str()))
+                .count()
+        };
+        let counted = [
+            count(&["PASS"]),
+            count(&["KFAIL"]),
+            count(&["SKIP"]),
+            count(&["FAIL", "XPASS"]),
+        ];
+        let rest = rows.len() - counted.iter().sum::<usize>();
+        let [pass, kfail, skip, fail] = counted;
+        s += &format!("| {col} | {pass} | {kfail} | {skip} | {fail} | {rest} |\n");
+    }
+    s
+}
+
+#[test]
+fn the_readme_shows_the_current_matrix() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let want = summary(&read("matrix.md"));
+    let start = readme
+        .find(SUMMARY_BEGIN)
+        .expect("README.md has no matrix summary block")
+        + SUMMARY_BEGIN.len();
+    let end = start + readme[start..].find(SUMMARY_END).expect("the block's end");
+    let have = readme[start..end].trim();
+    if std::env::var_os("IOGUARD_BLESS").is_some() && have != want.trim() {
+        let new = format!("{}\n{}\n{}", &readme[..start], want.trim(), &readme[end..]);
+        std::fs::write(&path, new).unwrap();
+        return;
+    }
+    assert_eq!(
+        have,
+        want.trim(),
+        "README.md's matrix summary is stale: IOGUARD_BLESS=1 cargo test --test matrix_doc"
+    );
+}
