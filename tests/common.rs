@@ -189,3 +189,14 @@ pub fn dma_requests(detail: &str) -> (u64, u64, u64) {
         number_before(" private, ").unwrap_or(0),
     )
 }
+
+/// A `private-dma` run's DMA counts: requests into private pages were made (at least 5,
+/// besides requests into shared ones), none left out. Returns how many.
+pub fn private_dma_requests(detail: &str, transcript: &str) -> u64 {
+    let (made, private, skipped) = dma_requests(detail);
+    assert!(
+        private >= 5 && made > private && skipped == 0,
+        "{made} {private} {skipped}\n{transcript}"
+    );
+    private
+}
