@@ -22,8 +22,8 @@ pub struct FuzzSpec {
     pub only: Option<u64>,
     /// DMA steps into private pages too (`private-dma`): only for a hypervisor that keeps
     /// them from the host without harm to it. hypmodel refuses each such notify and fails
-    /// the run for it, as it fails any guest that offers a device private memory; a real
-    /// VMM may die of it.
+    /// the run for it, as it fails any guest that offers a device private memory; on pKVM
+    /// the VMM's read of the page faults, and a VMM that does not catch that dies.
     pub private_dma: bool,
 }
 
