@@ -186,7 +186,7 @@ pub fn dma_requests(detail: &str) -> (u64, u64, u64) {
     (
         number_before(" DMA requests").unwrap_or(0),
         number_before(" into private pages").unwrap_or(0),
-        number_before(" private, ").unwrap_or(0),
+        number_before(" into private pages not made").unwrap_or(0),
     )
 }
 

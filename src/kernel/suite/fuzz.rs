@@ -191,11 +191,10 @@ pub fn run(ctx: &Ctx) -> Outcome {
     run.verdict(ctx, ran, &steps, failed)
 }
 
-/// The device DMA steps use, and the guard granules its windows are in.
+/// The device DMA steps use.
 #[derive(Clone, Debug)]
 struct DmaDevice {
     windows: Vec<(u64, u64)>,
-    granules: Vec<u64>,
     /// Every driven device's granules: no step may name them (an UNMAP would cut a
     /// device off in the middle of the run).
     busy: BTreeSet<u64>,
@@ -219,10 +218,8 @@ fn dma_device(ctx: &Ctx, g: u64) -> Result<DmaDevice, String> {
     let Some(rng) = bus.rng.first() else {
         return Err("no virtio-rng device driven".into());
     };
-    let windows: Vec<(u64, u64)> = rng.windows().collect();
     Ok(DmaDevice {
-        granules: granules_of(&windows, g).into_iter().collect(),
-        windows,
+        windows: rng.windows().collect(),
         busy: bus
             .found
             .iter()
@@ -322,10 +319,8 @@ struct DmaCount {
     /// Requests made into pages the host may reach, and into private ones.
     reachable: u64,
     private: u64,
-    /// Not made: the page was private (no `private-dma`), or a step had unregistered the
-    /// device's window.
+    /// Not made: the page was private (no `private-dma`).
     private_skipped: u64,
-    window_gone: u64,
 }
 
 fn pwidth(w: Width) -> PWidth {
@@ -510,18 +505,7 @@ impl Run<'_> {
             self.dma_count.private_skipped += 1;
             return Ok(Note::Kept);
         }
-        let Some(dev) = &self.dma else {
-            return Err(Violation::new(
-                Invariant::Step,
-                "a DMA step without a device",
-            ));
-        };
-        // The notify is an MMIO write: through a window a step unregistered it aborts.
-        let guard = self.model.profile.has_guard();
-        if guard && dev.granules.iter().any(|&g| !self.model.is_registered(g)) {
-            self.dma_count.window_gone += 1;
-            return Ok(Note::Kept);
-        }
+        // The device's window stays registered: no UNMAP of a driver's granule is made.
         if reach {
             self.dma_count.reachable += 1;
         } else {
@@ -596,11 +580,10 @@ impl Run<'_> {
         let d = self.dma_count;
         let dma = if self.dma.is_some() {
             format!(
-                ", {} DMA requests ({} into private pages; not made: {} private, {} with the device cut off)",
+                ", {} DMA requests ({} into private pages; {} into private pages not made)",
                 d.reachable + d.private,
                 d.private,
-                d.private_skipped,
-                d.window_gone
+                d.private_skipped
             )
         } else {
             String::new()
