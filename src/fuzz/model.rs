@@ -1378,4 +1378,152 @@ mod tests {
         let d = open.dma(page, silent).unwrap_err().detail;
         assert!(d.contains("no private memory"), "{d}");
     }
+
+    #[test]
+    fn the_granule_at_the_end_of_ram_is_not_ram() {
+        // RAM is [RAM, RAM + 0x1000_0000): the granule that starts at its end is a device
+        // IPA like any other, and MAP of it must succeed.
+        let end = RAM + 0x1000_0000;
+        let mut m = model(Profile::Android14);
+        assert_eq!(
+            inv(m.call(abi::MMIO_GUARD_MAP, [end, 0, 0], ok(INVAL, 0))),
+            Some(Invariant::Answer)
+        );
+        assert_eq!(
+            inv(m.call(abi::MMIO_GUARD_MAP, [end, 0, 0], ok(0, 0))),
+            None
+        );
+        assert!(m.is_registered(end));
+        // The last granule of RAM is RAM.
+        assert_eq!(
+            inv(m.call(abi::MMIO_GUARD_MAP, [end - G, 0, 0], ok(0, 0))),
+            Some(Invariant::Answer)
+        );
+    }
+
+    #[test]
+    fn the_last_granule_below_2_pow_52_may_be_registered() {
+        // The IPA space is 40 to 52 bits: the granule that ends at 2^52 may be registered
+        // or refused; the one that starts there may only be refused.
+        let last = (1u64 << 52) - G;
+        let mut m = model(Profile::Android14);
+        assert_eq!(
+            inv(m.call(abi::MMIO_GUARD_MAP, [last, 0, 0], ok(INVAL, 0))),
+            None
+        );
+        assert_eq!(
+            inv(m.call(abi::MMIO_GUARD_MAP, [last, 0, 0], ok(0, 0))),
+            None
+        );
+        assert!(m.is_registered(last));
+        assert_eq!(
+            inv(m.call(abi::MMIO_GUARD_MAP, [last + G, 0, 0], ok(0, 0))),
+            Some(Invariant::Answer)
+        );
+    }
+
+    #[test]
+    fn the_last_granule_below_2_pow_40_must_be_registered() {
+        // Every IPA space is at least 40 bits: the granule that ends at 2^40 is inside it,
+        // so refusing its MAP breaks the ABI; the one that starts at 2^40 may be refused.
+        let last = (1u64 << 40) - G;
+        let mut m = model(Profile::Android14);
+        assert_eq!(
+            inv(m.call(abi::MMIO_GUARD_MAP, [last, 0, 0], ok(INVAL, 0))),
+            Some(Invariant::Answer)
+        );
+        assert_eq!(
+            inv(m.call(abi::MMIO_GUARD_MAP, [last, 0, 0], ok(0, 0))),
+            None
+        );
+        assert_eq!(
+            inv(m.call(abi::MMIO_GUARD_MAP, [last + G, 0, 0], ok(INVAL, 0))),
+            None
+        );
+    }
+
+    #[test]
+    fn enroll_must_succeed_the_first_time_too() {
+        // ENROLL answers SUCCESS, every time: a first ENROLL that is refused or not
+        // supported is an answer the ABI does not document, not a value to keep.
+        for x0 in [INVAL, NOSUP] {
+            let mut m = model(Profile::Android14);
+            assert_eq!(
+                inv(m.call(abi::MMIO_GUARD_ENROLL, [0; 3], ok(x0, 0))),
+                Some(Invariant::Answer),
+                "{x0:#x}"
+            );
+            assert_eq!(inv(m.call(abi::MMIO_GUARD_ENROLL, [0; 3], ok(0, 0))), None);
+        }
+    }
+
+    #[test]
+    fn pkvm_share_abort_is_known_only_with_zero_reserved_arguments() {
+        // pKVM refuses MEM_SHARE with x2 or x3 non-zero before it looks at the IPA, so an
+        // abort there is not the known device-page bug, even when x2 == x3.
+        let mut pk = model(Profile::Pkvm);
+        for args in [[DEV, 1, 1], [DEV, 2, 2], [DEV, 1, 2]] {
+            assert_eq!(
+                inv(pk.call(abi::MEM_SHARE, args, abort())),
+                Some(Invariant::CallAbort),
+                "{args:x?}"
+            );
+        }
+        assert_eq!(pk.known, 0);
+        assert_eq!(
+            pk.call(abi::MEM_SHARE, [DEV, 0, 0], abort()).unwrap().note,
+            Note::Known(KnownBug::ShareMmioAborts)
+        );
+        assert_eq!(pk.known, 1);
+    }
+
+    #[test]
+    fn a_refused_map_answers_x1_0_on_android16_and_x1_is_free_before() {
+        // android16 documents x1 = 0 granules guarded with MAP's error; the earlier
+        // generations document x0 alone.
+        let mut a16 = model(Profile::Android16);
+        assert_eq!(
+            inv(a16.call(abi::MMIO_GUARD_MAP, [RAM, 0, 0], ok(INVAL, 0))),
+            None
+        );
+        assert_eq!(
+            inv(a16.call(abi::MMIO_GUARD_MAP, [DEV + 8, 0, 0], ok(INVAL, 0))),
+            None
+        );
+        let mut a14 = model(Profile::Android14);
+        assert_eq!(
+            inv(a14.call(abi::MMIO_GUARD_MAP, [RAM, 0, 0], ok(INVAL, 7))),
+            None
+        );
+    }
+
+    #[test]
+    fn an_access_ending_at_a_registered_granules_end_is_forwarded() {
+        // The last byte decides, not the byte after it: a read or write that ends exactly
+        // at the end of a registered granule reaches the device even though the next
+        // granule is not registered.
+        let mut m = model(Profile::Android14);
+        m.call(abi::MMIO_GUARD_MAP, [DEV, 0, 0], ok(0, 0)).unwrap();
+        assert!(!m.is_registered(DEV + G));
+        for (addr, width) in [(DEV + 0xffc, Width::W32), (DEV + 0xff8, Width::W64)] {
+            let r = Op::Read {
+                addr,
+                width,
+                signed: false,
+                device: Some(0x31),
+                hole: false,
+            };
+            assert_eq!(acc(&m, r, Observed::Loaded(0x31)), None, "{addr:#x}");
+            assert_eq!(
+                acc(&m, r, refused(addr, 0x100)),
+                Some(Invariant::Forwarding),
+                "{addr:#x}"
+            );
+        }
+        let w = Op::Write {
+            addr: DEV + 0xffc,
+            value: 1,
+        };
+        assert_eq!(acc(&m, w, Observed::Stored), None);
+    }
 }
