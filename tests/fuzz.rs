@@ -176,9 +176,12 @@ fn every_public_mutant_is_found_within_its_budget() {
     assert!(missed.is_empty(), "{}", missed.join("\n\n"));
 }
 
-#[test]
-fn the_printed_replay_reproduces_the_failure() {
-    let first = fuzz("model:android14,mutant=map-neighbour", "fuzz=1,3000");
+/// A mutant's run under `launch` with `spec` (and `more` on the command line): the replay
+/// its FAIL line prints reproduces the failure from fewer steps than the prefix, with the
+/// same invariant, and the same replay on the correct model passes.
+fn the_replay_reproduces(launch: fn(&str, &str) -> Outcome, mutant: &str, spec: &str, more: &str) {
+    let hyp = format!("model:android14,mutant={mutant}");
+    let first = launch(&hyp, &format!("{spec}{more}"));
     let t = first.transcript();
     let detail = common::detail(&first, CHECK).to_string();
     // "seed 1 step N: invariant 'x': ... (...; replay: fuzz=1,3000,only=N)"
@@ -194,15 +197,20 @@ fn the_printed_replay_reproduces_the_failure() {
         .unwrap()
         .trim_end_matches(')')
         .to_string();
-    assert_eq!(replay, format!("fuzz=1,3000,only={step}"), "{t}");
+    let (seed_count, flags) = spec.split_at(
+        spec.match_indices(',')
+            .nth(1)
+            .map_or(spec.len(), |(i, _)| i),
+    );
+    assert_eq!(replay, format!("{seed_count},only={step}{flags}"), "{t}");
     let lines = first
         .report
         .lines
         .iter()
         .filter(|l| l.starts_with("INFO: fuzz: run:   step "))
         .count();
-    assert!(lines > 1, "the steps to replay are printed\n{t}");
-    let again = fuzz("model:android14,mutant=map-neighbour", &replay);
+    assert!(lines >= 1, "the steps to replay are printed\n{t}");
+    let again = launch(&hyp, &format!("{replay}{more}"));
     let t2 = again.transcript();
     let d2 = common::detail(&again, CHECK);
     assert_eq!(again.result(CHECK).unwrap().kind, Kind::Fail, "{t2}");
@@ -219,12 +227,29 @@ fn the_printed_replay_reproduces_the_failure() {
     assert_eq!(replayed, lines, "{t2}");
     assert!(replayed < step.parse::<usize>().unwrap() + 1, "{t2}");
     // The same run on the correct model passes.
-    let clean = fuzz("model:android14", &replay);
+    let clean = launch("model:android14", &format!("{replay}{more}"));
     assert_eq!(
         clean.result(CHECK).unwrap().kind,
         Kind::Pass,
         "{}",
         clean.transcript()
+    );
+}
+
+#[test]
+fn the_printed_replay_reproduces_the_failure() {
+    the_replay_reproduces(fuzz, "map-neighbour", "fuzz=1,3000", "");
+}
+
+/// A DMA step's slice keeps the MEM_SHARE of its page; `private-dma` stays in the replay.
+#[test]
+fn the_printed_replay_of_a_dma_step_reproduces_the_failure() {
+    the_replay_reproduces(fuzz_dma, "share-ignored", "fuzz=1,200", " output=uart");
+    the_replay_reproduces(
+        fuzz_dma,
+        "dma-private-through",
+        "fuzz=1,50,private-dma",
+        " output=uart",
     );
 }
 
