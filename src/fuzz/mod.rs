@@ -198,12 +198,16 @@ mod tests {
         assert_eq!(picks.len(), 3);
     }
 
-    /// What a seed means never changes: step 3 of seed 7 and the pattern at 0x1000 for
-    /// seed 1, computed by hand from SplitMix64's definition.
+    /// What a seed means never changes: step 3 of seed 7 and two patterns, computed by
+    /// hand from SplitMix64's definition.
     #[test]
     fn a_seeds_steps_and_patterns_are_fixed() {
         assert_eq!(Rng::for_step(7, 3).next_u64(), 10431677065334306719);
         assert_eq!(pattern(1, 0x1000), 0x835f_8eb0_ed79_842c);
+        assert_eq!(
+            pattern(0x1234_5678_9abc_def0, 0x4000_1008),
+            0x6515_07d0_0031_9d0e
+        );
     }
 
     #[test]
