@@ -988,7 +988,7 @@ pub(crate) mod tests {
             let class = if p.share_pool.contains(&a) {
                 "pool page"
             } else if p.share_pool.contains(&p.align(a)) {
-                assert!(a % 8 == 0 && a % g != 0, "{a:#x}");
+                assert!(a.is_multiple_of(8) && !a.is_multiple_of(g), "{a:#x}");
                 "inside a pool page"
             } else if targets.contains(&a) {
                 "target"
