@@ -91,97 +91,17 @@ pub fn run(ctx: &Ctx) -> Outcome {
             hv.guard_unusable()
         ));
     }
-    // The devices are set up before the model starts: their windows are registered then.
     let built_here = !virtio::is_built();
     ctx.on_abandon(virtio::abandon);
-    let granule = granule(hv);
-    let dma = dma_device(ctx, granule);
-    let pool = pool(ctx, granule, &dma);
-    let mpidr = crate::cpus::other_cpu(&ctx.platform.cpus, smp::this_mpidr());
-    let ram: Vec<Region> = ctx.platform.memory.clone();
-    let mut model = Model::new(hv.profile, granule, ram, tainted_granules());
-    model.private_memory = hv.mem_sharer().is_some();
-    let mut held = ctx.devices.units(granule);
-    if let Ok(d) = &dma {
-        held.extend(d.busy.iter().copied());
-    }
-    let mut run = Run {
-        spec,
-        pool,
-        model,
-        mpidr,
-        // Every incident since boot counts: the console's page is registered for the run.
-        incidents: 0,
-        calls: 0,
-        accesses: 0,
-        remote: 0,
-        platform: ctx.platform,
-        hv,
-        dma: dma.as_ref().ok().cloned(),
-        dma_count: DmaCount::default(),
-        held,
-        spared: 0,
-    };
-    let g = granule;
-    fill(spec.seed, base(&SHARE_POOL), (POOL_GRANULES as u64 + 1) * g);
-    fill(spec.seed, base(&CANARY), CANARY_BYTES as u64);
-    ctx.info(format_args!(
-        "{spec}: profile {} granule {g:#x}, {} targets, {} holes, sharing pool {:#x}+{POOL_GRANULES}x{g:#x}, canary {:#x}, {}",
-        hv.profile,
-        run.pool.targets.len(),
-        run.pool.holes.len(),
-        base(&SHARE_POOL),
-        base(&CANARY),
-        if run.pool.smp { "steps on CPU 0 and 1" } else { "one CPU" }
-    ));
-    match &dma {
-        Ok(d) => {
-            ctx.info(format_args!(
-            "DMA steps: the entropy device (windows {}) fills buffers in the sharing pool, unbounced{}",
-            d.windows
-                .iter()
-                .map(|(b, s)| format!("{b:#x}+{s:#x}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            if spec.private_dma { ", private pages too" } else { ", shared pages only" }
-        ))
-        }
-        Err(why) => ctx.info(format_args!("no DMA steps: {why}")),
-    }
+    let mut run = Run::start(ctx, spec);
     let steps: Vec<u64> = match spec.only {
         Some(n) => run.pool.slice(spec.seed, n),
         None => (0..spec.count).collect(),
     };
-    let mut failed = None;
-    let mut ran = 0;
-    let mut progress = Deadline::after_ms(PROGRESS_MS);
-    for &i in &steps {
-        if progress.passed() {
-            // A long run is not a silent one (the runner stops a guest that prints nothing).
-            ctx.info(format_args!(
-                "step {i} of {}: every invariant held so far",
-                spec.count
-            ));
-            progress = Deadline::after_ms(PROGRESS_MS);
-        }
-        ran += 1;
-        let step = run.pool.step(spec.seed, i);
-        if let Err(v) = run.step(&step) {
-            failed = Some((step, v));
-            break;
-        }
-    }
-    if failed.is_none() {
-        let end = Step {
-            index: spec.count,
-            cpu: 0,
-            op: Op::Canary,
-        };
-        failed = run.step(&end).err().map(|v| (end, v));
-    }
+    let (ran, failed) = run.steps(ctx, &steps);
     if built_here {
-        // Resetting a device whose window a step unregistered aborts: that abandons the
-        // clean-up only (the set leaks, registered), not the verdict.
+        // A hypervisor that dropped a device's registration makes its reset abort: that
+        // abandons the clean-up only (the set leaks, registered), not the verdict.
         if !exceptions::run_abandonable(|| drop(virtio::drop_bus())) {
             let _ = exceptions::take_unexpected();
             virtio::abandon();
@@ -189,6 +109,94 @@ pub fn run(ctx: &Ctx) -> Outcome {
     }
     run.unshare_all();
     run.verdict(ctx, ran, &steps, failed)
+}
+
+impl<'a> Run<'a> {
+    /// Sets the run up: the devices first (their windows are registered before the model
+    /// starts), the pool, the model, the patterns; says what it will do.
+    fn start(ctx: &'a Ctx, spec: FuzzSpec) -> Self {
+        let hv = ctx.hv;
+        let g = granule(hv);
+        let dma = dma_device(ctx, g);
+        let ram: Vec<Region> = ctx.platform.memory.clone();
+        let mut model = Model::new(hv.profile, g, ram, tainted_granules());
+        model.private_memory = hv.mem_sharer().is_some();
+        let mut held = ctx.devices.units(g);
+        if let Ok(d) = &dma {
+            held.extend(d.busy.iter().copied());
+        }
+        let run = Run {
+            spec,
+            pool: pool(ctx, g, &dma),
+            model,
+            mpidr: crate::cpus::other_cpu(&ctx.platform.cpus, smp::this_mpidr()),
+            // Every incident since boot counts: the console's page is registered for the run.
+            incidents: 0,
+            calls: 0,
+            accesses: 0,
+            remote: 0,
+            platform: ctx.platform,
+            hv,
+            dma: dma.as_ref().ok().cloned(),
+            dma_count: DmaCount::default(),
+            held,
+            spared: 0,
+        };
+        fill(spec.seed, base(&SHARE_POOL), (POOL_GRANULES as u64 + 1) * g);
+        fill(spec.seed, base(&CANARY), CANARY_BYTES as u64);
+        ctx.info(format_args!(
+            "{spec}: profile {} granule {g:#x}, {} targets, {} holes, sharing pool {:#x}+{POOL_GRANULES}x{g:#x}, canary {:#x}, {}",
+            hv.profile,
+            run.pool.targets.len(),
+            run.pool.holes.len(),
+            base(&SHARE_POOL),
+            base(&CANARY),
+            if run.pool.smp { "steps on CPU 0 and 1" } else { "one CPU" }
+        ));
+        match &dma {
+            Ok(d) => ctx.info(format_args!(
+                "DMA steps: the entropy device (windows {}) fills buffers in the sharing pool, unbounced, {}",
+                d.windows
+                    .iter()
+                    .map(|(b, s)| format!("{b:#x}+{s:#x}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if spec.private_dma { "private pages too" } else { "shared pages only" }
+            )),
+            Err(why) => ctx.info(format_args!("no DMA steps: {why}")),
+        }
+        run
+    }
+
+    /// Performs `steps` in order, then the final canary check, up to the first broken
+    /// invariant: how many ran, and what broke.
+    fn steps(&mut self, ctx: &Ctx, steps: &[u64]) -> (usize, Option<(Step, Violation)>) {
+        let seed = self.spec.seed;
+        let mut ran = 0;
+        let mut progress = Deadline::after_ms(PROGRESS_MS);
+        for &i in steps {
+            if progress.passed() {
+                // A long run is not a silent one (the runner stops a guest that prints
+                // nothing).
+                ctx.info(format_args!(
+                    "step {i} of {}: every invariant held so far",
+                    self.spec.count
+                ));
+                progress = Deadline::after_ms(PROGRESS_MS);
+            }
+            ran += 1;
+            let step = self.pool.step(seed, i);
+            if let Err(v) = self.step(&step) {
+                return (ran, Some((step, v)));
+            }
+        }
+        let end = Step {
+            index: self.spec.count,
+            cpu: 0,
+            op: Op::Canary,
+        };
+        (ran, self.step(&end).err().map(|v| (end, v)))
+    }
 }
 
 /// The device DMA steps use.
