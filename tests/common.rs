@@ -200,3 +200,11 @@ pub fn private_dma_requests(detail: &str, transcript: &str) -> u64 {
     );
     private
 }
+
+/// From a `fuzz: run` line: how many steps made two ops at once (CPU 1 and the boot CPU).
+pub fn ops_at_once(detail: &str) -> u64 {
+    detail
+        .find(" of them two ops at once")
+        .and_then(|at| detail[..at].rsplit('(').next()?.parse().ok())
+        .unwrap_or(0)
+}

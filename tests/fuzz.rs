@@ -305,6 +305,7 @@ fn clean(hyps: &[(&'static str, Kind, bool, bool)]) {
                                 let (made, private, skipped) = dma_requests(d);
                                 // Two DMA steps in every 50, each made or left out.
                                 d.contains("10000 steps")
+                                    && ops_at_once(d) >= 100
                                     && made + skipped == 400
                                     && private == 0
                                     && (skipped >= 50) == private_memory

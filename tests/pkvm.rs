@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{dma_requests, private_dma_requests, DEFAULT_CHECKS};
+use common::{dma_requests, ops_at_once, private_dma_requests, DEFAULT_CHECKS};
 use ioguard_runner::{Kind, Outcome};
 use std::sync::Mutex;
 
@@ -332,6 +332,8 @@ fn the_fuzzers_budget_runs_clean_in_a_protected_vm() {
         made >= 20 && private == 0 && skipped >= 20,
         "{made} {private} {skipped}\n{t}"
     );
+    // Some of its steps made two ops at once, from both vCPUs.
+    assert!(ops_at_once(&d) >= 20, "{t}");
 }
 
 /// pKVM keeps a protected VM's private pages from the host: each of the fuzzer's requests

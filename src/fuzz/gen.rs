@@ -101,6 +101,9 @@ pub struct Step {
     /// 0: the boot CPU; 1: the job runs on another CPU.
     pub cpu: u8,
     pub op: Op,
+    /// What the boot CPU does at the same time as CPU 1 does `op` (only then): a call or
+    /// an access more than a granule away from `op`'s, so that either order is the same.
+    pub beside: Option<Op>,
 }
 
 /// Every this many steps the canary is checked (and the console pinged half-way).
@@ -116,6 +119,9 @@ pub const DMA_BYTES: u64 = 32;
 pub const IPA_MAX_BITS: u32 = 52;
 /// Every IPA space is at least this large (pKVM gives a protected VM 40 bits).
 pub const IPA_MIN_BITS: u32 = 40;
+
+/// What the generator of a step's `beside` op is seeded with, besides the step's seed.
+const BESIDE: u64 = 0x6265_7369_6465;
 
 /// A count far past anything mappable: 4 GiB of 4 KiB granules. Not larger: a hypervisor
 /// that wrongly keeps going (a range loop that never fails) must still come back, or its
@@ -319,40 +325,90 @@ impl Pool {
         }
     }
 
+    /// One op of the mix: reads, load pairs, writes and calls.
+    fn draw(&self, r: &mut Rng) -> Op {
+        let no_pair = self.profile.no_syndrome() == NoSyndrome::VmmDecides;
+        match r.below(100) {
+            0..=29 => self.read(r),
+            30..=33 if !no_pair => match r.pick(&self.targets) {
+                Some(t) => Op::Pair {
+                    addr: t.page() + 0xfe0,
+                },
+                None => Op::Canary,
+            },
+            34..=37 => match self.targets.iter().find_map(|t| t.rw_addr) {
+                Some(addr) => Op::Write {
+                    addr,
+                    value: r.next_u64() as u32,
+                },
+                None => self.read(r),
+            },
+            _ => self.call(r),
+        }
+    }
+
     /// Step `index` of the run seeded `seed`.
     pub fn step(&self, seed: u64, index: u64) -> Step {
-        let op = match index % CANARY_EVERY {
-            i if i == CANARY_EVERY - 1 => Op::Canary,
-            i if i == CANARY_EVERY / 2 - 1 => Op::Console,
-            i if self.dma && DMA_AT.contains(&i) => self.dma_addr(&mut Rng::for_step(seed, index)),
+        let alone = |op| Step {
+            index,
+            cpu: 0,
+            op,
+            beside: None,
+        };
+        match index % CANARY_EVERY {
+            i if i == CANARY_EVERY - 1 => alone(Op::Canary),
+            i if i == CANARY_EVERY / 2 - 1 => alone(Op::Console),
+            i if self.dma && DMA_AT.contains(&i) => {
+                alone(self.dma_addr(&mut Rng::for_step(seed, index)))
+            }
             _ => {
                 let mut r = Rng::for_step(seed, index);
-                let no_pair = self.profile.no_syndrome() == NoSyndrome::VmmDecides;
-                let op = match r.below(100) {
-                    0..=29 => self.read(&mut r),
-                    30..=33 if !no_pair => match r.pick(&self.targets) {
-                        Some(t) => Op::Pair {
-                            addr: t.page() + 0xfe0,
-                        },
-                        None => Op::Canary,
-                    },
-                    34..=37 => match self.targets.iter().find_map(|t| t.rw_addr) {
-                        Some(addr) => Op::Write {
-                            addr,
-                            value: r.next_u64() as u32,
-                        },
-                        None => self.read(&mut r),
-                    },
-                    _ => self.call(&mut r),
-                };
+                let op = self.draw(&mut r);
                 // A huge count runs on CPU 1 where there is one: a hypervisor that never
                 // finishes it then costs that CPU's bounded wait, not the run.
                 let huge = matches!(op, Op::Call { fid, args } if args[1] >= HUGE && is_range(fid));
                 let cpu = u8::from(self.smp && on_any_cpu(&op) && (huge || r.chance(15)));
-                return Step { index, cpu, op };
+                let beside = if cpu == 1 && !huge {
+                    self.beside(&mut Rng::for_step(seed ^ BESIDE, index), &op)
+                } else {
+                    None
+                };
+                Step {
+                    index,
+                    cpu,
+                    op,
+                    beside,
+                }
             }
-        };
-        Step { index, cpu: 0, op }
+        }
+    }
+
+    /// Half the time, an op for the boot CPU to make while CPU 1 makes `op`: both of a
+    /// kind that needs no resuming and no ordering, more than a granule apart.
+    fn beside(&self, r: &mut Rng, op: &Op) -> Option<Op> {
+        if !r.chance(50) || !self.at_once(op) {
+            return None;
+        }
+        let other = self.draw(r);
+        let (a, b) = (self.footprint(op)?, self.footprint(&other)?);
+        let g = self.granule;
+        let near = a.iter().any(|x| b.iter().any(|y| x.abs_diff(*y) <= g));
+        (self.at_once(&other) && !near).then_some(other)
+    }
+
+    /// Ops that may run beside another: accesses, and the calls that name one granule and
+    /// are never resumed (MAP, UNMAP, and MEM_SHARE/UNSHARE but on android16, where x2 is
+    /// a count).
+    fn at_once(&self, op: &Op) -> bool {
+        match op {
+            Op::Read { .. } | Op::Pair { .. } | Op::Write { .. } => true,
+            Op::Call { fid, .. } => match *fid {
+                abi::MMIO_GUARD_MAP | abi::MMIO_GUARD_UNMAP => true,
+                abi::MEM_SHARE | abi::MEM_UNSHARE => self.profile != Profile::Android16,
+                _ => false,
+            },
+            Op::Dma { .. } | Op::Console | Op::Canary => false,
+        }
     }
 
     /// The guard granules a step names (for a range call, at most its first 64).
@@ -384,13 +440,22 @@ impl Pool {
         })
     }
 
+    /// The granules a step names, with its `beside` op's.
+    pub fn step_footprint(&self, s: &Step) -> Option<BTreeSet<u64>> {
+        let mut f = self.footprint(&s.op)?;
+        if let Some(b) = &s.beside {
+            f.extend(self.footprint(b)?);
+        }
+        Some(f)
+    }
+
     /// The steps of 0..=`n` that step `n` depends on: those whose granules are within
     /// one granule of step `n`'s (a bug that reaches the next granule is the classic
     /// cross-granule one), and every step that names no granule (ENROLL, the info calls).
     /// A Console or Canary step depends on everything: its slice is the whole prefix.
     pub fn slice(&self, seed: u64, n: u64) -> Vec<u64> {
         let last = self.step(seed, n);
-        let Some(fp) = self.footprint(&last.op) else {
+        let Some(fp) = self.step_footprint(&last) else {
             return (0..=n).collect();
         };
         let g = self.granule;
@@ -405,7 +470,7 @@ impl Pool {
                 if matches!(s.op, Op::Console | Op::Canary) {
                     return false;
                 }
-                self.footprint(&s.op).is_none_or(|f| near(&f))
+                self.step_footprint(&s).is_none_or(|f| near(&f))
             })
             .chain(core::iter::once(n))
             .collect::<BTreeSet<u64>>()
@@ -444,8 +509,17 @@ fn on_any_cpu(op: &Op) -> bool {
 impl fmt::Display for Step {
     /// One line per step, in the trace's words (`hvc NAME(fid) x1=.. x2=.. x3=..`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "step {} cpu{}: ", self.index, self.cpu)?;
-        match self.op {
+        write!(f, "step {} cpu{}: {}", self.index, self.cpu, self.op)?;
+        match &self.beside {
+            Some(b) => write!(f, ", at once with cpu0: {b}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
             Op::Call {
                 fid,
                 args: [x1, x2, x3],
@@ -871,7 +945,8 @@ pub(crate) mod tests {
                 Step {
                     index: 7,
                     cpu: 1,
-                    op
+                    op,
+                    beside: None
                 }
             )
         };
@@ -915,6 +990,19 @@ pub(crate) mod tests {
             "step 7 cpu1: dma: the entropy device fills 32B at 0x41000108"
         );
         assert_eq!(s(Op::Console), "step 7 cpu1: console ping");
+        let both = Step {
+            index: 7,
+            cpu: 1,
+            op: Op::Pair { addr: 0x20 },
+            beside: Some(Op::Write {
+                addr: 0x9000,
+                value: 1,
+            }),
+        };
+        assert_eq!(
+            format!("{both}"),
+            "step 7 cpu1: ldp 16B at 0x20, at once with cpu0: write 4B at 0x9000 = 0x1"
+        );
         assert_eq!(s(Op::Canary), "step 7 cpu1: canary check");
     }
 
@@ -1174,5 +1262,57 @@ pub(crate) mod tests {
         assert_eq!(offsets.first(), Some(&8));
         assert_eq!(offsets.last(), Some(&(g - 8)));
         assert!(offsets.iter().all(|o| o % 8 == 0));
+    }
+
+    /// Two ops at once: only on CPU 1's steps, about half of those that may, never beside
+    /// a call that must be resumed or ordered, always more than a granule apart; the step's
+    /// own op is the one a run without them makes.
+    #[test]
+    fn ops_at_once_are_apart_and_need_no_order() {
+        for profile in [Profile::Android14, Profile::Android16] {
+            let p = pool(profile, true);
+            let alone = Pool {
+                smp: false,
+                ..p.clone()
+            };
+            let g = p.granule;
+            let mut pairs = 0;
+            let mut kinds = BTreeSet::new();
+            for i in 0..20_000 {
+                let s = p.step(31, i);
+                assert_eq!(s.op, alone.step(31, i).op, "{s}");
+                let Some(b) = s.beside else { continue };
+                pairs += 1;
+                assert_eq!(s.cpu, 1, "{s}");
+                assert!(p.at_once(&s.op) && p.at_once(&b), "{s}");
+                let (x, y) = (p.footprint(&s.op).unwrap(), p.footprint(&b).unwrap());
+                assert!(
+                    x.iter().all(|a| y.iter().all(|c| a.abs_diff(*c) > g)),
+                    "{s}"
+                );
+                for op in [s.op, b] {
+                    if let Op::Call { fid, args } = op {
+                        assert!(!is_range(fid) || profile != Profile::Android16 || args[1] <= 1);
+                        kinds.insert(fid);
+                    }
+                }
+                assert_eq!(p.step_footprint(&s), Some(x.union(&y).copied().collect()));
+            }
+            let remote = (0..20_000).filter(|&i| p.step(31, i).cpu == 1).count();
+            assert!(
+                // Half of those that may, the other op of a kind and apart too.
+                pairs > remote / 10 && pairs < remote / 2,
+                "{pairs} of {remote}"
+            );
+            assert!(kinds.contains(&abi::MMIO_GUARD_MAP) && kinds.contains(&abi::MMIO_GUARD_UNMAP));
+            assert_eq!(
+                kinds.contains(&abi::MEM_SHARE),
+                profile != Profile::Android16,
+                "{kinds:?}"
+            );
+            assert!(
+                !kinds.contains(&abi::MMIO_RGUARD_MAP) && !kinds.contains(&abi::MMIO_GUARD_ENROLL)
+            );
+        }
     }
 }

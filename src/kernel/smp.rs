@@ -265,7 +265,25 @@ where
     R: Send + 'static,
     F: FnOnce() -> R + Send + 'static,
 {
-    let mb = ready_mailbox(index, mpidr)?;
+    run_on_beside(index, mpidr, job, || ()).0
+}
+
+/// `run_on`, and `here` on this CPU while the job runs there: `here` is called once the
+/// CPU was asked to start (or alone, when it could not be): the job's result and `here`'s.
+pub fn run_on_beside<R, F, S>(
+    index: usize,
+    mpidr: u64,
+    job: F,
+    here: impl FnOnce() -> S,
+) -> (Result<R, SmpError>, S)
+where
+    R: Send + 'static,
+    F: FnOnce() -> R + Send + 'static,
+{
+    let mb = match ready_mailbox(index, mpidr) {
+        Ok(mb) => mb,
+        Err(e) => return (Err(e), here()),
+    };
     let result: Arc<Mutex<Option<R>>> = Arc::new(Mutex::new(None));
     let slot = Arc::clone(&result);
     post(
@@ -276,7 +294,20 @@ where
         }),
     );
     let started = counter();
-    start(mb, index, mpidr)?;
+    let on = start(mb, index, mpidr);
+    let beside = here();
+    let r = on.and_then(|()| finish_job(mb, index, mpidr, started, &result));
+    (r, beside)
+}
+
+/// Waits for the job `run_on_beside` started, and for its CPU to power off.
+fn finish_job<R>(
+    mb: &Mailbox,
+    index: usize,
+    mpidr: u64,
+    started: u64,
+    result: &Mutex<Option<R>>,
+) -> Result<R, SmpError> {
     let end = wait_job(mb, mpidr)?;
     let ran_us = (counter() - started).saturating_mul(1_000_000) / frequency().max(1);
     // The job's expected faults, which the secondary could not print itself.

@@ -10,7 +10,8 @@ use crate::devices::{DeviceKind, Devices};
 use crate::fuzz::gen::{Op, Pool, PoolTarget, Step, Width, DMA_BYTES};
 use crate::fuzz::model::{self, DmaSeen, Invariant, Model, Note, Violation};
 use crate::fuzz::{pattern, FuzzSpec};
-use crate::kernel::hyp::{conduit, Hypervisor};
+use crate::kernel::hyp::conduit::{self, Answer};
+use crate::kernel::hyp::Hypervisor;
 use crate::kernel::mm::mmu;
 use crate::kernel::probe::{self, Width as PWidth};
 use crate::kernel::time::Deadline;
@@ -26,6 +27,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 checks!(explicit "fuzz": run);
 
@@ -141,6 +143,8 @@ impl<'a> Run<'a> {
             dma_count: DmaCount::default(),
             held,
             spared: 0,
+            together: 0,
+            alone: 0,
         };
         fill(spec.seed, base(&SHARE_POOL), (POOL_GRANULES as u64 + 1) * g);
         fill(spec.seed, base(&CANARY), CANARY_BYTES as u64);
@@ -194,6 +198,7 @@ impl<'a> Run<'a> {
             index: self.spec.count,
             cpu: 0,
             op: Op::Canary,
+            beside: None,
         };
         (ran, self.step(&end).err().map(|v| (end, v)))
     }
@@ -319,6 +324,10 @@ struct Run<'a> {
     held: BTreeSet<u64>,
     /// UNMAP steps not made for that.
     spared: u64,
+    /// Steps that made two ops at once, and of them those where CPU 1 was not ready in
+    /// time (the boot CPU went first).
+    together: u64,
+    alone: u64,
 }
 
 /// What the DMA steps did.
@@ -336,6 +345,62 @@ fn pwidth(w: Width) -> PWidth {
         Width::W8 => PWidth::W8,
         Width::W32 => PWidth::W32,
         Width::W64 => PWidth::W64,
+    }
+}
+
+/// What one op did: a call's answer, or an access's instruction and what came back.
+enum Did {
+    Answer(Answer),
+    Access(u64, Observed),
+}
+
+/// Makes one op of a pair made at once, on whichever CPU runs this (`remote`: not the boot
+/// CPU, which alone may print a trace line).
+fn make(op: Op, remote: bool) -> Did {
+    match op {
+        Op::Call { fid, args } if remote => Did::Answer(conduit::call_untraced(fid, args)),
+        Op::Call { fid, args } => Did::Answer(conduit::call(fid, args)),
+        _ => {
+            let (site, seen) = perform(op);
+            Did::Access(site, seen)
+        }
+    }
+}
+
+/// The two CPUs of a pair made at once: each says it is ready, and goes when the other is.
+static READY: AtomicBool = AtomicBool::new(false);
+static GO: AtomicBool = AtomicBool::new(false);
+/// The longest a CPU waits for the other before it goes alone.
+const MEET_US: u64 = 50_000;
+
+/// Waits for `flag`, a bounded while: whether it came.
+fn meet(flag: &AtomicBool) -> bool {
+    let d = Deadline::after_us(MEET_US);
+    loop {
+        if flag.load(Ordering::Acquire) {
+            return true;
+        }
+        if d.passed() {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// The stage-1 window an access needs (none for anything else).
+fn window(op: &Op) -> Result<Option<mmu::DeviceMapping>, Violation> {
+    match *op {
+        Op::Read { addr, .. } | Op::Pair { addr } | Op::Write { addr, .. } => {
+            mmu::map_device(addr & !(PAGE - 1), PAGE)
+                .map(Some)
+                .map_err(|e| {
+                    Violation::new(
+                        Invariant::Step,
+                        format_args!("stage-1 map of {addr:#x}: {e}"),
+                    )
+                })
+        }
+        _ => Ok(None),
     }
 }
 
@@ -389,10 +454,10 @@ fn perform(op: Op) -> (u64, Observed) {
 impl Run<'_> {
     fn on_cpu<R: Send + 'static>(
         &mut self,
-        step: &Step,
+        cpu: u8,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> Result<R, Violation> {
-        match (step.cpu, self.mpidr) {
+        match (cpu, self.mpidr) {
             (1, Some(mpidr)) => {
                 self.remote += 1;
                 smp::run_on(OTHER_SLOT, mpidr, f).map_err(|e| {
@@ -407,24 +472,23 @@ impl Run<'_> {
     }
 
     fn step(&mut self, step: &Step) -> Result<Note, Violation> {
+        if let (Some(b), 1, Some(mpidr)) = (step.beside, step.cpu, self.mpidr) {
+            if !self.takes_held_op(&step.op) && !self.takes_held_op(&b) {
+                return self.at_once(step.op, b, mpidr);
+            }
+        }
         match step.op {
             Op::Call { fid, .. } if self.takes_held(fid, &step.op) => {
                 self.spared += 1;
                 Ok(Note::Kept)
             }
-            Op::Call { fid, args } => self.call(step, fid, args),
-            Op::Read { addr, .. } | Op::Pair { addr } | Op::Write { addr, .. } => {
-                self.accesses += 1;
-                let window = mmu::map_device(addr & !(PAGE - 1), PAGE).map_err(|e| {
-                    Violation::new(
-                        Invariant::Step,
-                        format_args!("stage-1 map of {addr:#x}: {e}"),
-                    )
-                })?;
+            Op::Call { fid, args } => self.call(step.cpu, fid, args, None),
+            Op::Read { .. } | Op::Pair { .. } | Op::Write { .. } => {
+                let window = window(&step.op)?;
                 let op = step.op;
-                let (site, seen) = self.on_cpu(step, move || perform(op))?;
+                let (site, seen) = self.on_cpu(step.cpu, move || perform(op))?;
                 drop(window);
-                self.model.access(&step.op, site, seen)
+                self.judge(op, Did::Access(site, seen))
             }
             Op::Console => {
                 // Several pings: a registration that is lost after a number of accesses
@@ -464,15 +528,81 @@ impl Run<'_> {
         }
     }
 
-    /// One call step: a range call that stops early is resumed where it stopped.
-    fn call(&mut self, step: &Step, fid: u32, mut args: [u64; 3]) -> Result<Note, Violation> {
+    /// Steps that make two ops at once: CPU 1 makes `there` while the boot CPU makes
+    /// `here`, each waiting (a bounded while) for the other to be ready first; both are
+    /// judged after, in either order the same (their granules are apart).
+    fn at_once(&mut self, there: Op, here: Op, mpidr: u64) -> Result<Note, Violation> {
+        let windows = (window(&there)?, window(&here)?);
+        READY.store(false, Ordering::Release);
+        GO.store(false, Ordering::Release);
+        self.remote += 1;
+        self.together += 1;
+        let (far, near) = smp::run_on_beside(
+            OTHER_SLOT,
+            mpidr,
+            move || {
+                READY.store(true, Ordering::Release);
+                meet(&GO);
+                make(there, true)
+            },
+            || {
+                let met = meet(&READY);
+                GO.store(true, Ordering::Release);
+                (met, make(here, false))
+            },
+        );
+        let (met, near) = near;
+        if !met {
+            self.alone += 1;
+        }
+        drop(windows);
+        let far = far.map_err(|e| {
+            Violation::new(
+                Invariant::Step,
+                format_args!("the step could not run on CPU 1: {e}"),
+            )
+        })?;
+        let a = self.judge(there, far)?;
+        let b = self.judge(here, near)?;
+        Ok(if a == Note::Kept { b } else { a })
+    }
+
+    /// Judges what one op did; a range call that stops early is resumed on the boot CPU.
+    fn judge(&mut self, op: Op, did: Did) -> Result<Note, Violation> {
+        match (op, did) {
+            (Op::Call { fid, args }, Did::Answer(a)) => self.call(0, fid, args, Some(a)),
+            (op, Did::Access(site, seen)) => {
+                self.accesses += 1;
+                self.model.access(&op, site, seen)
+            }
+            (op, Did::Answer(_)) => Err(Violation::new(
+                Invariant::Step,
+                format_args!("{op} answered as a call"),
+            )),
+        }
+    }
+
+    /// Whether an op is an UNMAP of a granule a driver holds.
+    fn takes_held_op(&self, op: &Op) -> bool {
+        matches!(*op, Op::Call { fid, .. } if self.takes_held(fid, op))
+    }
+
+    /// One call step (`first`: its first answer, when it was already made): a range call
+    /// that stops early is resumed where it stopped.
+    fn call(
+        &mut self,
+        cpu: u8,
+        fid: u32,
+        mut args: [u64; 3],
+        mut first: Option<Answer>,
+    ) -> Result<Note, Violation> {
         let mut note = Note::Kept;
         for _ in 0..MAX_RESUMES {
             self.calls += 1;
-            let answer = if step.cpu == 1 {
-                self.on_cpu(step, move || conduit::call_untraced(fid, args))?
-            } else {
-                conduit::call(fid, args)
+            let answer = match first.take() {
+                Some(a) => a,
+                None if cpu == 1 => self.on_cpu(cpu, move || conduit::call_untraced(fid, args))?,
+                None => conduit::call(fid, args),
             };
             let j = self.model.call(fid, args, answer)?;
             if j.note != Note::Kept {
@@ -602,8 +732,8 @@ impl Run<'_> {
             String::new()
         };
         let what = format!(
-            "{ran} steps ({} calls, {} accesses, {} on CPU 1{dma}{spared})",
-            self.calls, self.accesses, self.remote
+            "{ran} steps ({} calls, {} accesses, {} on CPU 1 ({} of them two ops at once, {} with CPU 1 late){dma}{spared})",
+            self.calls, self.accesses, self.remote, self.together, self.alone
         );
         let Some((step, v)) = failed else {
             return match spec.only {
