@@ -659,12 +659,12 @@ impl Run<'_> {
                 ));
             };
             dma_pool::give_next_unbounced();
-            // SAFETY: the generator puts a DMA buffer inside the sharing pool (a static
-            // only this check touches, through raw pointers, one step at a time); nothing
-            // else refers to these bytes while the device may write them, and `fill`
-            // resets the device before it returns without an answer.
-            let buf =
-                unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, DMA_BYTES as usize) };
+            let len = DMA_BYTES as usize;
+            // The generator puts a DMA buffer inside the sharing pool, a static only this
+            // check touches, one step at a time, through raw pointers.
+            // SAFETY: nothing else refers to these bytes while the device may write them,
+            // and `fill` resets the device before it returns without an answer.
+            let buf = unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, len) };
             let r = rng.fill(buf);
             dma_pool::bounce_next();
             let answered = match r {
