@@ -473,12 +473,12 @@ impl Run<'_> {
 
     fn step(&mut self, step: &Step) -> Result<Note, Violation> {
         if let (Some(b), 1, Some(mpidr)) = (step.beside, step.cpu, self.mpidr) {
-            if !self.takes_held_op(&step.op) && !self.takes_held_op(&b) {
+            if !self.takes_held(&step.op) && !self.takes_held(&b) {
                 return self.at_once(step.op, b, mpidr);
             }
         }
         match step.op {
-            Op::Call { fid, .. } if self.takes_held(fid, &step.op) => {
+            Op::Call { .. } if self.takes_held(&step.op) => {
                 self.spared += 1;
                 Ok(Note::Kept)
             }
@@ -582,11 +582,6 @@ impl Run<'_> {
         }
     }
 
-    /// Whether an op is an UNMAP of a granule a driver holds.
-    fn takes_held_op(&self, op: &Op) -> bool {
-        matches!(*op, Op::Call { fid, .. } if self.takes_held(fid, op))
-    }
-
     /// One call step (`first`: its first answer, when it was already made): a range call
     /// that stops early is resumed where it stopped.
     fn call(
@@ -621,11 +616,14 @@ impl Run<'_> {
         ))
     }
 
-    /// Whether a step is an UNMAP of a granule a driver holds.
-    fn takes_held(&self, fid: u32, op: &Op) -> bool {
+    /// Whether an op is an UNMAP of a granule a driver holds.
+    fn takes_held(&self, op: &Op) -> bool {
         let unmap = matches!(
-            fid,
-            crate::hyp::abi::MMIO_GUARD_UNMAP | crate::hyp::abi::MMIO_RGUARD_UNMAP
+            op,
+            Op::Call {
+                fid: crate::hyp::abi::MMIO_GUARD_UNMAP | crate::hyp::abi::MMIO_RGUARD_UNMAP,
+                ..
+            }
         );
         unmap
             && self.model.profile.has_guard()
