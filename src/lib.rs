@@ -30,6 +30,7 @@ pub mod platform;
 pub mod refusal;
 pub mod report;
 pub mod targets;
+pub mod width;
 
 #[cfg(target_os = "none")]
 pub mod kernel;

@@ -6,6 +6,7 @@
 use super::Rng;
 use crate::hyp::abi;
 use crate::hyp::profile::{NoSyndrome, Profile};
+pub use crate::width::Width;
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 use core::fmt;
@@ -48,24 +49,6 @@ pub struct Pool {
     pub smp: bool,
     /// A device the fuzzer can hand buffers to (virtio-rng): DMA steps.
     pub dma: bool,
-}
-
-/// A load or store width in bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Width {
-    W8,
-    W32,
-    W64,
-}
-
-impl Width {
-    pub fn bytes(self) -> u64 {
-        match self {
-            Self::W8 => 1,
-            Self::W32 => 4,
-            Self::W64 => 8,
-        }
-    }
 }
 
 /// What a step does.

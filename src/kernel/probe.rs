@@ -24,24 +24,7 @@ impl LoadFault {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Width {
-    W8,
-    W16,
-    W32,
-    W64,
-}
-
-impl Width {
-    pub fn bytes(self) -> u64 {
-        match self {
-            Self::W8 => 1,
-            Self::W16 => 2,
-            Self::W32 => 4,
-            Self::W64 => 8,
-        }
-    }
-}
+pub use crate::width::Width;
 
 extern "C" {
     fn ioguard_probe_ld8(addr: u64, poison: u64) -> u64;

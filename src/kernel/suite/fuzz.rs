@@ -13,7 +13,7 @@ use crate::fuzz::{pattern, FuzzSpec};
 use crate::kernel::hyp::conduit::{self, Answer};
 use crate::kernel::hyp::Hypervisor;
 use crate::kernel::mm::mmu;
-use crate::kernel::probe::{self, Width as PWidth};
+use crate::kernel::probe;
 use crate::kernel::time::Deadline;
 use crate::kernel::virtio::devices::{DeviceError, ANSWER_MS};
 use crate::kernel::virtio::{self, pool as dma_pool};
@@ -340,14 +340,6 @@ struct DmaCount {
     private_skipped: u64,
 }
 
-fn pwidth(w: Width) -> PWidth {
-    match w {
-        Width::W8 => PWidth::W8,
-        Width::W32 => PWidth::W32,
-        Width::W64 => PWidth::W64,
-    }
-}
-
 /// What one op did: a call's answer, or an access's instruction and what came back.
 enum Did {
     Answer(Answer),
@@ -409,11 +401,10 @@ fn perform(op: Op) -> (u64, Observed) {
     match op {
         Op::Read {
             addr,
-            width,
+            width: w,
             signed,
             ..
         } => {
-            let w = pwidth(width);
             // SAFETY: a load from a probe target's ID block or a hole, through a
             // device mapping: no read side effects; a fault is expected and caught.
             let r = unsafe {
@@ -441,9 +432,9 @@ fn perform(op: Op) -> (u64, Observed) {
         Op::Write { addr, value } => {
             // SAFETY: PL031's match register: a harmless register of a device no driver
             // holds, through a device mapping.
-            let r = unsafe { probe::write(addr, PWidth::W32, u64::from(value)) };
+            let r = unsafe { probe::write(addr, Width::W32, u64::from(value)) };
             (
-                probe::store_site(PWidth::W32),
+                probe::store_site(Width::W32),
                 r.map_or_else(Observed::StoreFaulted, |_| Observed::Stored),
             )
         }
